@@ -1,0 +1,1 @@
+"""Datasets on disk: the one folder format, text vocabulary, word vectors and the synthetic generator."""

@@ -1,0 +1,477 @@
+"""One on-disk dataset format (docs/DATA.md), opened with memory maps and validated on open.
+
+A dataset folder holds N items (rows). Every array's first axis is N; `split.json` lists row indices.
+Texts: `captions.jsonl` gives each row one or several texts (sentences, or tag words as `tokens`);
+each text is its own *text item* carrying its row's labels. `text.npy` gives one vector per row instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Sequence, Union
+
+import numpy as np
+
+from semshare.errors import DataFormatError
+from semshare.fileio import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "semshare-dataset"
+FORMAT_VERSION = 1
+SPLIT_NAMES = ("train", "val", "test", "database")
+# train/val/test must not share rows; a retrieval `database` may contain train rows (MIRFlickr's does).
+DISJOINT_SPLITS = ("train", "val", "test")
+# Rows scanned at once when checking values: bounds memory on 18 GB files.
+VALUE_CHECK_CHUNK_BYTES = 256 * 2**20
+BOX_TOLERANCE = 1e-3
+
+# A text is a sentence (str) or a list of tag words already split by the data's owner.
+Text = Union[str, list]
+
+
+@dataclass(frozen=True)
+class TextItems:
+    """The text items of a set of rows: `rows[t]` is the image row that text t belongs to.
+
+    `texts[t]` is the text itself (a sentence or a tag list) when the source is captions, else None.
+    `item_ids[t]` is the text item's global index in the dataset (stable across splits).
+    """
+
+    rows: np.ndarray
+    item_ids: np.ndarray
+    texts: list | None
+
+
+def _load_array(path: Path, field_name: str) -> np.ndarray:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFormatError(path, field_name, "a readable NumPy .npy file", f"unreadable ({exc})") from None
+    if not isinstance(array, np.ndarray):
+        raise DataFormatError(path, field_name, "a single array (.npy)", type(array).__name__)
+    return array
+
+
+def _expect_ndim(path: Path, field_name: str, array: np.ndarray, shape_doc: str, ndim: int) -> None:
+    if array.ndim != ndim:
+        raise DataFormatError(path, f"{field_name} shape", f"{ndim} axes {shape_doc}", f"shape {array.shape}")
+
+
+def _expect_rows(path: Path, field_name: str, array: np.ndarray, num_items: int) -> None:
+    if array.shape[0] != num_items:
+        raise DataFormatError(
+            path, f"{field_name} rows", f"{num_items} rows (as in labels.npy)", f"{array.shape[0]} rows"
+        )
+
+
+def _expect_dtype(path: Path, field_name: str, array: np.ndarray, kinds: str, expected: str) -> None:
+    if array.dtype.kind not in kinds:
+        raise DataFormatError(path, f"{field_name} dtype", expected, str(array.dtype))
+
+
+def iterate_row_chunks(array: np.ndarray, max_bytes: int = VALUE_CHECK_CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start_row, rows) slices of a (memory-mapped) array, each at most ~max_bytes in memory."""
+    row_bytes = max(1, int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize)
+    rows_per_chunk = max(1, max_bytes // row_bytes)
+    for start in range(0, array.shape[0], rows_per_chunk):
+        yield start, np.asarray(array[start : start + rows_per_chunk])
+
+
+def _check_finite(path: Path, field_name: str, array: np.ndarray) -> None:
+    for start, chunk in iterate_row_chunks(array):
+        finite = np.isfinite(chunk)
+        if not finite.all():
+            bad = np.argwhere(~finite)[0]
+            raise DataFormatError(
+                path, field_name, "finite values", f"{chunk[tuple(bad)]} at index {(start + bad[0],) + tuple(bad[1:])}"
+            )
+
+
+def _check_binary(path: Path, field_name: str, array: np.ndarray) -> None:
+    for start, chunk in iterate_row_chunks(array):
+        bad = (chunk != 0) & (chunk != 1)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            raise DataFormatError(
+                path, field_name, "only 0 and 1", f"{chunk[tuple(where)]} at row {start + where[0]}, column {where[1]}"
+            )
+
+
+def _parse_text_line(path: Path, line_number: int, line: str, row: int) -> list:
+    where = f"line {line_number}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, where, "one JSON object per line", f"invalid JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise DataFormatError(path, where, "a JSON object", type(record).__name__)
+    if "id" in record and record["id"] != row:
+        raise DataFormatError(path, f"{where} 'id'", f"{row} (lines are in row order)", repr(record["id"]))
+    if "captions" in record:
+        captions = record["captions"]
+        if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
+            raise DataFormatError(path, f"{where} 'captions'", "a non-empty list of strings", repr(captions)[:80])
+        return list(captions)
+    if "tokens" in record:
+        tokens = record["tokens"]
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise DataFormatError(path, f"{where} 'tokens'", "a list of strings", repr(tokens)[:80])
+        return [list(tokens)]
+    if "text" in record:
+        if not isinstance(record["text"], str):
+            raise DataFormatError(path, f"{where} 'text'", "a string", repr(record["text"])[:80])
+        return [record["text"]]
+    raise DataFormatError(path, where, "a 'captions', 'tokens' or 'text' field", f"keys {sorted(record)}")
+
+
+@dataclass
+class Dataset:
+    """An opened, validated dataset folder. Arrays are read-only memory maps; nothing is loaded whole.
+
+    Fields (None when the folder lacks them):
+      regions (N, R, D) float, region_mask (N, R) bool-like, region_boxes (N, R, 4) normalised x0 y0 x1 y1,
+      region_labels (N, R) int (-1 = none), image (N, D) float, text_vectors (N, Dt) float,
+      labels (N, C) multi-hot.
+    """
+
+    root: Path
+    labels: np.ndarray
+    label_names: list[str]
+    splits: dict[str, np.ndarray]
+    regions: np.ndarray | None = None
+    region_mask: np.ndarray | None = None
+    region_boxes: np.ndarray | None = None
+    region_labels: np.ndarray | None = None
+    image: np.ndarray | None = None
+    text_vectors: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+    _has_captions: bool = False
+
+    # ---- sizes -------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.root.name))
+
+    @property
+    def num_items(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.labels.shape[1])
+
+    @property
+    def has_regions(self) -> bool:
+        return self.regions is not None
+
+    @property
+    def has_captions(self) -> bool:
+        return self._has_captions
+
+    @cached_property
+    def captions(self) -> list[list]:
+        """Per row, its texts (str sentences or tag-word lists). Read once, on first use."""
+        path = self.root / "captions.jsonl"
+        rows: list[list] = []
+        with open(path, encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    raise DataFormatError(path, f"line {line_number}", "a JSON object", "an empty line")
+                rows.append(_parse_text_line(path, line_number, line, len(rows)))
+        if len(rows) != self.num_items:
+            raise DataFormatError(path, "lines", f"{self.num_items} lines (one per row of labels.npy)", f"{len(rows)}")
+        return rows
+
+    @cached_property
+    def caption_offsets(self) -> np.ndarray:
+        """(N + 1,) int64: the text items of row i are item ids offsets[i] .. offsets[i+1]-1."""
+        counts = np.array([len(texts) for texts in self.captions], dtype=np.int64)
+        return np.concatenate([[0], np.cumsum(counts)])
+
+    def split(self, name: str) -> np.ndarray:
+        """Row indices (sorted as stored) of one split; an empty array when the split is absent."""
+        if name not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLIT_NAMES}")
+        return self.splits.get(name, np.zeros(0, dtype=np.int64))
+
+    def text_items(self, rows: np.ndarray, source: str = "captions") -> TextItems:
+        """The text items of the given rows: every caption (source 'captions') or one vector per row ('vectors')."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if source == "vectors":
+            if self.text_vectors is None:
+                raise DataFormatError(self.root / "text.npy", "text.npy", "a text vector file", "no such file")
+            return TextItems(rows=rows, item_ids=rows.copy(), texts=None)
+        if source != "captions":
+            raise ValueError(f"unknown text source {source!r}; expected 'captions' or 'vectors'")
+        if not self.has_captions:
+            raise DataFormatError(self.root / "captions.jsonl", "captions.jsonl", "a captions file", "no such file")
+        offsets = self.caption_offsets
+        counts = offsets[rows + 1] - offsets[rows]
+        item_rows = np.repeat(rows, counts)
+        item_ids = np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows]) if len(rows) else rows
+        texts = [text for r in rows for text in self.captions[r]]
+        return TextItems(rows=item_rows, item_ids=item_ids.astype(np.int64), texts=texts)
+
+    def label_frequencies(self) -> np.ndarray:
+        """(C,) int64 count of rows carrying each label."""
+        totals = np.zeros(self.num_labels, dtype=np.int64)
+        for _, chunk in iterate_row_chunks(self.labels):
+            totals += chunk.astype(np.int64).sum(axis=0)
+        return totals
+
+    def count_unlabeled(self) -> int:
+        return int(sum((chunk.sum(axis=1) == 0).sum() for _, chunk in iterate_row_chunks(self.labels)))
+
+    def summary(self) -> dict:
+        """Sizes, dims and label statistics, as `semshare inspect` prints them."""
+        info: dict = {
+            "name": self.name,
+            "path": str(self.root),
+            "num_items": self.num_items,
+            "num_labels": self.num_labels,
+            "splits": {name: int(len(rows)) for name, rows in self.splits.items()},
+            "unlabeled_items": self.count_unlabeled(),
+        }
+        frequencies = self.label_frequencies()
+        info["labels_per_item"] = round(float(frequencies.sum()) / max(1, self.num_items), 3)
+        info["label_frequencies"] = {n: int(f) for n, f in zip(self.label_names, frequencies)}
+        if self.regions is not None:
+            assert self.region_mask is not None
+            per_item = np.concatenate([c.astype(bool).sum(axis=1) for _, c in iterate_row_chunks(self.region_mask)])
+            info["regions"] = {
+                "shape": list(self.regions.shape),
+                "dtype": str(self.regions.dtype),
+                "regions_per_item_mean": round(float(per_item.mean()), 3),
+                "items_without_regions": int((per_item == 0).sum()),
+                "region_labels": self.region_labels is not None,
+            }
+        if self.image is not None:
+            info["image"] = {"shape": list(self.image.shape), "dtype": str(self.image.dtype)}
+        if self.text_vectors is not None:
+            info["text_vectors"] = {"shape": list(self.text_vectors.shape), "dtype": str(self.text_vectors.dtype)}
+        if self.has_captions:
+            counts = np.diff(self.caption_offsets)
+            tag_rows = sum(1 for texts in self.captions if texts and isinstance(texts[0], list))
+            empty = sum(1 for texts in self.captions for t in texts if len(t) == 0)
+            info["captions"] = {
+                "text_items": int(self.caption_offsets[-1]),
+                "texts_per_item_min": int(counts.min()),
+                "texts_per_item_max": int(counts.max()),
+                "tag_word_rows": int(tag_rows),
+                "empty_texts": int(empty),
+            }
+        return info
+
+
+def _read_label_names(root: Path, num_labels: int) -> list[str]:
+    path = root / "label_names.txt"
+    if not path.exists():
+        return [f"label_{i}" for i in range(num_labels)]
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(names) != num_labels:
+        raise DataFormatError(path, "lines", f"{num_labels} label names (columns of labels.npy)", f"{len(names)}")
+    return names
+
+
+def _read_splits(root: Path, num_items: int) -> dict[str, np.ndarray]:
+    path = root / "split.json"
+    if not path.exists():
+        raise DataFormatError(path, "split.json", "a split file {train, val, test[, database]: [rows]}", "no such file")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, "split.json", "valid JSON", f"invalid JSON ({exc.msg})") from None
+    if not isinstance(raw, dict):
+        raise DataFormatError(path, "split.json", "a JSON object of split name -> row list", type(raw).__name__)
+    splits: dict[str, np.ndarray] = {}
+    for name, rows in raw.items():
+        if name not in SPLIT_NAMES:
+            raise DataFormatError(path, f"split {name!r}", f"one of {list(SPLIT_NAMES)}", repr(name))
+        if not isinstance(rows, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in rows):
+            raise DataFormatError(path, f"split {name!r}", "a list of integer row indices", repr(rows)[:60])
+        array = np.asarray(rows, dtype=np.int64)
+        if len(array) and (array.min() < 0 or array.max() >= num_items):
+            bad = array[(array < 0) | (array >= num_items)][0]
+            raise DataFormatError(path, f"split {name!r}", f"row indices in [0, {num_items})", f"{bad}")
+        if len(np.unique(array)) != len(array):
+            raise DataFormatError(path, f"split {name!r}", "distinct row indices", "a repeated row index")
+        splits[name] = array
+    if "train" not in splits or len(splits["train"]) == 0:
+        raise DataFormatError(path, "split 'train'", "a non-empty list of rows", "none")
+    for i, first in enumerate(DISJOINT_SPLITS):
+        for second in DISJOINT_SPLITS[i + 1 :]:
+            if first in splits and second in splits:
+                shared = np.intersect1d(splits[first], splits[second])
+                if len(shared):
+                    raise DataFormatError(
+                        path, f"splits {first!r} and {second!r}", "disjoint rows", f"{len(shared)} shared, e.g. {shared[0]}"
+                    )
+    return splits
+
+
+def _read_meta(root: Path) -> dict:
+    path = root / "meta.json"
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, "meta.json", "valid JSON", f"invalid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise DataFormatError(path, "meta.json", "a JSON object", type(meta).__name__)
+    if meta.get("format", FORMAT_NAME) != FORMAT_NAME:
+        raise DataFormatError(path, "format", repr(FORMAT_NAME), repr(meta.get("format")))
+    version = meta.get("version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataFormatError(path, "version", f"an integer <= {FORMAT_VERSION}", repr(version))
+    return meta
+
+
+def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
+    """Open and validate a dataset folder.
+
+    Shapes, dtypes and splits are always checked; `check_values` also scans every array (in bounded
+    chunks) for non-finite values, non-binary labels and boxes outside [0, 1].
+    Raises DataFormatError naming the file, the field, what was expected and what was found.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataFormatError(root, "dataset folder", "an existing folder", "no such folder")
+    labels_path = root / "labels.npy"
+    if not labels_path.exists():
+        raise DataFormatError(labels_path, "labels.npy", "a multi-hot label array (N, C)", "no such file")
+    labels = _load_array(labels_path, "labels")
+    _expect_ndim(labels_path, "labels", labels, "(N, C)", 2)
+    _expect_dtype(labels_path, "labels", labels, "biuf", "a numeric or bool dtype")
+    num_items = labels.shape[0]
+    if check_values:
+        _check_binary(labels_path, "labels", labels)
+
+    dataset = Dataset(
+        root=root,
+        labels=labels,
+        label_names=_read_label_names(root, labels.shape[1]),
+        splits=_read_splits(root, num_items),
+        meta=_read_meta(root),
+        _has_captions=(root / "captions.jsonl").exists(),
+    )
+
+    regions_path = root / "regions.npy"
+    if regions_path.exists():
+        regions = _load_array(regions_path, "regions")
+        _expect_ndim(regions_path, "regions", regions, "(N, R, D)", 3)
+        _expect_rows(regions_path, "regions", regions, num_items)
+        _expect_dtype(regions_path, "regions", regions, "f", "a float dtype (float16/float32)")
+        num_regions = regions.shape[1]
+        mask_path, boxes_path = root / "region_mask.npy", root / "region_boxes.npy"
+        for required in (mask_path, boxes_path):
+            if not required.exists():
+                raise DataFormatError(required, required.stem, "a file beside regions.npy", "no such file")
+        region_mask = _load_array(mask_path, "region_mask")
+        _expect_ndim(mask_path, "region_mask", region_mask, "(N, R)", 2)
+        if region_mask.shape != (num_items, num_regions):
+            raise DataFormatError(mask_path, "region_mask shape", f"{(num_items, num_regions)}", f"{region_mask.shape}")
+        _expect_dtype(mask_path, "region_mask", region_mask, "biu", "a bool or integer dtype")
+        boxes = _load_array(boxes_path, "region_boxes")
+        if boxes.shape != (num_items, num_regions, 4):
+            raise DataFormatError(boxes_path, "region_boxes shape", f"{(num_items, num_regions, 4)}", f"{boxes.shape}")
+        _expect_dtype(boxes_path, "region_boxes", boxes, "f", "a float dtype")
+        dataset.regions, dataset.region_mask, dataset.region_boxes = regions, region_mask, boxes
+        region_labels_path = root / "region_labels.npy"
+        if region_labels_path.exists():
+            region_labels = _load_array(region_labels_path, "region_labels")
+            if region_labels.shape != (num_items, num_regions):
+                raise DataFormatError(
+                    region_labels_path, "region_labels shape", f"{(num_items, num_regions)}", f"{region_labels.shape}"
+                )
+            _expect_dtype(region_labels_path, "region_labels", region_labels, "iu", "an integer dtype")
+            dataset.region_labels = region_labels
+        if check_values:
+            _check_finite(regions_path, "regions", regions)
+            _check_binary(mask_path, "region_mask", region_mask)
+            _check_boxes(boxes_path, boxes, region_mask)
+            if dataset.region_labels is not None:
+                _check_region_labels(region_labels_path, dataset.region_labels)
+
+    for file_name, attribute, shape_doc in (("image.npy", "image", "(N, D)"), ("text.npy", "text_vectors", "(N, Dt)")):
+        path = root / file_name
+        if path.exists():
+            array = _load_array(path, attribute)
+            _expect_ndim(path, attribute, array, shape_doc, 2)
+            _expect_rows(path, attribute, array, num_items)
+            _expect_dtype(path, attribute, array, "f", "a float dtype (float16/float32)")
+            if check_values:
+                _check_finite(path, attribute, array)
+            setattr(dataset, attribute, array)
+
+    if dataset.has_captions:
+        _ = dataset.captions  # parse now: a broken captions file is an error at open, not mid-training
+    _check_meta_agrees(dataset)
+    logger.info("opened dataset %s: %d items, %d labels", dataset.name, num_items, dataset.num_labels)
+    return dataset
+
+
+def _check_boxes(path: Path, boxes: np.ndarray, region_mask: np.ndarray) -> None:
+    for start, chunk in iterate_row_chunks(boxes):
+        valid = np.asarray(region_mask[start : start + len(chunk)]).astype(bool)
+        real = chunk[valid]
+        if not np.isfinite(real).all():
+            raise DataFormatError(path, "region_boxes", "finite values", "NaN or inf")
+        outside = (real < -BOX_TOLERANCE) | (real > 1 + BOX_TOLERANCE)
+        if outside.any():
+            raise DataFormatError(path, "region_boxes", "normalised coordinates in [0, 1]", f"{real[outside][0]}")
+        if ((real[:, 2] < real[:, 0]) | (real[:, 3] < real[:, 1])).any():
+            raise DataFormatError(path, "region_boxes", "x0 <= x1 and y0 <= y1", "a box with negative size")
+
+
+def _check_region_labels(path: Path, region_labels: np.ndarray) -> None:
+    for _, chunk in iterate_row_chunks(region_labels):
+        if (chunk < -1).any():
+            raise DataFormatError(path, "region_labels", "class ids >= 0, or -1 for none", f"{chunk.min()}")
+
+
+def _check_meta_agrees(dataset: Dataset) -> None:
+    meta = dataset.meta
+    path = dataset.root / "meta.json"
+    for key, actual in (("num_items", dataset.num_items), ("num_labels", dataset.num_labels)):
+        if key in meta and meta[key] != actual:
+            raise DataFormatError(path, key, f"{actual} (from labels.npy)", repr(meta[key]))
+
+
+def write_meta(root: str | Path, name: str, extra: dict | None = None) -> dict:
+    """Write meta.json describing the arrays present in `root` (our own tools call this last)."""
+    root = Path(root)
+    dataset = open_dataset(root, check_values=False)
+    meta = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "name": name,
+        "num_items": dataset.num_items,
+        "num_labels": dataset.num_labels,
+    }
+    if dataset.regions is not None:
+        meta["regions"] = {"num_regions": int(dataset.regions.shape[1]), "dim": int(dataset.regions.shape[2]),
+                           "dtype": str(dataset.regions.dtype)}
+    if dataset.image is not None:
+        meta["image_dim"] = int(dataset.image.shape[1])
+    if dataset.text_vectors is not None:
+        meta["text_vector_dim"] = int(dataset.text_vectors.shape[1])
+    if dataset.has_captions:
+        meta["num_text_items"] = int(dataset.caption_offsets[-1])
+    meta.update(extra or {})
+    atomic_write_text(root / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def gather_rows(array: np.ndarray, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Read the given rows of a memory map in sorted order (sequential disk access), returned in request order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows),) + array.shape[1:], dtype=array.dtype)
+    out[order] = array[rows[order]]
+    return out

@@ -1,0 +1,27 @@
+"""User-facing errors: the CLI prints them as one line and exits non-zero, without a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SemshareError(Exception):
+    """An error caused by the user's input (a file, a flag, a config), not by a bug in semshare."""
+
+
+class DataFormatError(SemshareError):
+    """A dataset file that does not follow docs/DATA.md.
+
+    The message always names the file, the field, what was expected and what was found.
+    """
+
+    def __init__(self, path: str | Path, field: str, expected: str, found: str):
+        self.path = str(path)
+        self.field = field
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{self.path}: {field}: expected {expected}, found {found}")
+
+
+class ConfigError(SemshareError):
+    """An unknown config key, a value of the wrong type, or an unknown registry name."""
