@@ -1,0 +1,1 @@
+"""Command line: parsing and dispatch only; the work happens in the library."""

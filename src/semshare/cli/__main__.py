@@ -1,0 +1,3 @@
+from semshare.cli.main import main
+
+raise SystemExit(main())

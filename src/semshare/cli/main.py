@@ -1,0 +1,232 @@
+"""`semshare` command line: parsing and dispatch only.
+
+User errors (bad files, bad flags, bad configs) print one line `semshare: error: ...` and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from semshare import __version__
+from semshare.errors import SemshareError
+
+logger = logging.getLogger("semshare")
+
+EXIT_USER_ERROR = 2
+
+
+# ---- make-synthetic -----------------------------------------------------------------------------------------
+def _add_make_synthetic(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("make-synthetic", help="write a seeded synthetic dataset in the semshare format",
+                            description="Write a seeded, deterministic synthetic dataset (docs/DATA.md).")
+    parser.add_argument("out", type=Path, help="output folder (must not exist unless --overwrite)")
+    parser.add_argument("--preset", default="small", choices=["tiny", "small", "coco"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a generator field, e.g. --set image_strength=0.5 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(handler=_run_make_synthetic)
+
+
+def _run_make_synthetic(args: argparse.Namespace) -> int:
+    from semshare.config import merge, parse_assignments
+    from semshare.data.synthetic import make_synthetic, preset
+
+    cfg = merge(preset(args.preset, seed=args.seed), parse_assignments(args.overrides))
+    if args.out.exists() and not args.overwrite:
+        raise SemshareError(f"{args.out} already exists; pass --overwrite to replace it")
+    make_synthetic(args.out, cfg, name=f"synthetic-{args.preset}", overwrite=args.overwrite)
+    print(f"wrote {cfg.num_items} items to {args.out}")
+    return 0
+
+
+# ---- inspect -------------------------------------------------------------------------------------------------
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("inspect", help="validate a dataset folder and print its sizes and label statistics",
+                            description="Open a dataset folder, validate every file, print a summary.")
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--no-value-check", action="store_true",
+                        help="skip the scan for non-finite values and non-binary labels (shapes are still checked)")
+    parser.set_defaults(handler=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from semshare.data.dataset import open_dataset
+
+    dataset = open_dataset(args.data_dir, check_values=not args.no_value_check)
+    summary = dataset.summary()
+    summary["validation"] = "ok" if not args.no_value_check else "ok (shapes only)"
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"dataset      {summary['name']}  ({summary['path']})")
+    print(f"validation   {summary['validation']}")
+    print(f"items        {summary['num_items']}   labels {summary['num_labels']}   "
+          f"labels/item {summary['labels_per_item']}   unlabeled items {summary['unlabeled_items']}")
+    print("splits       " + "  ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+    for key in ("regions", "image", "text_vectors", "captions"):
+        if key in summary:
+            print(f"{key:<12} " + "  ".join(f"{k} {v}" for k, v in summary[key].items()))
+    frequencies = sorted(summary["label_frequencies"].items(), key=lambda kv: -kv[1])
+    print("label counts " + ", ".join(f"{name} {count}" for name, count in frequencies))
+    return 0
+
+
+# ---- prepare-text --------------------------------------------------------------------------------------------
+def _add_prepare_text(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("prepare-text", help="build the vocabulary and word vectors from the training texts",
+                            description="Build vocab.json from the train split's captions and word vectors "
+                                        "(Word2Vec trained on them, or a word2vec .bin/.txt file you have).")
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="folder for vocab.json and word_vectors.safetensors")
+    parser.add_argument("--min-count", type=int, default=1)
+    parser.add_argument("--dim", type=int, default=300, help="Word2Vec dimension when training")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--word2vec", type=Path, default=None, help="load these vectors instead of training")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_run_prepare_text)
+
+
+def _run_prepare_text(args: argparse.Namespace) -> int:
+    from semshare.data.dataset import open_dataset
+    from semshare.data.text import Vocabulary
+    from semshare.data.word_vectors import Word2VecConfig, load_word2vec_file, save_word_vectors, train_word2vec
+
+    dataset = open_dataset(args.data_dir, check_values=False)
+    if not dataset.has_captions:
+        raise SemshareError(f"{args.data_dir}: prepare-text needs captions.jsonl")
+    texts = dataset.text_items(dataset.split("train")).texts
+    vocab = Vocabulary.build(texts, min_count=args.min_count)
+    args.out.mkdir(parents=True, exist_ok=True)
+    vocab.save(args.out / "vocab.json")
+    if args.word2vec:
+        vectors, coverage = load_word2vec_file(args.word2vec, vocab, seed=args.seed)
+        print(f"loaded {vectors.shape[1]}-d vectors covering {100 * coverage:.1f}% of {len(vocab)} tokens")
+    else:
+        vectors = train_word2vec(texts, vocab, Word2VecConfig(dim=args.dim, epochs=args.epochs), seed=args.seed)
+        print(f"trained {vectors.shape[1]}-d Word2Vec on {len(texts)} training texts; vocabulary {len(vocab)}")
+    save_word_vectors(args.out / "word_vectors.safetensors", vectors)
+    return 0
+
+
+# ---- evaluate-embeddings -------------------------------------------------------------------------------------
+def _add_protocol_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", default="test", help="query split (also the gallery unless --gallery-split)")
+    parser.add_argument("--gallery-split", default=None)
+    parser.add_argument("--text-source", default="captions", choices=["captions", "vectors"])
+    parser.add_argument("--folds", type=int, default=1, help="5 gives COCO 1K from a 5K test split")
+    parser.add_argument("--dedupe-texts", action="store_true")
+    parser.add_argument("--k", type=int, nargs="+", default=[500], help="NDCG cutoffs")
+    parser.add_argument("--gain", default="linear", choices=["linear", "exponential"])
+    parser.add_argument("--json", type=Path, default=None, help="also write the metric table as JSON here")
+
+
+def _protocol_from_args(args: argparse.Namespace):
+    from semshare.evaluation.protocols import ProtocolConfig
+    from semshare.evaluation.retrieval import MetricSpec
+
+    protocol = ProtocolConfig(query_split=args.split, gallery_split=args.gallery_split,
+                              text_source=args.text_source, folds=args.folds, dedupe_texts=args.dedupe_texts)
+    return protocol, MetricSpec(ndcg_k=tuple(args.k), map_k=(None,), precision_k=(10,), gain=args.gain)
+
+
+def _print_table(table: dict, json_path: Path | None) -> None:
+    from semshare.fileio import atomic_write_json
+
+    width = max(len(k) for k in table)
+    for key, value in table.items():
+        print(f"{key:<{width}}  {100 * value:6.2f}")
+    if json_path:
+        atomic_write_json(json_path, table)
+
+
+def _add_evaluate_embeddings(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate-embeddings", help="score image and text embedding files on a dataset",
+                            description="Score embeddings: .npz files with 'emb' (M, D) and 'ids' (M,) (image rows "
+                                        "/ global text item ids), or .npy files with one row per dataset item.")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--img-emb", type=Path, required=True)
+    parser.add_argument("--txt-emb", type=Path, required=True)
+    _add_protocol_flags(parser)
+    parser.set_defaults(handler=_run_evaluate_embeddings)
+
+
+def _run_evaluate_embeddings(args: argparse.Namespace) -> int:
+    from semshare.data.dataset import open_dataset
+    from semshare.evaluation.protocols import evaluate_tables, load_embedding_table
+
+    dataset = open_dataset(args.data, check_values=False)
+    protocol, spec = _protocol_from_args(args)
+    num_text = dataset.num_items if protocol.text_source == "vectors" else int(dataset.caption_offsets[-1])
+    img = load_embedding_table(args.img_emb, dataset.num_items, "image embeddings")
+    txt = load_embedding_table(args.txt_emb, num_text, "text embeddings")
+    table, _ = evaluate_tables(dataset, img, txt, protocol, spec)
+    _print_table(table, args.json)
+    return 0
+
+
+# ---- demo ----------------------------------------------------------------------------------------------------
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="make synthetic data, train, print the results table",
+                            description="The main job on built-in data: write the synthetic 'small' preset, "
+                                        "fit what semshare has, and print the test table.")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the data and runs")
+    parser.add_argument("--preset", default="small", choices=["tiny", "small"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from semshare.data.dataset import open_dataset
+    from semshare.data.synthetic import make_synthetic, preset
+    from semshare.evaluation.protocols import ProtocolConfig, evaluate_tables
+    from semshare.evaluation.report import format_markdown_table
+    from semshare.methods.ridge import fit_ridge_model
+
+    data_dir = args.out / f"data-{args.preset}-seed{args.seed}"
+    if not (data_dir / "meta.json").exists():
+        make_synthetic(data_dir, preset(args.preset, seed=args.seed), name=f"synthetic-{args.preset}", overwrite=True)
+    dataset = open_dataset(data_dir)
+    rows: dict[str, list[dict]] = {}
+    started = time.time()
+    model = fit_ridge_model(dataset)
+    img, txt = model.embed(dataset, dataset.split("test"))
+    rows["ridge (mean-pooled, linear)"] = [evaluate_tables(dataset, img, txt, ProtocolConfig())[0]]
+    print(f"\nsynthetic '{args.preset}' test split, x100 ({time.time() - started:.0f} s)\n")
+    print(format_markdown_table(rows))
+    return 0
+
+
+# ---- entry point ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semshare", description="Label-wise cross-modal retrieval with Semantic Sharing.")
+    parser.add_argument("--version", action="version", version=f"semshare {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_make_synthetic, _add_inspect, _add_prepare_text, _add_evaluate_embeddings, _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.handler(args) or 0)
+    except SemshareError as exc:
+        print(f"semshare: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("semshare: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,164 @@
+"""Typed dataclass configs: build from dicts/YAML, apply dotted `--set key=value` overrides, save resolved.
+
+An override may only name a field that exists, and its value must fit the field's type: a typo is an
+error that lists the valid keys, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from semshare.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: {value!r} fits none of {annotation}")
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {annotation.__name__}, got {value!r}")
+        return from_dict(annotation, value, prefix=f"{key}.")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item_type = args[0] if args else Any
+        items = [_coerce(v, item_type, key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], values: dict, prefix: str = "") -> T:
+    """Build dataclass `cls` from a (nested) dict; unknown keys and wrong types are errors."""
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}; valid keys: {', '.join(prefix + n for n in sorted(names))}")
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict:
+    """Plain nested dict (tuples as lists) for JSON/YAML."""
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+    return convert(config)
+
+
+def merge(config: T, overrides: dict) -> T:
+    """A copy of `config` with nested overrides applied ({'train': {'lr': 1e-3}} or {'train.lr': 1e-3})."""
+    nested: dict = {}
+    for key, value in overrides.items():
+        cursor = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(cursor.get(parts[-1]), dict):
+            cursor[parts[-1]].update(value)
+        else:
+            cursor[parts[-1]] = value
+    base = to_dict(config)
+
+    def deep_update(target: dict, update: dict, prefix: str) -> None:
+        for key, value in update.items():
+            if key not in target:
+                raise ConfigError(f"unknown config key {prefix}{key}; valid keys: {', '.join(prefix + k for k in sorted(target))}")
+            if isinstance(value, dict) and isinstance(target[key], dict):
+                deep_update(target[key], value, f"{prefix}{key}.")
+            else:
+                target[key] = value
+
+    deep_update(base, nested, "")
+    return from_dict(type(config), base)
+
+
+def parse_assignments(assignments: list[str]) -> dict:
+    """['train.lr=3e-4', 'model.layers=2'] -> {'train.lr': 0.0003, 'model.layers': 2} (values parsed as YAML)."""
+    parsed = {}
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ConfigError(f"--set expects key=value, got {assignment!r}")
+        key, raw = assignment.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        # YAML reads 3e-4 as a string (no dot); a number is what anyone writing it means
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value for c in "eE.") else value
+            except ValueError:
+                pass
+        parsed[key.strip()] = value
+    return parsed
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML config ({exc})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping of keys, found {type(loaded).__name__}")
+    return loaded
+
+
+def save_yaml(path: str | Path, config: Any) -> None:
+    from semshare.fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,25 @@
+"""Metric tables as people read them: values x100, one row per method, I2T / T2I / Ave columns."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_COLUMNS = ("i2t/NDCG@500", "t2i/NDCG@500", "ave/NDCG@500", "i2t/mAP@all", "t2i/mAP@all", "ave/mAP@all")
+
+
+def format_markdown_table(rows: dict[str, list[dict[str, float]]], columns: tuple = DEFAULT_COLUMNS) -> str:
+    """rows: method -> one metric table per seed. Cells show mean (± std over seeds when > 1), x100."""
+    header = "| method | " + " | ".join(columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    for method, tables in rows.items():
+        cells = []
+        for column in columns:
+            values = np.array([100.0 * t[column] for t in tables if column in t])
+            if len(values) == 0:
+                cells.append("-")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.1f}")
+            else:
+                cells.append(f"{values.mean():.1f} ± {values.std(ddof=1):.1f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

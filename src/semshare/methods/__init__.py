@@ -1,0 +1,1 @@
+"""Retrieval methods: one file each, registered by name."""

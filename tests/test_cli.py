@@ -1,0 +1,58 @@
+"""The command line end to end on tiny data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from semshare.cli.main import main
+from semshare.data.dataset import open_dataset
+
+
+def test_help_on_every_subcommand(capsys):
+    for command in ("make-synthetic", "inspect", "prepare-text", "evaluate-embeddings", "demo"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+        assert "usage: semshare " + command in capsys.readouterr().out
+
+
+def test_make_synthetic_with_override(tmp_path):
+    assert main(["make-synthetic", str(tmp_path / "d"), "--preset", "tiny", "--set", "num_items=60",
+                 "--set", "val_items=10", "--set", "test_items=10"]) == 0
+    assert open_dataset(tmp_path / "d").num_items == 60
+    assert main(["make-synthetic", str(tmp_path / "d"), "--preset", "tiny"]) == 2  # exists
+    assert main(["make-synthetic", str(tmp_path / "e"), "--preset", "tiny", "--set", "nope=1"]) == 2
+
+
+def test_evaluate_embeddings_label_embeddings_score_high(tiny_data_dir, tmp_path, capsys):
+    ds = open_dataset(tiny_data_dir)
+    labels = np.asarray(ds.labels, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    img = labels + 0.05 * rng.standard_normal(labels.shape)
+    txt_rows = ds.text_items(np.arange(ds.num_items)).rows
+    np.save(tmp_path / "img.npy", img)
+    np.savez(tmp_path / "txt.npz", emb=labels[txt_rows], ids=np.arange(len(txt_rows)))
+    out = tmp_path / "m.json"
+    assert main(["evaluate-embeddings", "--data", str(tiny_data_dir), "--img-emb", str(tmp_path / "img.npy"),
+                 "--txt-emb", str(tmp_path / "txt.npz"), "--json", str(out)]) == 0
+    table = json.loads(out.read_text())
+    assert table["ave/mAP@all"] > 0.85
+    # random embeddings score far lower
+    np.save(tmp_path / "rand.npy", rng.standard_normal(labels.shape))
+    assert main(["evaluate-embeddings", "--data", str(tiny_data_dir), "--img-emb", str(tmp_path / "rand.npy"),
+                 "--txt-emb", str(tmp_path / "txt.npz"), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["ave/mAP@all"] < table["ave/mAP@all"] - 0.2
+
+
+def test_evaluate_embeddings_wrong_row_count_is_a_clear_error(tiny_data_dir, tmp_path, capsys):
+    np.save(tmp_path / "img.npy", np.zeros((7, 3)))
+    np.save(tmp_path / "txt.npy", np.zeros((7, 3)))
+    assert main(["evaluate-embeddings", "--data", str(tiny_data_dir), "--img-emb", str(tmp_path / "img.npy"),
+                 "--txt-emb", str(tmp_path / "txt.npy")]) == 2
+    assert "120 rows" in capsys.readouterr().err
+
+
+def test_prepare_text(tiny_data_dir, tmp_path):
+    assert main(["prepare-text", str(tiny_data_dir), "--out", str(tmp_path / "t"), "--dim", "8", "--epochs", "1"]) == 0
+    assert (tmp_path / "t" / "vocab.json").exists() and (tmp_path / "t" / "word_vectors.safetensors").exists()
