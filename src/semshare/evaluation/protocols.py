@@ -122,6 +122,38 @@ def load_embedding_table(path, expected_rows: int | None = None, what: str = "em
     return EmbeddingTable(ids=ids.astype(np.int64), emb=emb)
 
 
+def evaluate_rows(dataset: Dataset, img_table: EmbeddingTable, txt_table: EmbeddingTable, rows: np.ndarray,
+                  text_source: str = "captions", spec: MetricSpec = MetricSpec()) -> dict[str, float]:
+    """The default protocol on explicit rows (e.g. a validation set carved from train): rows are queries and gallery."""
+    items = dataset.text_items(rows, text_source)
+    eval_set = EvalSet(rows, items, rows, items)
+    return _table_from_folds([_evaluate_set(dataset, img_table, txt_table, eval_set, spec)])
+
+
+def _evaluate_set(dataset: Dataset, img_table: EmbeddingTable, txt_table: EmbeddingTable, eval_set: EvalSet,
+                  spec: MetricSpec) -> dict[str, DirectionResult]:
+    labels = dataset.labels
+    img_query = img_table.take(eval_set.query_img_rows, "image")
+    img_gallery = img_table.take(eval_set.gallery_img_rows, "image")
+    txt_query = txt_table.take(eval_set.query_txt.item_ids, "text")
+    txt_gallery = txt_table.take(eval_set.gallery_txt.item_ids, "text")
+    return {
+        "i2t": evaluate_direction(img_query, txt_gallery, labels[eval_set.query_img_rows],
+                                  labels[eval_set.gallery_txt.rows], spec),
+        "t2i": evaluate_direction(txt_query, img_gallery, labels[eval_set.query_txt.rows],
+                                  labels[eval_set.gallery_img_rows], spec),
+    }
+
+
+def _table_from_folds(fold_results: list[dict[str, DirectionResult]]) -> dict[str, float]:
+    table: dict[str, float] = {}
+    for name in fold_results[0]["i2t"].per_query:
+        for direction in ("i2t", "t2i"):
+            table[f"{direction}/{name}"] = float(np.mean([f[direction].means()[name] for f in fold_results]))
+        table[f"ave/{name}"] = (table[f"i2t/{name}"] + table[f"t2i/{name}"]) / 2
+    return table
+
+
 def evaluate_tables(
     dataset: Dataset,
     img_table: EmbeddingTable,
@@ -130,22 +162,6 @@ def evaluate_tables(
     spec: MetricSpec = MetricSpec(),
 ) -> tuple[dict[str, float], list[dict[str, DirectionResult]]]:
     """Metric means (averaged over folds) and the per-fold direction results."""
-    labels = dataset.labels
-    fold_results = []
-    for eval_set in build_eval_sets(dataset, protocol):
-        img_query = img_table.take(eval_set.query_img_rows, "image")
-        img_gallery = img_table.take(eval_set.gallery_img_rows, "image")
-        txt_query = txt_table.take(eval_set.query_txt.item_ids, "text")
-        txt_gallery = txt_table.take(eval_set.gallery_txt.item_ids, "text")
-        fold_results.append({
-            "i2t": evaluate_direction(img_query, txt_gallery, labels[eval_set.query_img_rows],
-                                      labels[eval_set.gallery_txt.rows], spec),
-            "t2i": evaluate_direction(txt_query, img_gallery, labels[eval_set.query_txt.rows],
-                                      labels[eval_set.gallery_img_rows], spec),
-        })
-    table: dict[str, float] = {}
-    for name in fold_results[0]["i2t"].per_query:
-        for direction in ("i2t", "t2i"):
-            table[f"{direction}/{name}"] = float(np.mean([f[direction].means()[name] for f in fold_results]))
-        table[f"ave/{name}"] = (table[f"i2t/{name}"] + table[f"t2i/{name}"]) / 2
-    return table, fold_results
+    fold_results = [_evaluate_set(dataset, img_table, txt_table, eval_set, spec)
+                    for eval_set in build_eval_sets(dataset, protocol)]
+    return _table_from_folds(fold_results), fold_results

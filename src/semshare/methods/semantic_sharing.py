@@ -1,0 +1,266 @@
+"""Semantic Sharing (Yang et al., IJCAI 2021) and its ablations, as one model with switches.
+
+Image regions (+ boxes) and text tokens are embedded by modality-specific encoders, then passed — each
+modality alone — through ONE shared transformer T and ONE multi-label classifier g. Loss:
+  L = L1 (label prediction, both modalities) + lambda * L2 (masked region class / masked word prediction)
+and no cross-modal consistency term (`ours_con` and `imc` add one, as ablations).
+Every loss is a mean over items, so a global batch split over processes gives the same gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semshare.data.batches import Batch
+from semshare.models.image_encoders import RegionEncoder
+from semshare.models.layers import l2_normalize, masked_mean
+from semshare.models.shared_encoder import FeedForwardSharedEncoder, TransformerSharedEncoder
+from semshare.models.text_encoders import TextVectorEncoder, WordGRUEncoder
+
+SHARED_MODELS = ("transformer", "fc")
+POOLINGS = ("mean", "cls", "label-segments", "label")
+CONSISTENCY = ("none", "triplet", "discrimination")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    dim: int = 1024
+    layers: int = 6
+    heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    shared_model: str = "transformer"  # transformer | fc (w/o T, w/o R)
+    share: bool = True  # False: one encoder + classifier per modality (ST)
+    image_input: str = "regions"  # regions | global
+    text_input: str = "words"  # words (Word2Vec + BiGRU) | vector (text.npy, one segment)
+    segments: bool = True  # False: each item is pooled to one segment before the shared model (w/o R)
+    pooling: str = "mean"  # retrieval embedding: mean | cls | label-segments (authors') | label
+    max_text_length: int = 64
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    label_weight: float = 1.0  # L1; 0 for w/o L and IMC
+    label_loss: str = "bce"  # bce (per-label binary cross-entropy) | eq4 (the paper's log(1 + exp(-y^T g)))
+    context_weight: float = 0.1  # lambda; 0 for w/o C
+    mask_prob: float = 0.15
+    region_targets: str = "auto"  # auto (detector classes if the data has them, else k-means) | labels | kmeans
+    kmeans_k: int = 1000
+    consistency: str = "none"  # none | triplet (Ours+Con) | discrimination (Eq. 1, IMC)
+    consistency_weight: float = 0.0  # eta
+    margin: float = 0.2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Sizes read from the data at setup; stored in the run so the model can be rebuilt to load weights."""
+
+    num_labels: int
+    region_dim: int
+    text_dim: int = 0
+    vocab_size: int = 0
+    word_dim: int = 0
+    mask_id: int = 2
+    num_region_classes: int = 0
+
+
+def _shared_encoder(cfg: ModelConfig) -> nn.Module:
+    if cfg.shared_model == "transformer":
+        return TransformerSharedEncoder(cfg.dim, cfg.layers, cfg.heads, cfg.ffn_dim, cfg.dropout)
+    if cfg.shared_model == "fc":
+        return FeedForwardSharedEncoder(cfg.dim, cfg.layers, cfg.ffn_dim, cfg.dropout)
+    raise ValueError(f"unknown shared_model {cfg.shared_model!r}; expected one of {SHARED_MODELS}")
+
+
+def _at_least_one_real(mask: torch.Tensor) -> torch.Tensor:
+    """An item with no real segment attends to its first (zero) slot instead of producing NaN."""
+    empty = ~mask.any(dim=1)
+    if empty.any():
+        mask = mask.clone()
+        mask[empty, 0] = True
+    return mask
+
+
+def _per_item_masked_ce(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Mean over masked positions of each item, then over items (items without a masked one count 0)."""
+    losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.clamp_min(0).flatten(), reduction="none")
+    losses = losses.view(masked.shape) * masked
+    return (losses.sum(1) / masked.sum(1).clamp_min(1)).mean()
+
+
+def label_prediction_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """(B, C) logits and multi-hot labels -> scalar mean over items."""
+    logits = logits.float()
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(1).mean() / labels.shape[1]
+    if kind == "eq4":
+        signs = 2.0 * labels - 1.0
+        return F.softplus(-(signs * logits).sum(1)).mean()
+    raise ValueError(f"unknown label_loss {kind!r}; expected 'bce' or 'eq4'")
+
+
+def discrimination_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Paper Eq. 1 (DSCMR's common-space loss): theta = cos / 2, S = shares a label; inter + intra-modal."""
+    similar = (labels @ labels.T > 0).float()
+    img_n, txt_n = l2_normalize(img_emb.float()), l2_normalize(txt_emb.float())
+
+    def term(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        theta = 0.5 * (a @ b.T)
+        return (F.softplus(theta) - similar * theta).mean()
+
+    return term(img_n, txt_n) + term(img_n, img_n) + term(txt_n, txt_n)
+
+
+def triplet_consistency_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, labels: torch.Tensor,
+                             margin: float) -> torch.Tensor:
+    """Label-wise triplet: each item's pair is its positive, the hardest non-sharing item its negative."""
+    img_n, txt_n = l2_normalize(img_emb.float()), l2_normalize(txt_emb.float())
+    scores = img_n @ txt_n.T
+    different = labels @ labels.T == 0
+    positive = scores.diagonal()
+    lowest = torch.finfo(scores.dtype).min
+    hardest_txt = scores.masked_fill(~different, lowest).max(1).values
+    hardest_img = scores.masked_fill(~different, lowest).max(0).values
+    labelled = labels.sum(1) > 0
+    has_negative_txt, has_negative_img = different.any(1), different.any(0)
+    loss_i2t = F.relu(margin - positive + hardest_txt) * (labelled & has_negative_txt)
+    loss_t2i = F.relu(margin - positive + hardest_img) * (labelled & has_negative_img)
+    return (loss_i2t + loss_t2i).mean()
+
+
+class SemanticSharing(nn.Module):
+    """The model: `encode_image(batch)` / `encode_text(batch)` -> (B, D); `training_step(batch)` -> losses."""
+
+    pairwise_scoring = False
+
+    def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig, spec: ModelSpec,
+                 word_vectors: np.ndarray | None = None):
+        super().__init__()
+        if model_cfg.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {model_cfg.pooling!r}; expected one of {POOLINGS}")
+        if loss_cfg.consistency not in CONSISTENCY:
+            raise ValueError(f"unknown consistency {loss_cfg.consistency!r}; expected one of {CONSISTENCY}")
+        self.model_cfg, self.loss_cfg, self.spec = model_cfg, loss_cfg, spec
+        dim = model_cfg.dim
+        wants_context = loss_cfg.context_weight > 0 and model_cfg.segments
+        region_context = wants_context and model_cfg.image_input == "regions" and spec.num_region_classes > 0
+        self.img_encoder = RegionEncoder(spec.region_dim, dim, model_cfg.dropout, maskable=region_context)
+        if model_cfg.text_input == "words":
+            if word_vectors is None:  # rebuilding to load weights: the checkpoint fills the embedding
+                word_vectors = np.zeros((spec.vocab_size, spec.word_dim), dtype=np.float32)
+            self.txt_encoder = WordGRUEncoder(word_vectors, dim, spec.mask_id, model_cfg.dropout)
+        elif model_cfg.text_input == "vector":
+            self.txt_encoder = TextVectorEncoder(spec.text_dim, dim, model_cfg.dropout)
+        else:
+            raise ValueError(f"unknown text_input {model_cfg.text_input!r}; expected 'words' or 'vector'")
+        copies = 1 if model_cfg.share else 2  # index 0: image (and text when shared), 1: text
+        self.shared = nn.ModuleList(_shared_encoder(model_cfg) for _ in range(copies))
+        uses_classifier = loss_cfg.label_weight > 0 or model_cfg.pooling in ("label", "label-segments")
+        self.classifier = (nn.ModuleList(nn.Linear(dim, spec.num_labels) for _ in range(copies))
+                           if uses_classifier else None)
+        self.cls_segment = nn.Parameter(torch.randn(dim) * 0.02) if model_cfg.pooling == "cls" else None
+        self.region_head = nn.Linear(dim, spec.num_region_classes) if region_context else None
+        self.word_head = nn.Linear(dim, spec.vocab_size) if wants_context and model_cfg.text_input == "words" else None
+
+    # ---- segments through the shared model ----
+    def _branch(self, modality: str) -> int:
+        return 0 if self.model_cfg.share or modality == "image" else 1
+
+    def _modal_segments(self, batch: Batch, modality: str, with_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if modality == "image":
+            mask = _at_least_one_real(batch.img_mask)
+            segments = self.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked if with_mask else None)
+        elif self.model_cfg.text_input == "words":
+            mask = _at_least_one_real(batch.txt_mask)
+            segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None)
+        else:
+            segments = self.txt_encoder(batch.txt_vectors)
+            mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
+        if not self.model_cfg.segments and segments.shape[1] > 1:
+            segments = masked_mean(segments, mask).unsqueeze(1)
+            mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
+        return segments, mask
+
+    def _shared_forward(self, batch: Batch, modality: str, with_mask: bool = False):
+        """-> (hidden (B, S, D) per modal segment, mask (B, S), pooled z (B, D), branch index)."""
+        segments, mask = self._modal_segments(batch, modality, with_mask)
+        branch = self._branch(modality)
+        if self.cls_segment is not None:
+            cls = self.cls_segment.to(segments.dtype).expand(len(segments), 1, -1)
+            hidden = self.shared[branch](torch.cat([cls, segments], 1), torch.cat([mask[:, :1], mask], 1))
+            return hidden[:, 1:], mask, hidden[:, 0], branch
+        hidden = self.shared[branch](segments, mask)
+        return hidden, mask, masked_mean(hidden, mask), branch
+
+    def _retrieval_embedding(self, hidden, mask, pooled, branch) -> torch.Tensor:
+        pooling = self.model_cfg.pooling
+        if pooling in ("mean", "cls"):
+            return pooled
+        if pooling == "label":
+            return torch.sigmoid(self.classifier[branch](pooled))
+        return masked_mean(torch.sigmoid(self.classifier[branch](hidden)), mask)  # authors' label space
+
+    def encode_image(self, batch: Batch) -> torch.Tensor:
+        return self._retrieval_embedding(*self._shared_forward(batch, "image")).float()
+
+    def encode_text(self, batch: Batch) -> torch.Tensor:
+        return self._retrieval_embedding(*self._shared_forward(batch, "text")).float()
+
+    # ---- training ----
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """forward = training_step, so DistributedDataParallel's hooks see the training computation."""
+        return self.training_step(batch)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.loss_cfg
+        losses: dict[str, torch.Tensor] = {}
+        pooled = {}
+        if cfg.label_weight > 0 or cfg.consistency_weight > 0:
+            for modality in ("image", "text"):
+                hidden, mask, z, branch = self._shared_forward(batch, modality)
+                pooled[modality] = z
+                if cfg.label_weight > 0:
+                    logits = self.classifier[branch](z)
+                    losses[f"label_{modality}"] = label_prediction_loss(logits, batch.labels, cfg.label_loss)
+        if self.region_head is not None or self.word_head is not None:
+            # context prediction sees the masked input; label prediction above saw the clean one
+            if self.region_head is not None and bool(batch.img_masked.any()):
+                hidden, _, _, _ = self._shared_forward(batch, "image", with_mask=True)
+                losses["context_image"] = _per_item_masked_ce(self.region_head(hidden), batch.img_region_targets,
+                                                              batch.img_masked[:, : hidden.shape[1]])
+            if self.word_head is not None and bool(batch.txt_masked.any()):
+                hidden, _, _, _ = self._shared_forward(batch, "text", with_mask=True)
+                losses["context_text"] = _per_item_masked_ce(self.word_head(hidden), batch.txt_tokens, batch.txt_masked)
+        if cfg.consistency_weight > 0 and cfg.consistency != "none":
+            if cfg.consistency == "triplet":
+                losses["consistency"] = triplet_consistency_loss(pooled["image"], pooled["text"], batch.labels, cfg.margin)
+            else:
+                losses["consistency"] = discrimination_loss(pooled["image"], pooled["text"], batch.labels)
+        total = sum(cfg.label_weight * v for k, v in losses.items() if k.startswith("label_"))
+        total = total + sum(cfg.context_weight * v for k, v in losses.items() if k.startswith("context_"))
+        if "consistency" in losses:
+            total = total + cfg.consistency_weight * losses["consistency"]
+        if not isinstance(total, torch.Tensor):  # nothing to learn from in this batch
+            total = sum(p.sum() * 0.0 for p in self.parameters())
+        losses["loss"] = total
+        return losses
+
+
+# Ablations as presets of the same code (paper Section 4.2); values are config overrides.
+ABLATIONS: dict[str, dict] = {
+    "ours": {},
+    "st": {"model.share": False, "model.pooling": "label"},
+    "imc": {"loss.label_weight": 0.0, "loss.context_weight": 0.0, "loss.consistency": "discrimination",
+            "loss.consistency_weight": 1.0},
+    "wo_r": {"model.image_input": "global", "model.segments": False, "model.shared_model": "fc",
+             "loss.context_weight": 0.0},
+    "wo_t": {"model.shared_model": "fc"},
+    "wo_c": {"loss.context_weight": 0.0},
+    "wo_l": {"loss.label_weight": 0.0},
+    "ours_con": {"loss.consistency": "triplet", "loss.consistency_weight": 0.1},
+}

@@ -1,0 +1,1 @@
+"""Neural building blocks: modal encoders, the shared encoder, heads."""

@@ -1,0 +1,35 @@
+"""A registry maps a config name to a class: `build()` on an unknown name lists the known ones."""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+from semshare.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(entry: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = entry
+            return entry
+        return decorator
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+
+# name -> method preset (a dict of config overrides on the Semantic Sharing defaults, or a method class)
+METHODS: Registry = Registry("method")

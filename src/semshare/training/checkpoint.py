@@ -1,0 +1,100 @@
+"""Checkpoints: weights and optimizer tensors in safetensors, everything else in JSON; written atomically.
+
+A checkpoint is a folder: model.safetensors, optimizer.safetensors (tensors) + optimizer.json (structure),
+state.json (step, epoch, best metric, RNG, format version). Nothing is ever unpickled.
+Replacement is two renames: the new folder is complete before the old one is moved aside, so a crash
+at any moment leaves a loadable `last` (or its `.old` copy, which `load` falls back to).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from semshare.errors import SemshareError
+
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    structure: dict = {"param_groups": state_dict["param_groups"], "state": {}}
+    for param_id, param_state in state_dict["state"].items():
+        entry = {}
+        for name, value in param_state.items():
+            if isinstance(value, torch.Tensor):
+                key = f"{param_id}.{name}"
+                tensors[key] = value.detach().cpu().contiguous()
+                entry[name] = {"tensor": key}
+            else:
+                entry[name] = {"value": value}
+        structure["state"][str(param_id)] = entry
+    return tensors, structure
+
+
+def _optimizer_from_flat(tensors: dict[str, torch.Tensor], structure: dict) -> dict:
+    state = {}
+    for param_id, entry in structure["state"].items():
+        state[int(param_id)] = {name: tensors[spec["tensor"]] if "tensor" in spec else spec["value"]
+                                for name, spec in entry.items()}
+    return {"state": state, "param_groups": structure["param_groups"]}
+
+
+def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                    state: dict) -> None:
+    """Write a checkpoint folder atomically (complete new folder, then swap)."""
+    folder = Path(folder)
+    partial = folder.with_name(f".{folder.name}.partial")
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(partial / "model.safetensors"))
+    if optimizer is not None:
+        tensors, structure = _optimizer_to_flat(optimizer)
+        save_file(tensors, str(partial / "optimizer.safetensors"))
+        (partial / "optimizer.json").write_text(json.dumps(structure))
+    full_state = dict(state, format_version=CHECKPOINT_FORMAT_VERSION)
+    full_state["torch_rng_state"] = torch.get_rng_state().tolist()
+    (partial / "state.json").write_text(json.dumps(full_state))
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(partial, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_exists(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / "state.json").exists() or (folder.with_name(f".{folder.name}.old") / "state.json").exists()
+
+
+def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    restore_rng: bool = False) -> dict:
+    """Load weights (and optimizer) in place; returns the saved state dict."""
+    folder = Path(folder)
+    if not (folder / "state.json").exists():
+        fallback = folder.with_name(f".{folder.name}.old")
+        if (fallback / "state.json").exists():
+            folder = fallback  # a crash between the two renames of save_checkpoint
+        else:
+            raise SemshareError(f"{folder}: no checkpoint here (state.json missing)")
+    state = json.loads((folder / "state.json").read_text())
+    if state.get("format_version", 0) > CHECKPOINT_FORMAT_VERSION:
+        raise SemshareError(f"{folder}: checkpoint format {state['format_version']} is newer than this semshare")
+    weights = load_file(str(folder / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise SemshareError(f"{folder}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if optimizer is not None:
+        structure = json.loads((folder / "optimizer.json").read_text())
+        optimizer.load_state_dict(_optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")), structure))
+    if restore_rng:
+        torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
+    return state

@@ -1,0 +1,199 @@
+"""The one training loop. It owns devices, AMP, clipping, LR schedule, validation, early stopping,
+checkpoints and logs, and knows nothing about any method: a method is an nn.Module whose
+`forward(batch)` returns `training_step(batch)`, a dict of named losses with the total under "loss".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from semshare.training.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 45
+    max_steps: int = 0  # > 0 stops after this many optimizer steps (a later --resume may raise it)
+    batch_size: int = 64  # global: split evenly over processes
+    lr: float = 1e-4
+    optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9)
+    weight_decay: float = 0.0
+    grad_clip: float = 2.0  # max gradient norm; 0 = off
+    warmup_steps: int = 0
+    decay: str = "none"  # none | linear | cosine (to 0 at the last step)
+    patience: int = 5  # stop after this many validations without improvement; 0 = never
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    bf16: bool = False  # bf16 autocast (CUDA, or CPUs with bf16 matrix units)
+    seed: int = 0
+    val_fraction: float = 0.1  # carved from train (seeded) when the data has no val split
+    log_every: int = 10
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, context: DistributedContext = DistributedContext()) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{context.local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected adam, adamw or sgd")
+
+
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """LR for the optimizer step about to be taken (a pure function of the step: nothing to checkpoint)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.decay == "none" or total_steps <= cfg.warmup_steps:
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    if cfg.decay == "linear":
+        return cfg.lr * max(0.0, 1.0 - progress)
+    if cfg.decay == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    raise ValueError(f"unknown decay {cfg.decay!r}; expected none, linear or cosine")
+
+
+class MetricsLog:
+    """Appends one JSON object per line to metrics.jsonl (main process only)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def fit(
+    model: nn.Module,
+    batches,  # semshare.data.batches.TrainingBatches (or anything with steps_per_epoch() and epoch(e, start))
+    validate: Callable[[nn.Module], dict[str, float]],
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    context: DistributedContext = DistributedContext(),
+    selection_metric: str = "ave/NDCG@500",
+) -> dict:
+    """Train until `cfg.epochs`, `cfg.max_steps` or early stopping; returns the final state.
+
+    Validation after every epoch selects `best` (validation split only); `last` is saved after every
+    epoch and when training stops, so `resume=True` continues exactly where it left off.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device, context)
+    model.to(device)
+    if context.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model: nn.Module = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    else:
+        train_model = model
+    optimizer = build_optimizer(model, cfg)
+    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": -math.inf, "best_epoch": -1,
+             "validations_without_improvement": 0, "stopped_early": False}
+    if resume and checkpoint_exists(run_dir / "last"):
+        saved = load_checkpoint(run_dir / "last", model, optimizer, restore_rng=True)
+        state.update({k: saved[k] for k in state if k in saved})
+        logger.info("resumed from %s at step %d (epoch %d)", run_dir / "last", state["step"], state["epoch"])
+    log = MetricsLog(run_dir / "metrics.jsonl" if context.is_main else None)
+    steps_per_epoch = batches.steps_per_epoch()
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps > 0:
+        total_steps = min(total_steps, cfg.max_steps)
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.bf16
+                else contextlib.nullcontext())
+
+    def save(name: str) -> None:
+        if context.is_main:
+            save_checkpoint(run_dir / name, model, optimizer if name == "last" else None, state)
+
+    progress = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step",
+                    disable=not (cfg.progress and context.is_main), dynamic_ncols=True)
+    started, items_seen = time.perf_counter(), 0
+    while state["step"] < total_steps and not state["stopped_early"]:
+        epoch = state["epoch"]
+        for batch in batches.epoch(epoch, start_step=state["step_in_epoch"]):
+            model.train()
+            batch = batch.to(device)
+            lr = learning_rate(cfg, state["step"], total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                losses = train_model(batch)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                         if cfg.grad_clip > 0 else torch.tensor(0.0))
+            optimizer.step()
+            state["step"] += 1
+            state["step_in_epoch"] += 1
+            items_seen += len(batch) * context.world_size
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            if not math.isfinite(values["loss"]):
+                raise FloatingPointError(f"loss became {values['loss']} at step {state['step']}; try a lower lr")
+            items_per_s = items_seen / max(1e-9, time.perf_counter() - started)
+            progress.update(1)
+            progress.set_postfix(loss=f"{values['loss']:.4f}", items_s=f"{items_per_s:.0f}", epoch=epoch)
+            if state["step"] % cfg.log_every == 0 or state["step"] == 1:
+                log.write({"step": state["step"], "epoch": epoch, "lr": lr, "grad_norm": float(grad_norm),
+                           "items_per_s": items_per_s, **{f"train/{k}": v for k, v in values.items()}})
+            if state["step"] >= total_steps:
+                break
+        if state["step_in_epoch"] >= steps_per_epoch:  # a whole epoch is done: validate, select, maybe stop
+            state["epoch"] += 1
+            state["step_in_epoch"] = 0
+            model.eval()
+            metrics = validate(model)
+            score = metrics[selection_metric]
+            improved = score > state["best_metric"]
+            if improved:
+                state.update(best_metric=score, best_epoch=state["epoch"], validations_without_improvement=0)
+                save("best")
+            else:
+                state["validations_without_improvement"] += 1
+            if cfg.patience and state["validations_without_improvement"] >= cfg.patience:
+                state["stopped_early"] = True
+            log.write({"step": state["step"], "epoch": state["epoch"], **{f"val/{k}": v for k, v in metrics.items()},
+                       "best_epoch": state["best_epoch"]})
+            logger.info("epoch %d: val %s %.4f (best %.4f at epoch %d)", state["epoch"], selection_metric, score,
+                        state["best_metric"], state["best_epoch"])
+        save("last")
+    progress.close()
+    if context.is_main and not checkpoint_exists(run_dir / "best"):
+        # stopped before any validation (max_steps inside the first epoch): the last weights stand in
+        save("best")
+    return state

@@ -1,0 +1,112 @@
+"""The Semantic Sharing model and its ablations: shapes, gradients, padding, masking."""
+
+import numpy as np
+import pytest
+import torch
+
+from semshare.data.batches import TrainingBatches
+from semshare.methods.semantic_sharing import ABLATIONS, discrimination_loss, label_prediction_loss
+from semshare.training.experiment import prepare_run, resolve_config
+
+TINY_MODEL = {"model.dim": 16, "model.layers": 1, "model.heads": 2, "model.ffn_dim": 32, "model.dropout": 0.0,
+              "text.word_dim": 8, "text.word2vec_epochs": 1, "train.batch_size": 8}
+
+
+def tiny_run(data_dir, run_dir, method="ours", **extra):
+    cfg = resolve_config(method, "small", overrides={**TINY_MODEL, **extra})
+    return prepare_run(data_dir, cfg, run_dir)
+
+
+def first_batch(run, training=True, seed=0):
+    batches = TrainingBatches(run.builder(training), run.train_rows, run.cfg.train.batch_size, seed)
+    return next(iter(batches.epoch(0)))
+
+
+@pytest.mark.parametrize("method", sorted(ABLATIONS))
+def test_every_preset_builds_steps_and_every_parameter_learns(tiny_data_dir, tmp_path, method):
+    run = tiny_run(tiny_data_dir, tmp_path / method, method, **{"loss.mask_prob": 0.5, "train.batch_size": 16})
+    batch = first_batch(run)
+    losses = run.model.training_step(batch)
+    assert torch.isfinite(losses["loss"]) and losses["loss"].requires_grad
+    losses["loss"].backward()
+    for name, param in run.model.named_parameters():
+        assert param.grad is not None, f"{method}: {name} got no gradient"
+        assert torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, f"{method}: {name} has an all-zero gradient"
+    run.model.eval()
+    img, txt = run.model.encode_image(batch), run.model.encode_text(batch)
+    assert img.shape == txt.shape and img.shape[0] == len(batch)
+    assert torch.isfinite(img).all() and torch.isfinite(txt).all()
+
+
+def test_padding_never_changes_a_result(tiny_data_dir, tmp_path):
+    run = tiny_run(tiny_data_dir, tmp_path / "r")
+    run.model.eval()
+    batch = first_batch(run, training=False)
+    with torch.no_grad():
+        img, txt = run.model.encode_image(batch), run.model.encode_text(batch)
+        # garbage in every padded slot, and extra padded slots
+        pad_regions = ~batch.img_mask
+        batch.img_regions[pad_regions] = 1e3
+        batch.img_boxes[pad_regions] = 0.5
+        batch.txt_tokens[~batch.txt_mask] = 7
+        assert pad_regions.any() and (~batch.txt_mask).any()
+        torch.testing.assert_close(run.model.encode_image(batch), img)
+        torch.testing.assert_close(run.model.encode_text(batch), txt)
+        longer = batch
+        longer.txt_tokens = torch.cat([batch.txt_tokens, torch.full((len(batch), 3), 5)], 1)
+        longer.txt_mask = torch.cat([batch.txt_mask, torch.zeros(len(batch), 3, dtype=torch.bool)], 1)
+        longer.txt_masked = torch.cat([batch.txt_masked, torch.zeros(len(batch), 3, dtype=torch.bool)], 1)
+        torch.testing.assert_close(run.model.encode_text(longer), txt)
+
+
+def test_masking_replaces_exactly_the_chosen_inputs(tiny_data_dir, tmp_path):
+    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"loss.mask_prob": 0.5})
+    batch = first_batch(run)
+    assert batch.img_masked.any() and batch.txt_masked.any()
+    assert not (batch.img_masked & ~batch.img_mask).any() and not (batch.txt_masked & ~batch.txt_mask).any()
+    assert (batch.img_region_targets[batch.img_masked] >= 0).all()  # targets line up with real regions
+    # targets of masked tokens are the original tokens (the model swaps in MASK itself)
+    assert (batch.txt_tokens[batch.txt_masked] > 3).all()
+    encoder = run.model.img_encoder.project
+    with torch.no_grad():
+        clean = encoder.psi1(batch.img_regions)
+        mixed = torch.where(batch.img_masked.unsqueeze(-1), encoder.mask_embedding, clean)
+        expected = encoder.phi(mixed + encoder.psi2(batch.img_boxes))
+        run.model.eval()
+        torch.testing.assert_close(run.model.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked), expected)
+    # an unmasked segment's input is untouched; a masked one changes
+    changed = (run.model.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked)
+               - run.model.img_encoder(batch.img_regions, batch.img_boxes)).abs().sum(-1) > 0
+    assert torch.equal(changed, batch.img_masked)
+
+
+def test_masking_is_deterministic_per_item(tiny_data_dir, tmp_path):
+    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"loss.mask_prob": 0.3})
+    a, b = first_batch(run, seed=5), first_batch(run, seed=5)
+    assert torch.equal(a.img_masked, b.img_masked) and torch.equal(a.txt_tokens, b.txt_tokens)
+
+
+def test_label_losses_on_fixed_tensors():
+    logits = torch.tensor([[2.0, -1.0], [0.0, 0.5]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected_bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    torch.testing.assert_close(label_prediction_loss(logits, labels, "bce"), expected_bce)
+    # Eq. 4 with y in {-1, +1}: log(1 + exp(-y^T g))
+    expected_eq4 = (np.log1p(np.exp(-(2.0 + 1.0))) + np.log1p(np.exp(-(0.0 + 0.5)))) / 2
+    assert label_prediction_loss(logits, labels, "eq4").item() == pytest.approx(expected_eq4, rel=1e-6)
+
+
+def test_discrimination_loss_matches_eq1():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    txt = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    cos = lambda a, b: float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+    S = np.eye(2)
+
+    def term(a, b):
+        return np.mean([[np.log1p(np.exp(0.5 * cos(a[i], b[j]))) - S[i, j] * 0.5 * cos(a[i], b[j]) for j in range(2)]
+                        for i in range(2)])
+
+    expected = term(img.numpy(), txt.numpy()) + term(img.numpy(), img.numpy()) + term(txt.numpy(), txt.numpy())
+    assert discrimination_loss(img, txt, labels).item() == pytest.approx(expected, rel=1e-6)
