@@ -171,6 +171,131 @@ def _run_evaluate_embeddings(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- train / evaluate / embed --------------------------------------------------------------------------------
+def _distributed_context_from_env():
+    """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; read them here, at the edge, and pass them down."""
+    import os
+
+    from semshare.training.loop import DistributedContext
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    import torch
+    import torch.distributed as dist
+
+    context = DistributedContext(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(context.local_rank)
+    dist.init_process_group(backend)
+    return context
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from semshare.methods.semantic_sharing import ABLATIONS
+
+    parser = sub.add_parser("train", help="train a method (Semantic Sharing or an ablation) with the one loop",
+                            description="Train on --data, select on its val split (carved from train when absent), "
+                                        "write checkpoints, config and metrics to --out. Runs under torchrun too.")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--method", default="ours", choices=sorted(ABLATIONS))
+    parser.add_argument("--preset", default="small", choices=["small", "paper"])
+    parser.add_argument("--config", type=Path, default=None, help="YAML file of config overrides")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from semshare.config import parse_assignments
+    from semshare.training.experiment import resolve_config, train_experiment
+
+    cfg = resolve_config(args.method, args.preset, args.config, parse_assignments(args.overrides))
+    if args.out.exists() and (args.out / "last").exists() and not args.resume:
+        raise SemshareError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    context = _distributed_context_from_env()
+    started = time.time()
+    try:
+        state = train_experiment(args.data, cfg, args.out, resume=args.resume, context=context)
+    finally:
+        if context.world_size > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if context.is_main:
+        print(f"trained {args.method} for {state['step']} steps in {time.time() - started:.0f} s; best val "
+              f"NDCG@500 (Ave) {100 * state['best_metric']:.2f} at epoch {state['best_epoch']}; run in {args.out}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate", help="score a trained run on a split (metric table, JSON too)",
+                            description="Load RUN_DIR/best, embed the split's images and texts, print the table.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    _add_protocol_flags(parser)
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _embed_for_protocol(run, protocol):
+    import numpy as np
+
+    from semshare.evaluation.embed import embed_rows
+
+    rows = run.dataset.split(protocol.query_split)
+    if protocol.gallery_split:
+        rows = np.union1d(rows, run.dataset.split(protocol.gallery_split))
+    return embed_rows(run.model, run.builder(training=False), rows)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from semshare.evaluation.protocols import evaluate_tables
+    from semshare.training.experiment import load_run
+
+    run = load_run(args.run_dir, args.data, args.checkpoint)
+    protocol, spec = _protocol_from_args(args)
+    protocol = replace(protocol, text_source="captions" if run.cfg.model.text_input == "words" else "vectors")
+    img, txt = _embed_for_protocol(run, protocol)
+    table, _ = evaluate_tables(run.dataset, img, txt, protocol, spec)
+    _print_table(table, args.json or args.run_dir / f"eval_{args.split}.json")
+    return 0
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("embed", help="write a trained run's image and text embeddings of a split",
+                            description="Write img_emb.npz and txt_emb.npz (arrays 'emb' and 'ids') for a split.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    parser.add_argument("--out", type=Path, default=None, help="folder (default RUN_DIR/embeddings/SPLIT)")
+    parser.set_defaults(handler=_run_embed)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from semshare.evaluation.embed import embed_rows
+    from semshare.training.experiment import load_run
+
+    run = load_run(args.run_dir, args.data, args.checkpoint)
+    img, txt = embed_rows(run.model, run.builder(training=False), run.dataset.split(args.split))
+    out = args.out or args.run_dir / "embeddings" / args.split
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in (("img_emb.npz", img), ("txt_emb.npz", txt)):
+        tmp = out / f".{name}.tmp.npz"
+        np.savez(tmp, emb=table.emb.astype(np.float32), ids=table.ids)
+        tmp.replace(out / name)
+    print(f"wrote {len(img.ids)} image and {len(txt.ids)} text embeddings ({img.emb.shape[1]}-d) to {out}")
+    return 0
+
+
 # ---- demo ----------------------------------------------------------------------------------------------------
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="make synthetic data, train, print the results table",
@@ -182,23 +307,37 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_demo)
 
 
+DEMO_METHODS = ("ours", "wo_t", "wo_c")
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from semshare.data.dataset import open_dataset
     from semshare.data.synthetic import make_synthetic, preset
+    from semshare.evaluation.embed import embed_rows
     from semshare.evaluation.protocols import ProtocolConfig, evaluate_tables
     from semshare.evaluation.report import format_markdown_table
     from semshare.methods.ridge import fit_ridge_model
+    from semshare.training.experiment import load_run, resolve_config, train_experiment
 
     data_dir = args.out / f"data-{args.preset}-seed{args.seed}"
     if not (data_dir / "meta.json").exists():
         make_synthetic(data_dir, preset(args.preset, seed=args.seed), name=f"synthetic-{args.preset}", overwrite=True)
     dataset = open_dataset(data_dir)
+    test_rows = dataset.split("test")
     rows: dict[str, list[dict]] = {}
     started = time.time()
+    for method in DEMO_METHODS:
+        run_dir = args.out / f"{method}-seed{args.seed}"
+        cfg = resolve_config(method, "small", overrides={"train.seed": args.seed})
+        print(f"training {method} -> {run_dir}", flush=True)
+        train_experiment(data_dir, cfg, run_dir, resume=(run_dir / "last").exists())
+        run = load_run(run_dir, data_dir)
+        img, txt = embed_rows(run.model, run.builder(training=False), test_rows)
+        rows[method] = [evaluate_tables(dataset, img, txt, ProtocolConfig())[0]]
     model = fit_ridge_model(dataset)
-    img, txt = model.embed(dataset, dataset.split("test"))
+    img, txt = model.embed(dataset, test_rows)
     rows["ridge (mean-pooled, linear)"] = [evaluate_tables(dataset, img, txt, ProtocolConfig())[0]]
-    print(f"\nsynthetic '{args.preset}' test split, x100 ({time.time() - started:.0f} s)\n")
+    print(f"\nsynthetic '{args.preset}' test split, x100, selection on val ({time.time() - started:.0f} s)\n")
     print(format_markdown_table(rows))
     return 0
 
@@ -209,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"semshare {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_make_synthetic, _add_inspect, _add_prepare_text, _add_evaluate_embeddings, _add_demo):
+    for add in (_add_make_synthetic, _add_inspect, _add_prepare_text, _add_evaluate_embeddings, _add_train,
+                _add_evaluate, _add_embed, _add_demo):
         add(sub)
     return parser
 
@@ -219,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        logging.getLogger("gensim").setLevel(logging.WARNING)
     try:
         return int(args.handler(args) or 0)
     except SemshareError as exc:

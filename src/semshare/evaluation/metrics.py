@@ -213,8 +213,11 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     result = np.empty((len(scores), k), dtype=np.int64)
     exact = np.flatnonzero(counts == k)
     if len(exact):
-        columns = np.nonzero(candidates[exact])[1].reshape(len(exact), k)  # ascending index within a row
-        values = np.take_along_axis(scores[exact], columns, axis=1)
+        all_exact = len(exact) == len(scores)  # the usual case: no copies of the (Q, G) arrays
+        exact_candidates = candidates if all_exact else candidates[exact]
+        exact_scores = scores if all_exact else scores[exact]
+        columns = np.nonzero(exact_candidates)[1].reshape(len(exact), k)  # ascending index within a row
+        values = np.take_along_axis(exact_scores, columns, axis=1)
         order = np.argsort(-values, axis=1, kind="stable")  # stable: equal scores keep index order
         result[exact] = np.take_along_axis(columns, order, axis=1)
     for row in np.flatnonzero(counts != k):

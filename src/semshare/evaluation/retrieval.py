@@ -89,7 +89,8 @@ def evaluate_direction(
         stop = min(start + chunk_size, len(queries))
         scores = (queries[start:stop] @ gallery.T).numpy()
         # shared-label counts are small integers: uint8 keeps the passes over (B, G) cheap
-        gains = (query_label_t[start:stop] @ gallery_label_t.T).round().to(torch.uint8).numpy()
+        # sums of 0/1 products are exact integers in float32 (below 2^24): no rounding needed
+        gains = (query_label_t[start:stop] @ gallery_label_t.T).to(torch.uint8).numpy()
         block = {}
         if not needs_ranks:
             for k in spec.ndcg_k:
@@ -106,7 +107,9 @@ def evaluate_direction(
         return block, curve
 
     starts = list(range(0, len(queries), chunk_size))
-    threads = num_threads or 1  # measured: threads over blocks do not pay off (GIL-bound per-row work)
+    # measured (docs/PERFORMANCE.md): two threads over blocks speed up the vectorised top-k path; the
+    # per-row rank path is GIL-bound and slows down with threads
+    threads = num_threads or (1 if needs_ranks else 2)
     if threads > 1 and len(starts) > 1:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             outputs = list(pool.map(run_block, starts))
