@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from semshare.data.dataset import open_dataset
+from semshare.data.pooled import pooled_image_features, pooled_text_features
 from semshare.data.synthetic import SyntheticConfig, build_world, make_synthetic, preset
 from semshare.data.text import Vocabulary
 from semshare.evaluation.retrieval import MetricSpec, evaluate_cross_modal, summarise
+from semshare.methods.ridge import solve_ridge as fit_ridge
 
 RIDGE_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0)
 SPEC = MetricSpec(ndcg_k=(500,), map_k=(None,))
@@ -36,22 +38,15 @@ def with_bias(x: np.ndarray) -> np.ndarray:
     return np.hstack([x, np.ones((len(x), 1))])
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
-    x = with_bias(x)
-    return np.linalg.solve(x.T @ x + strength * np.eye(x.shape[1]), x.T @ y)
-
-
 def mean_regions(ds, rows):
-    mask = ds.region_mask[rows].astype(np.float64)
-    return (ds.regions[rows].astype(np.float64) * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+    return pooled_image_features(ds, rows, "regions-mean").astype(np.float64)
 
 
 def bag_of_words(vocab, texts):
-    out = np.zeros((len(texts), len(vocab)))
-    for i, text in enumerate(texts):
-        ids = vocab.encode(text)
-        np.add.at(out[i], ids, 1.0 / max(1, len(ids)))
-    return out
+    from semshare.data.dataset import TextItems
+
+    items = TextItems(rows=np.zeros(len(texts), dtype=np.int64), item_ids=np.arange(len(texts)), texts=list(texts))
+    return pooled_text_features(None, items, "bow", vocab).astype(np.float64)
 
 
 def oracle_image(ds, rows, world, relational):

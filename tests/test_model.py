@@ -110,3 +110,16 @@ def test_discrimination_loss_matches_eq1():
 
     expected = term(img.numpy(), txt.numpy()) + term(img.numpy(), img.numpy()) + term(txt.numpy(), txt.numpy())
     assert discrimination_loss(img, txt, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kmeans_pseudo_classes_when_the_data_has_no_region_classes(tiny_data_dir, tmp_path):
+    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"loss.region_targets": "kmeans", "loss.kmeans_k": 1000,
+                                                     "loss.mask_prob": 0.5})
+    targets = run.region_targets
+    mask = np.asarray(run.dataset.region_mask).astype(bool)
+    assert (targets[~mask] == -1).all() and (targets[mask] >= 0).all()
+    # 80 training items x ~4 regions support far fewer than 1000 classes: the count adapts
+    assert run.model.spec.num_region_classes == targets.max() + 1 or targets.max() < run.model.spec.num_region_classes
+    assert 2 <= run.model.spec.num_region_classes < 1000
+    losses = run.model.training_step(first_batch(run))
+    assert torch.isfinite(losses["context_image"])

@@ -36,7 +36,7 @@ class TrainConfig:
     decay: str = "none"  # none | linear | cosine (to 0 at the last step)
     patience: int = 5  # stop after this many validations without improvement; 0 = never
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    bf16: bool = False  # bf16 autocast (CUDA, or CPUs with bf16 matrix units)
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 (CPUs with bf16 matrix units too)
     seed: int = 0
     val_fraction: float = 0.1  # carved from train (seeded) when the data has no val split
     log_every: int = 10
@@ -134,7 +134,10 @@ def fit(
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps > 0:
         total_steps = min(total_steps, cfg.max_steps)
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.bf16
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown precision {cfg.precision!r}; expected auto, fp32 or bf16")
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16
                 else contextlib.nullcontext())
 
     def save(name: str) -> None:
