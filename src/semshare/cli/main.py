@@ -226,8 +226,10 @@ def _run_train(args: argparse.Namespace) -> int:
 
             dist.destroy_process_group()
     if context.is_main:
-        print(f"trained {args.method} for {state['step']} steps in {time.time() - started:.0f} s; best val "
-              f"NDCG@500 (Ave) {100 * state['best_metric']:.2f} at epoch {state['best_epoch']}; run in {args.out}")
+        selection = (f"best val NDCG@500 (Ave) {100 * state['best_metric']:.2f} at epoch {state['best_epoch']}"
+                     if state["best_epoch"] > 0 else "no epoch finished, so no validation yet (best = last)")
+        print(f"trained {args.method} for {state['step']} steps in {time.time() - started:.0f} s; {selection}; "
+              f"run in {args.out}")
     return 0
 
 

@@ -252,36 +252,35 @@ def make_synthetic(out_dir: str | Path, cfg: SyntheticConfig, name: str = "synth
     world = _build_world(cfg)
     confuser_p = _confuser_probability(cfg, world)
     N, R, D = cfg.num_items, cfg.num_regions, cfg.region_dim
+    shapes = {
+        "regions": ((N, R, D), cfg.dtype), "region_mask": ((N, R), np.uint8), "region_boxes": ((N, R, 4), np.float32),
+        "region_labels": ((N, R), np.int16), "image": ((N, D), cfg.dtype), "labels": ((N, cfg.num_labels), np.uint8),
+    }
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        open_memmap = np.lib.format.open_memmap
-        regions = open_memmap(tmp / "regions.npy", mode="w+", dtype=cfg.dtype, shape=(N, R, D))
-        region_mask = open_memmap(tmp / "region_mask.npy", mode="w+", dtype=np.uint8, shape=(N, R))
-        region_boxes = open_memmap(tmp / "region_boxes.npy", mode="w+", dtype=np.float32, shape=(N, R, 4))
-        region_labels = open_memmap(tmp / "region_labels.npy", mode="w+", dtype=np.int16, shape=(N, R))
-        image = open_memmap(tmp / "image.npy", mode="w+", dtype=cfg.dtype, shape=(N, D))
-        labels = open_memmap(tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(N, cfg.num_labels))
+        for name, (shape, dtype) in shapes.items():
+            np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape).flush()
         with open(tmp / "captions.jsonl", "w", encoding="utf-8") as captions_file, \
                 tqdm(total=N, desc="synthetic items", unit="item", disable=not progress) as bar:
             for chunk_index, start in enumerate(range(0, N, CHUNK_ITEMS)):
                 rng = np.random.default_rng([cfg.seed, 1, chunk_index])
                 stop = min(N, start + CHUNK_ITEMS)
-                chunk_regions = np.zeros((stop - start, R, D), dtype=np.float32)
-                for offset in range(stop - start):
-                    row = start + offset
+                # reopened per chunk and closed after it: written pages leave this process, so resident
+                # memory stays flat however large N is
+                arrays = {name: np.load(tmp / f"{name}.npy", mmap_mode="r+") for name in shapes}
+                for row in range(start, stop):
                     item_labels, item_regions, boxes, classes, count, global_feature, captions = _make_item(
                         cfg, world, confuser_p, rng)
-                    chunk_regions[offset] = item_regions
-                    region_boxes[row] = boxes
-                    region_labels[row] = classes
-                    region_mask[row, :count] = 1
-                    image[row] = global_feature
-                    labels[row, item_labels] = 1
+                    arrays["regions"][row] = item_regions
+                    arrays["region_boxes"][row] = boxes
+                    arrays["region_labels"][row] = classes
+                    arrays["region_mask"][row, :count] = 1
+                    arrays["image"][row] = global_feature
+                    arrays["labels"][row, item_labels] = 1
                     captions_file.write(json.dumps({"id": row, "captions": captions}) + "\n")
-                regions[start:stop] = chunk_regions
+                for array in arrays.values():
+                    array.flush()
+                del arrays
                 bar.update(stop - start)
-        for array in (regions, region_mask, region_boxes, region_labels, image, labels):
-            array.flush()
-        del regions, region_mask, region_boxes, region_labels, image, labels
         permutation = np.random.default_rng([cfg.seed, 2]).permutation(N)
         test, val = permutation[: cfg.test_items], permutation[cfg.test_items : cfg.test_items + cfg.val_items]
         train = permutation[cfg.test_items + cfg.val_items :]
