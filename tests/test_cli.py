@@ -56,3 +56,38 @@ def test_evaluate_embeddings_wrong_row_count_is_a_clear_error(tiny_data_dir, tmp
 def test_prepare_text(tiny_data_dir, tmp_path):
     assert main(["prepare-text", str(tiny_data_dir), "--out", str(tmp_path / "t"), "--dim", "8", "--epochs", "1"]) == 0
     assert (tmp_path / "t" / "vocab.json").exists() and (tmp_path / "t" / "word_vectors.safetensors").exists()
+
+
+def test_train_evaluate_embed_end_to_end(tiny_data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), "--set", "train.epochs=1",
+                 "--set", "train.batch_size=16", "--set", "model.dim=16", "--set", "model.heads=2",
+                 "--set", "model.ffn_dim=32", "--set", "text.word_dim=8", "--set", "train.progress=false"]) == 0
+    assert "best val NDCG@500" in capsys.readouterr().out
+    assert (run / "best" / "model.safetensors").exists() and (run / "config.yaml").exists()
+    # refusing to overwrite a run without --resume
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run)]) == 2
+    assert main(["evaluate", str(run), "--data", str(tiny_data_dir), "--split", "test"]) == 0
+    table = json.loads((run / "eval_test.json").read_text())
+    assert 0 <= table["ave/NDCG@500"] <= 1 and "i2t/mAP@all" in table
+    assert main(["embed", str(run), "--data", str(tiny_data_dir), "--split", "test"]) == 0
+    emb = np.load(run / "embeddings" / "test" / "txt_emb.npz")
+    assert emb["emb"].shape == (40, 16) and list(emb["ids"][:2]) == sorted(emb["ids"][:2])
+    # the embeddings score the same through evaluate-embeddings
+    out = tmp_path / "m.json"
+    assert main(["evaluate-embeddings", "--data", str(tiny_data_dir), "--img-emb",
+                 str(run / "embeddings" / "test" / "img_emb.npz"), "--txt-emb",
+                 str(run / "embeddings" / "test" / "txt_emb.npz"), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["ave/NDCG@500"] == pytest.approx(table["ave/NDCG@500"], abs=1e-6)
+
+
+def test_unknown_config_key_is_a_clear_error(tiny_data_dir, tmp_path, capsys):
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(tmp_path / "r"), "--set", "train.lrr=1"]) == 2
+    assert "unknown config key train.lrr" in capsys.readouterr().err
+
+
+def test_demo_on_tiny(tmp_path, capsys):
+    assert main(["demo", "--preset", "tiny", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    for method in ("ours", "wo_t", "wo_c", "ridge"):
+        assert f"| {method}" in out
