@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -95,8 +96,6 @@ class EmbeddingTable:
 
 def load_embedding_table(path, expected_rows: int | None = None, what: str = "embedding") -> EmbeddingTable:
     """Read `.npz` (arrays `emb` (M, D) and `ids` (M,)) or `.npy` (M, D) covering every item of the dataset."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.exists():
         raise DataFormatError(path, what, "an existing .npz or .npy file", "no such file")
