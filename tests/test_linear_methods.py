@@ -61,3 +61,24 @@ def test_lcfs_selects_the_informative_features_and_aligns_the_modalities():
     row_norms = np.linalg.norm(model.u_x, axis=1)
     assert row_norms[:5].min() > 5 * row_norms[5:].max()  # l2,1 switches the junk features off
     assert cross_modal_map(model, x[1000:], y[1000:], labels[1000:]) > 0.85  # chance is ~0.3
+
+
+def test_jfssl_aligns_the_modalities_and_selects_features():
+    from semshare.methods.jfssl import JFSSLConfig, fit_jfssl
+
+    x, y, labels = planted_labels(seed=2, n=1200)
+    model = fit_jfssl(x[:800], y[:800], labels[:800], JFSSLConfig(l1=50.0))
+    row_norms = np.linalg.norm(model.u_x, axis=1)
+    assert row_norms[:5].min() > 5 * row_norms[5:].max()
+    assert cross_modal_map(model, x[800:], y[800:], labels[800:]) > 0.85
+
+
+def test_jfssl_graph_blocks_form_a_laplacian():
+    from semshare.methods.jfssl import joint_laplacian_blocks
+
+    x, y, labels = planted_labels(seed=3, n=60)
+    blocks = joint_laplacian_blocks(x, y, labels, k=5)
+    laplacian = np.block([[blocks[0], blocks[1]], [blocks[2], blocks[3]]])
+    np.testing.assert_allclose(laplacian, laplacian.T)
+    np.testing.assert_allclose(laplacian.sum(1), 0, atol=1e-9)  # rows of a Laplacian sum to zero
+    assert np.linalg.eigvalsh(laplacian).min() > -1e-8  # positive semi-definite
