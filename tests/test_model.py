@@ -123,3 +123,26 @@ def test_kmeans_pseudo_classes_when_the_data_has_no_region_classes(tiny_data_dir
     assert 2 <= run.model.spec.num_region_classes < 1000
     losses = run.model.training_step(first_batch(run))
     assert torch.isfinite(losses["context_image"])
+
+
+def test_dscmr_builds_steps_and_every_parameter_learns(tiny_data_dir, tmp_path):
+    run = tiny_run(tiny_data_dir, tmp_path / "dscmr", "dscmr", **{"dscmr.hidden_dim": 16, "dscmr.common_dim": 8})
+    batch = first_batch(run)
+    losses = run.model.training_step(batch)
+    assert set(losses) == {"label_image", "label_text", "discrimination", "invariance", "loss"}
+    losses["loss"].backward()
+    for name, param in run.model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert run.model.encode_image(batch).shape == (len(batch), 8)
+
+
+def test_dscmr_losses_equal_the_formulas():
+    from semshare.methods.dscmr import invariance_loss, label_space_loss
+
+    predicted = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    # mean over items of ||p - y||_2: (sqrt(0.25 + 0.25) + sqrt(0 + 1)) / 2
+    assert label_space_loss(predicted, labels).item() == pytest.approx((np.sqrt(0.5) + 1.0) / 2)
+    u = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    v = torch.tensor([[0.0, 4.0], [0.0, 1.0]])
+    assert invariance_loss(u, v).item() == pytest.approx((5.0 + 0.0) / 2, abs=1e-5)

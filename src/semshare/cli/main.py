@@ -193,13 +193,13 @@ def _distributed_context_from_env():
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from semshare.methods.semantic_sharing import ABLATIONS
+    from semshare.training.experiment import METHOD_PRESETS
 
-    parser = sub.add_parser("train", help="train a method (Semantic Sharing or an ablation) with the one loop",
+    parser = sub.add_parser("train", help="train a method (Semantic Sharing, an ablation, DSCMR) with the one loop",
                             description="Train on --data, select on its val split (carved from train when absent), "
                                         "write checkpoints, config and metrics to --out. Runs under torchrun too.")
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--method", default="ours", choices=sorted(ABLATIONS))
+    parser.add_argument("--method", default="ours", choices=sorted(METHOD_PRESETS))
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
     parser.add_argument("--config", type=Path, default=None, help="YAML file of config overrides")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

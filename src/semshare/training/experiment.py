@@ -25,6 +25,7 @@ from semshare.evaluation.embed import embed_rows
 from semshare.evaluation.protocols import evaluate_rows
 from semshare.evaluation.retrieval import MetricSpec
 from semshare.fileio import atomic_save_npy, atomic_write_json
+from semshare.methods.dscmr import DSCMR, DSCMRConfig
 from semshare.methods.semantic_sharing import ABLATIONS, LossConfig, ModelConfig, ModelSpec, SemanticSharing
 from semshare.training.loop import DistributedContext, TrainConfig, fit
 
@@ -35,7 +36,7 @@ SIZE_PRESETS: dict[str, dict] = {
     "paper": {},
     # trains in minutes on 2 CPU cores
     "small": {"model.dim": 128, "model.layers": 2, "model.heads": 4, "model.ffn_dim": 256,
-              "text.word_dim": 64, "train.lr": 1e-3, "train.batch_size": 32, "train.epochs": 20,
+              "dscmr.hidden_dim": 256, "dscmr.common_dim": 128, "text.word_dim": 64, "train.lr": 1e-3, "train.batch_size": 32, "train.epochs": 20,
               "train.patience": 4},
 }
 
@@ -54,19 +55,30 @@ class ExperimentConfig:
     preset: str = "small"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    dscmr: DSCMRConfig = field(default_factory=DSCMRConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
 
+# method name -> config overrides; the Semantic Sharing ablations, and the baselines trained by the loop
+METHOD_PRESETS: dict[str, dict] = {**ABLATIONS, "dscmr": {"loss.context_weight": 0.0}}
+
+
+def build_model(cfg: ExperimentConfig, spec: ModelSpec, word_vectors: np.ndarray | None = None) -> torch.nn.Module:
+    if cfg.method == "dscmr":
+        return DSCMR(cfg.dscmr, spec, cfg.model.text_input, word_vectors)
+    return SemanticSharing(cfg.model, cfg.loss, spec, word_vectors)
+
+
 def resolve_config(method: str = "ours", preset: str = "small", config_file: str | Path | None = None,
                    overrides: dict | None = None) -> ExperimentConfig:
-    if method not in ABLATIONS:
-        raise ConfigError(f"unknown method {method!r}; known: {', '.join(sorted(ABLATIONS))}")
+    if method not in METHOD_PRESETS:
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(sorted(METHOD_PRESETS))}")
     if preset not in SIZE_PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(sorted(SIZE_PRESETS))}")
     cfg = ExperimentConfig(method=method, preset=preset)
     cfg = merge(cfg, SIZE_PRESETS[preset])
-    cfg = merge(cfg, ABLATIONS[method])
+    cfg = merge(cfg, METHOD_PRESETS[method])
     if config_file:
         cfg = merge(cfg, load_yaml(config_file))
     return merge(cfg, overrides or {})
@@ -107,7 +119,7 @@ def _region_targets(dataset: Dataset, cfg: ExperimentConfig, train_rows: np.ndar
 class PreparedRun:
     cfg: ExperimentConfig
     dataset: Dataset
-    model: SemanticSharing
+    model: torch.nn.Module
     vocab: Vocabulary | None
     train_rows: np.ndarray
     val_rows: np.ndarray
@@ -162,7 +174,7 @@ def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path
         mask_id=vocab.mask_id if vocab else 2, num_region_classes=num_region_classes,
     )
     torch.manual_seed(cfg.train.seed)
-    model = SemanticSharing(cfg.model, cfg.loss, spec, word_vectors)
+    model = build_model(cfg, spec, word_vectors)
     save_yaml(run_dir / "config.yaml", cfg)
     atomic_write_json(run_dir / "model_spec.json", to_dict(spec))
     atomic_write_json(run_dir / "splits.json", {"data_dir": str(Path(data_dir).resolve()),
@@ -183,7 +195,7 @@ def load_run(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best"
     dataset = open_dataset(data_dir, check_values=False)
     if dataset.num_labels != spec.num_labels:
         raise SemshareError(f"{data_dir}: {dataset.num_labels} labels, but the run was trained on {spec.num_labels}")
-    model = SemanticSharing(cfg.model, cfg.loss, spec)
+    model = build_model(cfg, spec)
     load_checkpoint(run_dir / checkpoint, model)
     model.eval()
     splits = json.loads((run_dir / "splits.json").read_text())
