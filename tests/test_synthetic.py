@@ -26,6 +26,7 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
 
 def test_format_and_statistics(tiny_data_dir):
     ds = open_dataset(tiny_data_dir)
+    assert ds.name == "tiny" and ds.meta["synthetic"]["num_items"] == 120
     labels = np.asarray(ds.labels)
     counts = labels.sum(0)
     assert counts.max() > 2 * max(1, counts.min())  # skewed frequencies

@@ -298,6 +298,54 @@ def _run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- benchmark -----------------------------------------------------------------------------------------------
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    from semshare.experiments.benchmark import DEFAULT_METHODS
+
+    parser = sub.add_parser("benchmark", help="train and test every method on every dataset over seeds; Table 1",
+                            description="Every method x dataset x seed on the same splits and metrics; writes "
+                                        "results.json, table.md (the paper's Table 1 layout) and table.csv. "
+                                        "Finished runs are skipped, so an interrupted benchmark resumes.")
+    parser.add_argument("--data", type=Path, action="append", default=[], help="dataset folder (repeatable)")
+    parser.add_argument("--methods", default="all", help=f"comma list or 'all' ({','.join(DEFAULT_METHODS)})")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--preset", default="small", choices=["small", "paper"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--workers", type=int, default=1, help="parallel runs (one thread each when > 1)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true",
+                        help="CI check: tiny synthetic data, one seed, one short epoch per method")
+    parser.set_defaults(handler=_run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from semshare.config import parse_assignments
+    from semshare.experiments.benchmark import DEFAULT_METHODS, run_benchmark
+
+    methods = list(DEFAULT_METHODS) if args.methods == "all" else args.methods.split(",")
+    overrides = parse_assignments(args.overrides)
+    data_dirs = [str(d) for d in args.data]
+    seeds = args.seeds
+    if args.quick:
+        from semshare.data.synthetic import make_synthetic, preset
+
+        quick_data = args.out / "data-tiny"
+        if not (quick_data / "meta.json").exists():
+            make_synthetic(quick_data, preset("tiny"), name="synthetic-tiny", overwrite=True, progress=False)
+        data_dirs = data_dirs or [str(quick_data)]
+        seeds = 1
+        overrides = {"train.epochs": 1, "train.batch_size": 16, "model.dim": 32, "model.heads": 2,
+                     "model.ffn_dim": 64, "text.word_dim": 16, "text.word2vec_epochs": 1,
+                     "dscmr.hidden_dim": 32, "dscmr.common_dim": 16, **overrides}
+    if not data_dirs:
+        raise SemshareError("give at least one --data folder (or --quick)")
+    started = time.time()
+    run_benchmark(data_dirs, methods, seeds, args.out, args.preset, overrides, args.workers)
+    print((args.out / "table.md").read_text())
+    print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
+    return 0
+
+
 # ---- demo ----------------------------------------------------------------------------------------------------
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="make synthetic data, train, print the results table",
@@ -351,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_make_synthetic, _add_inspect, _add_prepare_text, _add_evaluate_embeddings, _add_train,
-                _add_evaluate, _add_embed, _add_demo):
+                _add_evaluate, _add_embed, _add_benchmark, _add_demo):
         add(sub)
     return parser
 

@@ -257,8 +257,8 @@ def make_synthetic(out_dir: str | Path, cfg: SyntheticConfig, name: str = "synth
         "region_labels": ((N, R), np.int16), "image": ((N, D), cfg.dtype), "labels": ((N, cfg.num_labels), np.uint8),
     }
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        for name, (shape, dtype) in shapes.items():
-            np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape).flush()
+        for array_name, (shape, dtype) in shapes.items():
+            np.lib.format.open_memmap(tmp / f"{array_name}.npy", mode="w+", dtype=dtype, shape=shape).flush()
         with open(tmp / "captions.jsonl", "w", encoding="utf-8") as captions_file, \
                 tqdm(total=N, desc="synthetic items", unit="item", disable=not progress) as bar:
             for chunk_index, start in enumerate(range(0, N, CHUNK_ITEMS)):
@@ -266,7 +266,7 @@ def make_synthetic(out_dir: str | Path, cfg: SyntheticConfig, name: str = "synth
                 stop = min(N, start + CHUNK_ITEMS)
                 # reopened per chunk and closed after it: written pages leave this process, so resident
                 # memory stays flat however large N is
-                arrays = {name: np.load(tmp / f"{name}.npy", mmap_mode="r+") for name in shapes}
+                arrays = {array_name: np.load(tmp / f"{array_name}.npy", mmap_mode="r+") for array_name in shapes}
                 for row in range(start, stop):
                     item_labels, item_regions, boxes, classes, count, global_feature, captions = _make_item(
                         cfg, world, confuser_p, rng)

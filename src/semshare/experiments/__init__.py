@@ -1,0 +1,1 @@
+"""Application-level experiments: the benchmark runner."""

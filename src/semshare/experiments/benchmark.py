@@ -1,0 +1,212 @@
+"""The experiment runner: every method x every dataset x every seed, on the same splits and metrics.
+
+Each run trains on the train split, selects on the val split (carved from train when absent), and scores
+the test split (queries = gallery) once. A finished run leaves `RUN/result.json`; rerunning the same
+command skips it, so an interrupted benchmark resumes. Outputs in OUT:
+  results.json   every run: method, dataset, seed, config overrides, test metrics, train time, best epoch
+  table.md       like the paper's Table 1: rows = methods, columns = dataset x {I2T, T2I, Ave}, NDCG@500 x100,
+                 mean ± std over seeds; a second table with mAP@all
+  table.csv      the same numbers, one row per method x dataset x metric
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from semshare.fileio import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CLOSED_FORM_METHODS = ("ridge", "cca", "lcfs", "jfssl")
+DEFAULT_METHODS = ("cca", "lcfs", "jfssl", "dscmr", "st", "imc", "wo_r", "wo_t", "wo_c", "wo_l", "ours_con", "ours")
+ROW_NAMES = {"cca": "CCA", "lcfs": "LCFS", "jfssl": "JFSSL", "ridge": "Ridge", "dscmr": "DSCMR", "st": "ST",
+             "imc": "IMC", "wo_r": "w/o R", "wo_t": "w/o T", "wo_c": "w/o C", "wo_l": "w/o L",
+             "ours_con": "Ours+Con", "ours": "Ours"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    data_dir: str
+    method: str
+    seed: int
+    run_dir: str
+    preset: str = "small"
+    overrides: dict = field(default_factory=dict)
+    threads: int = 1
+
+
+def _closed_form_embeddings(spec: RunSpec, dataset):
+    """Fit a closed-form method on pooled training inputs; (image table, text table, text source) of test."""
+    from semshare.data.pooled import (default_image_source, default_text_source, pooled_image_features,
+                                      pooled_text_features)
+    from semshare.data.text import Vocabulary
+    from semshare.evaluation.protocols import EmbeddingTable
+    from semshare.methods.cca import fit_cca
+    from semshare.methods.jfssl import JFSSLConfig, fit_jfssl
+    from semshare.methods.lcfs import fit_lcfs
+    from semshare.methods.ridge import fit_ridge_model
+
+    test = dataset.split("test")
+    image_source, text_source = default_image_source(dataset), default_text_source(dataset)
+    caption_source = "vectors" if text_source == "vectors" else "captions"
+    if spec.method == "ridge":
+        return fit_ridge_model(dataset).embed(dataset, test) + (caption_source,)
+    train = dataset.split("train")
+    train_items = dataset.text_items(train, caption_source)
+    vocab = Vocabulary.build(train_items.texts) if text_source == "bow" else None
+    # one text item per training image keeps the pairs of a two-view method one-to-one
+    first = np.unique(train_items.rows, return_index=True)[1]
+    x = pooled_image_features(dataset, train, image_source)
+    y = pooled_text_features(dataset, train_items, text_source, vocab)[first]
+    labels = np.asarray(dataset.labels, dtype=np.float64)[train]
+    if spec.method == "cca":
+        model = fit_cca(x, y)
+    elif spec.method == "lcfs":
+        model = fit_lcfs(x, y, labels)
+    else:
+        model = fit_jfssl(x, y, labels, JFSSLConfig(seed=spec.seed))
+    test_items = dataset.text_items(test, caption_source)
+    img = model.transform_image(pooled_image_features(dataset, test, image_source))
+    txt = model.transform_text(pooled_text_features(dataset, test_items, text_source, vocab))
+    return EmbeddingTable(test, img), EmbeddingTable(test_items.item_ids, txt), caption_source
+
+
+def run_one(spec: RunSpec) -> dict:
+    """Train (or fit) one method on one dataset with one seed; score the test split; write result.json."""
+    import torch
+
+    from semshare.data.dataset import open_dataset
+    from semshare.evaluation.embed import embed_rows
+    from semshare.evaluation.protocols import ProtocolConfig, evaluate_tables
+    from semshare.evaluation.retrieval import MetricSpec
+    from semshare.training.experiment import load_run, resolve_config, train_experiment
+
+    torch.set_num_threads(spec.threads)
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    metric_spec = MetricSpec(ndcg_k=(500,), map_k=(None,))
+    best_epoch = None
+    if spec.method in CLOSED_FORM_METHODS:
+        dataset = open_dataset(spec.data_dir)
+        img, txt, text_source = _closed_form_embeddings(spec, dataset)
+    else:
+        cfg = resolve_config(spec.method, spec.preset, overrides={"train.seed": spec.seed, "train.progress": False,
+                                                                   **spec.overrides})
+        state = train_experiment(spec.data_dir, cfg, run_dir, resume=(run_dir / "last").exists())
+        best_epoch = state["best_epoch"]
+        run = load_run(run_dir, spec.data_dir)
+        dataset = run.dataset
+        img, txt = embed_rows(run.model, run.builder(training=False), dataset.split("test"))
+        text_source = "captions" if cfg.model.text_input == "words" else "vectors"
+    seconds = time.time() - started
+    table, _ = evaluate_tables(dataset, img, txt, ProtocolConfig(text_source=text_source), metric_spec)
+    result = {"method": spec.method, "dataset": dataset.name, "data_dir": spec.data_dir, "seed": spec.seed,
+              "preset": spec.preset, "overrides": spec.overrides, "test": table, "train_seconds": seconds,
+              "best_epoch": best_epoch}
+    atomic_write_json(run_dir / "result.json", result)
+    return result
+
+
+def _dataset_name(data_dir: str) -> str:
+    meta = Path(data_dir) / "meta.json"
+    if meta.exists():
+        return str(json.loads(meta.read_text()).get("name", Path(data_dir).name))
+    return Path(data_dir).name
+
+
+def plan_runs(data_dirs: list[str], methods: list[str], seeds: int, out_dir: Path, preset: str,
+              overrides: dict, threads: int) -> list[RunSpec]:
+    specs = []
+    for data_dir in data_dirs:
+        name = _dataset_name(data_dir)
+        for method in methods:
+            method_seeds = 1 if method in ("ridge", "cca", "lcfs") else seeds  # deterministic fits: one seed
+            for seed in range(method_seeds):
+                specs.append(RunSpec(str(data_dir), method, seed, str(out_dir / name / f"{method}-seed{seed}"),
+                                     preset, overrides, threads))
+    return specs
+
+
+def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir: str | Path, preset: str = "small",
+                  overrides: dict | None = None, workers: int = 1, progress=print) -> list[dict]:
+    """Run what is not finished yet, then write results.json, table.md and table.csv from every result."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    specs = plan_runs(data_dirs, methods, seeds, out_dir, preset, overrides or {}, 1 if workers > 1 else 2)
+    todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
+    progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
+    started = time.time()
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for done, result in enumerate(pool.map(run_one, todo), start=1):
+                progress(_progress_line(done, len(todo), result, started))
+    else:
+        for done, spec in enumerate(todo, start=1):
+            progress(_progress_line(done, len(todo), run_one(spec), started))
+    results = [json.loads((Path(s.run_dir) / "result.json").read_text()) for s in specs]
+    atomic_write_json(out_dir / "results.json", results)
+    atomic_write_text(out_dir / "table.md", format_paper_table(results, "NDCG@500") + "\n\n"
+                      + format_paper_table(results, "mAP@all") + "\n")
+    write_csv(out_dir / "table.csv", results)
+    return results
+
+
+def _progress_line(done: int, total: int, result: dict, started: float) -> str:
+    return (f"[{done}/{total}] {result['dataset']} {result['method']} seed {result['seed']}: "
+            f"NDCG@500 Ave {100 * result['test']['ave/NDCG@500']:.1f}, mAP@all Ave "
+            f"{100 * result['test']['ave/mAP@all']:.1f} ({result['train_seconds']:.0f} s; "
+            f"{time.time() - started:.0f} s elapsed)")
+
+
+def _aggregate(results: list[dict]) -> dict:
+    grouped: dict = {}
+    for result in results:
+        grouped.setdefault(result["method"], {}).setdefault(result["dataset"], []).append(result["test"])
+    return grouped
+
+
+def format_paper_table(results: list[dict], metric: str) -> str:
+    """Rows = methods, columns = dataset x {I2T, T2I, Ave}; mean ± std over seeds, x100."""
+    grouped = _aggregate(results)
+    datasets = list(dict.fromkeys(r["dataset"] for r in results))
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    header = "| " + metric + " x100 | " + " | ".join(f"{d} {s}" for d in datasets for s in ("I2T", "T2I", "Ave")) + " |"
+    lines = [header, "|---|" + "---|" * (3 * len(datasets))]
+    for method in methods:
+        cells = []
+        for dataset in datasets:
+            tables = grouped.get(method, {}).get(dataset, [])
+            for direction in ("i2t", "t2i", "ave"):
+                values = np.array([100 * t[f"{direction}/{metric}"] for t in tables])
+                if len(values) == 0:
+                    cells.append("-")
+                elif len(values) == 1:
+                    cells.append(f"{values[0]:.1f}")
+                else:
+                    cells.append(f"{values.mean():.1f} ± {values.std(ddof=1):.1f}")
+        lines.append(f"| {ROW_NAMES.get(method, method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, results: list[dict]) -> None:
+    grouped = _aggregate(results)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "dataset", "metric", "mean", "std", "seeds"])
+        for method, per_dataset in grouped.items():
+            for dataset, tables in per_dataset.items():
+                for key in tables[0]:
+                    values = np.array([t[key] for t in tables])
+                    writer.writerow([method, dataset, key, f"{values.mean():.6f}",
+                                     f"{values.std(ddof=1) if len(values) > 1 else 0.0:.6f}", len(values)])
+    tmp.replace(path)
