@@ -15,6 +15,7 @@ def test_benchmark_quick_runs_every_method_and_resumes(tmp_path, capsys):
     for method in DEFAULT_METHODS:
         assert f"| {ROW_NAMES[method]} |" in table
     assert "synthetic-tiny I2T" in table and (out / "table.csv").exists()
+    assert (out / "pr_curves_synthetic-tiny.png").exists()
     capsys.readouterr()
     # a second run does nothing new; removing one result reruns exactly that one
     assert main(["benchmark", "--quick", "--out", str(out)]) == 0
@@ -22,3 +23,16 @@ def test_benchmark_quick_runs_every_method_and_resumes(tmp_path, capsys):
     (out / "synthetic-tiny" / "ours-seed0" / "result.json").unlink()
     assert main(["benchmark", "--quick", "--out", str(out)]) == 0
     assert "1 to do" in capsys.readouterr().out
+
+
+def test_sweep_writes_csv_and_png(tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--data", str(tiny_data_dir), "--values", "0,1", "--seeds", "1", "--out", str(out),
+                 "--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "model.dim=16",
+                 "--set", "model.heads=2", "--set", "text.word_dim=8"]) == 0
+    rows = (out / "sweep.csv").read_text().splitlines()
+    assert rows[0].startswith("eta,seed,") and len(rows) == 3
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    result = json.loads((out / "eta=1" / "seed0" / "result.json").read_text())
+    assert result["overrides"]["loss.consistency_weight"] == 1.0
+    assert (out / "eta=1" / "seed0" / "training_curves.png").exists()

@@ -93,7 +93,7 @@ def run_one(spec: RunSpec) -> dict:
     run_dir = Path(spec.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    metric_spec = MetricSpec(ndcg_k=(500,), map_k=(None,))
+    metric_spec = MetricSpec(ndcg_k=(500,), map_k=(None,), pr_points=20)
     best_epoch = None
     if spec.method in CLOSED_FORM_METHODS:
         dataset = open_dataset(spec.data_dir)
@@ -108,10 +108,16 @@ def run_one(spec: RunSpec) -> dict:
         img, txt = embed_rows(run.model, run.builder(training=False), dataset.split("test"))
         text_source = "captions" if cfg.model.text_input == "words" else "vectors"
     seconds = time.time() - started
-    table, _ = evaluate_tables(dataset, img, txt, ProtocolConfig(text_source=text_source), metric_spec)
+    table, folds = evaluate_tables(dataset, img, txt, ProtocolConfig(text_source=text_source), metric_spec)
+    pr_curves = {direction: {"recall": folds[0][direction].pr_recall.tolist(),
+                             "precision": folds[0][direction].pr_precision.tolist()} for direction in ("i2t", "t2i")}
     result = {"method": spec.method, "dataset": dataset.name, "data_dir": spec.data_dir, "seed": spec.seed,
               "preset": spec.preset, "overrides": spec.overrides, "test": table, "train_seconds": seconds,
-              "best_epoch": best_epoch}
+              "best_epoch": best_epoch, "pr_curves": pr_curves}
+    if (run_dir / "metrics.jsonl").exists():
+        from semshare.evaluation.plots import plot_training_curves
+
+        plot_training_curves(run_dir, run_dir / "training_curves.png")
     atomic_write_json(run_dir / "result.json", result)
     return result
 
@@ -157,7 +163,21 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
     atomic_write_text(out_dir / "table.md", format_paper_table(results, "NDCG@500") + "\n\n"
                       + format_paper_table(results, "mAP@all") + "\n")
     write_csv(out_dir / "table.csv", results)
+    plot_method_pr_curves(results, out_dir)
     return results
+
+
+def plot_method_pr_curves(results: list[dict], out_dir: Path) -> None:
+    """One PNG per dataset: each method's test precision-recall curve (its first seed)."""
+    from semshare.evaluation.plots import plot_pr_curves
+
+    for dataset in dict.fromkeys(r["dataset"] for r in results):
+        curves = {}
+        for result in results:
+            if result["dataset"] == dataset and "pr_curves" in result:
+                curves.setdefault(ROW_NAMES.get(result["method"], result["method"]), result["pr_curves"])
+        if curves:
+            plot_pr_curves(curves, out_dir / f"pr_curves_{dataset}.png", title=f"{dataset}, test split")
 
 
 def _progress_line(done: int, total: int, result: dict, started: float) -> str:

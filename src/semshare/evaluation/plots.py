@@ -1,0 +1,82 @@
+"""PNG figures: training curves of a run, precision-recall curves per method, and parameter sweeps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curves(run_dir: str | Path, out_path: str | Path) -> None:
+    """Train losses per step and validation NDCG@500 / mAP@all per epoch, from RUN/metrics.jsonl."""
+    plt = _pyplot()
+    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
+    train = [r for r in records if "train/loss" in r]
+    val = [r for r in records if "val/ave/NDCG@500" in r]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in sorted({k for r in train for k in r if k.startswith("train/")}):
+        points = [(r["step"], r[key]) for r in train if key in r]
+        left.plot(*zip(*points), label=key.removeprefix("train/"), lw=1.2 if key == "train/loss" else 0.8)
+    left.set_xlabel("step")
+    left.set_ylabel("loss")
+    left.set_yscale("log")
+    left.legend(fontsize=7)
+    for key in ("val/ave/NDCG@500", "val/ave/mAP@all"):
+        if val and key in val[0]:
+            right.plot([r["epoch"] for r in val], [100 * r[key] for r in val], marker="o", label=key.removeprefix("val/"))
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation, x100")
+    right.legend(fontsize=7)
+    fig.suptitle(f"{Path(run_dir).parent.name}/{Path(run_dir).name}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pr_curves(curves: dict[str, dict], out_path: str | Path, title: str = "") -> None:
+    """curves: method -> {"i2t": {"recall": [...], "precision": [...]}, "t2i": {...}}."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, direction in zip(axes, ("i2t", "t2i")):
+        for method, curve in curves.items():
+            if direction in curve:
+                ax.plot(curve[direction]["recall"], curve[direction]["precision"], marker=".", lw=1, label=method)
+        ax.set_title(direction.upper())
+        ax.set_xlabel("recall")
+        ax.set_xlim(0, 1)
+    axes[0].set_ylabel("precision")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweep(values: list[float], per_value: list[list[dict]], param: str, out_path: str | Path,
+               title: str = "") -> None:
+    """NDCG@500 (I2T, T2I, Ave; mean ± std over seeds) against the swept value; x on a symlog axis (0 allowed)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for direction, style in (("i2t", "s--"), ("t2i", "^--"), ("ave", "o-")):
+        means = np.array([np.mean([100 * t[f"{direction}/NDCG@500"] for t in tables]) for tables in per_value])
+        stds = np.array([np.std([100 * t[f"{direction}/NDCG@500"] for t in tables]) for tables in per_value])
+        ax.errorbar(values, means, yerr=stds, fmt=style, capsize=3, label=direction.upper())
+    positive = [v for v in values if v > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+    ax.set_xlabel(param)
+    ax.set_ylabel("NDCG@500 x100")
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)

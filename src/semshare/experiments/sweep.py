@@ -1,0 +1,46 @@
+"""Parameter sweeps (the paper's Figure 1: NDCG against the consistency weight eta), as PNG + CSV.
+
+Each value x seed is an ordinary benchmark run (resumable, RUN/result.json), so a sweep shares the
+runner's data, splits, selection on validation and metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from semshare.experiments.benchmark import RunSpec, run_one
+
+PARAM_ALIASES = {"eta": "loss.consistency_weight", "lambda": "loss.context_weight"}
+
+
+def run_sweep(data_dir: str, method: str, param: str, values: list[float], seeds: int, out_dir: str | Path,
+              preset: str = "small", overrides: dict | None = None, progress=print) -> list[list[dict]]:
+    import json
+
+    from semshare.evaluation.plots import plot_sweep
+
+    out_dir = Path(out_dir)
+    key = PARAM_ALIASES.get(param, param)
+    per_value: list[list[dict]] = []
+    for value in values:
+        tables = []
+        for seed in range(seeds):
+            run_dir = out_dir / f"{param}={value:g}" / f"seed{seed}"
+            if not (run_dir / "result.json").exists():
+                result = run_one(RunSpec(str(data_dir), method, seed, str(run_dir), preset,
+                                         {**(overrides or {}), key: value}, threads=2))
+                progress(f"{param}={value:g} seed {seed}: NDCG@500 Ave {100 * result['test']['ave/NDCG@500']:.1f}")
+            tables.append(json.loads((run_dir / "result.json").read_text())["test"])
+        per_value.append(tables)
+    tmp = out_dir / ".sweep.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        keys = list(per_value[0][0])
+        writer.writerow([param, "seed"] + keys)
+        for value, tables in zip(values, per_value):
+            for seed, table in enumerate(tables):
+                writer.writerow([value, seed] + [f"{table[k]:.6f}" for k in keys])
+    tmp.replace(out_dir / "sweep.csv")
+    plot_sweep(values, per_value, param, out_dir / "sweep.png", title=f"{method} on {Path(data_dir).name}, test split")
+    return per_value
