@@ -146,3 +146,28 @@ def test_dscmr_losses_equal_the_formulas():
     u = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
     v = torch.tensor([[0.0, 4.0], [0.0, 1.0]])
     assert invariance_loss(u, v).item() == pytest.approx((5.0 + 0.0) / 2, abs=1e-5)
+
+
+def test_total_correlation_matches_linear_cca():
+    from semshare.methods.cca import CCAConfig, fit_cca
+    from semshare.methods.dcca import total_correlation
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((500, 2))
+    x = np.hstack([z, rng.standard_normal((500, 1))]) + 0.3 * rng.standard_normal((500, 3))
+    y = np.hstack([z @ rng.standard_normal((2, 2)), rng.standard_normal((500, 1))]) + 0.3 * rng.standard_normal((500, 3))
+    ours = total_correlation(torch.from_numpy(x), torch.from_numpy(y), reg=1e-6).item()
+    reference = fit_cca(x, y, CCAConfig(reg=1e-9)).correlations.sum()
+    assert ours == pytest.approx(reference, rel=1e-3)
+
+
+def test_dcca_trains_and_fits_its_retrieval_space(tiny_data_dir, tmp_path):
+    run = tiny_run(tiny_data_dir, tmp_path / "dcca", "dcca", **{"dcca.hidden_dim": 16, "dcca.output_dim": 4,
+                                                                   "train.batch_size": 32})
+    batch = first_batch(run)
+    losses = run.model.training_step(batch)
+    losses["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in run.model.parameters())
+    run.model.fit_retrieval(run.builder(False), run.train_rows)
+    assert not torch.equal(run.model.img_proj, torch.eye(4))
+    assert run.model.encode_text(batch).shape == (len(batch), 4)

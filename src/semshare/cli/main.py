@@ -336,7 +336,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         seeds = 1
         overrides = {"train.epochs": 1, "train.batch_size": 16, "model.dim": 32, "model.heads": 2,
                      "model.ffn_dim": 64, "text.word_dim": 16, "text.word2vec_epochs": 1,
-                     "dscmr.hidden_dim": 32, "dscmr.common_dim": 16, **overrides}
+                     "dscmr.hidden_dim": 32, "dscmr.common_dim": 16, "dcca.hidden_dim": 32, "dcca.output_dim": 8,
+                 **overrides}
     if not data_dirs:
         raise SemshareError("give at least one --data folder (or --quick)")
     started = time.time()

@@ -25,6 +25,7 @@ from semshare.evaluation.embed import embed_rows
 from semshare.evaluation.protocols import evaluate_rows
 from semshare.evaluation.retrieval import MetricSpec
 from semshare.fileio import atomic_save_npy, atomic_write_json
+from semshare.methods.dcca import DCCA, DCCAConfig
 from semshare.methods.dscmr import DSCMR, DSCMRConfig
 from semshare.methods.semantic_sharing import ABLATIONS, LossConfig, ModelConfig, ModelSpec, SemanticSharing
 from semshare.training.loop import DistributedContext, TrainConfig, fit
@@ -36,7 +37,8 @@ SIZE_PRESETS: dict[str, dict] = {
     "paper": {},
     # trains in minutes on 2 CPU cores
     "small": {"model.dim": 128, "model.layers": 2, "model.heads": 4, "model.ffn_dim": 256,
-              "dscmr.hidden_dim": 256, "dscmr.common_dim": 128, "text.word_dim": 64, "train.lr": 1e-3, "train.batch_size": 32, "train.epochs": 20,
+              "dscmr.hidden_dim": 256, "dscmr.common_dim": 128, "dcca.hidden_dim": 256, "dcca.output_dim": 32,
+              "text.word_dim": 64, "train.lr": 1e-3, "train.batch_size": 32, "train.epochs": 20,
               "train.patience": 4},
 }
 
@@ -56,17 +58,21 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     dscmr: DSCMRConfig = field(default_factory=DSCMRConfig)
+    dcca: DCCAConfig = field(default_factory=DCCAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
 
 # method name -> config overrides; the Semantic Sharing ablations, and the baselines trained by the loop
-METHOD_PRESETS: dict[str, dict] = {**ABLATIONS, "dscmr": {"loss.context_weight": 0.0}}
+METHOD_PRESETS: dict[str, dict] = {**ABLATIONS, "dscmr": {"loss.context_weight": 0.0},
+                                   "dcca": {"loss.context_weight": 0.0}}
 
 
 def build_model(cfg: ExperimentConfig, spec: ModelSpec, word_vectors: np.ndarray | None = None) -> torch.nn.Module:
     if cfg.method == "dscmr":
         return DSCMR(cfg.dscmr, spec, cfg.model.text_input, word_vectors)
+    if cfg.method == "dcca":
+        return DCCA(cfg.dcca, spec, cfg.model.text_input, word_vectors)
     return SemanticSharing(cfg.model, cfg.loss, spec, word_vectors)
 
 
@@ -208,6 +214,8 @@ def validation_function(run: PreparedRun, batch_size: int = 256):
 
     def validate(model) -> dict[str, float]:
         device = next(model.parameters()).device
+        if hasattr(model, "fit_retrieval"):  # methods with a fitted retrieval space (DCCA's linear CCA)
+            model.fit_retrieval(builder, run.train_rows)
         img, txt = embed_rows(model, builder, run.val_rows, batch_size, device)
         text_source = "captions" if run.cfg.model.text_input == "words" else "vectors"
         return evaluate_rows(run.dataset, img, txt, run.val_rows, text_source, spec)

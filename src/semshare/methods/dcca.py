@@ -1,0 +1,122 @@
+"""DCCA (Andrew et al., ICML 2013): two MLPs trained to maximise the total canonical correlation of their
+outputs (regularised covariances, r = 1e-3), then linear CCA on the outputs gives the retrieval space.
+
+Loss on a batch (B items, o outputs per view): with centred outputs H1, H2,
+  S11 = H1^T H1 / (B - 1) + r I,  S22 likewise,  S12 = H1^T H2 / (B - 1),
+  T = S11^-1/2 S12 S22^-1/2,  corr = sum of T's singular values,  loss = -corr.
+Unsupervised like CCA: labels are not used. After training (and before each validation) the linear CCA
+is fitted on the training items' outputs (`fit_retrieval`) and kept as buffers, so it travels with the
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from semshare.data.batches import Batch
+from semshare.methods.cca import CCAConfig, fit_cca
+from semshare.methods.semantic_sharing import ModelSpec
+from semshare.models.layers import masked_mean
+
+
+@dataclass(frozen=True)
+class DCCAConfig:
+    hidden_dim: int = 1024
+    output_dim: int = 64
+    reg: float = 1e-3
+    cca_items: int = 5000  # training items the final linear CCA is fitted on (seeded subsample above)
+
+
+def _inverse_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(matrix)
+    return vectors @ torch.diag(values.clamp_min(1e-9).rsqrt()) @ vectors.T
+
+
+def total_correlation(h1: torch.Tensor, h2: torch.Tensor, reg: float) -> torch.Tensor:
+    """Sum of canonical correlations between the columns of h1 (B, o) and h2 (B, o)."""
+    h1 = h1.double() - h1.double().mean(0)
+    h2 = h2.double() - h2.double().mean(0)
+    n = h1.shape[0] - 1
+    eye = torch.eye(h1.shape[1], dtype=h1.dtype, device=h1.device)
+    s11 = h1.T @ h1 / n + reg * eye
+    s22 = h2.T @ h2 / n + reg * eye
+    s12 = h1.T @ h2 / n
+    t = _inverse_sqrt(s11) @ s12 @ _inverse_sqrt(s22)
+    return torch.linalg.svdvals(t).sum()
+
+
+def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.Sigmoid(), nn.Linear(hidden_dim, hidden_dim), nn.Sigmoid(),
+                         nn.Linear(hidden_dim, out_dim))
+
+
+class DCCA(nn.Module):
+    pairwise_scoring = False
+
+    def __init__(self, cfg: DCCAConfig, spec: ModelSpec, text_input: str, word_vectors: np.ndarray | None = None):
+        super().__init__()
+        self.cfg, self.spec, self.text_input = cfg, spec, text_input
+        if text_input == "words":
+            if word_vectors is None:
+                word_vectors = np.zeros((spec.vocab_size, spec.word_dim), dtype=np.float32)
+            self.register_buffer("word_vectors", torch.from_numpy(np.asarray(word_vectors, dtype=np.float32)))
+            text_dim = spec.word_dim
+        else:
+            self.word_vectors = None
+            text_dim = spec.text_dim
+        self.img_net = _mlp(spec.region_dim, cfg.hidden_dim, cfg.output_dim)
+        self.txt_net = _mlp(text_dim, cfg.hidden_dim, cfg.output_dim)
+        o = cfg.output_dim
+        # the linear CCA on top (identity until fitted)
+        for name, value in (("img_mean", torch.zeros(o)), ("txt_mean", torch.zeros(o)),
+                            ("img_proj", torch.eye(o)), ("txt_proj", torch.eye(o))):
+            self.register_buffer(name, value)
+
+    def _outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.img_net(masked_mean(batch.img_regions, batch.img_mask))
+        text = batch.txt_vectors if self.word_vectors is None else masked_mean(self.word_vectors[batch.txt_tokens],
+                                                                                batch.txt_mask)
+        return img, self.txt_net(text)
+
+    def encode_image(self, batch: Batch) -> torch.Tensor:
+        img = self.img_net(masked_mean(batch.img_regions, batch.img_mask))
+        return ((img - self.img_mean) @ self.img_proj).float()
+
+    def encode_text(self, batch: Batch) -> torch.Tensor:
+        text = batch.txt_vectors if self.word_vectors is None else masked_mean(self.word_vectors[batch.txt_tokens],
+                                                                                batch.txt_mask)
+        return ((self.txt_net(text) - self.txt_mean) @ self.txt_proj).float()
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.training_step(batch)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        img, txt = self._outputs(batch)
+        correlation = total_correlation(img, txt, self.cfg.reg)
+        return {"correlation": correlation.detach().float(), "loss": (-correlation).float()}
+
+    @torch.no_grad()
+    def fit_retrieval(self, builder, rows: np.ndarray, batch_size: int = 256) -> None:
+        """Fit the linear CCA on the outputs of (a seeded subsample of) the training items."""
+        was_training = self.training
+        self.eval()
+        if len(rows) > self.cfg.cca_items:
+            rows = np.sort(np.random.default_rng(0).choice(rows, self.cfg.cca_items, replace=False))
+        device = next(self.parameters()).device
+        dataset = builder.dataset
+        img_parts, txt_parts = [], []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            texts = [dataset.captions[r][0] for r in chunk] if self.text_input == "words" else None
+            img, txt = self._outputs(builder.build(chunk, chunk, texts).to(device))
+            img_parts.append(img.double().cpu().numpy())
+            txt_parts.append(txt.double().cpu().numpy())
+        cca = fit_cca(np.concatenate(img_parts), np.concatenate(txt_parts), CCAConfig(reg=self.cfg.reg))
+        for name, value in (("img_mean", cca.mean_x), ("txt_mean", cca.mean_y), ("img_proj", cca.w_x),
+                            ("txt_proj", cca.w_y)):
+            getattr(self, name).copy_(torch.from_numpy(value).to(getattr(self, name)))
+        self.train(was_training)
