@@ -171,3 +171,22 @@ def test_dcca_trains_and_fits_its_retrieval_space(tiny_data_dir, tmp_path):
     run.model.fit_retrieval(run.builder(False), run.train_rows)
     assert not torch.equal(run.model.img_proj, torch.eye(4))
     assert run.model.encode_text(batch).shape == (len(batch), 4)
+
+
+def test_scml_phases_and_meta_update(tiny_data_dir, tmp_path):
+    run = tiny_run(tiny_data_dir, tmp_path / "scml", "scml", **{"scml.hidden_dim": 16, "scml.common_dim": 8,
+                                                                   "scml.text_epochs": 1})
+    model, batch = run.model, first_batch(run)
+    model.on_epoch_start(0)
+    assert set(model.training_step(batch)) == {"label_text", "loss"}  # phase 1: text only
+    model.on_epoch_start(1)
+    losses = model.training_step(batch)
+    assert set(losses) == {"label_text", "label_image", "meta_text", "loss"}
+    losses["loss"].backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    # the meta term depends on the image network through the look-ahead classifier: its gradient reaches it
+    model.zero_grad()
+    losses = model.training_step(batch)
+    losses["meta_text"].backward()
+    assert model.img_net[0].weight.grad.abs().sum() > 0

@@ -26,8 +26,8 @@ from semshare.fileio import atomic_write_json, atomic_write_text
 logger = logging.getLogger(__name__)
 
 CLOSED_FORM_METHODS = ("ridge", "cca", "lcfs", "jfssl")
-DEFAULT_METHODS = ("cca", "lcfs", "jfssl", "dcca", "dscmr", "st", "imc", "wo_r", "wo_t", "wo_c", "wo_l", "ours_con", "ours")
-ROW_NAMES = {"cca": "CCA", "lcfs": "LCFS", "jfssl": "JFSSL", "ridge": "Ridge", "dcca": "DCCA", "dscmr": "DSCMR", "st": "ST",
+DEFAULT_METHODS = ("cca", "lcfs", "jfssl", "dcca", "dscmr", "scml", "st", "imc", "wo_r", "wo_t", "wo_c", "wo_l", "ours_con", "ours")
+ROW_NAMES = {"cca": "CCA", "lcfs": "LCFS", "jfssl": "JFSSL", "ridge": "Ridge", "dcca": "DCCA", "dscmr": "DSCMR", "scml": "SCML", "st": "ST",
              "imc": "IMC", "wo_r": "w/o R", "wo_t": "w/o T", "wo_c": "w/o C", "wo_l": "w/o L",
              "ours_con": "Ours+Con", "ours": "Ours"}
 

@@ -27,6 +27,7 @@ from semshare.evaluation.retrieval import MetricSpec
 from semshare.fileio import atomic_save_npy, atomic_write_json
 from semshare.methods.dcca import DCCA, DCCAConfig
 from semshare.methods.dscmr import DSCMR, DSCMRConfig
+from semshare.methods.scml import SCML, SCMLConfig
 from semshare.methods.semantic_sharing import ABLATIONS, LossConfig, ModelConfig, ModelSpec, SemanticSharing
 from semshare.training.loop import DistributedContext, TrainConfig, fit
 
@@ -38,6 +39,7 @@ SIZE_PRESETS: dict[str, dict] = {
     # trains in minutes on 2 CPU cores
     "small": {"model.dim": 128, "model.layers": 2, "model.heads": 4, "model.ffn_dim": 256,
               "dscmr.hidden_dim": 256, "dscmr.common_dim": 128, "dcca.hidden_dim": 256, "dcca.output_dim": 32,
+              "scml.hidden_dim": 256, "scml.common_dim": 128,
               "text.word_dim": 64, "train.lr": 1e-3, "train.batch_size": 32, "train.epochs": 20,
               "train.patience": 4},
 }
@@ -59,13 +61,14 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     dscmr: DSCMRConfig = field(default_factory=DSCMRConfig)
     dcca: DCCAConfig = field(default_factory=DCCAConfig)
+    scml: SCMLConfig = field(default_factory=SCMLConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
 
 # method name -> config overrides; the Semantic Sharing ablations, and the baselines trained by the loop
 METHOD_PRESETS: dict[str, dict] = {**ABLATIONS, "dscmr": {"loss.context_weight": 0.0},
-                                   "dcca": {"loss.context_weight": 0.0}}
+                                   "dcca": {"loss.context_weight": 0.0}, "scml": {"loss.context_weight": 0.0}}
 
 
 def build_model(cfg: ExperimentConfig, spec: ModelSpec, word_vectors: np.ndarray | None = None) -> torch.nn.Module:
@@ -73,6 +76,8 @@ def build_model(cfg: ExperimentConfig, spec: ModelSpec, word_vectors: np.ndarray
         return DSCMR(cfg.dscmr, spec, cfg.model.text_input, word_vectors)
     if cfg.method == "dcca":
         return DCCA(cfg.dcca, spec, cfg.model.text_input, word_vectors)
+    if cfg.method == "scml":
+        return SCML(cfg.scml, spec, cfg.model.text_input, word_vectors)
     return SemanticSharing(cfg.model, cfg.loss, spec, word_vectors)
 
 

@@ -149,6 +149,8 @@ def fit(
     started, items_seen = time.perf_counter(), 0
     while state["step"] < total_steps and not state["stopped_early"]:
         epoch = state["epoch"]
+        if hasattr(model, "on_epoch_start"):  # a method's declared phases (SCML: text first, then image)
+            model.on_epoch_start(epoch)
         for batch in batches.epoch(epoch, start_step=state["step_in_epoch"]):
             model.train()
             batch = batch.to(device)

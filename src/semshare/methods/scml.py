@@ -1,0 +1,93 @@
+"""SCML (Song & Tan, 2019): one shared classifier learned modality by modality, text first, then image,
+with a meta-learned update of the shared classifier against forgetting.
+
+Phases (declared through `on_epoch_start`, the loop stays generic):
+  1. epochs < text_epochs: the text network and the shared classifier W learn the labels from text;
+  2. then the image network joins. Each step also takes a look-ahead: W' = W - step * dL_img/dW (kept in the
+     graph), and the text loss under W' is added, so an update that serves the image must not make the
+     classifier forget the text (a MAML-style meta objective).
+Pooled inputs (mean of regions or the global feature; text vector or mean of frozen word vectors) through
+modal MLPs into a common space; retrieval in the shared label space (sigmoid of W), where both modalities
+meet by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semshare.data.batches import Batch
+from semshare.methods.semantic_sharing import ModelSpec, label_prediction_loss
+from semshare.models.layers import masked_mean
+
+
+@dataclass(frozen=True)
+class SCMLConfig:
+    hidden_dim: int = 1024
+    common_dim: int = 512
+    text_epochs: int = 3  # phase 1 length
+    meta_step: float = 0.1  # inner learning rate of the look-ahead classifier update
+    meta_weight: float = 1.0
+
+
+class SCML(nn.Module):
+    pairwise_scoring = False
+
+    def __init__(self, cfg: SCMLConfig, spec: ModelSpec, text_input: str, word_vectors: np.ndarray | None = None):
+        super().__init__()
+        self.cfg, self.spec, self.text_input = cfg, spec, text_input
+        if text_input == "words":
+            if word_vectors is None:
+                word_vectors = np.zeros((spec.vocab_size, spec.word_dim), dtype=np.float32)
+            self.register_buffer("word_vectors", torch.from_numpy(np.asarray(word_vectors, dtype=np.float32)))
+            text_dim = spec.word_dim
+        else:
+            self.word_vectors = None
+            text_dim = spec.text_dim
+        self.img_net = nn.Sequential(nn.Linear(spec.region_dim, cfg.hidden_dim), nn.ReLU(),
+                                     nn.Linear(cfg.hidden_dim, cfg.common_dim))
+        self.txt_net = nn.Sequential(nn.Linear(text_dim, cfg.hidden_dim), nn.ReLU(),
+                                     nn.Linear(cfg.hidden_dim, cfg.common_dim))
+        self.classifier = nn.Linear(cfg.common_dim, spec.num_labels)
+        self.epoch = 0
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _image_common(self, batch: Batch) -> torch.Tensor:
+        return self.img_net(masked_mean(batch.img_regions, batch.img_mask))
+
+    def _text_common(self, batch: Batch) -> torch.Tensor:
+        text = batch.txt_vectors if self.word_vectors is None else masked_mean(self.word_vectors[batch.txt_tokens],
+                                                                                batch.txt_mask)
+        return self.txt_net(text)
+
+    def encode_image(self, batch: Batch) -> torch.Tensor:
+        return torch.sigmoid(self.classifier(self._image_common(batch))).float()
+
+    def encode_text(self, batch: Batch) -> torch.Tensor:
+        return torch.sigmoid(self.classifier(self._text_common(batch))).float()
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.training_step(batch)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        text_common = self._text_common(batch)
+        losses = {"label_text": label_prediction_loss(self.classifier(text_common), batch.labels)}
+        if self.epoch < self.cfg.text_epochs:
+            # phase 1; the image network still enters the graph (with weight 0) so every parameter is used
+            losses["loss"] = losses["label_text"] + 0.0 * self._image_common(batch).sum()
+            return losses
+        image_logits = self.classifier(self._image_common(batch))
+        losses["label_image"] = label_prediction_loss(image_logits, batch.labels)
+        weight, bias = self.classifier.weight, self.classifier.bias
+        grad_weight, grad_bias = torch.autograd.grad(losses["label_image"], (weight, bias), create_graph=True)
+        looked_ahead = F.linear(text_common, weight - self.cfg.meta_step * grad_weight,
+                                bias - self.cfg.meta_step * grad_bias)
+        losses["meta_text"] = label_prediction_loss(looked_ahead, batch.labels)
+        losses["loss"] = losses["label_text"] + losses["label_image"] + self.cfg.meta_weight * losses["meta_text"]
+        return losses
