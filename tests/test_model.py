@@ -190,3 +190,53 @@ def test_scml_phases_and_meta_update(tiny_data_dir, tmp_path):
     losses = model.training_step(batch)
     losses["meta_text"].backward()
     assert model.img_net[0].weight.grad.abs().sum() > 0
+
+
+def test_vilbert_from_scratch_trains_and_reranks(tiny_data_dir, tmp_path):
+    from semshare.evaluation.embed import embed_rows
+    from semshare.evaluation.protocols import evaluate_rows
+    from semshare.evaluation.rerank import evaluate_pairwise_rows
+    from semshare.evaluation.retrieval import MetricSpec
+
+    run = tiny_run(tiny_data_dir, tmp_path / "vilbert", "vilbert",
+                   **{"vilbert.dim": 16, "vilbert.heads": 2, "vilbert.ffn_dim": 32, "vilbert.dropout": 0.0})
+    model, batch = run.model, first_batch(run)
+    losses = model.training_step(batch)
+    assert {"label_image", "label_text", "pair", "loss"} <= set(losses)
+    losses["loss"].backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+    model.eval()
+    scores = model.score_pairs(batch, batch)
+    assert scores.shape == (len(batch),) and ((scores > 0) & (scores < 1)).all()
+    rows = run.dataset.split("test")
+    spec = MetricSpec(ndcg_k=(500,), map_k=(None,))
+    # a shortlist of 1 only swaps nothing: the re-ranked result equals the first stage exactly
+    first_stage = evaluate_rows(run.dataset, *embed_rows(model, run.builder(False), rows), rows, "captions", spec)
+    table, _ = evaluate_pairwise_rows(model, run.builder(False), run.dataset, rows, "captions", spec, shortlist=1)
+    assert table == pytest.approx(first_stage, abs=1e-9)
+    # a shortlist of the whole gallery ranks purely by the pair score
+    full, _ = evaluate_pairwise_rows(model, run.builder(False), run.dataset, rows, "captions", spec, shortlist=10_000)
+    assert 0 <= full["ave/NDCG@500"] <= 1
+
+
+def test_rerank_with_the_whole_gallery_equals_ranking_by_pair_score(tiny_data_dir, tmp_path):
+    from semshare.evaluation import metrics
+    from semshare.evaluation.rerank import evaluate_pairwise_rows
+    from semshare.evaluation.retrieval import MetricSpec
+
+    run = tiny_run(tiny_data_dir, tmp_path / "vilbert", "vilbert",
+                   **{"vilbert.dim": 16, "vilbert.heads": 2, "vilbert.ffn_dim": 32, "vilbert.dropout": 0.0})
+    model = run.model.eval()
+    ds, builder = run.dataset, run.builder(False)
+    rows = ds.split("test")[:6]
+    items = ds.text_items(rows)
+    _, directions = evaluate_pairwise_rows(model, builder, ds, rows, "captions", MetricSpec(map_k=(None,)), 10_000)
+    with torch.no_grad():
+        pair = np.zeros((len(rows), len(items.rows)), dtype=np.float32)
+        for i, row in enumerate(rows):
+            batch = builder.build(np.full(len(items.rows), row), items.item_ids, items.texts)
+            pair[i] = model.score_pairs(batch, batch).numpy()
+    labels = np.asarray(ds.labels, dtype=np.int64)
+    gains = labels[rows] @ labels[items.rows].T
+    np.testing.assert_allclose(directions["i2t"].per_query["mAP@all"], metrics.average_precision(pair, gains), atol=1e-6)

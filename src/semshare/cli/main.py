@@ -338,6 +338,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
                      "model.ffn_dim": 64, "text.word_dim": 16, "text.word2vec_epochs": 1,
                      "dscmr.hidden_dim": 32, "dscmr.common_dim": 16, "dcca.hidden_dim": 32, "dcca.output_dim": 8,
                  "scml.hidden_dim": 32, "scml.common_dim": 16, "scml.text_epochs": 0,
+                 "vilbert.dim": 16, "vilbert.heads": 2, "vilbert.ffn_dim": 32, "vilbert.shortlist": 10,
                  **overrides}
     if not data_dirs:
         raise SemshareError("give at least one --data folder (or --quick)")

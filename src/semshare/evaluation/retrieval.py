@@ -55,6 +55,45 @@ def _pr_cutoffs(gallery_size: int, points: int) -> np.ndarray:
     return np.unique(np.linspace(1, gallery_size, num=points).round().astype(np.int64))
 
 
+def _needs_ranks(spec: MetricSpec, cutoffs: np.ndarray | None) -> bool:
+    # NDCG@k alone only needs each row's top k; every other metric needs the rank of every relevant item
+    return bool(spec.map_k or spec.precision_k or cutoffs is not None) or None in spec.ndcg_k
+
+
+def metrics_from_scores(scores: np.ndarray, gains: np.ndarray, spec: MetricSpec,
+                        cutoffs: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], tuple | None]:
+    """Per-query metrics of one block of scores (Q, G) and shared-label counts (Q, G); PR curve if cutoffs."""
+    block = {}
+    if not _needs_ranks(spec, cutoffs):
+        for k in spec.ndcg_k:
+            block[_metric_name("NDCG", k)] = metrics.ndcg_at_k_top(scores, gains, k=k, gain=spec.gain)
+        return block, None
+    ranks = metrics.compute_relevant_ranks(scores, gains)
+    for k in spec.ndcg_k:
+        block[_metric_name("NDCG", k)] = metrics.ndcg_from_ranks(ranks, k=k, gain=spec.gain)
+    for k in spec.map_k:
+        block[_metric_name("mAP", k)] = metrics.average_precision_from_ranks(ranks, k=k)
+    for k in spec.precision_k:
+        block[_metric_name("P", k)] = metrics.precision_from_ranks(ranks, k)
+    curve = metrics.pr_curve_from_ranks(ranks, cutoffs) if cutoffs is not None else None
+    return block, curve
+
+
+def combine_blocks(outputs: list, cutoffs: np.ndarray | None) -> DirectionResult:
+    """Concatenate per-block outputs of metrics_from_scores into one DirectionResult."""
+    names = [name for name in (outputs[0][0] if outputs else {})]
+    result = DirectionResult(per_query={name: np.concatenate([block[name] for block, _ in outputs]) for name in names})
+    if cutoffs is not None:
+        result.pr_cutoffs = cutoffs
+        result.pr_precision = np.concatenate([c[0] for _, c in outputs]).mean(axis=0)
+        result.pr_recall = np.concatenate([c[1] for _, c in outputs]).mean(axis=0)
+    return result
+
+
+def pr_cutoffs(gallery_size: int, points: int) -> np.ndarray | None:
+    return _pr_cutoffs(gallery_size, points) if points > 0 else None
+
+
 def evaluate_direction(
     query_emb: np.ndarray,
     gallery_emb: np.ndarray,
@@ -82,29 +121,14 @@ def evaluate_direction(
     gallery_label_t = torch.as_tensor(np.asarray(gallery_labels, dtype=np.float32))
     query_label_t = torch.as_tensor(np.asarray(query_labels, dtype=np.float32))
     cutoffs = _pr_cutoffs(len(gallery_emb), spec.pr_points) if spec.pr_points > 0 else None
-    # NDCG@k alone only needs each row's top k; every other metric needs the rank of every relevant item
-    needs_ranks = bool(spec.map_k or spec.precision_k or cutoffs is not None) or None in spec.ndcg_k
+    needs_ranks = _needs_ranks(spec, cutoffs)
 
     def run_block(start: int) -> tuple[dict[str, np.ndarray], tuple | None]:
         stop = min(start + chunk_size, len(queries))
         scores = (queries[start:stop] @ gallery.T).numpy()
-        # shared-label counts are small integers: uint8 keeps the passes over (B, G) cheap
         # sums of 0/1 products are exact integers in float32 (below 2^24): no rounding needed
         gains = (query_label_t[start:stop] @ gallery_label_t.T).to(torch.uint8).numpy()
-        block = {}
-        if not needs_ranks:
-            for k in spec.ndcg_k:
-                block[_metric_name("NDCG", k)] = metrics.ndcg_at_k_top(scores, gains, k=k, gain=spec.gain)
-            return block, None
-        ranks = metrics.compute_relevant_ranks(scores, gains)
-        for k in spec.ndcg_k:
-            block[_metric_name("NDCG", k)] = metrics.ndcg_from_ranks(ranks, k=k, gain=spec.gain)
-        for k in spec.map_k:
-            block[_metric_name("mAP", k)] = metrics.average_precision_from_ranks(ranks, k=k)
-        for k in spec.precision_k:
-            block[_metric_name("P", k)] = metrics.precision_from_ranks(ranks, k)
-        curve = metrics.pr_curve_from_ranks(ranks, cutoffs) if cutoffs is not None else None
-        return block, curve
+        return metrics_from_scores(scores, gains, spec, cutoffs)
 
     starts = list(range(0, len(queries), chunk_size))
     # measured (docs/PERFORMANCE.md): two threads over blocks speed up the vectorised top-k path; the
@@ -115,14 +139,7 @@ def evaluate_direction(
             outputs = list(pool.map(run_block, starts))
     else:
         outputs = [run_block(s) for s in starts]
-    names = [name for name in (outputs[0][0] if outputs else {})]
-    per_query = {name: np.concatenate([block[name] for block, _ in outputs]) for name in names}
-    result = DirectionResult(per_query=per_query)
-    if cutoffs is not None:
-        result.pr_cutoffs = cutoffs
-        result.pr_precision = np.concatenate([c[0] for _, c in outputs]).mean(axis=0)
-        result.pr_recall = np.concatenate([c[1] for _, c in outputs]).mean(axis=0)
-    return result
+    return combine_blocks(outputs, cutoffs)
 
 
 def evaluate_cross_modal(

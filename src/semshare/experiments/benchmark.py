@@ -26,8 +26,8 @@ from semshare.fileio import atomic_write_json, atomic_write_text
 logger = logging.getLogger(__name__)
 
 CLOSED_FORM_METHODS = ("ridge", "cca", "lcfs", "jfssl")
-DEFAULT_METHODS = ("cca", "lcfs", "jfssl", "dcca", "dscmr", "scml", "st", "imc", "wo_r", "wo_t", "wo_c", "wo_l", "ours_con", "ours")
-ROW_NAMES = {"cca": "CCA", "lcfs": "LCFS", "jfssl": "JFSSL", "ridge": "Ridge", "dcca": "DCCA", "dscmr": "DSCMR", "scml": "SCML", "st": "ST",
+DEFAULT_METHODS = ("cca", "lcfs", "jfssl", "dcca", "dscmr", "scml", "vilbert", "st", "imc", "wo_r", "wo_t", "wo_c", "wo_l", "ours_con", "ours")
+ROW_NAMES = {"cca": "CCA", "lcfs": "LCFS", "jfssl": "JFSSL", "ridge": "Ridge", "dcca": "DCCA", "dscmr": "DSCMR", "scml": "SCML", "vilbert": "ViLBERT (from scratch)", "st": "ST",
              "imc": "IMC", "wo_r": "w/o R", "wo_t": "w/o T", "wo_c": "w/o C", "wo_l": "w/o L",
              "ours_con": "Ours+Con", "ours": "Ours"}
 
@@ -95,6 +95,7 @@ def run_one(spec: RunSpec) -> dict:
     started = time.time()
     metric_spec = MetricSpec(ndcg_k=(500,), map_k=(None,), pr_points=20)
     best_epoch = None
+    pairwise_table = None
     if spec.method in CLOSED_FORM_METHODS:
         dataset = open_dataset(spec.data_dir)
         img, txt, text_source = _closed_form_embeddings(spec, dataset)
@@ -105,10 +106,21 @@ def run_one(spec: RunSpec) -> dict:
         best_epoch = state["best_epoch"]
         run = load_run(run_dir, spec.data_dir)
         dataset = run.dataset
-        img, txt = embed_rows(run.model, run.builder(training=False), dataset.split("test"))
         text_source = "captions" if cfg.model.text_input == "words" else "vectors"
+        if getattr(run.model, "pairwise_scoring", False):
+            from semshare.evaluation.rerank import evaluate_pairwise_rows
+
+            pairwise_table = evaluate_pairwise_rows(run.model, run.builder(training=False), dataset,
+                                                    dataset.split("test"), text_source, metric_spec,
+                                                    cfg.vilbert.shortlist)
+        else:
+            img, txt = embed_rows(run.model, run.builder(training=False), dataset.split("test"))
     seconds = time.time() - started
-    table, folds = evaluate_tables(dataset, img, txt, ProtocolConfig(text_source=text_source), metric_spec)
+    if pairwise_table is not None:
+        table, directions = pairwise_table
+        folds = [directions]
+    else:
+        table, folds = evaluate_tables(dataset, img, txt, ProtocolConfig(text_source=text_source), metric_spec)
     pr_curves = {direction: {"recall": folds[0][direction].pr_recall.tolist(),
                              "precision": folds[0][direction].pr_precision.tolist()} for direction in ("i2t", "t2i")}
     result = {"method": spec.method, "dataset": dataset.name, "data_dir": spec.data_dir, "seed": spec.seed,

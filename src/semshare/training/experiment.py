@@ -28,6 +28,7 @@ from semshare.fileio import atomic_save_npy, atomic_write_json
 from semshare.methods.dcca import DCCA, DCCAConfig
 from semshare.methods.dscmr import DSCMR, DSCMRConfig
 from semshare.methods.scml import SCML, SCMLConfig
+from semshare.methods.vilbert import ViLBERT, ViLBERTConfig
 from semshare.methods.semantic_sharing import ABLATIONS, LossConfig, ModelConfig, ModelSpec, SemanticSharing
 from semshare.training.loop import DistributedContext, TrainConfig, fit
 
@@ -39,7 +40,8 @@ SIZE_PRESETS: dict[str, dict] = {
     # trains in minutes on 2 CPU cores
     "small": {"model.dim": 128, "model.layers": 2, "model.heads": 4, "model.ffn_dim": 256,
               "dscmr.hidden_dim": 256, "dscmr.common_dim": 128, "dcca.hidden_dim": 256, "dcca.output_dim": 32,
-              "scml.hidden_dim": 256, "scml.common_dim": 128,
+              "scml.hidden_dim": 256, "scml.common_dim": 128, "vilbert.dim": 128, "vilbert.heads": 4,
+              "vilbert.ffn_dim": 256, "vilbert.stream_layers": 1, "vilbert.co_layers": 1,
               "text.word_dim": 64, "train.lr": 1e-3, "train.batch_size": 32, "train.epochs": 20,
               "train.patience": 4},
 }
@@ -62,13 +64,15 @@ class ExperimentConfig:
     dscmr: DSCMRConfig = field(default_factory=DSCMRConfig)
     dcca: DCCAConfig = field(default_factory=DCCAConfig)
     scml: SCMLConfig = field(default_factory=SCMLConfig)
+    vilbert: ViLBERTConfig = field(default_factory=ViLBERTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
 
 # method name -> config overrides; the Semantic Sharing ablations, and the baselines trained by the loop
 METHOD_PRESETS: dict[str, dict] = {**ABLATIONS, "dscmr": {"loss.context_weight": 0.0},
-                                   "dcca": {"loss.context_weight": 0.0}, "scml": {"loss.context_weight": 0.0}}
+                                   "dcca": {"loss.context_weight": 0.0}, "scml": {"loss.context_weight": 0.0},
+                                   "vilbert": {"loss.context_weight": 0.0}}
 
 
 def build_model(cfg: ExperimentConfig, spec: ModelSpec, word_vectors: np.ndarray | None = None) -> torch.nn.Module:
@@ -78,6 +82,11 @@ def build_model(cfg: ExperimentConfig, spec: ModelSpec, word_vectors: np.ndarray
         return DCCA(cfg.dcca, spec, cfg.model.text_input, word_vectors)
     if cfg.method == "scml":
         return SCML(cfg.scml, spec, cfg.model.text_input, word_vectors)
+    if cfg.method == "vilbert":
+        if cfg.model.text_input != "words" or cfg.model.image_input != "regions":
+            raise ConfigError("vilbert needs region features and captions (model.image_input=regions, "
+                              "model.text_input=words)")
+        return ViLBERT(cfg.vilbert, spec, word_vectors)
     return SemanticSharing(cfg.model, cfg.loss, spec, word_vectors)
 
 
@@ -213,17 +222,28 @@ def load_run(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best"
     return PreparedRun(cfg, dataset, model, vocab, np.array(splits["train"]), np.array(splits["val"]), None)
 
 
+def evaluate_model_rows(model, run: PreparedRun, builder: BatchBuilder, rows: np.ndarray, spec: MetricSpec,
+                        device="cpu", batch_size: int = 256) -> dict[str, float]:
+    """The default protocol on `rows` for any trained method (pairwise scorers are re-ranked)."""
+    text_source = "captions" if run.cfg.model.text_input == "words" else "vectors"
+    if hasattr(model, "fit_retrieval"):  # methods with a fitted retrieval space (DCCA's linear CCA)
+        model.fit_retrieval(builder, run.train_rows)
+    if getattr(model, "pairwise_scoring", False):
+        from semshare.evaluation.rerank import evaluate_pairwise_rows
+
+        return evaluate_pairwise_rows(model, builder, run.dataset, rows, text_source, spec,
+                                      run.cfg.vilbert.shortlist, device)[0]
+    img, txt = embed_rows(model, builder, rows, batch_size, device)
+    return evaluate_rows(run.dataset, img, txt, rows, text_source, spec)
+
+
 def validation_function(run: PreparedRun, batch_size: int = 256):
     builder = run.builder(training=False)
     spec = MetricSpec(ndcg_k=(500,), map_k=(None,))
 
     def validate(model) -> dict[str, float]:
         device = next(model.parameters()).device
-        if hasattr(model, "fit_retrieval"):  # methods with a fitted retrieval space (DCCA's linear CCA)
-            model.fit_retrieval(builder, run.train_rows)
-        img, txt = embed_rows(model, builder, run.val_rows, batch_size, device)
-        text_source = "captions" if run.cfg.model.text_input == "words" else "vectors"
-        return evaluate_rows(run.dataset, img, txt, run.val_rows, text_source, spec)
+        return evaluate_model_rows(model, run, builder, run.val_rows, spec, device, batch_size)
 
     return validate
 
