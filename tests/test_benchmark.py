@@ -36,3 +36,11 @@ def test_sweep_writes_csv_and_png(tiny_data_dir, tmp_path, capsys):
     result = json.loads((out / "eta=1" / "seed0" / "result.json").read_text())
     assert result["overrides"]["loss.consistency_weight"] == 1.0
     assert (out / "eta=1" / "seed0" / "training_curves.png").exists()
+
+
+def test_linear_methods_on_st_features(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--quick", "--methods", "cca,jfssl", "--linear-inputs", "st", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {r["inputs"] for r in results} == {"st"}
+    assert (out / "synthetic-tiny" / "st-seed0" / "best" / "model.safetensors").exists()  # trained on demand

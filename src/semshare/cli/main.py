@@ -312,6 +312,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (one thread each when > 1)")
+    parser.add_argument("--linear-inputs", default="pooled", choices=["pooled", "st"],
+                        help="inputs of cca/lcfs/jfssl: pooled raw features, or a trained ST model's features")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true",
                         help="CI check: tiny synthetic data, one seed, one short epoch per method")
@@ -343,7 +345,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     if not data_dirs:
         raise SemshareError("give at least one --data folder (or --quick)")
     started = time.time()
-    run_benchmark(data_dirs, methods, seeds, args.out, args.preset, overrides, args.workers)
+    run_benchmark(data_dirs, methods, seeds, args.out, args.preset, overrides, args.workers,
+                  linear_inputs=args.linear_inputs)
     print((args.out / "table.md").read_text())
     print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
     return 0

@@ -41,6 +41,7 @@ class RunSpec:
     preset: str = "small"
     overrides: dict = field(default_factory=dict)
     threads: int = 1
+    linear_inputs: str = "pooled"  # closed-form methods: "pooled" raw inputs, or "st" (a trained ST's features)
 
 
 def _closed_form_embeddings(spec: RunSpec, dataset):
@@ -49,12 +50,11 @@ def _closed_form_embeddings(spec: RunSpec, dataset):
                                       pooled_text_features)
     from semshare.data.text import Vocabulary
     from semshare.evaluation.protocols import EmbeddingTable
-    from semshare.methods.cca import fit_cca
-    from semshare.methods.jfssl import JFSSLConfig, fit_jfssl
-    from semshare.methods.lcfs import fit_lcfs
     from semshare.methods.ridge import fit_ridge_model
 
     test = dataset.split("test")
+    if spec.linear_inputs == "st":
+        return _closed_form_on_st_features(spec, dataset)
     image_source, text_source = default_image_source(dataset), default_text_source(dataset)
     caption_source = "vectors" if text_source == "vectors" else "captions"
     if spec.method == "ridge":
@@ -66,17 +66,60 @@ def _closed_form_embeddings(spec: RunSpec, dataset):
     first = np.unique(train_items.rows, return_index=True)[1]
     x = pooled_image_features(dataset, train, image_source)
     y = pooled_text_features(dataset, train_items, text_source, vocab)[first]
-    labels = np.asarray(dataset.labels, dtype=np.float64)[train]
-    if spec.method == "cca":
-        model = fit_cca(x, y)
-    elif spec.method == "lcfs":
-        model = fit_lcfs(x, y, labels)
-    else:
-        model = fit_jfssl(x, y, labels, JFSSLConfig(seed=spec.seed))
+    model = _fit_closed_form(spec.method, x, y, np.asarray(dataset.labels, dtype=np.float64)[train], spec.seed)
     test_items = dataset.text_items(test, caption_source)
     img = model.transform_image(pooled_image_features(dataset, test, image_source))
     txt = model.transform_text(pooled_text_features(dataset, test_items, text_source, vocab))
     return EmbeddingTable(test, img), EmbeddingTable(test_items.item_ids, txt), caption_source
+
+
+def _fit_closed_form(method: str, x: np.ndarray, y: np.ndarray, labels: np.ndarray, seed: int):
+    from semshare.methods.cca import fit_cca
+    from semshare.methods.jfssl import JFSSLConfig, fit_jfssl
+    from semshare.methods.lcfs import fit_lcfs
+
+    if method == "cca":
+        return fit_cca(x, y)
+    if method == "lcfs":
+        return fit_lcfs(x, y, labels)
+    if method == "jfssl":
+        return fit_jfssl(x, y, labels, JFSSLConfig(seed=seed))
+    raise ValueError(f"{method} takes no deep features")
+
+
+def _closed_form_on_st_features(spec: RunSpec, dataset):
+    """Fit a linear method on the pooled features of the ST run with the same seed (trained if missing)."""
+    import torch
+
+    from semshare.evaluation.protocols import EmbeddingTable
+    from semshare.training.experiment import load_run
+
+    st_dir = Path(spec.run_dir).parent / f"st-seed{spec.seed}"
+    if not (st_dir / "result.json").exists():
+        run_one(RunSpec(spec.data_dir, "st", spec.seed, str(st_dir), spec.preset, spec.overrides, spec.threads))
+    run = load_run(st_dir, spec.data_dir)
+    builder = run.builder(training=False)
+    text_source = "captions" if run.cfg.model.text_input == "words" else "vectors"
+
+    @torch.no_grad()
+    def features(rows: np.ndarray, items) -> tuple[np.ndarray, np.ndarray]:
+        img = np.concatenate([run.model.encode_features(builder.build(rows[i : i + 256], rows[i : i + 256],
+                              None if items.texts is None else [dataset.captions[r][0] for r in rows[i : i + 256]]),
+                              "image").numpy() for i in range(0, len(rows), 256)])
+        txt = np.concatenate([run.model.encode_features(builder.build(items.rows[i : i + 256], items.item_ids[i : i + 256],
+                              None if items.texts is None else items.texts[i : i + 256]), "text").numpy()
+                              for i in range(0, len(items.rows), 256)])
+        return img, txt
+
+    train, test = run.train_rows, dataset.split("test")
+    train_items = dataset.text_items(train, text_source)
+    first = np.unique(train_items.rows, return_index=True)[1]
+    x, y_all = features(train, train_items)
+    model = _fit_closed_form(spec.method, x, y_all[first], np.asarray(dataset.labels, dtype=np.float64)[train], spec.seed)
+    test_items = dataset.text_items(test, text_source)
+    img, txt = features(test, test_items)
+    return (EmbeddingTable(test, model.transform_image(img)),
+            EmbeddingTable(test_items.item_ids, model.transform_text(txt)), text_source)
 
 
 def run_one(spec: RunSpec) -> dict:
@@ -125,6 +168,7 @@ def run_one(spec: RunSpec) -> dict:
                              "precision": folds[0][direction].pr_precision.tolist()} for direction in ("i2t", "t2i")}
     result = {"method": spec.method, "dataset": dataset.name, "data_dir": spec.data_dir, "seed": spec.seed,
               "preset": spec.preset, "overrides": spec.overrides, "test": table, "train_seconds": seconds,
+              "inputs": spec.linear_inputs if spec.method in CLOSED_FORM_METHODS else "segments",
               "best_epoch": best_epoch, "pr_curves": pr_curves}
     if (run_dir / "metrics.jsonl").exists():
         from semshare.evaluation.plots import plot_training_curves
@@ -142,24 +186,27 @@ def _dataset_name(data_dir: str) -> str:
 
 
 def plan_runs(data_dirs: list[str], methods: list[str], seeds: int, out_dir: Path, preset: str,
-              overrides: dict, threads: int) -> list[RunSpec]:
+              overrides: dict, threads: int, linear_inputs: str = "pooled") -> list[RunSpec]:
     specs = []
     for data_dir in data_dirs:
         name = _dataset_name(data_dir)
         for method in methods:
-            method_seeds = 1 if method in ("ridge", "cca", "lcfs") else seeds  # deterministic fits: one seed
-            for seed in range(method_seeds):
+            # deterministic fits on raw inputs need one seed; on ST features they follow ST's seeds
+            deterministic = method in ("ridge", "cca", "lcfs") and linear_inputs == "pooled"
+            for seed in range(1 if deterministic else seeds):
                 specs.append(RunSpec(str(data_dir), method, seed, str(out_dir / name / f"{method}-seed{seed}"),
-                                     preset, overrides, threads))
+                                     preset, overrides, threads, linear_inputs))
     return specs
 
 
 def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir: str | Path, preset: str = "small",
-                  overrides: dict | None = None, workers: int = 1, progress=print) -> list[dict]:
+                  overrides: dict | None = None, workers: int = 1, progress=print,
+                  linear_inputs: str = "pooled") -> list[dict]:
     """Run what is not finished yet, then write results.json, table.md and table.csv from every result."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    specs = plan_runs(data_dirs, methods, seeds, out_dir, preset, overrides or {}, 1 if workers > 1 else 2)
+    specs = plan_runs(data_dirs, methods, seeds, out_dir, preset, overrides or {}, 1 if workers > 1 else 2,
+                      linear_inputs)
     todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
     progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
     started = time.time()

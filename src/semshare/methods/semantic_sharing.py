@@ -208,6 +208,11 @@ class SemanticSharing(nn.Module):
     def encode_image(self, batch: Batch) -> torch.Tensor:
         return self._retrieval_embedding(*self._shared_forward(batch, "image")).float()
 
+    def encode_features(self, batch: Batch, modality: str) -> torch.Tensor:
+        """(B, D) pooled shared-encoder output whatever the retrieval pooling: "deep features" for the
+        linear baselines (the paper fed them pre-extracted deep embeddings; ST's are the natural choice)."""
+        return self._shared_forward(batch, modality)[2].float()
+
     def encode_text(self, batch: Batch) -> torch.Tensor:
         return self._retrieval_embedding(*self._shared_forward(batch, "text")).float()
 
