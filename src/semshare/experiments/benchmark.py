@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semshare.evaluation.report import format_cell
 from semshare.fileio import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -265,13 +266,7 @@ def format_paper_table(results: list[dict], metric: str) -> str:
         for dataset in datasets:
             tables = grouped.get(method, {}).get(dataset, [])
             for direction in ("i2t", "t2i", "ave"):
-                values = np.array([100 * t[f"{direction}/{metric}"] for t in tables])
-                if len(values) == 0:
-                    cells.append("-")
-                elif len(values) == 1:
-                    cells.append(f"{values[0]:.1f}")
-                else:
-                    cells.append(f"{values.mean():.1f} ± {values.std(ddof=1):.1f}")
+                cells.append(format_cell(np.array([100 * t[f"{direction}/{metric}"] for t in tables])))
         lines.append(f"| {ROW_NAMES.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

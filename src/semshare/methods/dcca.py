@@ -20,7 +20,7 @@ from torch import nn
 from semshare.data.batches import Batch
 from semshare.methods.cca import CCAConfig, fit_cca
 from semshare.methods.semantic_sharing import ModelSpec
-from semshare.models.layers import masked_mean
+from semshare.models.pooled_inputs import PooledInputs
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,9 @@ class DCCA(nn.Module):
     def __init__(self, cfg: DCCAConfig, spec: ModelSpec, text_input: str, word_vectors: np.ndarray | None = None):
         super().__init__()
         self.cfg, self.spec, self.text_input = cfg, spec, text_input
-        if text_input == "words":
-            if word_vectors is None:
-                word_vectors = np.zeros((spec.vocab_size, spec.word_dim), dtype=np.float32)
-            self.register_buffer("word_vectors", torch.from_numpy(np.asarray(word_vectors, dtype=np.float32)))
-            text_dim = spec.word_dim
-        else:
-            self.word_vectors = None
-            text_dim = spec.text_dim
+        self.inputs = PooledInputs(text_input, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
         self.img_net = _mlp(spec.region_dim, cfg.hidden_dim, cfg.output_dim)
-        self.txt_net = _mlp(text_dim, cfg.hidden_dim, cfg.output_dim)
+        self.txt_net = _mlp(self.inputs.text_dim, cfg.hidden_dim, cfg.output_dim)
         o = cfg.output_dim
         # the linear CCA on top (identity until fitted)
         for name, value in (("img_mean", torch.zeros(o)), ("txt_mean", torch.zeros(o)),
@@ -77,19 +70,13 @@ class DCCA(nn.Module):
             self.register_buffer(name, value)
 
     def _outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        img = self.img_net(masked_mean(batch.img_regions, batch.img_mask))
-        text = batch.txt_vectors if self.word_vectors is None else masked_mean(self.word_vectors[batch.txt_tokens],
-                                                                                batch.txt_mask)
-        return img, self.txt_net(text)
+        return self.img_net(self.inputs.image(batch)), self.txt_net(self.inputs.text(batch))
 
     def encode_image(self, batch: Batch) -> torch.Tensor:
-        img = self.img_net(masked_mean(batch.img_regions, batch.img_mask))
-        return ((img - self.img_mean) @ self.img_proj).float()
+        return ((self.img_net(self.inputs.image(batch)) - self.img_mean) @ self.img_proj).float()
 
     def encode_text(self, batch: Batch) -> torch.Tensor:
-        text = batch.txt_vectors if self.word_vectors is None else masked_mean(self.word_vectors[batch.txt_tokens],
-                                                                                batch.txt_mask)
-        return ((self.txt_net(text) - self.txt_mean) @ self.txt_proj).float()
+        return ((self.txt_net(self.inputs.text(batch)) - self.txt_mean) @ self.txt_proj).float()
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.training_step(batch)

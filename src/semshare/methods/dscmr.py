@@ -21,7 +21,7 @@ from torch import nn
 
 from semshare.data.batches import Batch
 from semshare.methods.semantic_sharing import ModelSpec, discrimination_loss
-from semshare.models.layers import masked_mean
+from semshare.models.pooled_inputs import PooledInputs
 
 
 @dataclass(frozen=True)
@@ -54,33 +54,17 @@ class DSCMR(nn.Module):
     def __init__(self, cfg: DSCMRConfig, spec: ModelSpec, text_input: str, word_vectors: np.ndarray | None = None):
         super().__init__()
         self.cfg, self.spec, self.text_input = cfg, spec, text_input
-        if text_input == "words":
-            if word_vectors is None:
-                word_vectors = np.zeros((spec.vocab_size, spec.word_dim), dtype=np.float32)
-            # frozen word vectors: DSCMR takes fixed text features; a buffer keeps them in the checkpoint
-            self.register_buffer("word_vectors", torch.from_numpy(np.asarray(word_vectors, dtype=np.float32)))
-            text_dim = spec.word_dim
-        else:
-            self.word_vectors = None
-            text_dim = spec.text_dim
+        self.inputs = PooledInputs(text_input, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
         self.img_net = _mlp(spec.region_dim, cfg.hidden_dim, cfg.dropout)
-        self.txt_net = _mlp(text_dim, cfg.hidden_dim, cfg.dropout)
+        self.txt_net = _mlp(self.inputs.text_dim, cfg.hidden_dim, cfg.dropout)
         self.common = nn.Linear(cfg.hidden_dim, cfg.common_dim)
         self.classifier = nn.Linear(cfg.common_dim, spec.num_labels)
 
-    def _image_input(self, batch: Batch) -> torch.Tensor:
-        return masked_mean(batch.img_regions, batch.img_mask)
-
-    def _text_input(self, batch: Batch) -> torch.Tensor:
-        if self.word_vectors is None:
-            return batch.txt_vectors
-        return masked_mean(self.word_vectors[batch.txt_tokens], batch.txt_mask)
-
     def encode_image(self, batch: Batch) -> torch.Tensor:
-        return self.common(self.img_net(self._image_input(batch))).float()
+        return self.common(self.img_net(self.inputs.image(batch))).float()
 
     def encode_text(self, batch: Batch) -> torch.Tensor:
-        return self.common(self.txt_net(self._text_input(batch))).float()
+        return self.common(self.txt_net(self.inputs.text(batch))).float()
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.training_step(batch)

@@ -22,7 +22,7 @@ from torch import nn
 
 from semshare.data.batches import Batch
 from semshare.methods.semantic_sharing import ModelSpec, label_prediction_loss
-from semshare.models.layers import masked_mean
+from semshare.models.pooled_inputs import PooledInputs
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,8 @@ class SCML(nn.Module):
     def __init__(self, cfg: SCMLConfig, spec: ModelSpec, text_input: str, word_vectors: np.ndarray | None = None):
         super().__init__()
         self.cfg, self.spec, self.text_input = cfg, spec, text_input
-        if text_input == "words":
-            if word_vectors is None:
-                word_vectors = np.zeros((spec.vocab_size, spec.word_dim), dtype=np.float32)
-            self.register_buffer("word_vectors", torch.from_numpy(np.asarray(word_vectors, dtype=np.float32)))
-            text_dim = spec.word_dim
-        else:
-            self.word_vectors = None
-            text_dim = spec.text_dim
+        self.inputs = PooledInputs(text_input, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
+        text_dim = self.inputs.text_dim
         self.img_net = nn.Sequential(nn.Linear(spec.region_dim, cfg.hidden_dim), nn.ReLU(),
                                      nn.Linear(cfg.hidden_dim, cfg.common_dim))
         self.txt_net = nn.Sequential(nn.Linear(text_dim, cfg.hidden_dim), nn.ReLU(),
@@ -59,12 +53,10 @@ class SCML(nn.Module):
         self.epoch = epoch
 
     def _image_common(self, batch: Batch) -> torch.Tensor:
-        return self.img_net(masked_mean(batch.img_regions, batch.img_mask))
+        return self.img_net(self.inputs.image(batch))
 
     def _text_common(self, batch: Batch) -> torch.Tensor:
-        text = batch.txt_vectors if self.word_vectors is None else masked_mean(self.word_vectors[batch.txt_tokens],
-                                                                                batch.txt_mask)
-        return self.txt_net(text)
+        return self.txt_net(self.inputs.text(batch))
 
     def encode_image(self, batch: Batch) -> torch.Tensor:
         return torch.sigmoid(self.classifier(self._image_common(batch))).float()
