@@ -44,3 +44,21 @@ def test_linear_methods_on_st_features(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert {r["inputs"] for r in results} == {"st"}
     assert (out / "synthetic-tiny" / "st-seed0" / "best" / "model.safetensors").exists()  # trained on demand
+
+
+def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch, capsys):
+    import semshare.experiments.benchmark as benchmark
+
+    real_run_one = benchmark.run_one
+
+    def flaky(spec):
+        if spec.method == "lcfs":
+            raise FloatingPointError("diverged")
+        return real_run_one(spec)
+
+    monkeypatch.setattr(benchmark, "run_one", flaky)
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--quick", "--methods", "cca,lcfs", "--out", str(out)]) == 0
+    assert "1 runs failed" in capsys.readouterr().out
+    assert (out / "synthetic-tiny" / "lcfs-seed0" / "error.json").exists()
+    assert [r["method"] for r in json.loads((out / "results.json").read_text())] == ["cca"]

@@ -123,6 +123,21 @@ def _closed_form_on_st_features(spec: RunSpec, dataset):
             EmbeddingTable(test_items.item_ids, model.transform_text(txt)), text_source)
 
 
+def run_one_safely(spec: RunSpec) -> dict:
+    """run_one, but a failed run is recorded (RUN/error.json) instead of stopping the whole benchmark;
+    it is retried the next time the benchmark runs."""
+    import traceback
+
+    try:
+        return run_one(spec)
+    except Exception as exc:  # one diverging method must not cost the other runs
+        error = {"method": spec.method, "data_dir": spec.data_dir, "seed": spec.seed, "error": repr(exc),
+                 "traceback": traceback.format_exc()}
+        Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(spec.run_dir) / "error.json", error)
+        return error
+
+
 def run_one(spec: RunSpec) -> dict:
     """Train (or fit) one method on one dataset with one seed; score the test split; write result.json."""
     import torch
@@ -213,12 +228,17 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
     started = time.time()
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done, result in enumerate(pool.map(run_one, todo), start=1):
+            for done, result in enumerate(pool.map(run_one_safely, todo), start=1):
                 progress(_progress_line(done, len(todo), result, started))
     else:
         for done, spec in enumerate(todo, start=1):
-            progress(_progress_line(done, len(todo), run_one(spec), started))
-    results = [json.loads((Path(s.run_dir) / "result.json").read_text()) for s in specs]
+            progress(_progress_line(done, len(todo), run_one_safely(spec), started))
+    results = [json.loads((Path(s.run_dir) / "result.json").read_text()) for s in specs
+               if (Path(s.run_dir) / "result.json").exists()]
+    failed = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
+    if failed:
+        progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "
+                 + ", ".join(f"{Path(s.data_dir).name}/{s.method}-seed{s.seed}" for s in failed))
     atomic_write_json(out_dir / "results.json", results)
     atomic_write_text(out_dir / "table.md", format_paper_table(results, "NDCG@500") + "\n\n"
                       + format_paper_table(results, "mAP@all") + "\n")
@@ -241,6 +261,8 @@ def plot_method_pr_curves(results: list[dict], out_dir: Path) -> None:
 
 
 def _progress_line(done: int, total: int, result: dict, started: float) -> str:
+    if "error" in result:
+        return f"[{done}/{total}] {Path(result['data_dir']).name} {result['method']} seed {result['seed']}: FAILED {result['error']}"
     return (f"[{done}/{total}] {result['dataset']} {result['method']} seed {result['seed']}: "
             f"NDCG@500 Ave {100 * result['test']['ave/NDCG@500']:.1f}, mAP@all Ave "
             f"{100 * result['test']['ave/mAP@all']:.1f} ({result['train_seconds']:.0f} s; "

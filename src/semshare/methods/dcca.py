@@ -3,7 +3,7 @@ outputs (regularised covariances, r = 1e-3), then linear CCA on the outputs give
 
 Loss on a batch (B items, o outputs per view): with centred outputs H1, H2,
   S11 = H1^T H1 / (B - 1) + r I,  S22 likewise,  S12 = H1^T H2 / (B - 1),
-  T = S11^-1/2 S12 S22^-1/2,  corr = sum of T's singular values,  loss = -corr.
+  T = L11^-1 S12 L22^-T (Cholesky factors),  corr = sum of T's singular values,  loss = -corr.
 Unsupervised like CCA: labels are not used. After training (and before each validation) the linear CCA
 is fitted on the training items' outputs (`fit_retrieval`) and kept as buffers, so it travels with the
 checkpoint.
@@ -31,11 +31,6 @@ class DCCAConfig:
     cca_items: int = 5000  # training items the final linear CCA is fitted on (seeded subsample above)
 
 
-def _inverse_sqrt(matrix: torch.Tensor) -> torch.Tensor:
-    values, vectors = torch.linalg.eigh(matrix)
-    return vectors @ torch.diag(values.clamp_min(1e-9).rsqrt()) @ vectors.T
-
-
 def total_correlation(h1: torch.Tensor, h2: torch.Tensor, reg: float) -> torch.Tensor:
     """Sum of canonical correlations between the columns of h1 (B, o) and h2 (B, o)."""
     h1 = h1.double() - h1.double().mean(0)
@@ -45,7 +40,12 @@ def total_correlation(h1: torch.Tensor, h2: torch.Tensor, reg: float) -> torch.T
     s11 = h1.T @ h1 / n + reg * eye
     s22 = h2.T @ h2 / n + reg * eye
     s12 = h1.T @ h2 / n
-    t = _inverse_sqrt(s11) @ s12 @ _inverse_sqrt(s22)
+    # whiten with Cholesky factors (any square root gives the same singular values); unlike an eigh-based
+    # inverse square root, its backward pass has no 1 / (lambda_i - lambda_j) terms that explode
+    l11 = torch.linalg.cholesky(s11)
+    l22 = torch.linalg.cholesky(s22)
+    t = torch.linalg.solve_triangular(l11, s12, upper=False)
+    t = torch.linalg.solve_triangular(l22, t.T, upper=False).T
     return torch.linalg.svdvals(t).sum()
 
 

@@ -163,6 +163,9 @@ def fit(
             losses["loss"].backward()
             grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                          if cfg.grad_clip > 0 else torch.tensor(0.0))
+            if not torch.isfinite(grad_norm):
+                raise FloatingPointError(f"non-finite gradient at step {state['step'] + 1} (loss "
+                                         f"{float(losses['loss']):.4g}); try a lower train.lr")
             optimizer.step()
             state["step"] += 1
             state["step_in_epoch"] += 1
