@@ -10,7 +10,8 @@ from semshare.data.dataset import open_dataset
 
 
 def test_help_on_every_subcommand(capsys):
-    for command in ("make-synthetic", "inspect", "prepare-text", "evaluate-embeddings", "demo"):
+    for command in ("make-synthetic", "inspect", "prepare-text", "evaluate-embeddings", "train", "evaluate", "embed",
+                    "benchmark", "sweep", "demo"):
         with pytest.raises(SystemExit) as info:
             main([command, "--help"])
         assert info.value.code == 0
