@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from semshare.data.dataset import open_dataset
-from semshare.data.synthetic import SyntheticConfig, build_world, make_synthetic, preset
+from semshare.data.synthetic import build_world, make_synthetic, preset
 
 
 def digest(folder):

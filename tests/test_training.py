@@ -1,7 +1,6 @@
 """The one loop: it learns, resumes exactly, and gives the same weights on 2 processes as on 1."""
 
 import json
-import os
 import socket
 
 import numpy as np

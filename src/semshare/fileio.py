@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -29,14 +28,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, payload: object) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
-
-
-def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
-    path = Path(path)
-    tmp = _temporary_sibling(path)
-    with open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-    os.replace(tmp, path)
 
 
 @contextmanager

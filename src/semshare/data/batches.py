@@ -66,7 +66,6 @@ class BatchOptions:
     text_input: str = "words"  # words | vector
     max_text_length: int = 64
     mask_prob: float = 0.0  # 0 at evaluation
-    caption_choice: str = "random"  # random (training) | all (evaluation enumerates text items)
 
 
 class BatchBuilder:

@@ -30,7 +30,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _rerank_direction(model, builder: BatchBuilder, query_is_image: bool, query_rows, query_items, query_emb,
                       gallery_rows, gallery_items, gallery_emb, labels: np.ndarray, spec: MetricSpec,
                       shortlist: int, device, pair_batch: int = 256, query_chunk: int = 64) -> DirectionResult:
-    dataset = builder.dataset
     texts = gallery_items.texts if query_is_image else query_items.texts
     cutoffs = pr_cutoffs(len(gallery_emb), spec.pr_points)
     query_labels = labels[query_rows if query_is_image else query_items.rows].astype(np.float32)

@@ -7,7 +7,7 @@ captions x 5,000 images or 20,000 x 20,000 never materialise a full matrix.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,7 +37,6 @@ class DirectionResult:
     pr_cutoffs: np.ndarray | None = None
     pr_precision: np.ndarray | None = None
     pr_recall: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
     def means(self) -> dict[str, float]:
         return {name: float(values.mean()) if len(values) else 0.0 for name, values in self.per_query.items()}

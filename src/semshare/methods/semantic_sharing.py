@@ -9,7 +9,7 @@ Every loss is a mean over items, so a global batch split over processes gives th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch

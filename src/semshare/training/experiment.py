@@ -24,7 +24,7 @@ from semshare.errors import ConfigError, SemshareError
 from semshare.evaluation.embed import embed_rows
 from semshare.evaluation.protocols import evaluate_rows
 from semshare.evaluation.retrieval import MetricSpec
-from semshare.fileio import atomic_save_npy, atomic_write_json
+from semshare.fileio import atomic_write_json
 from semshare.methods.dcca import DCCA, DCCAConfig
 from semshare.methods.dscmr import DSCMR, DSCMRConfig
 from semshare.methods.scml import SCML, SCMLConfig
