@@ -62,3 +62,27 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch, cap
     assert "1 runs failed" in capsys.readouterr().out
     assert (out / "synthetic-tiny" / "lcfs-seed0" / "error.json").exists()
     assert [r["method"] for r in json.loads((out / "results.json").read_text())] == ["cca"]
+
+
+def test_linear_methods_on_mean_word_vectors(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--quick", "--methods", "lcfs", "--linear-inputs", "pooled-word2vec",
+                 "--out", str(out)]) == 0
+    (result,) = json.loads((out / "results.json").read_text())
+    assert result["inputs"] == "pooled-word2vec"
+    assert 0.0 < result["test"]["ave/mAP@all"] <= 1.0
+
+
+def test_mean_word_vectors_skip_unknown_words():
+    import numpy as np
+
+    from semshare.data.dataset import TextItems
+    from semshare.data.pooled import pooled_text_features
+    from semshare.data.text import Vocabulary
+
+    vocab = Vocabulary.build(["a dog runs", "a cat"])
+    vectors = np.arange(len(vocab) * 2, dtype=np.float32).reshape(len(vocab), 2)
+    items = TextItems(rows=np.array([0, 1]), item_ids=np.array([0, 1]), texts=["dog zebra", "zebra"])
+    features = pooled_text_features(None, items, "word-vectors", vocab, vectors)
+    np.testing.assert_array_equal(features[0], vectors[vocab.encode("dog")[0]])  # "zebra" is unknown
+    np.testing.assert_array_equal(features[1], [0.0, 0.0])

@@ -312,8 +312,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (one thread each when > 1)")
-    parser.add_argument("--linear-inputs", default="pooled", choices=["pooled", "st"],
-                        help="inputs of cca/lcfs/jfssl: pooled raw features, or a trained ST model's features")
+    parser.add_argument("--linear-inputs", default="pooled", choices=["pooled", "pooled-word2vec", "st"],
+                        help="inputs of cca/lcfs/jfssl: pooled raw features (regions mean + bag of words), "
+                             "regions mean + mean of Word2Vec vectors learned on the training captions, or a "
+                             "trained ST model's features")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true",
                         help="CI check: tiny synthetic data, one seed, one short epoch per method")

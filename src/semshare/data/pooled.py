@@ -1,8 +1,9 @@
 """Pooled (one vector per item) inputs for linear methods: the same data, without the segments.
 
 Image: mean of the real regions ("regions-mean") or the global feature ("global").
-Text: precomputed text vectors ("vectors", one per row) or a bag of words over a vocabulary ("bow", the
-mean one-hot of a text's tokens, one per caption).
+Text: precomputed text vectors ("vectors", one per row), a bag of words over a vocabulary ("bow", the
+mean one-hot of a text's tokens, one per caption), or the mean of a text's word vectors ("word-vectors",
+e.g. Word2Vec learned on the training captions; unknown words are skipped).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from semshare.data.text import Vocabulary
 from semshare.errors import SemshareError
 
 IMAGE_SOURCES = ("regions-mean", "global")
-TEXT_SOURCES = ("vectors", "bow")
+TEXT_SOURCES = ("vectors", "bow", "word-vectors")
 
 
 def default_image_source(dataset: Dataset) -> str:
@@ -40,7 +41,8 @@ def pooled_image_features(dataset: Dataset, rows: np.ndarray, source: str) -> np
     raise SemshareError(f"unknown image source {source!r}; expected one of {IMAGE_SOURCES}")
 
 
-def pooled_text_features(dataset: Dataset, items: TextItems, source: str, vocab: Vocabulary | None = None) -> np.ndarray:
+def pooled_text_features(dataset: Dataset, items: TextItems, source: str, vocab: Vocabulary | None = None,
+                         word_vectors: np.ndarray | None = None) -> np.ndarray:
     """(len(items.rows), Dt) float32 for the given text items."""
     if source == "vectors":
         if dataset.text_vectors is None:
@@ -54,5 +56,14 @@ def pooled_text_features(dataset: Dataset, items: TextItems, source: str, vocab:
             ids = vocab.encode(text)
             if ids:
                 np.add.at(features[i], ids, 1.0 / len(ids))
+        return features
+    if source == "word-vectors":
+        if vocab is None or items.texts is None or word_vectors is None:
+            raise SemshareError("text source 'word-vectors' needs captions, a vocabulary and its word vectors")
+        features = np.zeros((len(items.texts), word_vectors.shape[1]), dtype=np.float32)
+        for i, text in enumerate(items.texts):
+            ids = [t for t in vocab.encode(text) if t != vocab.unk_id]
+            if ids:
+                features[i] = word_vectors[ids].mean(0)
         return features
     raise SemshareError(f"unknown text source {source!r}; expected one of {TEXT_SOURCES}")

@@ -42,7 +42,9 @@ class RunSpec:
     preset: str = "small"
     overrides: dict = field(default_factory=dict)
     threads: int = 1
-    linear_inputs: str = "pooled"  # closed-form methods: "pooled" raw inputs, or "st" (a trained ST's features)
+    # closed-form methods: "pooled" raw inputs (bag of words), "pooled-word2vec" (mean of Word2Vec vectors
+    # learned on the training captions, seeded), or "st" (a trained ST model's features)
+    linear_inputs: str = "pooled"
 
 
 def _closed_form_embeddings(spec: RunSpec, dataset):
@@ -63,14 +65,20 @@ def _closed_form_embeddings(spec: RunSpec, dataset):
     train = dataset.split("train")
     train_items = dataset.text_items(train, caption_source)
     vocab = Vocabulary.build(train_items.texts) if text_source == "bow" else None
+    word_vectors = None
+    if vocab is not None and spec.linear_inputs == "pooled-word2vec":
+        from semshare.data.word_vectors import Word2VecConfig, train_word2vec
+
+        text_source = "word-vectors"
+        word_vectors = train_word2vec(train_items.texts, vocab, Word2VecConfig(), seed=spec.seed)
     # one text item per training image keeps the pairs of a two-view method one-to-one
     first = np.unique(train_items.rows, return_index=True)[1]
     x = pooled_image_features(dataset, train, image_source)
-    y = pooled_text_features(dataset, train_items, text_source, vocab)[first]
+    y = pooled_text_features(dataset, train_items, text_source, vocab, word_vectors)[first]
     model = _fit_closed_form(spec.method, x, y, np.asarray(dataset.labels, dtype=np.float64)[train], spec.seed)
     test_items = dataset.text_items(test, caption_source)
     img = model.transform_image(pooled_image_features(dataset, test, image_source))
-    txt = model.transform_text(pooled_text_features(dataset, test_items, text_source, vocab))
+    txt = model.transform_text(pooled_text_features(dataset, test_items, text_source, vocab, word_vectors))
     return EmbeddingTable(test, img), EmbeddingTable(test_items.item_ids, txt), caption_source
 
 
@@ -201,17 +209,41 @@ def _dataset_name(data_dir: str) -> str:
     return Path(data_dir).name
 
 
+# Data with one vector per image and per text (no regions or no captions, e.g. wikipedia's SIFT/LDA): the
+# trained methods run as their `w/o R` form (configs/experiment/global_features.yaml); methods whose point is
+# a set of segments have nothing to work on there and are left out (their cells read "-")
+GLOBAL_FEATURE_OVERRIDES = {"model.image_input": "global", "model.text_input": "vector", "model.segments": False,
+                            "model.shared_model": "fc", "loss.context_weight": 0.0}
+SEGMENT_ONLY_METHODS = ("ours", "wo_t", "wo_c", "vilbert")
+
+
+def has_segments(data_dir: str) -> bool:
+    from semshare.data.dataset import open_dataset
+
+    dataset = open_dataset(data_dir, check_values=False)
+    return dataset.has_regions and dataset.has_captions
+
+
 def plan_runs(data_dirs: list[str], methods: list[str], seeds: int, out_dir: Path, preset: str,
-              overrides: dict, threads: int, linear_inputs: str = "pooled") -> list[RunSpec]:
+              overrides: dict, threads: int, linear_inputs: str = "pooled", progress=print) -> list[RunSpec]:
     specs = []
     for data_dir in data_dirs:
         name = _dataset_name(data_dir)
-        for method in methods:
+        data_overrides = overrides
+        if not has_segments(data_dir):
+            skipped = [m for m in methods if m in SEGMENT_ONLY_METHODS]
+            progress(f"{name}: global features only (no regions or no captions): trained methods run on global "
+                     f"inputs; left out: {', '.join(skipped) or 'none'}")
+            methods_here = [m for m in methods if m not in SEGMENT_ONLY_METHODS]
+            data_overrides = {**GLOBAL_FEATURE_OVERRIDES, **overrides}
+        else:
+            methods_here = methods
+        for method in methods_here:
             # deterministic fits on raw inputs need one seed; on ST features they follow ST's seeds
             deterministic = method in ("ridge", "cca", "lcfs") and linear_inputs == "pooled"
             for seed in range(1 if deterministic else seeds):
                 specs.append(RunSpec(str(data_dir), method, seed, str(out_dir / name / f"{method}-seed{seed}"),
-                                     preset, overrides, threads, linear_inputs))
+                                     preset, data_overrides, threads, linear_inputs))
     return specs
 
 
@@ -222,7 +254,7 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(data_dirs, methods, seeds, out_dir, preset, overrides or {}, 1 if workers > 1 else 2,
-                      linear_inputs)
+                      linear_inputs, progress)
     todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
     progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
     started = time.time()

@@ -223,8 +223,9 @@ def load_run(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best"
 
 
 def evaluate_model_rows(model, run: PreparedRun, builder: BatchBuilder, rows: np.ndarray, spec: MetricSpec,
-                        device="cpu", batch_size: int = 256) -> dict[str, float]:
-    """The default protocol on `rows` for any trained method (pairwise scorers are re-ranked)."""
+                        device="cpu", batch_size: int = 256, shortlist: int | None = None) -> dict[str, float]:
+    """The default protocol on `rows` for any trained method (pairwise scorers re-rank the top `shortlist`
+    first-stage candidates, the config's `vilbert.shortlist` by default)."""
     text_source = "captions" if run.cfg.model.text_input == "words" else "vectors"
     if hasattr(model, "fit_retrieval"):  # methods with a fitted retrieval space (DCCA's linear CCA)
         model.fit_retrieval(builder, run.train_rows)
@@ -232,7 +233,7 @@ def evaluate_model_rows(model, run: PreparedRun, builder: BatchBuilder, rows: np
         from semshare.evaluation.rerank import evaluate_pairwise_rows
 
         return evaluate_pairwise_rows(model, builder, run.dataset, rows, text_source, spec,
-                                      run.cfg.vilbert.shortlist, device)[0]
+                                      shortlist or run.cfg.vilbert.shortlist, device)[0]
     img, txt = embed_rows(model, builder, rows, batch_size, device)
     return evaluate_rows(run.dataset, img, txt, rows, text_source, spec)
 
@@ -243,7 +244,8 @@ def validation_function(run: PreparedRun, batch_size: int = 256):
 
     def validate(model) -> dict[str, float]:
         device = next(model.parameters()).device
-        return evaluate_model_rows(model, run, builder, run.val_rows, spec, device, batch_size)
+        return evaluate_model_rows(model, run, builder, run.val_rows, spec, device, batch_size,
+                                   shortlist=run.cfg.vilbert.validation_shortlist)
 
     return validate
 
