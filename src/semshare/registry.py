@@ -33,3 +33,6 @@ class Registry(Generic[T]):
 
 # name -> method preset (a dict of config overrides on the Semantic Sharing defaults, or a method class)
 METHODS: Registry = Registry("method")
+
+# name -> search index backend class (semshare.index): exact torch reference, FAISS flat / HNSW / IVF-PQ
+INDEX_BACKENDS: Registry = Registry("index backend")

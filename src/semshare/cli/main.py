@@ -433,6 +433,106 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- index / search / serve ----------------------------------------------------------------------------------
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("index", help="build a search index of a gallery with a trained run",
+                            description="Search indexes over a trained run's embeddings (docs/SEARCH.md).")
+    index_sub = parser.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    build = index_sub.add_parser("build", help="embed a gallery and write an index folder",
+                                 description="Embed the gallery items (images or texts) of DATA with the run's "
+                                             "model and write an index folder: FAISS index (or torch vectors), "
+                                             "item ids, metadata, manifest. Written atomically.")
+    build.add_argument("run_dir", type=Path)
+    build.add_argument("--data", type=Path, required=True, help="dataset folder the gallery comes from")
+    build.add_argument("--side", required=True, choices=["image", "text"], help="which modality the gallery holds")
+    build.add_argument("--out", type=Path, required=True, help="index folder to write")
+    build.add_argument("--kind", default="faiss-flat", choices=["faiss-flat", "faiss-hnsw", "faiss-ivfpq", "exact-torch"],
+                       help="faiss-flat: exact inner product (default); faiss-hnsw / faiss-ivfpq: approximate, "
+                            "for large galleries; exact-torch: the reference")
+    build.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                       help="backend parameter, e.g. m=32, ef_search=64 (hnsw), nlist=1024, nprobe=16 (ivfpq)")
+    build.add_argument("--split", default="all", help="gallery rows: all (default) or a split name")
+    build.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    build.add_argument("--overwrite", action="store_true")
+    build.set_defaults(handler=_run_index_build)
+
+
+def _parse_params(assignments: list[str]) -> dict:
+    from semshare.config import parse_assignments
+
+    return parse_assignments(assignments)
+
+
+def _run_index_build(args: argparse.Namespace) -> int:
+    from semshare.search.gallery import build_gallery
+
+    started = time.time()
+    manifest = build_gallery(args.run_dir, args.data, args.side, args.out, args.kind, _parse_params(args.params),
+                             args.split, args.checkpoint, args.overwrite)
+    print(f"indexed {manifest.size} {args.side} items ({manifest.dim}-d, {manifest.kind}) in "
+          f"{time.time() - started:.1f} s -> {args.out}")
+    return 0
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("search", help="query an index folder with a sentence or a dataset image",
+                            description="Rank the index's gallery for one query: --text (tokenised with the "
+                                        "run's vocabulary) or --image-id (a row of the dataset).")
+    parser.add_argument("index_dir", type=Path)
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="a sentence or tag words")
+    query.add_argument("--image-id", type=int, help="row of the index's dataset whose image is the query")
+    parser.add_argument("-k", type=int, default=10, help="results to show (default 10)")
+    parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                        help="search-time parameter: ef_search (hnsw), nprobe (ivfpq)")
+    parser.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(handler=_run_search)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from semshare.search.gallery import Searcher
+
+    if not 1 <= args.k <= 1000:
+        raise SemshareError(f"-k must be between 1 and 1000; got {args.k}")
+    searcher = Searcher(args.index_dir, _parse_params(args.params), args.data)
+    if args.text is not None:
+        query, unknown = searcher.encode_text(args.text)
+    else:
+        query, unknown = searcher.encode_image_row(args.image_id), []
+    hits = searcher.search(query, args.k)
+    if args.json:
+        print(json.dumps({"unknown_words": unknown, "results": [asdict(h) for h in hits]}, indent=2))
+        return 0
+    if unknown:
+        print(f"unknown words (ignored): {', '.join(unknown)}")
+    print(f"{'rank':>4}  {'score':>7}  {'id':>6}  labels | caption")
+    for hit in hits:
+        caption = (hit.item.get("captions") or [""])[0]
+        print(f"{hit.rank:>4}  {hit.score:7.4f}  {hit.id:>6}  {', '.join(hit.item['labels'])} | {caption}")
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("serve", help="HTTP search service and results page over an index folder",
+                            description="Serve POST /search, GET /items/{id}, GET /health and a results page at / "
+                                        "(FastAPI + uvicorn). Loopback only unless --host says otherwise.")
+    parser.add_argument("index_dir", type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
+    parser.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from semshare.search.service import serve
+
+    serve(args.index_dir, args.host, args.port, args.data)
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semshare", description="Label-wise cross-modal retrieval with Semantic Sharing.")
@@ -440,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_make_synthetic, _add_inspect, _add_prepare_text, _add_evaluate_embeddings, _add_train,
-                _add_evaluate, _add_embed, _add_benchmark, _add_sweep, _add_demo):
+                _add_evaluate, _add_embed, _add_benchmark, _add_sweep, _add_index, _add_search, _add_serve, _add_demo):
         add(sub)
     return parser
 

@@ -184,6 +184,18 @@ class Dataset:
         return self._has_captions
 
     @cached_property
+    def image_files(self) -> list[str | None]:
+        """Per row, the image file (absolute path) from the optional `image_files.txt`, else None."""
+        path = self.root / "image_files.txt"
+        if not path.exists():
+            return [None] * self.num_items
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if len(lines) != self.num_items:
+            raise DataFormatError(path, "lines", f"{self.num_items} lines (one per row of labels.npy; empty = no file)",
+                                  f"{len(lines)}")
+        return [str((self.root / line.strip()).resolve()) if line.strip() else None for line in lines]
+
+    @cached_property
     def captions(self) -> list[list]:
         """Per row, its texts (str sentences or tag-word lists). Read once, on first use."""
         path = self.root / "captions.jsonl"

@@ -1,0 +1,82 @@
+"""The search contract every backend keeps.
+
+    backend = build_backend(kind, vectors, params)      # vectors (G, D) float32, L2-normalised rows
+    scores, positions = backend.search(queries, k)      # (Q, k) float32, (Q, k) int64
+
+Scores are inner products of normalised vectors (cosine). Row q lists gallery positions 0..G-1 by score,
+highest first; when k > G (or an approximate backend finds fewer than k) the tail is padded with
+position -1 and score -inf. Equal scores keep the lower position first in the exact backends.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from semshare.errors import SemshareError
+from semshare.registry import INDEX_BACKENDS
+
+
+class SearchIndex(Protocol):
+    kind: str
+    size: int
+    dim: int
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def save(self, folder: Path) -> None: ...
+
+
+def normalize_rows(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, eps), dtype=np.float32)
+
+
+def check_queries(queries: np.ndarray, dim: int, k: int) -> np.ndarray:
+    queries = np.asarray(queries, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries[None, :]
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise SemshareError(f"query embeddings must be (Q, {dim}); got shape {tuple(queries.shape)}")
+    if k < 1:
+        raise SemshareError(f"k must be at least 1; got {k}")
+    return np.ascontiguousarray(queries)
+
+
+def pad_results(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Widen (Q, k') results to (Q, k) with score -inf / position -1; FAISS's own padding is mapped too."""
+    scores = np.asarray(scores, dtype=np.float32)
+    positions = np.asarray(positions, dtype=np.int64)
+    missing = positions < 0
+    if missing.any():
+        scores = np.where(missing, -np.inf, scores).astype(np.float32)
+    if positions.shape[1] < k:
+        extra = k - positions.shape[1]
+        scores = np.concatenate([scores, np.full((len(scores), extra), -np.inf, dtype=np.float32)], axis=1)
+        positions = np.concatenate([positions, np.full((len(positions), extra), -1, dtype=np.int64)], axis=1)
+    return scores, positions
+
+
+def _check_params(kind: str, function, params: dict, skip: int) -> None:
+    accepted = [name for name in list(inspect.signature(function).parameters)[skip:] if not name.startswith("_")]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise SemshareError(f"index backend {kind!r}: unknown parameter(s) {', '.join(unknown)}; "
+                            f"accepted: {', '.join(accepted) or 'none'}")
+
+
+def build_backend(kind: str, vectors: np.ndarray, params: dict | None = None) -> SearchIndex:
+    """A backend of the registered `kind` over normalised `vectors`, with its own parameters."""
+    backend = INDEX_BACKENDS.get(kind)
+    _check_params(kind, backend.build, params or {}, skip=1)
+    return backend.build(normalize_rows(vectors), **(params or {}))
+
+
+def load_backend(kind: str, folder: Path, params: dict | None = None) -> SearchIndex:
+    backend = INDEX_BACKENDS.get(kind)
+    _check_params(kind, backend.load, params or {}, skip=1)
+    return backend.load(Path(folder), **(params or {}))

@@ -1,0 +1,58 @@
+"""Exact search in torch: one matrix product and a stable top-k. The reference for every other backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from semshare.evaluation.metrics import top_k_indices
+from semshare.index.base import check_queries, pad_results
+from semshare.registry import INDEX_BACKENDS
+
+VECTORS_FILE = "vectors.safetensors"
+
+
+@INDEX_BACKENDS.register("exact-torch")
+class ExactTorchIndex:
+    kind = "exact-torch"
+
+    def __init__(self, vectors: np.ndarray, query_chunk: int = 1024):
+        self.vectors = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.query_chunk = query_chunk
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, query_chunk: int = 1024) -> "ExactTorchIndex":
+        return cls(vectors, query_chunk)
+
+    @property
+    def size(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @torch.no_grad()
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = check_queries(queries, self.dim, k)
+        found = min(k, self.size)
+        scores_out = np.empty((len(queries), found), dtype=np.float32)
+        positions_out = np.empty((len(queries), found), dtype=np.int64)
+        for start in range(0, len(queries), self.query_chunk):
+            stop = start + self.query_chunk
+            scores = (torch.from_numpy(queries[start:stop]) @ self.vectors.T).numpy()
+            # torch.topk leaves the order of equal scores unspecified; the metrics' tie rule is stable
+            positions = top_k_indices(scores, found)
+            positions_out[start:stop] = positions
+            scores_out[start:stop] = np.take_along_axis(scores, positions, axis=1)
+        return pad_results(scores_out, positions_out, k)
+
+    def save(self, folder: Path) -> None:
+        save_file({"vectors": self.vectors.contiguous()}, str(Path(folder) / VECTORS_FILE))
+
+    @classmethod
+    def load(cls, folder: Path, query_chunk: int = 1024) -> "ExactTorchIndex":
+        return cls(load_file(str(Path(folder) / VECTORS_FILE))["vectors"].numpy(), query_chunk)

@@ -1,0 +1,136 @@
+"""FAISS backends over normalised vectors with the inner-product metric (= cosine).
+
+faiss-flat   exact, FAISS's blocked BLAS kernels
+faiss-hnsw   graph search; `ef_search` trades recall for speed (recall@10 against exact in docs/PERFORMANCE.md)
+faiss-ivfpq  inverted lists + product quantisation for galleries too large for memory as float32;
+             `nprobe` lists are visited per query. Needs at least max(nlist, 2**nbits) gallery vectors to train.
+Search-time parameters are stored in the index folder's manifest and may be overridden when it is opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from semshare.errors import SemshareError
+from semshare.index.base import check_queries, pad_results
+from semshare.registry import INDEX_BACKENDS
+
+INDEX_FILE = "index.faiss"
+
+
+class _FaissIndex:
+    kind = ""
+
+    def __init__(self, index):
+        self.index = index
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = check_queries(queries, self.dim, k)
+        scores, positions = self.index.search(queries, min(k, self.size))
+        return pad_results(scores, positions, k)
+
+    def save(self, folder: Path) -> None:
+        import faiss
+
+        faiss.write_index(self.index, str(Path(folder) / INDEX_FILE))
+
+    @staticmethod
+    def _read(folder: Path):
+        import faiss
+
+        path = Path(folder) / INDEX_FILE
+        if not path.exists():
+            raise SemshareError(f"{path}: missing; the index folder is incomplete (rebuild it with `semshare index build`)")
+        return faiss.read_index(str(path))
+
+
+@INDEX_BACKENDS.register("faiss-flat")
+class FaissFlatIndex(_FaissIndex):
+    kind = "faiss-flat"
+
+    @classmethod
+    def build(cls, vectors: np.ndarray) -> "FaissFlatIndex":
+        import faiss
+
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        return cls(index)
+
+    @classmethod
+    def load(cls, folder: Path) -> "FaissFlatIndex":
+        return cls(cls._read(folder))
+
+
+@INDEX_BACKENDS.register("faiss-hnsw")
+class FaissHNSWIndex(_FaissIndex):
+    kind = "faiss-hnsw"
+
+    def __init__(self, index, ef_search: int):
+        super().__init__(index)
+        self.ef_search = ef_search
+        index.hnsw.efSearch = ef_search
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, m: int = 32, ef_construction: int = 80, ef_search: int = 128) -> "FaissHNSWIndex":
+        import faiss
+
+        index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.add(vectors)
+        return cls(index, ef_search)
+
+    @classmethod
+    def load(cls, folder: Path, ef_search: int = 128) -> "FaissHNSWIndex":
+        return cls(cls._read(folder), ef_search)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # HNSW returns at most ef_search neighbours: widen the beam when more are asked for
+        self.index.hnsw.efSearch = max(self.ef_search, k)
+        return super().search(queries, k)
+
+
+@INDEX_BACKENDS.register("faiss-ivfpq")
+class FaissIVFPQIndex(_FaissIndex):
+    kind = "faiss-ivfpq"
+
+    def __init__(self, index, nprobe: int):
+        super().__init__(index)
+        index.nprobe = nprobe
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, nlist: int = 0, subquantizers: int = 0, nbits: int = 8,
+              nprobe: int = 16, seed: int = 0) -> "FaissIVFPQIndex":
+        import faiss
+
+        size, dim = vectors.shape
+        nlist = nlist or max(1, min(4096, int(4 * np.sqrt(size))))
+        # one byte per 8 dimensions by default; the count must divide the dimension
+        subquantizers = subquantizers or max(s for s in range(1, max(1, dim // 8) + 1) if dim % s == 0)
+        if dim % subquantizers:
+            raise SemshareError(f"faiss-ivfpq: subquantizers ({subquantizers}) must divide the dimension ({dim})")
+        needed = max(nlist, 2 ** nbits)
+        if size < needed:
+            raise SemshareError(f"faiss-ivfpq: {size} gallery vectors cannot train nlist={nlist} lists and "
+                                f"2**{nbits} codes (needs >= {needed}); use faiss-flat or faiss-hnsw for a "
+                                "gallery this small")
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, subquantizers, nbits, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.pq.cp.seed = seed
+        index.train(vectors)
+        index.add(vectors)
+        return cls(index, nprobe)
+
+    @classmethod
+    def load(cls, folder: Path, nprobe: int = 16) -> "FaissIVFPQIndex":
+        return cls(cls._read(folder), nprobe)

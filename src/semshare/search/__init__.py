@@ -1,0 +1,1 @@
+"""A trained model at work: gallery index folders (`index build`), queries (`search`) and the HTTP service."""

@@ -1,0 +1,115 @@
+"""The results page driven in headless Chromium: type a query, see the ranked items the API returns.
+
+Needs Debian's `chromium` and `chromium-driver` (.ci/run installs them) and selenium; skips without them.
+"""
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from semshare.search.gallery import Searcher, build_gallery
+from semshare.training.experiment import resolve_config, train_experiment
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="headless Chromium not installed (apt-get install chromium chromium-driver)")
+
+TINY = {"model.dim": 16, "model.layers": 1, "model.heads": 2, "model.ffn_dim": 32, "text.word_dim": 8,
+        "text.word2vec_epochs": 1, "train.batch_size": 16, "train.epochs": 1, "train.progress": False}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_data_dir, tmp_path_factory):
+    import uvicorn
+
+    from semshare.search.service import create_app
+
+    root = tmp_path_factory.mktemp("e2e")
+    train_experiment(tiny_data_dir, resolve_config("ours", "small", overrides=TINY), root / "run")
+    build_gallery(root / "run", tiny_data_dir, "image", root / "index")
+    searcher = Searcher(root / "index")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}", searcher
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    # the flags that keep Chromium off the (closed) network and out of the sandbox a root CI user lacks
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def wait_for(condition, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met within the timeout")
+
+
+def test_typed_query_shows_the_ranked_results(served, browser):
+    from selenium.webdriver.common.by import By
+
+    url, searcher = served
+    browser.get(url + "/")
+    wait_for(lambda: "Gallery:" in browser.find_element(By.ID, "gallery").text)
+    assert f"{searcher.manifest.size} images" in browser.find_element(By.ID, "gallery").text
+    caption = searcher.run.dataset.captions[2][0]
+    box = browser.find_element(By.ID, "query")
+    box.clear()
+    box.send_keys(caption + " qwertyuiop")
+    k = browser.find_element(By.ID, "k")
+    k.clear()
+    k.send_keys("5")
+    browser.find_element(By.ID, "search").click()
+    rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "li.result"))
+    expected = searcher.search(searcher.encode_text(caption)[0], 5)
+    assert [int(r.get_attribute("data-id")) for r in rows] == [h.id for h in expected]
+    first = rows[0]
+    assert first.find_element(By.CLASS_NAME, "rank").text == "1"
+    assert f"{expected[0].score:.4f}" in first.find_element(By.CLASS_NAME, "score").text
+    shown_labels = [e.text for e in first.find_elements(By.CLASS_NAME, "label")]
+    assert shown_labels == expected[0].item["labels"]
+    assert "unknown words ignored: qwertyuiop" in browser.find_element(By.ID, "status").text
+
+
+def test_a_query_of_unknown_words_shows_the_error(served, browser):
+    from selenium.webdriver.common.by import By
+
+    url, _ = served
+    browser.get(url + "/")
+    box = browser.find_element(By.ID, "query")
+    box.send_keys("qwertyuiop asdfghjkl")
+    browser.find_element(By.ID, "search").click()
+    status = wait_for(lambda: (lambda e: e if "Error" in e.text else None)(browser.find_element(By.ID, "status")))
+    assert "none of the query's words" in status.text
+    assert browser.find_elements(By.CSS_SELECTOR, "li.result") == []

@@ -1,0 +1,144 @@
+"""Index folders, queries, the CLI `index build` / `search` and the HTTP service, on a tiny trained run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from semshare.cli.main import main
+from semshare.errors import SemshareError
+from semshare.evaluation.embed import embed_rows
+from semshare.index import normalize_rows
+from semshare.search.gallery import Searcher, build_gallery
+from semshare.training.experiment import load_run, resolve_config, train_experiment
+
+TINY = {"model.dim": 16, "model.layers": 1, "model.heads": 2, "model.ffn_dim": 32, "text.word_dim": 8,
+        "text.word2vec_epochs": 1, "train.batch_size": 16, "train.epochs": 2, "train.progress": False}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("search") / "run"
+    train_experiment(tiny_data_dir, resolve_config("ours", "small", overrides=TINY), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def image_index(trained_run, tiny_data_dir):
+    out = trained_run.parent / "image-index"
+    build_gallery(trained_run, tiny_data_dir, "image", out)
+    return out
+
+
+def test_index_ranks_as_the_embeddings_do(trained_run, tiny_data_dir, image_index):
+    searcher = Searcher(image_index)
+    run = load_run(trained_run, tiny_data_dir)
+    rows = np.arange(run.dataset.num_items)
+    img, txt = embed_rows(run.model, run.builder(training=False), rows)
+    assert searcher.manifest.size == run.dataset.num_items == len(searcher.items)
+    # a text query typed in is the same vector as that caption embedded from the dataset
+    caption = run.dataset.captions[3][0]
+    query, unknown = searcher.encode_text(caption)
+    assert unknown == []
+    np.testing.assert_allclose(query, normalize_rows(txt.emb[txt.ids == run.dataset.caption_offsets[3]])[0],
+                               atol=1e-5)
+    hits = searcher.search(query, 5)
+    brute = normalize_rows(img.emb) @ query
+    assert [h.id for h in hits] == list(np.argsort(-brute, kind="stable")[:5])
+    np.testing.assert_allclose([h.score for h in hits], np.sort(brute)[::-1][:5], atol=1e-5)
+    # an image finds itself first, with cosine 1
+    first = searcher.search(searcher.encode_image_row(7), 1)[0]
+    assert first.id == 7 and first.score == pytest.approx(1.0, abs=1e-5)
+    assert first.item["labels"] == [run.dataset.label_names[c] for c in np.flatnonzero(run.dataset.labels[7])]
+    assert first.item["captions"] == run.dataset.captions[7]
+
+
+def test_text_gallery_and_query_errors(trained_run, tiny_data_dir):
+    out = trained_run.parent / "text-index"
+    manifest = build_gallery(trained_run, tiny_data_dir, "text", out, kind="exact-torch", split="test")
+    searcher = Searcher(out)
+    dataset = searcher.run.dataset
+    test_rows = dataset.split("test")
+    assert manifest.size == int(sum(len(dataset.captions[r]) for r in test_rows))
+    hit = searcher.search(searcher.encode_image_row(int(test_rows[0])), 3)[0]
+    row = hit.item["row"]
+    assert hit.item["captions"][0] in dataset.captions[row]
+    assert len(searcher.search(searcher.encode_image_row(0), manifest.size + 5)) == manifest.size
+    with_unknown, unknown = searcher.encode_text(dataset.captions[0][0] + " qwertyuiop")
+    assert unknown == ["qwertyuiop"]
+    np.testing.assert_array_equal(with_unknown, searcher.encode_text(dataset.captions[0][0])[0])  # dropped
+    with pytest.raises(SemshareError, match="none of the query's words"):
+        searcher.encode_text("qwertyuiop asdfghjkl")
+    with pytest.raises(SemshareError, match="not a row"):
+        searcher.encode_image_row(10**6)
+    with pytest.raises(SemshareError, match="already exists"):
+        build_gallery(trained_run, tiny_data_dir, "text", out)
+
+
+def test_cli_index_build_and_search(trained_run, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "idx"
+    assert main(["index", "build", str(trained_run), "--data", str(tiny_data_dir), "--side", "image",
+                 "--out", str(out), "--kind", "faiss-hnsw", "--param", "ef_search=32"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["params"] == {"ef_search": 32}
+    capsys.readouterr()
+    dataset = Searcher(out).run.dataset
+    assert main(["search", str(out), "--text", dataset.captions[0][0], "-k", "4", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [h["rank"] for h in payload["results"]] == [1, 2, 3, 4]
+    assert main(["search", str(out), "--image-id", "2", "-k", "3"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["rank", "score", "id"] and table[1].split()[2] == "2"
+    assert main(["search", str(out), "--text", "qwertyuiop", "-k", "3"]) == 2
+    assert "none of the query's words" in capsys.readouterr().err
+    assert main(["search", str(tmp_path), "--text", "a"]) == 2
+    assert "not an index folder" in capsys.readouterr().err
+
+
+def test_http_api(image_index, tiny_data_dir):
+    from fastapi.testclient import TestClient
+
+    from semshare.search.service import create_app
+
+    searcher = Searcher(image_index)
+    client = TestClient(create_app(searcher, max_body_bytes=2048))
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["size"] == searcher.manifest.size and health["side"] == "image"
+    caption = searcher.run.dataset.captions[5][0]
+    response = client.post("/search", json={"text": caption, "k": 5})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    expected = searcher.search(searcher.encode_text(caption)[0], 5)
+    assert [r["id"] for r in results] == [h.id for h in expected]
+    assert client.post("/search", json={"item_id": 4, "k": 1}).json()["results"][0]["id"] == 4
+    assert client.get("/items/4").json()["labels"] == searcher.item(4)["labels"]
+    assert client.get("/items/999999").status_code == 404
+    assert client.get("/items/4/image").status_code == 404  # the synthetic data has no image files
+    for bad in ({"text": "a", "k": 0}, {"text": "a", "k": 1001}, {"k": 3}, {"text": "a", "item_id": 1},
+                {"text": "x" * 1001}, {"item_id": -1}):
+        assert client.post("/search", json=bad).status_code == 422, bad
+    assert "none of the query's words" in client.post("/search", json={"text": "qwertyuiop"}).json()["detail"]
+    assert client.post("/search", content=b"{" + b" " * 4096 + b"}",
+                       headers={"content-type": "application/json"}).status_code == 413
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="query"' in page.text
+
+
+def test_thumbnails_come_from_the_dataset_image_files(trained_run, tiny_data_dir, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from semshare.search.service import create_app
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    num_items = len(json.loads((data / "meta.json").read_text()) and np.load(data / "labels.npy"))
+    (data / "images").mkdir()
+    (data / "images" / "0.png").write_bytes(b"\x89PNG fake")
+    (data / "image_files.txt").write_text("images/0.png\n" + "\n" * (num_items - 1))
+    build_gallery(trained_run, data, "image", tmp_path / "idx")
+    client = TestClient(create_app(Searcher(tmp_path / "idx")))
+    item = client.get("/items/0").json()
+    assert item["image_url"] == "/items/0/image" and "image_file" not in item
+    assert client.get(item["image_url"]).content == b"\x89PNG fake"
+    assert client.get("/items/1").json()["image_url"] is None
