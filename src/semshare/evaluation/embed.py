@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from semshare.data.batches import BatchBuilder
+from semshare.data.batches import BatchBuilder, text_source_for
 from semshare.evaluation.protocols import EmbeddingTable
 
 
@@ -16,7 +16,7 @@ def embed_rows(model, builder: BatchBuilder, rows: np.ndarray, batch_size: int =
     was_training = model.training
     model.eval()
     dataset = builder.dataset
-    text_source = "captions" if builder.options.text_input == "words" else "vectors"
+    text_source = text_source_for(builder.options.text_input)
     items = dataset.text_items(rows, text_source)
     img_parts, txt_parts = [], []
     for start in range(0, len(rows), batch_size):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semshare.data.batches import text_source_for
 from semshare.evaluation.report import format_cell
 from semshare.fileio import atomic_write_json, atomic_write_text
 
@@ -108,7 +109,7 @@ def _closed_form_on_st_features(spec: RunSpec, dataset):
         run_one(RunSpec(spec.data_dir, "st", spec.seed, str(st_dir), spec.preset, spec.overrides, spec.threads))
     run = load_run(st_dir, spec.data_dir)
     builder = run.builder(training=False)
-    text_source = "captions" if run.cfg.model.text_input == "words" else "vectors"
+    text_source = text_source_for(run.cfg.model.text_input)
 
     @torch.no_grad()
     def features(rows: np.ndarray, items) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +174,7 @@ def run_one(spec: RunSpec) -> dict:
         best_epoch = state["best_epoch"]
         run = load_run(run_dir, spec.data_dir)
         dataset = run.dataset
-        text_source = "captions" if cfg.model.text_input == "words" else "vectors"
+        text_source = text_source_for(cfg.model.text_input)
         if getattr(run.model, "pairwise_scoring", False):
             from semshare.evaluation.rerank import evaluate_pairwise_rows
 

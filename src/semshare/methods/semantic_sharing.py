@@ -20,7 +20,7 @@ from semshare.data.batches import Batch
 from semshare.models.image_encoders import RegionEncoder
 from semshare.models.layers import l2_normalize, masked_mean
 from semshare.models.shared_encoder import FeedForwardSharedEncoder, TransformerSharedEncoder
-from semshare.models.text_encoders import TextVectorEncoder, WordGRUEncoder
+from semshare.models.text_encoders import PretrainedSegmentEncoder, TextVectorEncoder, WordGRUEncoder
 
 SHARED_MODELS = ("transformer", "fc")
 POOLINGS = ("mean", "cls", "label-segments", "label")
@@ -37,7 +37,8 @@ class ModelConfig:
     shared_model: str = "transformer"  # transformer | fc (w/o T, w/o R)
     share: bool = True  # False: one encoder + classifier per modality (ST)
     image_input: str = "regions"  # regions | global
-    text_input: str = "words"  # words (Word2Vec + BiGRU) | vector (text.npy, one segment)
+    # words (Word2Vec + BiGRU) | vector (text.npy, one segment) | segments (pretrained token states, e.g. MiniLM)
+    text_input: str = "words"
     segments: bool = True  # False: each item is pooled to one segment before the shared model (w/o R)
     pooling: str = "mean"  # retrieval embedding: mean | cls | label-segments (authors') | label
     max_text_length: int = 64
@@ -156,8 +157,11 @@ class SemanticSharing(nn.Module):
             self.txt_encoder = WordGRUEncoder(word_vectors, dim, spec.mask_id, model_cfg.dropout)
         elif model_cfg.text_input == "vector":
             self.txt_encoder = TextVectorEncoder(spec.text_dim, dim, model_cfg.dropout)
+        elif model_cfg.text_input == "segments":
+            self.txt_encoder = PretrainedSegmentEncoder(spec.text_dim, dim, model_cfg.dropout,
+                                                        maskable=wants_context and model_cfg.segments)
         else:
-            raise ValueError(f"unknown text_input {model_cfg.text_input!r}; expected 'words' or 'vector'")
+            raise ValueError(f"unknown text_input {model_cfg.text_input!r}; expected 'words', 'vector' or 'segments'")
         copies = 1 if model_cfg.share else 2  # index 0: image (and text when shared), 1: text
         self.shared = nn.ModuleList(_shared_encoder(model_cfg) for _ in range(copies))
         uses_classifier = loss_cfg.label_weight > 0 or model_cfg.pooling in ("label", "label-segments")
@@ -165,7 +169,8 @@ class SemanticSharing(nn.Module):
                            if uses_classifier else None)
         self.cls_segment = nn.Parameter(torch.randn(dim) * 0.02) if model_cfg.pooling == "cls" else None
         self.region_head = nn.Linear(dim, spec.num_region_classes) if region_context else None
-        self.word_head = nn.Linear(dim, spec.vocab_size) if wants_context and model_cfg.text_input == "words" else None
+        word_context = wants_context and model_cfg.text_input in ("words", "segments") and spec.vocab_size > 0
+        self.word_head = nn.Linear(dim, spec.vocab_size) if word_context else None
 
     # ---- segments through the shared model ----
     def _branch(self, modality: str) -> int:
@@ -178,6 +183,9 @@ class SemanticSharing(nn.Module):
         elif self.model_cfg.text_input == "words":
             mask = _at_least_one_real(batch.txt_mask)
             segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None)
+        elif self.model_cfg.text_input == "segments":
+            mask = _at_least_one_real(batch.txt_mask)
+            segments = self.txt_encoder(batch.txt_segments, batch.txt_masked if with_mask else None)
         else:
             segments = self.txt_encoder(batch.txt_vectors)
             mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)

@@ -1,7 +1,8 @@
 """Pooled (one vector per item) inputs for the baselines trained by the loop (DCCA, DSCMR, SCML).
 
 Image: the mean of the real regions (a global feature is one region). Text: the precomputed text vector
-(`text.npy`), or the mean of the caption's word vectors, frozen (these methods take fixed text features).
+(`text.npy`), the mean of the caption's word vectors, frozen (these methods take fixed text features), or
+the mean of a pretrained encoder's token states (text_input "segments": the pooled form of what Ours reads).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class PooledInputs(nn.Module):
         return masked_mean(batch.img_regions, batch.img_mask)
 
     def text(self, batch: Batch) -> torch.Tensor:
+        if batch.txt_segments is not None:
+            return masked_mean(batch.txt_segments, batch.txt_mask)
         if self.word_vectors is None:
             return batch.txt_vectors
         return masked_mean(self.word_vectors[batch.txt_tokens], batch.txt_mask)

@@ -1,4 +1,5 @@
-"""Text side (modality-specific): word vectors -> BiGRU -> one segment per token; or one text vector."""
+"""Text side (modality-specific): word vectors -> BiGRU -> one segment per token; pretrained token states
+(e.g. MiniLM) -> one segment per word piece; or one text vector."""
 
 from __future__ import annotations
 
@@ -62,3 +63,22 @@ class TextVectorEncoder(nn.Module):
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         positions = sinusoidal_positions(1, self.dim, vectors.device).expand(len(vectors), -1)
         return self.project(vectors, positions.to(vectors.dtype)).unsqueeze(1)
+
+
+class PretrainedSegmentEncoder(nn.Module):
+    """(B, L, Dt) token states of a frozen pretrained encoder + (B, L) masked flags -> (B, L, dim) segments.
+
+    The states are inputs, not parameters (extracted once, data/text_segments.py). A masked word piece loses
+    its state to a learned MASK vector; its neighbours' states were computed seeing it, so context prediction
+    here is easier than over words learned from scratch (docs/MODEL.md).
+    """
+
+    def __init__(self, text_dim: int, dim: int, dropout: float = 0.1, maskable: bool = False):
+        super().__init__()
+        self.project = SegmentProjection(text_dim, dim, dim, dropout, maskable)
+        self.dim = dim
+
+    def forward(self, states: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+        positions = sinusoidal_positions(states.shape[1], self.dim, states.device)
+        positions = positions.unsqueeze(0).expand(len(states), -1, -1).to(states.dtype)
+        return self.project(states, positions, masked)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from semshare.data.batches import text_source_for
 from semshare.errors import SemshareError
 from semshare.fileio import atomic_directory, atomic_write_json
 from semshare.index import build_backend
@@ -100,7 +101,7 @@ def build_gallery(run_dir: str | Path, data_dir: str | Path, side: str, out_dir:
     if side == "image":
         item_rows = table.ids
     else:
-        text_source = "captions" if run.cfg.model.text_input == "words" else "vectors"
+        text_source = text_source_for(run.cfg.model.text_input)
         item_rows = run.dataset.text_items(rows, text_source).rows
     backend = build_backend(kind, table.emb, params)
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,

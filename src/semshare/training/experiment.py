@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from semshare.config import from_dict, load_yaml, merge, save_yaml, to_dict
-from semshare.data.batches import BatchBuilder, BatchOptions, TrainingBatches
+from semshare.data.batches import BatchBuilder, BatchOptions, TrainingBatches, text_source_for
 from semshare.data.dataset import Dataset, open_dataset
 from semshare.data.text import Vocabulary
+from semshare.data.text_segments import (TextSegments, default_segments_dir, open_text_segments, target_lookup,
+                                         training_word_pieces)
 from semshare.data.word_vectors import Word2VecConfig, load_word2vec_file, train_word2vec
 from semshare.errors import ConfigError, SemshareError
 from semshare.evaluation.embed import embed_rows
@@ -47,12 +49,20 @@ SIZE_PRESETS: dict[str, dict] = {
 }
 
 
+TEXT_SOURCES = {"word2vec-bigru": "words", "sentence-vector": "vector", "minilm": "segments"}
+
+
 @dataclass(frozen=True)
 class TextConfig:
+    # the text side in one word: word2vec-bigru (model.text_input=words), sentence-vector (vector: text.npy),
+    # minilm (segments: MiniLM token states from `semshare extract-text`); empty = model.text_input decides
+    source: str = ""
     min_count: int = 1
     word_dim: int = 300  # Word2Vec size when trained here
     word2vec_epochs: int = 10
     word_vectors_path: str = ""  # a word2vec .bin / .txt file to load instead of training
+    segments_encoder: str = "minilm"  # text_input=segments: which extracted encoder
+    segments_dir: str = ""  # where its folder is; default DATA_DIR/text_segments/<segments_encoder>
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,13 @@ def resolve_config(method: str = "ours", preset: str = "small", config_file: str
     cfg = merge(cfg, METHOD_PRESETS[method])
     if config_file:
         cfg = merge(cfg, load_yaml(config_file))
-    return merge(cfg, overrides or {})
+    cfg = merge(cfg, overrides or {})
+    if cfg.text.source:
+        if cfg.text.source not in TEXT_SOURCES:
+            raise ConfigError(f"unknown text.source {cfg.text.source!r}; known: {', '.join(TEXT_SOURCES)}")
+        cfg = merge(cfg, {"model.text_input": TEXT_SOURCES[cfg.text.source]}
+                    | ({"text.segments_encoder": cfg.text.source} if TEXT_SOURCES[cfg.text.source] == "segments" else {}))
+    return cfg
 
 
 def training_rows(dataset: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +160,8 @@ class PreparedRun:
     train_rows: np.ndarray
     val_rows: np.ndarray
     region_targets: np.ndarray | None
+    text_segments: TextSegments | None = None
+    segment_targets: np.ndarray | None = None  # word-piece id -> masked-word class
 
     def batch_options(self, training: bool) -> BatchOptions:
         return BatchOptions(image_input=self.cfg.model.image_input, text_input=self.cfg.model.text_input,
@@ -152,7 +170,17 @@ class PreparedRun:
 
     def builder(self, training: bool) -> BatchBuilder:
         return BatchBuilder(self.dataset, self.vocab, self.batch_options(training),
-                            self.region_targets if training else None)
+                            self.region_targets if training else None, self.text_segments, self.segment_targets)
+
+
+SEGMENT_VOCAB_FILE = "segment_vocab.json"
+
+
+def _open_segments(dataset: Dataset, data_dir: str | Path, cfg: ExperimentConfig) -> TextSegments:
+    if not dataset.has_captions:
+        raise SemshareError(f"{dataset.root}: model.text_input=segments needs captions.jsonl (the text items)")
+    folder = cfg.text.segments_dir or default_segments_dir(data_dir, cfg.text.segments_encoder)
+    return open_text_segments(folder, int(dataset.caption_offsets[-1]))
 
 
 def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path) -> PreparedRun:
@@ -162,6 +190,7 @@ def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path
     dataset = open_dataset(data_dir)
     train_rows, val_rows = training_rows(dataset, cfg.train)
     vocab, word_vectors = None, None
+    text_segments, segment_targets = None, None
     if cfg.model.text_input == "words":
         if not dataset.has_captions:
             raise SemshareError(f"{dataset.root}: model.text_input=words needs captions.jsonl "
@@ -175,6 +204,13 @@ def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path
                                                                        epochs=cfg.text.word2vec_epochs),
                                           seed=cfg.train.seed)
         vocab.save(run_dir / "vocab.json")
+    elif cfg.model.text_input == "segments":
+        text_segments = _open_segments(dataset, data_dir, cfg)
+        word_pieces = training_word_pieces(text_segments, dataset.text_items(train_rows).item_ids)
+        segment_targets = target_lookup(word_pieces, int(text_segments.meta["vocab_size"]))
+        atomic_write_json(run_dir / SEGMENT_VOCAB_FILE, {"encoder": text_segments.meta["encoder"],
+                                                         "vocab_size": int(text_segments.meta["vocab_size"]),
+                                                         "word_pieces": word_pieces.tolist()})
     elif dataset.text_vectors is None:
         raise SemshareError(f"{dataset.root}: model.text_input=vector needs text.npy")
     region_targets, num_region_classes = _region_targets(dataset, cfg, train_rows)
@@ -187,10 +223,14 @@ def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path
         if dataset.image is None:
             raise SemshareError(f"{dataset.root}: model.image_input=global needs image.npy")
         region_dim = int(dataset.image.shape[1])
+    if text_segments is not None:
+        text_dim, vocab_size = text_segments.dim, int(segment_targets.max()) + 1
+    else:
+        text_dim = int(dataset.text_vectors.shape[1]) if dataset.text_vectors is not None else 0
+        vocab_size = len(vocab) if vocab else 0
     spec = ModelSpec(
-        num_labels=dataset.num_labels, region_dim=region_dim,
-        text_dim=int(dataset.text_vectors.shape[1]) if dataset.text_vectors is not None else 0,
-        vocab_size=len(vocab) if vocab else 0, word_dim=int(word_vectors.shape[1]) if word_vectors is not None else 0,
+        num_labels=dataset.num_labels, region_dim=region_dim, text_dim=text_dim, vocab_size=vocab_size,
+        word_dim=int(word_vectors.shape[1]) if word_vectors is not None else 0,
         mask_id=vocab.mask_id if vocab else 2, num_region_classes=num_region_classes,
     )
     torch.manual_seed(cfg.train.seed)
@@ -199,7 +239,8 @@ def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path
     atomic_write_json(run_dir / "model_spec.json", to_dict(spec))
     atomic_write_json(run_dir / "splits.json", {"data_dir": str(Path(data_dir).resolve()),
                                                 "train": train_rows.tolist(), "val": val_rows.tolist()})
-    return PreparedRun(cfg, dataset, model, vocab, train_rows, val_rows, region_targets)
+    return PreparedRun(cfg, dataset, model, vocab, train_rows, val_rows, region_targets, text_segments,
+                       segment_targets)
 
 
 def load_run(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best") -> PreparedRun:
@@ -215,18 +256,24 @@ def load_run(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best"
     dataset = open_dataset(data_dir, check_values=False)
     if dataset.num_labels != spec.num_labels:
         raise SemshareError(f"{data_dir}: {dataset.num_labels} labels, but the run was trained on {spec.num_labels}")
+    text_segments, segment_targets = None, None
+    if cfg.model.text_input == "segments":
+        text_segments = _open_segments(dataset, data_dir, cfg)
+        saved = json.loads((run_dir / SEGMENT_VOCAB_FILE).read_text())
+        segment_targets = target_lookup(np.array(saved["word_pieces"], dtype=np.int64), saved["vocab_size"])
     model = build_model(cfg, spec)
     load_checkpoint(run_dir / checkpoint, model)
     model.eval()
     splits = json.loads((run_dir / "splits.json").read_text())
-    return PreparedRun(cfg, dataset, model, vocab, np.array(splits["train"]), np.array(splits["val"]), None)
+    return PreparedRun(cfg, dataset, model, vocab, np.array(splits["train"]), np.array(splits["val"]), None,
+                       text_segments, segment_targets)
 
 
 def evaluate_model_rows(model, run: PreparedRun, builder: BatchBuilder, rows: np.ndarray, spec: MetricSpec,
                         device="cpu", batch_size: int = 256, shortlist: int | None = None) -> dict[str, float]:
     """The default protocol on `rows` for any trained method (pairwise scorers re-rank the top `shortlist`
     first-stage candidates, the config's `vilbert.shortlist` by default)."""
-    text_source = "captions" if run.cfg.model.text_input == "words" else "vectors"
+    text_source = text_source_for(run.cfg.model.text_input)
     if hasattr(model, "fit_retrieval"):  # methods with a fitted retrieval space (DCCA's linear CCA)
         model.fit_retrieval(builder, run.train_rows)
     if getattr(model, "pairwise_scoring", False):
