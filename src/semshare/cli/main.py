@@ -346,6 +346,11 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                         help="inputs of cca/lcfs/jfssl: pooled raw features (regions mean + bag of words), "
                              "regions mean + mean of Word2Vec vectors learned on the training captions, or a "
                              "trained ST model's features")
+    parser.add_argument("--text-inputs", default="native", choices=["native", "minilm"],
+                        help="native: each method's own text input; minilm: every method on the same MiniLM token "
+                             "states (pooled for one-vector methods), made by `semshare extract-text`")
+    parser.add_argument("--segments-dir", action="append", default=[], metavar="DIR",
+                        help="MiniLM segments folder per --data, in order (default DATA/text_segments/minilm)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true",
                         help="CI check: tiny synthetic data, one seed, one short epoch per method")
@@ -378,7 +383,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         raise SemshareError("give at least one --data folder (or --quick)")
     started = time.time()
     run_benchmark(data_dirs, methods, seeds, args.out, args.preset, overrides, args.workers,
-                  linear_inputs=args.linear_inputs)
+                  linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir)
     print((args.out / "table.md").read_text())
     print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
     return 0

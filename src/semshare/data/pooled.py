@@ -3,7 +3,8 @@
 Image: mean of the real regions ("regions-mean") or the global feature ("global").
 Text: precomputed text vectors ("vectors", one per row), a bag of words over a vocabulary ("bow", the
 mean one-hot of a text's tokens, one per caption), or the mean of a text's word vectors ("word-vectors",
-e.g. Word2Vec learned on the training captions; unknown words are skipped).
+e.g. Word2Vec learned on the training captions; unknown words are skipped), or one given vector per text
+item ("item-vectors", indexed by global text item id: e.g. MiniLM sentence vectors from `extract-text`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from semshare.data.text import Vocabulary
 from semshare.errors import SemshareError
 
 IMAGE_SOURCES = ("regions-mean", "global")
-TEXT_SOURCES = ("vectors", "bow", "word-vectors")
+TEXT_SOURCES = ("vectors", "bow", "word-vectors", "item-vectors")
 
 
 def default_image_source(dataset: Dataset) -> str:
@@ -42,8 +43,12 @@ def pooled_image_features(dataset: Dataset, rows: np.ndarray, source: str) -> np
 
 
 def pooled_text_features(dataset: Dataset, items: TextItems, source: str, vocab: Vocabulary | None = None,
-                         word_vectors: np.ndarray | None = None) -> np.ndarray:
+                         word_vectors: np.ndarray | None = None, item_vectors: np.ndarray | None = None) -> np.ndarray:
     """(len(items.rows), Dt) float32 for the given text items."""
+    if source == "item-vectors":
+        if item_vectors is None:
+            raise SemshareError("text source 'item-vectors' needs one vector per text item")
+        return gather_rows(item_vectors, items.item_ids).astype(np.float32)
     if source == "vectors":
         if dataset.text_vectors is None:
             raise SemshareError(f"{dataset.root}: text source 'vectors' needs text.npy")

@@ -23,6 +23,7 @@ import numpy as np
 
 from semshare.data.batches import text_source_for
 from semshare.evaluation.report import format_cell
+from semshare.errors import SemshareError
 from semshare.fileio import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ class RunSpec:
     # closed-form methods: "pooled" raw inputs (bag of words), "pooled-word2vec" (mean of Word2Vec vectors
     # learned on the training captions, seeded), or "st" (a trained ST model's features)
     linear_inputs: str = "pooled"
+    # the text side every method reads: "native" (each method's own: words for Ours and ViLBERT, frozen
+    # Word2Vec means for DCCA/DSCMR/SCML, bag of words for closed forms) or "minilm" (every method on the
+    # same MiniLM token states, or their pooled sentence vector), from `segments_dir`
+    text_inputs: str = "native"
+    segments_dir: str = ""
 
 
 def _closed_form_embeddings(spec: RunSpec, dataset):
@@ -60,9 +66,16 @@ def _closed_form_embeddings(spec: RunSpec, dataset):
     if spec.linear_inputs == "st":
         return _closed_form_on_st_features(spec, dataset)
     image_source, text_source = default_image_source(dataset), default_text_source(dataset)
+    item_vectors = None
+    if spec.text_inputs == "minilm":  # the pooled form of the segments the neural methods read
+        from semshare.data.text_segments import open_text_segments
+
+        item_vectors = np.asarray(open_text_segments(spec.segments_dir, int(dataset.caption_offsets[-1])).sentence,
+                                  dtype=np.float32)
+        text_source = "item-vectors"
     caption_source = "vectors" if text_source == "vectors" else "captions"
     if spec.method == "ridge":
-        return fit_ridge_model(dataset).embed(dataset, test) + (caption_source,)
+        return fit_ridge_model(dataset, item_vectors=item_vectors).embed(dataset, test) + (caption_source,)
     train = dataset.split("train")
     train_items = dataset.text_items(train, caption_source)
     vocab = Vocabulary.build(train_items.texts) if text_source == "bow" else None
@@ -75,11 +88,12 @@ def _closed_form_embeddings(spec: RunSpec, dataset):
     # one text item per training image keeps the pairs of a two-view method one-to-one
     first = np.unique(train_items.rows, return_index=True)[1]
     x = pooled_image_features(dataset, train, image_source)
-    y = pooled_text_features(dataset, train_items, text_source, vocab, word_vectors)[first]
+    y = pooled_text_features(dataset, train_items, text_source, vocab, word_vectors, item_vectors)[first]
     model = _fit_closed_form(spec.method, x, y, np.asarray(dataset.labels, dtype=np.float64)[train], spec.seed)
     test_items = dataset.text_items(test, caption_source)
     img = model.transform_image(pooled_image_features(dataset, test, image_source))
-    txt = model.transform_text(pooled_text_features(dataset, test_items, text_source, vocab, word_vectors))
+    txt = model.transform_text(pooled_text_features(dataset, test_items, text_source, vocab, word_vectors,
+                                                    item_vectors))
     return EmbeddingTable(test, img), EmbeddingTable(test_items.item_ids, txt), caption_source
 
 
@@ -194,6 +208,7 @@ def run_one(spec: RunSpec) -> dict:
     result = {"method": spec.method, "dataset": dataset.name, "data_dir": spec.data_dir, "seed": spec.seed,
               "preset": spec.preset, "overrides": spec.overrides, "test": table, "train_seconds": seconds,
               "inputs": spec.linear_inputs if spec.method in CLOSED_FORM_METHODS else "segments",
+              "text_inputs": spec.text_inputs,
               "best_epoch": best_epoch, "pr_curves": pr_curves}
     if (run_dir / "metrics.jsonl").exists():
         from semshare.evaluation.plots import plot_training_curves
@@ -225,10 +240,24 @@ def has_segments(data_dir: str) -> bool:
     return dataset.has_regions and dataset.has_captions
 
 
+WORD_ONLY_METHODS = ("vilbert",)  # reads word ids into its own streams; no segment input
+
+
+def _segments_dir_for(data_dir: str, segments_dirs: list[str], index: int) -> str:
+    from semshare.data.dataset import open_dataset
+    from semshare.data.text_segments import default_segments_dir, open_text_segments
+
+    folder = segments_dirs[index] if index < len(segments_dirs) else str(default_segments_dir(data_dir, "minilm"))
+    dataset = open_dataset(data_dir, check_values=False)
+    open_text_segments(folder, int(dataset.caption_offsets[-1]))  # fails now, with the fix, not mid-benchmark
+    return str(Path(folder).resolve())
+
+
 def plan_runs(data_dirs: list[str], methods: list[str], seeds: int, out_dir: Path, preset: str,
-              overrides: dict, threads: int, linear_inputs: str = "pooled", progress=print) -> list[RunSpec]:
+              overrides: dict, threads: int, linear_inputs: str = "pooled", progress=print,
+              text_inputs: str = "native", segments_dirs: list[str] | None = None) -> list[RunSpec]:
     specs = []
-    for data_dir in data_dirs:
+    for index, data_dir in enumerate(data_dirs):
         name = _dataset_name(data_dir)
         data_overrides = overrides
         if not has_segments(data_dir):
@@ -239,23 +268,34 @@ def plan_runs(data_dirs: list[str], methods: list[str], seeds: int, out_dir: Pat
             data_overrides = {**GLOBAL_FEATURE_OVERRIDES, **overrides}
         else:
             methods_here = methods
+        segments_dir = ""
+        if text_inputs == "minilm":
+            if not has_segments(data_dir):
+                raise SemshareError(f"{data_dir}: --text-inputs minilm needs captions (and regions) to encode")
+            segments_dir = _segments_dir_for(data_dir, segments_dirs or [], index)
+            left_out = [m for m in methods_here if m in WORD_ONLY_METHODS]
+            if left_out:
+                progress(f"{name}: MiniLM text inputs: left out {', '.join(left_out)} (reads word ids only)")
+            methods_here = [m for m in methods_here if m not in WORD_ONLY_METHODS]
+            data_overrides = {"text.source": "minilm", "text.segments_dir": segments_dir, **data_overrides}
         for method in methods_here:
             # deterministic fits on raw inputs need one seed; on ST features they follow ST's seeds
             deterministic = method in ("ridge", "cca", "lcfs") and linear_inputs == "pooled"
             for seed in range(1 if deterministic else seeds):
                 specs.append(RunSpec(str(data_dir), method, seed, str(out_dir / name / f"{method}-seed{seed}"),
-                                     preset, data_overrides, threads, linear_inputs))
+                                     preset, data_overrides, threads, linear_inputs, text_inputs, segments_dir))
     return specs
 
 
 def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir: str | Path, preset: str = "small",
                   overrides: dict | None = None, workers: int = 1, progress=print,
-                  linear_inputs: str = "pooled") -> list[dict]:
+                  linear_inputs: str = "pooled", text_inputs: str = "native",
+                  segments_dirs: list[str] | None = None) -> list[dict]:
     """Run what is not finished yet, then write results.json, table.md and table.csv from every result."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(data_dirs, methods, seeds, out_dir, preset, overrides or {}, 1 if workers > 1 else 2,
-                      linear_inputs, progress)
+                      linear_inputs, progress, text_inputs, segments_dirs)
     todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
     progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
     started = time.time()
@@ -273,8 +313,8 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
         progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "
                  + ", ".join(f"{Path(s.data_dir).name}/{s.method}-seed{s.seed}" for s in failed))
     atomic_write_json(out_dir / "results.json", results)
-    atomic_write_text(out_dir / "table.md", format_paper_table(results, "NDCG@500") + "\n\n"
-                      + format_paper_table(results, "mAP@all") + "\n")
+    atomic_write_text(out_dir / "table.md", inputs_line(results) + "\n\n" + format_paper_table(results, "NDCG@500")
+                      + "\n\n" + format_paper_table(results, "mAP@all") + "\n")
     write_csv(out_dir / "table.csv", results)
     plot_method_pr_curves(results, out_dir)
     return results
@@ -307,6 +347,21 @@ def _aggregate(results: list[dict]) -> dict:
     for result in results:
         grouped.setdefault(result["method"], {}).setdefault(result["dataset"], []).append(result["test"])
     return grouped
+
+
+def inputs_line(results: list[dict]) -> str:
+    """What every row read, stated above each table (equal inputs or not)."""
+    text = sorted({r.get("text_inputs", "native") for r in results})
+    linear = sorted({r["inputs"] for r in results if r["method"] in CLOSED_FORM_METHODS})
+    described = {"native": "each method's own text input (words for Ours/ViLBERT, frozen Word2Vec means for "
+                           "DCCA/DSCMR/SCML, bag of words for closed forms)",
+                 "minilm": "MiniLM token states for every method (their pooled sentence vector for methods "
+                           "that take one vector)"}
+    line = "Inputs: images = region features (mean of regions for pooled methods); texts = " + \
+        "; ".join(described.get(t, t) for t in text)
+    if linear:
+        line += f"; closed-form methods on {', '.join(linear)} inputs"
+    return line + "."
 
 
 def format_paper_table(results: list[dict], metric: str) -> str:

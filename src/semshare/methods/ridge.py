@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 class RidgeConfig:
     strengths: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
     image_source: str = "auto"  # regions-mean | global
-    text_source: str = "auto"  # bow | vectors
+    text_source: str = "auto"  # bow | vectors | item-vectors (given to fit_ridge_model)
 
 
 def _with_bias(x: np.ndarray) -> np.ndarray:
@@ -45,30 +45,36 @@ class RidgeModel:
     text_source: str
     vocab: Vocabulary | None
     strength: float
+    item_vectors: np.ndarray | None = None
 
     def embed(self, dataset: Dataset, rows: np.ndarray) -> tuple[EmbeddingTable, EmbeddingTable]:
         """Image embeddings of `rows` and text embeddings of their text items."""
         text_items = dataset.text_items(rows, "vectors" if self.text_source == "vectors" else "captions")
         img = _with_bias(pooled_image_features(dataset, rows, self.image_source)) @ self.img_weights
-        txt = _with_bias(pooled_text_features(dataset, text_items, self.text_source, self.vocab)) @ self.txt_weights
+        txt = _with_bias(pooled_text_features(dataset, text_items, self.text_source, self.vocab,
+                                              item_vectors=self.item_vectors)) @ self.txt_weights
         return EmbeddingTable(rows, img), EmbeddingTable(text_items.item_ids, txt)
 
 
-def fit_ridge_model(dataset: Dataset, cfg: RidgeConfig = RidgeConfig()) -> RidgeModel:
+def fit_ridge_model(dataset: Dataset, cfg: RidgeConfig = RidgeConfig(),
+                    item_vectors: np.ndarray | None = None) -> RidgeModel:
+    """`item_vectors`: one text vector per global text item (e.g. MiniLM sentence vectors); used when given."""
     image_source = default_image_source(dataset) if cfg.image_source == "auto" else cfg.image_source
     text_source = default_text_source(dataset) if cfg.text_source == "auto" else cfg.text_source
+    if item_vectors is not None:
+        text_source = "item-vectors"
     caption_source = "vectors" if text_source == "vectors" else "captions"
     train, val = dataset.split("train"), dataset.split("val")
     train_txt = dataset.text_items(train, caption_source)
     vocab = Vocabulary.build(train_txt.texts) if text_source == "bow" else None
     labels = np.asarray(dataset.labels, dtype=np.float64)
     img_x = pooled_image_features(dataset, train, image_source)
-    txt_x = pooled_text_features(dataset, train_txt, text_source, vocab)
+    txt_x = pooled_text_features(dataset, train_txt, text_source, vocab, item_vectors=item_vectors)
     candidates = []
     for strength in cfg.strengths:
         candidates.append(RidgeModel(solve_ridge(img_x, labels[train], strength),
                                      solve_ridge(txt_x, labels[train_txt.rows], strength),
-                                     image_source, text_source, vocab, strength))
+                                     image_source, text_source, vocab, strength, item_vectors))
     if len(val) == 0 or len(candidates) == 1:
         logger.info("ridge: no validation split; using strength %s", cfg.strengths[len(cfg.strengths) // 2])
         return candidates[len(candidates) // 2]
