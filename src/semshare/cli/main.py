@@ -145,6 +145,90 @@ def _run_extract_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("import", help="convert a dataset from a public format into the semshare format",
+                            description="Stream a dataset in one of the formats users have into a semshare "
+                                        "dataset folder (docs/IMPORT.md). Written to a temporary folder, "
+                                        "validated, then renamed: a failed import leaves nothing behind.")
+    formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
+
+    def common(p):
+        p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+        p.add_argument("--name", help="dataset name in meta.json (default: the folder name)")
+        p.add_argument("--overwrite", action="store_true")
+        p.set_defaults(handler=_run_import)
+
+    precomp = formats.add_parser("precomp", help="SCAN/VSE precomp folder ({split}_ims.npy, {split}_caps.txt)")
+    precomp.add_argument("src", type=Path)
+    precomp.add_argument("--instances", type=Path, action="append", default=[], help="COCO instances JSON (labels)")
+    precomp.add_argument("--labels", type=Path, help="labels .npy, one row per image, splits in order")
+    precomp.add_argument("--splits", default="train,dev,test", help="precomp split names, in row order")
+    common(precomp)
+    tsv = formats.add_parser("bottomup-tsv", help="bottom-up-attention TSV files (base64 boxes and features)")
+    tsv.add_argument("src", type=Path, nargs="+")
+    tsv.add_argument("--captions", type=Path, required=True, help="COCO captions JSON or .jsonl {image_id, captions}")
+    tsv.add_argument("--instances", type=Path, action="append", default=[])
+    tsv.add_argument("--labels", type=Path, help="labels .npy, one row per TSV line")
+    tsv.add_argument("--split-file", type=Path, help="Karpathy dataset_coco.json")
+    tsv.add_argument("--test-fraction", type=float, default=0.1)
+    common(tsv)
+    dcmh = formats.add_parser("dcmh-mat", help="MIRFlickr-25K / NUS-WIDE .mat files of the DCMH code (v7.3 or older)")
+    dcmh.add_argument("--labels", type=Path, required=True, help=".mat with LAll (N, C)")
+    dcmh.add_argument("--tags", type=Path, required=True, help=".mat with YAll (N, V)")
+    dcmh.add_argument("--tag-list", type=Path, required=True, help="V tag words, one per line")
+    dcmh.add_argument("--label-list", type=Path, help="C label names, one per line")
+    dcmh.add_argument("--image-features", type=Path, help=".mat or .npy (N, D) image features")
+    dcmh.add_argument("--image-key", help="variable name in --image-features (default: its only variable)")
+    dcmh.add_argument("--query", type=int, default=2000)
+    dcmh.add_argument("--train", type=int, default=10000)
+    dcmh.add_argument("--seed", type=int, default=0)
+    common(dcmh)
+    split_mat = formats.add_parser("split-mat", help="{train,test}_{img,txt,lab}.mat (GNN4CMR / ALGCN style)")
+    split_mat.add_argument("src", type=Path)
+    common(split_mat)
+    coco = formats.add_parser("coco", help="COCO captions + instances JSON -> texts and 80-label multi-hot")
+    coco.add_argument("--captions", type=Path, action="append", required=True, help="captions JSON (repeatable)")
+    coco.add_argument("--instances", type=Path, action="append", required=True, help="instances JSON (repeatable)")
+    coco.add_argument("--split-file", type=Path, help="Karpathy dataset_coco.json (train/restval/val/test)")
+    coco.add_argument("--images", type=Path, help="image folder: recorded in image_files.txt for thumbnails")
+    coco.add_argument("--test-fraction", type=float, default=0.1)
+    coco.add_argument("--seed", type=int, default=0)
+    common(coco)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    started = time.time()
+    name = args.name or args.out.name
+    if args.format == "precomp":
+        from semshare.importers.precomp import import_precomp
+
+        meta = import_precomp(args.src, args.out, args.instances or None, args.labels,
+                              tuple(s for s in args.splits.split(",") if s), name, args.overwrite)
+    elif args.format == "bottomup-tsv":
+        from semshare.importers.bottomup_tsv import import_bottomup_tsv
+
+        meta = import_bottomup_tsv(args.src, args.out, args.captions, args.instances or None, args.labels,
+                                   args.split_file, args.test_fraction, name=name, overwrite=args.overwrite)
+    elif args.format == "dcmh-mat":
+        from semshare.importers.dcmh_mat import import_dcmh_mat
+
+        meta = import_dcmh_mat(args.labels, args.tags, args.tag_list, args.out, args.image_features,
+                               image_key=args.image_key, label_list=args.label_list, query=args.query,
+                               train=args.train, seed=args.seed, name=name, overwrite=args.overwrite)
+    elif args.format == "split-mat":
+        from semshare.importers.split_mat import import_split_mat
+
+        meta = import_split_mat(args.src, args.out, name, args.overwrite)
+    else:
+        from semshare.importers.coco import import_coco
+
+        meta = import_coco(args.captions, args.instances, args.out, args.split_file, args.images,
+                           args.test_fraction, args.seed, name, args.overwrite)
+    print(f"imported {meta['num_items']} items, {meta['num_labels']} labels ({args.format}) in "
+          f"{time.time() - started:.1f} s -> {args.out}")
+    return 0
+
+
 def _add_protocol_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="query split (also the gallery unless --gallery-split)")
     parser.add_argument("--gallery-split", default=None)
@@ -574,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"semshare {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_make_synthetic, _add_inspect, _add_prepare_text, _add_extract_text, _add_evaluate_embeddings, _add_train,
+    for add in (_add_make_synthetic, _add_inspect, _add_import, _add_prepare_text, _add_extract_text, _add_evaluate_embeddings, _add_train,
                 _add_evaluate, _add_embed, _add_benchmark, _add_sweep, _add_index, _add_search, _add_serve, _add_demo):
         add(sub)
     return parser

@@ -1,0 +1,162 @@
+"""Bottom-up-attention TSV (Anderson et al.): one image per line, tab-separated
+`image_id, image_w, image_h, num_boxes, boxes, features` (boxes and features base64 float32), with real
+boxes. Texts from a COCO captions JSON or a JSON-lines file of {"image_id", "captions"}; labels from COCO
+instances JSON or a labels .npy (rows in TSV order)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from semshare.errors import DataFormatError, SemshareError
+from semshare.fileio import atomic_directory
+from semshare.importers.coco import labels_matrix, read_coco_captions, read_coco_instances, read_karpathy_split
+from semshare.importers.writer import DatasetWriter
+
+logger = logging.getLogger(__name__)
+FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
+CHUNK = 512
+
+
+def _rows(path: Path):
+    csv.field_size_limit(sys.maxsize)  # one feature field is ~100 KB of base64
+    with open(path, newline="", encoding="utf-8") as handle:
+        for line_number, fields in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if len(fields) < len(FIELDS):
+                raise DataFormatError(path, f"line {line_number}", f"{len(FIELDS)} tab-separated fields "
+                                      f"({', '.join(FIELDS)})", f"{len(fields)} fields")
+            yield line_number, fields
+
+
+def _decode(path: Path, line_number: int, field: str, text: str, count: int) -> np.ndarray:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise DataFormatError(path, f"line {line_number} '{field}'", "base64-encoded float32", "invalid base64") from None
+    if len(raw) % (4 * max(count, 1)):
+        raise DataFormatError(path, f"line {line_number} '{field}'", f"{count} rows of float32",
+                              f"{len(raw)} bytes, not a multiple of {4 * max(count, 1)}")
+    return np.frombuffer(raw, dtype=np.float32).reshape(count, -1)
+
+
+def read_captions_file(path: str | Path) -> dict[int, list[str]]:
+    """COCO captions JSON, or JSON lines of {"image_id": id, "captions": [...]} -> image id -> captions."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        result = {}
+        for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if "image_id" not in record or not isinstance(record.get("captions"), list):
+                raise DataFormatError(path, f"line {line_number}", "{\"image_id\": ..., \"captions\": [...]}",
+                                      f"keys {sorted(record)}")
+            result[int(record["image_id"])] = [str(c) for c in record["captions"]]
+        return result
+    return read_coco_captions([path])[0]
+
+
+def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captions_file: str | Path,
+                        instances_files: list[str | Path] | None = None, labels_file: str | Path | None = None,
+                        split_file: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
+                        name: str = "bottomup", overwrite: bool = False, progress: bool = True) -> dict:
+    if bool(instances_files) == bool(labels_file):
+        raise SemshareError("bottomup-tsv import needs labels: --instances (COCO instances JSON) or --labels FILE.npy")
+    captions = read_captions_file(captions_file)
+    # pass 1: which images, how many boxes, what feature size (streamed; features not decoded)
+    entries, dim = [], None
+    for path in map(Path, tsv_files):
+        for line_number, fields in _rows(path):
+            try:
+                image_id, num_boxes = int(fields[0]), int(fields[3])
+            except ValueError:
+                raise DataFormatError(path, f"line {line_number} 'image_id'/'num_boxes'", "integers",
+                                      f"{fields[0][:20]!r}, {fields[3][:20]!r}") from None
+            if dim is None:
+                dim = _decode(path, line_number, "features", fields[5], num_boxes).shape[1]
+            entries.append((image_id, num_boxes))
+    if dim is None:
+        raise SemshareError(f"{', '.join(map(str, tsv_files))}: no rows")
+    keep = [i for i, (image_id, _) in enumerate(entries) if image_id in captions]
+    if not keep:
+        raise DataFormatError(captions_file, "image ids", "captions for the TSV's images", "none match")
+    dropped_no_caption = len(entries) - len(keep)
+    if labels_file:
+        labels_all = np.load(labels_file, mmap_mode="r")
+        if labels_all.ndim != 2 or len(labels_all) != len(entries):
+            raise DataFormatError(labels_file, "shape", f"({len(entries)}, C): one row per TSV line", str(labels_all.shape))
+        label_names = [f"label_{i}" for i in range(labels_all.shape[1])]
+    else:
+        instances = read_coco_instances(instances_files)
+        label_names = instances.category_names
+    ids = [entries[i][0] for i in keep]
+    region_count = max(entries[i][1] for i in keep)
+    if split_file:
+        karpathy = read_karpathy_split(split_file)
+        splits = {s: [r for r, image_id in enumerate(ids) if karpathy.get(image_id) == s] for s in ("train", "val", "test")}
+    else:
+        order = np.random.default_rng(seed).permutation(len(ids))
+        cut = max(1, int(round(test_fraction * len(ids))))
+        splits = {"train": sorted(order[cut:].tolist()), "test": sorted(order[:cut].tolist())}
+    wanted = {line_index: row for row, line_index in enumerate(keep)}
+    try:
+        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            writer = DatasetWriter(tmp, len(ids), len(label_names), regions=(region_count, dim))
+            block: list = []
+            bar = tqdm(total=len(ids), unit="image", desc="import bottomup-tsv", disable=not progress)
+
+            def flush():
+                if not block:
+                    return
+                start = block[0][0]
+                feats = np.zeros((len(block), region_count, dim), dtype=np.float16)
+                boxes = np.zeros((len(block), region_count, 4), dtype=np.float32)
+                mask = np.zeros((len(block), region_count), dtype=np.uint8)
+                for i, (_, _, f, b) in enumerate(block):
+                    feats[i, : len(f)], boxes[i, : len(b)], mask[i, : len(f)] = f, b, 1
+                rows_ids = [image_id for _, image_id, _, _ in block]
+                labels = (np.asarray(labels_all[[keep[r] for r, *_ in block]]) if labels_file
+                          else labels_matrix(instances, rows_ids))
+                writer.write_rows(start, regions=feats, region_boxes=boxes, region_mask=mask, labels=labels)
+                writer.write_captions([captions[i] for i in rows_ids])
+                bar.update(len(block))
+                block.clear()
+
+            line_index = -1
+            for path in map(Path, tsv_files):
+                for line_number, fields in _rows(path):
+                    line_index += 1
+                    if line_index not in wanted:
+                        continue
+                    image_id, width, height, count = int(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
+                    if width <= 0 or height <= 0:
+                        raise DataFormatError(path, f"line {line_number} 'image_w'/'image_h'", "positive sizes",
+                                              f"{width} x {height}")
+                    features = _decode(path, line_number, "features", fields[5], count)
+                    boxes = _decode(path, line_number, "boxes", fields[4], count)
+                    if features.shape[1] != dim or boxes.shape[1] != 4:
+                        raise DataFormatError(path, f"line {line_number} 'features'/'boxes'",
+                                              f"({count}, {dim}) features and ({count}, 4) boxes",
+                                              f"{features.shape} and {boxes.shape}")
+                    if not np.isfinite(features).all():
+                        raise DataFormatError(path, f"line {line_number} 'features'", "finite values", "NaN or inf")
+                    scaled = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
+                    block.append((wanted[line_index], image_id, features.astype(np.float16), scaled))
+                    if len(block) == CHUNK:
+                        flush()
+            flush()
+            bar.close()
+            meta = writer.finish(splits, label_names, name, {
+                "source": "bottomup-tsv", "coco_image_ids": ids, "dropped_without_captions": dropped_no_caption,
+                "boxes": "pixel boxes divided by image_w / image_h, clipped to [0, 1]"})
+    except FileExistsError as exc:
+        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+    return meta

@@ -1,0 +1,86 @@
+"""MIRFlickr-25K / NUS-WIDE as the DCMH code ships them: `LAll` (N, C) labels, `YAll` (N, V) tag vectors
+(bag of tags over a tag list), optionally image features (`XAll` or any (N, D) variable / .npy). MATLAB v7.3
+(HDF5) and older files both work. Each item's text is the list of its tags (a tag-word text, docs/DATA.md).
+
+Split (DCMH protocol): `query` items drawn at random are the test split (queries and, with the rest, the
+gallery is `database` = every non-query item); `train` items are drawn from the database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from semshare.errors import DataFormatError, SemshareError
+from semshare.fileio import atomic_directory
+from semshare.importers.matfile import read_mat_variable
+from semshare.importers.writer import DatasetWriter
+
+CHUNK = 4096
+
+
+def _read_names(path: str | Path | None, count: int, what: str) -> list[str]:
+    if path is None:
+        return [f"{what}_{i}" for i in range(count)]
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(path, "file", f"{count} {what} names, one per line", "no such file")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(names) != count:
+        raise DataFormatError(path, "lines", f"{count} {what} names (columns of the matrix)", str(len(names)))
+    return names
+
+
+def import_dcmh_mat(labels_file: str | Path, tags_file: str | Path, tag_list: str | Path, out_dir: str | Path,
+                    image_file: str | Path | None = None, labels_key: str = "LAll", tags_key: str = "YAll",
+                    image_key: str | None = None, label_list: str | Path | None = None, query: int = 2000,
+                    train: int = 10000, seed: int = 0, name: str = "dcmh", overwrite: bool = False) -> dict:
+    labels = read_mat_variable(labels_file, labels_key)
+    tags = read_mat_variable(tags_file, tags_key)
+    if labels.ndim != 2:
+        raise DataFormatError(labels_file, labels_key, "(N, C) labels", str(labels.shape))
+    if tags.ndim != 2 or len(tags) != len(labels):
+        raise DataFormatError(tags_file, tags_key, f"({len(labels)}, V) tag vectors (one row per label row)",
+                              str(tags.shape))
+    if not np.isin(np.unique(labels), (0, 1)).all():
+        raise DataFormatError(labels_file, labels_key, "0/1 values", f"values {np.unique(labels)[:5].tolist()}")
+    tag_names = _read_names(tag_list, tags.shape[1], "tag")
+    label_names = _read_names(label_list, labels.shape[1], "label")
+    image = None
+    if image_file is not None:
+        image = (np.load(image_file, mmap_mode="r") if str(image_file).endswith(".npy")
+                 else read_mat_variable(image_file, image_key))
+        if image.ndim != 2 or len(image) != len(labels):
+            raise DataFormatError(image_file, image_key or "features", f"({len(labels)}, D) image features "
+                                  "(raw images: run `semshare extract` first)", str(image.shape))
+    n = len(labels)
+    if query + train > n:
+        raise SemshareError(f"--query {query} + --train {train} exceed the {n} items")
+    order = np.random.default_rng(seed).permutation(n)
+    query_rows, database = np.sort(order[:query]), np.sort(order[query:])
+    train_rows = np.sort(np.random.default_rng([seed, 1]).choice(database, train, replace=False))
+    try:
+        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            writer = DatasetWriter(tmp, n, labels.shape[1], image_dim=None if image is None else image.shape[1],
+                                   dtype=np.float32)
+            empty = 0
+            for start in range(0, n, CHUNK):
+                stop = min(n, start + CHUNK)
+                arrays = {"labels": labels[start:stop].astype(np.uint8)}
+                if image is not None:
+                    arrays["image"] = np.asarray(image[start:stop], dtype=np.float32)
+                writer.write_rows(start, **arrays)
+                texts = []
+                for row in range(start, stop):
+                    words = [tag_names[j] for j in np.flatnonzero(tags[row] > 0)]
+                    empty += not words
+                    texts.append({"tokens": words})
+                writer.write_captions(texts)
+            meta = writer.finish({"train": train_rows.tolist(), "test": query_rows.tolist(),
+                                  "database": database.tolist()}, label_names, name, {
+                "source": "dcmh-mat", "items_without_tags": empty, "split": f"DCMH: {query} query (test), "
+                f"{n - query} database, {train} train from the database, seed {seed}"})
+    except FileExistsError as exc:
+        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+    return meta

@@ -1,0 +1,106 @@
+"""SCAN / VSE "precomp" folders: `{split}_ims.npy` (N, 36, 2048) bottom-up regions without boxes,
+`{split}_caps.txt` (k captions per image, k = lines / N), optional `{split}_ids.txt` (COCO ids, one per image
+or one per caption). Labels from COCO instances JSON (needs ids) or a labels .npy (rows in split order)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from semshare.errors import DataFormatError, SemshareError
+from semshare.fileio import atomic_directory
+from semshare.importers.coco import labels_matrix, read_coco_instances
+from semshare.importers.writer import DatasetWriter
+
+logger = logging.getLogger(__name__)
+SPLITS = {"train": "train", "dev": "val", "test": "test"}  # precomp name -> ours ("testall" is COCO 5K)
+CHUNK = 512
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[str | Path] | None = None,
+                   labels_file: str | Path | None = None, splits: tuple[str, ...] = ("train", "dev", "test"),
+                   name: str = "precomp", overwrite: bool = False, progress: bool = True) -> dict:
+    src = Path(src)
+    if bool(instances_files) == bool(labels_file):
+        raise SemshareError("precomp import needs labels: --instances (COCO instances JSON) or --labels FILE.npy")
+    parts = []
+    for split in splits:
+        ims_path, caps_path = src / f"{split}_ims.npy", src / f"{split}_caps.txt"
+        if not ims_path.exists():
+            raise DataFormatError(ims_path, f"{split}_ims.npy", "region features (N, R, D)", "no such file")
+        if not caps_path.exists():
+            raise DataFormatError(caps_path, f"{split}_caps.txt", "captions, k per image", "no such file")
+        ims = np.load(ims_path, mmap_mode="r")
+        if ims.ndim != 3:
+            raise DataFormatError(ims_path, "shape", "(N, R, D) region features", str(ims.shape))
+        caps = _read_lines(caps_path)
+        if len(caps) % len(ims):
+            raise DataFormatError(caps_path, "lines", f"a multiple of the {len(ims)} images of {ims_path.name}",
+                                  f"{len(caps)} captions")
+        per = len(caps) // len(ims)
+        ids = None
+        ids_path = src / f"{split}_ids.txt"
+        if ids_path.exists():
+            ids = [int(x) for x in _read_lines(ids_path) if x]
+            if len(ids) == len(caps) and per > 1:
+                ids = ids[::per]
+            if len(ids) != len(ims):
+                raise DataFormatError(ids_path, "lines", f"{len(ims)} ids (one per image) or {len(caps)} (per caption)",
+                                      str(len(ids)))
+        parts.append((split, ims, caps, per, ids))
+    region_count, dim = parts[0][1].shape[1:]
+    for split, ims, *_ in parts:
+        if ims.shape[1:] != (region_count, dim):
+            raise DataFormatError(src / f"{split}_ims.npy", "shape", f"(N, {region_count}, {dim}) like {splits[0]}",
+                                  str(ims.shape))
+    total = sum(len(p[1]) for p in parts)
+    if labels_file:
+        labels_all = np.load(labels_file, mmap_mode="r")
+        if labels_all.ndim != 2 or len(labels_all) != total:
+            raise DataFormatError(labels_file, "shape", f"({total}, C): one row per image, splits in order "
+                                  f"{', '.join(splits)}", str(labels_all.shape))
+        label_names = [f"label_{i}" for i in range(labels_all.shape[1])]
+    else:
+        instances = read_coco_instances(instances_files)
+        label_names = instances.category_names
+        missing = [s for s, *_, ids in parts if ids is None]
+        if missing:
+            raise DataFormatError(src / f"{missing[0]}_ids.txt", "ids", "COCO image ids to look labels up",
+                                  "no such file")
+    try:
+        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            writer = DatasetWriter(tmp, total, len(label_names), regions=(region_count, dim))
+            row, our_splits = 0, {}
+            whole_image = np.tile(np.array([0, 0, 1, 1], dtype=np.float32), (CHUNK, region_count, 1))
+            bar = tqdm(total=total, unit="image", desc="import precomp", disable=not progress)
+            for split, ims, caps, per, ids in parts:
+                our_splits[SPLITS.get(split, split)] = list(range(row, row + len(ims)))
+                for start in range(0, len(ims), CHUNK):
+                    stop = min(len(ims), start + CHUNK)
+                    block = np.asarray(ims[start:stop], dtype=np.float32)
+                    if not np.isfinite(block).all():
+                        raise DataFormatError(src / f"{split}_ims.npy", f"rows {start}..{stop - 1}", "finite values",
+                                              "NaN or inf")
+                    labels = (np.asarray(labels_all[row + start : row + stop]) if labels_file
+                              else labels_matrix(instances, ids[start:stop]))
+                    # precomp carries no boxes: every region is given the whole image
+                    writer.write_rows(row + start, regions=block.astype(np.float16),
+                                      region_mask=np.ones((stop - start, region_count), dtype=np.uint8),
+                                      region_boxes=whole_image[: stop - start], labels=labels)
+                    writer.write_captions([caps[i * per : (i + 1) * per] for i in range(start, stop)])
+                    bar.update(stop - start)
+                row += len(ims)
+            bar.close()
+            meta = writer.finish(our_splits, label_names, name, {
+                "source": "precomp", "boxes": "unknown in precomp: every region is given the whole image",
+                "captions_per_image": {p[0]: p[3] for p in parts}})
+    except FileExistsError as exc:
+        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+    return meta
