@@ -32,7 +32,7 @@ CLOSED_FORM_METHODS = ("ridge", "cca", "lcfs", "jfssl")
 DEFAULT_METHODS = ("cca", "lcfs", "jfssl", "dcca", "dscmr", "scml", "vilbert", "st", "imc", "wo_r", "wo_t", "wo_c", "wo_l", "ours_con", "ours")
 ROW_NAMES = {"cca": "CCA", "lcfs": "LCFS", "jfssl": "JFSSL", "ridge": "Ridge", "dcca": "DCCA", "dscmr": "DSCMR", "scml": "SCML", "vilbert": "ViLBERT (from scratch)", "st": "ST",
              "imc": "IMC", "wo_r": "w/o R", "wo_t": "w/o T", "wo_c": "w/o C", "wo_l": "w/o L",
-             "ours_con": "Ours+Con", "ours": "Ours"}
+             "ours_con": "Ours+Con", "ours": "Ours", "ours_ls": "Ours (label space)"}
 
 
 @dataclass(frozen=True)

@@ -276,4 +276,6 @@ ABLATIONS: dict[str, dict] = {
     "wo_c": {"loss.context_weight": 0.0},
     "wo_l": {"loss.label_weight": 0.0},
     "ours_con": {"loss.consistency": "triplet", "loss.consistency_weight": 0.1},
+    # Ours retrieving in the authors' label space (mean over segments of the sigmoid label scores)
+    "ours_ls": {"model.pooling": "label-segments"},
 }

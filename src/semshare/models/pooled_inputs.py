@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.models.layers import masked_mean
+from semshare.models.layers import l2_normalize, masked_mean
 
 
 class PooledInputs(nn.Module):
@@ -32,8 +32,8 @@ class PooledInputs(nn.Module):
         return masked_mean(batch.img_regions, batch.img_mask)
 
     def text(self, batch: Batch) -> torch.Tensor:
-        if batch.txt_segments is not None:
-            return masked_mean(batch.txt_segments, batch.txt_mask)
+        if batch.txt_segments is not None:  # the encoder's own sentence vector: normalised mean of its states
+            return l2_normalize(masked_mean(batch.txt_segments, batch.txt_mask))
         if self.word_vectors is None:
             return batch.txt_vectors
         return masked_mean(self.word_vectors[batch.txt_tokens], batch.txt_mask)
