@@ -229,6 +229,44 @@ def _run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("extract", help="image features (global + regions) from a folder of images + captions",
+                            description="Run an ImageNet backbone (EfficientNet-Lite0 from PyPI, offline) over a "
+                                        "folder of images: regions from annotated boxes (COCO instances, VOC XML) "
+                                        "or a grid over the last feature map, plus a global feature; captions as "
+                                        "given. Resumable: run the same command again after an interruption.")
+    parser.add_argument("--images", type=Path, required=True, help="image folder")
+    parser.add_argument("--captions", type=Path, required=True,
+                        help='COCO captions JSON, or .jsonl of {"file_name", "captions", "labels"?, "split"?}')
+    parser.add_argument("--instances", type=Path, action="append", default=[], help="COCO instances JSON (labels, boxes)")
+    parser.add_argument("--voc-annotations", type=Path, help="Pascal VOC XML folder (labels, boxes)")
+    parser.add_argument("--split-file", type=Path, help="Karpathy dataset_coco.json")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0", "tiny-random"])
+    parser.add_argument("--weights", help="a local weights file (state dict) for the backbone")
+    parser.add_argument("--regions", default="auto", choices=["auto", "boxes", "grid"])
+    parser.add_argument("--grid", type=int, default=6)
+    parser.add_argument("--max-regions", type=int, default=36)
+    parser.add_argument("--chunk", type=int, default=32, help="images per resumable step")
+    parser.add_argument("--name")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(handler=_run_extract)
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    from semshare.features.extract import ExtractConfig, extract_dataset
+
+    started = time.time()
+    cfg = ExtractConfig(backbone=args.backbone, weights=args.weights or "", regions=args.regions, grid=args.grid,
+                        max_regions=args.max_regions, chunk_images=args.chunk)
+    out = extract_dataset(args.images, args.captions, args.out, cfg, args.instances or None, args.voc_annotations,
+                          args.split_file, args.name, args.overwrite)
+    meta = json.loads((out / "meta.json").read_text())
+    print(f"extracted {meta['num_items']} images ({meta['regions_from']} regions, {args.backbone}) in "
+          f"{time.time() - started:.0f} s -> {out}")
+    return 0
+
+
 def _add_protocol_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="query split (also the gallery unless --gallery-split)")
     parser.add_argument("--gallery-split", default=None)
@@ -658,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"semshare {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_make_synthetic, _add_inspect, _add_import, _add_prepare_text, _add_extract_text, _add_evaluate_embeddings, _add_train,
+    for add in (_add_make_synthetic, _add_inspect, _add_import, _add_extract, _add_prepare_text, _add_extract_text, _add_evaluate_embeddings, _add_train,
                 _add_evaluate, _add_embed, _add_benchmark, _add_sweep, _add_index, _add_search, _add_serve, _add_demo):
         add(sub)
     return parser

@@ -23,7 +23,7 @@ class DatasetWriter:
 
     def __init__(self, folder: Path, num_items: int, num_labels: int, *, regions: tuple[int, int] | None = None,
                  image_dim: int | None = None, text_dim: int | None = None, dtype=np.float16,
-                 region_labels: bool = False):
+                 region_labels: bool = False, create: bool = True):
         if num_items <= 0:
             raise SemshareError("nothing to import: 0 items")
         self.folder = Path(folder)
@@ -40,6 +40,12 @@ class DatasetWriter:
         if text_dim:
             self.shapes["text"] = ((num_items, text_dim), dtype)
         for name, (shape, array_dtype) in self.shapes.items():
+            if not create:  # resuming: the arrays are there, rows already written are kept
+                existing = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+                if existing.shape != shape or existing.dtype != np.dtype(array_dtype):
+                    raise SemshareError(f"{self.folder / name}.npy: shape/dtype {existing.shape} {existing.dtype} do "
+                                        f"not match {shape} {np.dtype(array_dtype)}; start over with --overwrite")
+                continue
             array = np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=array_dtype, shape=shape)
             if name == "region_labels":
                 array[:] = -1

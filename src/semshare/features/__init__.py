@@ -1,0 +1,1 @@
+"""Image features from raw images: pretrained backbones shipped on PyPI (offline) and the extractor."""

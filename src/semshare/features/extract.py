@@ -1,0 +1,275 @@
+"""`semshare extract`: a folder of images + captions -> a semshare dataset with global and region features.
+
+Regions are the annotated object boxes when the annotations give them (COCO instances JSON, Pascal VOC XML),
+each crop run through the backbone and averaged over its feature map (largest boxes first, at most
+`max_regions`); without boxes, a grid x grid average pooling of the whole image's last feature map (36 regions
+with their cell boxes by default). The global feature is the mean of that map. Float16 output.
+
+Resumable: work happens in `.OUT.partial/` with `progress.json` (config + images done); a killed run started
+again with the same arguments continues after the last finished chunk; the folder is validated and renamed
+to OUT at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import xml.etree.ElementTree as ElementTree
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from semshare.errors import DataFormatError, SemshareError
+from semshare.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from semshare.fileio import atomic_write_json
+from semshare.importers.coco import read_coco_captions, read_coco_instances, read_karpathy_split
+from semshare.importers.writer import DatasetWriter
+
+logger = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    backbone: str = "efficientnet-lite0"
+    weights: str = ""  # a local weights file instead of the packaged one
+    regions: str = "auto"  # auto (boxes when annotated, else grid) | boxes | grid
+    grid: int = 6
+    max_regions: int = 36
+    chunk_images: int = 32  # images per resumable step
+    test_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class ExtractItem:
+    file_name: str
+    captions: list[str]
+    labels: set[str] = field(default_factory=set)
+    boxes: list[tuple[float, float, float, float, str]] = field(default_factory=list)  # x0 y0 x1 y1 px, label
+    split: str | None = None
+
+
+def _voc_objects(path: Path) -> list[tuple[float, float, float, float, str]]:
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as exc:
+        raise DataFormatError(path, "XML", "a Pascal VOC annotation", f"invalid XML ({exc})") from None
+    objects = []
+    for index, obj in enumerate(root.iter("object")):
+        name, box = obj.findtext("name"), obj.find("bndbox")
+        if not name or box is None:
+            raise DataFormatError(path, f"object {index}", "<name> and <bndbox>", "missing")
+        try:
+            coords = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+        except (TypeError, ValueError):
+            raise DataFormatError(path, f"object {index} bndbox", "numeric xmin ymin xmax ymax", "missing or not numbers") from None
+        objects.append((*coords, name.strip()))
+    return objects
+
+
+def read_items(captions_file: str | Path, instances: list[str | Path] | None = None,
+               voc_dir: str | Path | None = None, split_file: str | Path | None = None) -> tuple[list[ExtractItem], list[str], dict]:
+    """(items, label names, notes) from a COCO captions JSON (+ instances) or a .jsonl of
+    {"file_name", "captions", "labels"?, "split"?} (+ VOC XML folder for labels and boxes)."""
+    captions_file = Path(captions_file)
+    notes: dict = {}
+    if captions_file.suffix == ".jsonl":
+        items = []
+        for line_number, line in enumerate(captions_file.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record.get("file_name"), str) or not isinstance(record.get("captions"), list):
+                raise DataFormatError(captions_file, f"line {line_number}", '{"file_name": str, "captions": [str]}',
+                                      f"keys {sorted(record)}")
+            items.append(ExtractItem(record["file_name"], [str(c) for c in record["captions"]],
+                                     set(record.get("labels", [])), split=record.get("split")))
+        coco_ids = None
+    else:
+        captions, names, _ = read_coco_captions([captions_file])
+        coco_ids = sorted(i for i in captions if i in names)
+        items = [ExtractItem(names[i], captions[i]) for i in coco_ids]
+    if instances:
+        if coco_ids is None:
+            raise SemshareError("--instances goes with a COCO captions JSON (image ids); with .jsonl use labels/VOC XML")
+        coco = read_coco_instances(instances)
+        kept_items, kept_ids = [], []
+        for item, image_id in zip(items, coco_ids):
+            columns = coco.labels.get(image_id)
+            if not columns:
+                continue
+            item.labels = {coco.category_names[c] for c in columns}
+            item.boxes = [(x, y, x + w, y + h, coco.category_names[c]) for x, y, w, h, c in coco.boxes.get(image_id, [])]
+            kept_items.append(item)
+            kept_ids.append(image_id)
+        notes["dropped_without_annotations"] = len(items) - len(kept_items)
+        items, coco_ids, label_names = kept_items, kept_ids, coco.category_names
+        notes["coco_image_ids"] = coco_ids
+    else:
+        if voc_dir:
+            for item in items:
+                xml = Path(voc_dir) / (Path(item.file_name).stem + ".xml")
+                if not xml.exists():
+                    raise DataFormatError(xml, "file", f"the VOC annotation of {item.file_name}", "no such file")
+                item.boxes = _voc_objects(xml)
+                item.labels |= {name for *_, name in item.boxes}
+        label_names = sorted({name for item in items for name in item.labels})
+    if not label_names:
+        raise SemshareError("no labels: give --instances, --voc-annotations, or 'labels' in the .jsonl lines")
+    if split_file:
+        if coco_ids is None:
+            raise SemshareError("--split-file (Karpathy) needs COCO captions JSON image ids")
+        karpathy = read_karpathy_split(split_file)
+        for item, image_id in zip(items, coco_ids):
+            item.split = karpathy.get(image_id)
+    return items, label_names, notes
+
+
+def _splits(items: list[ExtractItem], cfg: ExtractConfig) -> dict[str, list[int]]:
+    if any(item.split for item in items):
+        return {s: [r for r, item in enumerate(items) if item.split == s] for s in ("train", "val", "test")}
+    order = np.random.default_rng(cfg.seed).permutation(len(items))
+    cut = max(1, int(round(cfg.test_fraction * len(items)))) if len(items) > 1 else 0
+    return {"train": sorted(order[cut:].tolist()), "test": sorted(order[:cut].tolist())}
+
+
+class _Preprocess:
+    def __init__(self, size: int):
+        self.size = size
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __call__(self, image) -> torch.Tensor:
+        from PIL import Image
+
+        resized = image.resize((self.size, self.size), Image.BICUBIC)  # no crop: boxes stay in frame
+        array = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (array - self.mean) / self.std
+
+
+def _grid_boxes(grid: int) -> np.ndarray:
+    edges = np.linspace(0.0, 1.0, grid + 1, dtype=np.float32)
+    return np.array([[edges[c], edges[r], edges[c + 1], edges[r + 1]] for r in range(grid) for c in range(grid)],
+                    dtype=np.float32)
+
+
+def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: str | Path,
+                    cfg: ExtractConfig = ExtractConfig(), instances: list[str | Path] | None = None,
+                    voc_dir: str | Path | None = None, split_file: str | Path | None = None, name: str | None = None,
+                    overwrite: bool = False, progress: bool = True, stop_after_chunks: int | None = None) -> Path | None:
+    """Write the dataset; returns its folder, or None when `stop_after_chunks` stopped it early (tests)."""
+    from PIL import Image, UnidentifiedImageError
+
+    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise SemshareError(f"{out_dir} already exists; pass --overwrite to replace it")
+    items, label_names, notes = read_items(captions_file, instances, voc_dir, split_file)
+    present = [item for item in items if (images_dir / item.file_name).is_file()]
+    notes["missing_image_files"] = len(items) - len(present)
+    items = present
+    if not items:
+        raise SemshareError(f"{images_dir}: none of the images named in {captions_file} is there")
+    use_boxes = cfg.regions == "boxes" or (cfg.regions == "auto" and any(item.boxes for item in items))
+    if cfg.regions not in ("auto", "boxes", "grid"):
+        raise SemshareError(f"--regions must be auto, boxes or grid; got {cfg.regions!r}")
+    backbone = build_backbone(cfg.backbone, cfg.weights or None)
+    region_count = cfg.max_regions if use_boxes else cfg.grid * cfg.grid
+    column = {n: i for i, n in enumerate(label_names)}
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    state_path = partial / "progress.json"
+    config_record = {"extract": asdict(cfg), "images": str(images_dir.resolve()), "captions": str(Path(captions_file).resolve()),
+                     "items": len(items), "use_boxes": use_boxes}
+    done = 0
+    if partial.exists():
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        if state.get("config") == config_record and not overwrite:
+            done = int(state["done"])
+            logger.info("resuming %s: %d of %d images done", partial, done, len(items))
+        else:
+            shutil.rmtree(partial)
+    if not partial.exists():
+        partial.mkdir(parents=True)
+    writer = DatasetWriter(partial, len(items), len(label_names), regions=(region_count, backbone.dim),
+                           image_dim=backbone.dim, region_labels=use_boxes, create=done == 0)
+    if done == 0:
+        atomic_write_json(state_path, {"config": config_record, "done": 0})
+    preprocess = _Preprocess(backbone.image_size)
+    grid_boxes = _grid_boxes(cfg.grid)
+    bar = tqdm(total=len(items), initial=done, unit="image", desc=f"extract {cfg.backbone}", disable=not progress)
+    chunks = 0
+    with torch.inference_mode():
+        for start in range(done, len(items), cfg.chunk_images):
+            chunk = items[start : start + cfg.chunk_images]
+            inputs, crops, crop_owner, crop_boxes, crop_labels = [], [], [], [], []
+            for index, item in enumerate(chunk):
+                path = images_dir / item.file_name
+                try:
+                    image = Image.open(path).convert("RGB")
+                except (UnidentifiedImageError, OSError) as exc:
+                    raise DataFormatError(path, "image", "a readable image file", f"{type(exc).__name__}: {exc}") from None
+                width, height = image.size
+                inputs.append(preprocess(image))
+                if use_boxes:
+                    boxes = sorted(item.boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))[: cfg.max_regions]
+                    for x0, y0, x1, y1, label in boxes:
+                        x0, x1 = sorted((min(max(x0, 0), width - 1), min(max(x1, 1), width)))
+                        y0, y1 = sorted((min(max(y0, 0), height - 1), min(max(y1, 1), height)))
+                        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+                        crops.append(preprocess(image.crop((int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))))))
+                        crop_owner.append(index)
+                        crop_boxes.append([x0 / width, y0 / height, x1 / width, y1 / height])
+                        crop_labels.append(column.get(label, -1))
+            maps = backbone.feature_map(torch.stack(inputs))
+            global_features = maps.mean(dim=(2, 3)).numpy()
+            regions = np.zeros((len(chunk), region_count, backbone.dim), dtype=np.float16)
+            region_boxes = np.zeros((len(chunk), region_count, 4), dtype=np.float32)
+            region_mask = np.zeros((len(chunk), region_count), dtype=np.uint8)
+            region_labels = np.full((len(chunk), region_count), -1, dtype=np.int16)
+            if use_boxes:
+                slots = [0] * len(chunk)
+                for begin in range(0, len(crops), 64):
+                    features = backbone.feature_map(torch.stack(crops[begin : begin + 64])).mean(dim=(2, 3)).numpy()
+                    for offset, feature in enumerate(features):
+                        k = begin + offset
+                        owner, slot = crop_owner[k], slots[crop_owner[k]]
+                        regions[owner, slot], region_boxes[owner, slot] = feature, crop_boxes[k]
+                        region_mask[owner, slot], region_labels[owner, slot] = 1, crop_labels[k]
+                        slots[owner] += 1
+                for i in range(len(chunk)):
+                    if slots[i] == 0:  # an image without boxes: its global feature is its one region
+                        regions[i, 0], region_boxes[i, 0], region_mask[i, 0] = global_features[i], [0, 0, 1, 1], 1
+            else:
+                cells = F.adaptive_avg_pool2d(maps, cfg.grid).flatten(2).transpose(1, 2).numpy()
+                regions[:], region_boxes[:], region_mask[:] = cells, grid_boxes, 1
+            labels = np.zeros((len(chunk), len(label_names)), dtype=np.uint8)
+            for i, item in enumerate(chunk):
+                labels[i, [column[n] for n in item.labels if n in column]] = 1
+            arrays = {"regions": regions, "region_boxes": region_boxes, "region_mask": region_mask,
+                      "image": global_features.astype(np.float16), "labels": labels}
+            if use_boxes:
+                arrays["region_labels"] = region_labels
+            writer.write_rows(start, **arrays)
+            atomic_write_json(state_path, {"config": config_record, "done": start + len(chunk)})
+            bar.update(len(chunk))
+            chunks += 1
+            if stop_after_chunks is not None and chunks >= stop_after_chunks and start + len(chunk) < len(items):
+                bar.close()
+                return None
+    bar.close()
+    writer.write_captions([item.captions for item in items])
+    writer.write_image_files([str((images_dir / item.file_name).resolve()) for item in items])
+    state_path.unlink()
+    writer.finish(_splits(items, cfg), label_names, name or out_dir.name, {
+        "source": "semshare extract", "backbone": cfg.backbone, "regions_from": "boxes" if use_boxes else f"{cfg.grid}x{cfg.grid} grid",
+        "extract": asdict(cfg), **notes})
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(partial, out_dir)
+    return out_dir

@@ -1,0 +1,124 @@
+"""`semshare extract`: images made here with PIL, a tiny random-weight backbone, features checked by hand."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from semshare.cli.main import main
+from semshare.data.dataset import open_dataset
+from semshare.features.backbones import build_backbone
+from semshare.features.extract import ExtractConfig, _Preprocess, extract_dataset
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def make_images(folder, count=10, seed=0):
+    """Images with one or two coloured rectangles on grey; labels = the colours; VOC XML boxes for each."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "xml").mkdir(exist_ok=True)
+    lines = []
+    for i in range(count):
+        width, height = int(rng.integers(70, 120)), int(rng.integers(60, 100))
+        image = Image.new("RGB", (width, height), (128, 128, 128))
+        draw = ImageDraw.Draw(image)
+        names = list(rng.choice(list(COLORS), size=1 + i % 2, replace=False))
+        objects = []
+        for name in names:
+            x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+            x1, y1 = x0 + int(rng.integers(15, width // 2)), y0 + int(rng.integers(15, height // 2))
+            draw.rectangle([x0, y0, x1, y1], fill=COLORS[name])
+            objects.append(f"<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+                           f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+        image.save(folder / f"img{i}.png")
+        (folder / "xml" / f"img{i}.xml").write_text(f"<annotation>{''.join(objects)}</annotation>")
+        lines.append(json.dumps({"file_name": f"img{i}.png", "captions": [f"a {' and a '.join(names)} box"],
+                                 "labels": names}))
+    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_grid_regions_and_global_feature_match_the_backbone(tmp_path):
+    images = make_images(tmp_path / "imgs")
+    out = extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", ExtractConfig(backbone="tiny-random"),
+                          progress=False)
+    dataset = open_dataset(out)
+    assert dataset.regions.shape == (10, 36, 32) and dataset.image.shape == (10, 32)
+    assert dataset.label_names == ["blue", "green", "red"] and np.asarray(dataset.region_mask).all()
+    from PIL import Image
+
+    backbone = build_backbone("tiny-random")
+    with torch.no_grad():
+        feature_map = backbone.feature_map(_Preprocess(64)(Image.open(images / "img3.png").convert("RGB"))[None])
+    np.testing.assert_allclose(dataset.image[3], feature_map.mean((2, 3))[0].numpy(), atol=2e-3, rtol=1e-2)
+    cells = torch.nn.functional.adaptive_avg_pool2d(feature_map, 6)[0]  # (D, 6, 6)
+    np.testing.assert_allclose(dataset.regions[3, 7], cells[:, 1, 1].numpy(), atol=2e-3, rtol=1e-2)  # row 1, col 1
+    np.testing.assert_allclose(dataset.region_boxes[3, 7], [1 / 6, 1 / 6, 2 / 6, 2 / 6], atol=1e-6)
+    assert dataset.captions[3] == [json.loads((images / "captions.jsonl").read_text().splitlines()[3])["captions"][0]]
+    assert dataset.image_files[3] == str((images / "img3.png").resolve())
+
+
+def test_box_regions_from_voc_xml_and_a_resumed_run_equals_a_straight_one(tmp_path):
+    images = make_images(tmp_path / "imgs", seed=1)
+    cfg = ExtractConfig(backbone="tiny-random", chunk_images=4)
+    straight = extract_dataset(images, images / "captions.jsonl", tmp_path / "a", cfg, voc_dir=images / "xml",
+                               progress=False)
+    assert extract_dataset(images, images / "captions.jsonl", tmp_path / "b", cfg, voc_dir=images / "xml",
+                           progress=False, stop_after_chunks=1) is None  # "killed" after one chunk
+    assert not (tmp_path / "b").exists() and (tmp_path / ".b.partial" / "progress.json").exists()
+    resumed = extract_dataset(images, images / "captions.jsonl", tmp_path / "b", cfg, voc_dir=images / "xml",
+                              progress=False)
+    for name in ("regions", "region_boxes", "region_mask", "region_labels", "image", "labels"):
+        np.testing.assert_array_equal(np.load(straight / f"{name}.npy"), np.load(resumed / f"{name}.npy"), err_msg=name)
+    dataset = open_dataset(straight)
+    assert dataset.regions.shape[1] == 36 and int(dataset.region_mask[1].sum()) == 2  # image 1 has two boxes
+    from PIL import Image
+
+    xml = (images / "xml" / "img1.xml").read_text()
+    import re
+
+    boxes = [tuple(map(float, m)) for m in re.findall(r"<xmin>(\d+)</xmin><ymin>(\d+)</ymin><xmax>(\d+)</xmax><ymax>(\d+)</ymax>", xml)]
+    names = re.findall(r"<name>(\w+)</name>", xml)
+    largest = max(range(2), key=lambda k: (boxes[k][2] - boxes[k][0]) * (boxes[k][3] - boxes[k][1]))
+    x0, y0, x1, y1 = boxes[largest]
+    image = Image.open(images / "img1.png").convert("RGB")
+    with torch.no_grad():
+        crop = build_backbone("tiny-random").feature_map(_Preprocess(64)(image.crop((int(x0), int(y0), int(x1), int(y1))))[None])
+    np.testing.assert_allclose(dataset.regions[1, 0], crop.mean((2, 3))[0].numpy(), atol=2e-3, rtol=1e-2)
+    np.testing.assert_allclose(dataset.region_boxes[1, 0], [x0 / image.width, y0 / image.height,
+                                                            x1 / image.width, y1 / image.height], atol=1e-6)
+    assert dataset.label_names[dataset.region_labels[1, 0]] == names[largest]
+
+
+def test_cli_extract_then_train(tmp_path, capsys):
+    images = make_images(tmp_path / "imgs", count=24, seed=2)
+    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--backbone",
+                 "tiny-random", "--out", str(tmp_path / "ds")]) == 0
+    assert "extracted 24 images (6x6 grid regions" in capsys.readouterr().out
+    assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
+                 "--set", "train.batch_size=8", "--set", "model.dim=16", "--set", "model.heads=2",
+                 "--set", "model.layers=1", "--set", "text.word_dim=8", "--set", "train.progress=false"]) == 0
+
+
+def test_unreadable_image_is_named(tmp_path, capsys):
+    images = make_images(tmp_path / "imgs", count=3)
+    (images / "img1.png").write_bytes(b"not an image")
+    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--backbone",
+                 "tiny-random", "--out", str(tmp_path / "ds")]) == 2
+    assert "img1.png: image: expected a readable image file" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.slow
+def test_real_efficientnet_lite0_weights(tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    images = make_images(tmp_path / "imgs", count=3)
+    out = extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", voc_dir=images / "xml", progress=False)
+    dataset = open_dataset(out)
+    assert dataset.image.shape == (3, 1280) and np.isfinite(np.asarray(dataset.regions, dtype=np.float32)).all()
+    # ImageNet features of different colours differ; the same image twice gives the same feature
+    assert np.abs(np.asarray(dataset.image[0], dtype=np.float32) - np.asarray(dataset.image[1], dtype=np.float32)).max() > 0.05
