@@ -491,9 +491,27 @@ def write_meta(root: str | Path, name: str, extra: dict | None = None) -> dict:
 
 
 def gather_rows(array: np.ndarray, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Read the given rows of a memory map in sorted order (sequential disk access), returned in request order."""
+    """Read the given rows of a memory map in sorted order (sequential disk access), returned in request order.
+
+    A whole-file memory map is read through a fresh map of the same file, dropped after the read: pages a
+    long-lived map has touched count as the process's resident memory, and over an 18 GB file that grows
+    with every batch (docs/PERFORMANCE.md); a short-lived map returns them at once.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
     out = np.empty((len(rows),) + array.shape[1:], dtype=array.dtype)
-    out[order] = array[rows[order]]
+    source = _fresh_map(array)
+    out[order] = source[rows[order]]
+    del source
     return out
+
+
+def _fresh_map(array: np.ndarray) -> np.ndarray:
+    filename = getattr(array, "filename", None)
+    if not isinstance(array, np.memmap) or not filename or array.nbytes < FRESH_MAP_BYTES:
+        return array
+    fresh = np.load(filename, mmap_mode="r")
+    return fresh if fresh.shape == array.shape and fresh.dtype == array.dtype else array
+
+
+FRESH_MAP_BYTES = 256 << 20  # smaller files stay mapped: their pages are bounded by their size

@@ -84,7 +84,10 @@ def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[s
                 our_splits[SPLITS.get(split, split)] = list(range(row, row + len(ims)))
                 for start in range(0, len(ims), CHUNK):
                     stop = min(len(ims), start + CHUNK)
-                    block = np.asarray(ims[start:stop], dtype=np.float32)
+                    # a map per chunk, dropped after it: read pages leave the process (flat memory at any N)
+                    source = np.load(src / f"{split}_ims.npy", mmap_mode="r")
+                    block = np.asarray(source[start:stop], dtype=np.float32)
+                    del source
                     if not np.isfinite(block).all():
                         raise DataFormatError(src / f"{split}_ims.npy", f"rows {start}..{stop - 1}", "finite values",
                                               "NaN or inf")
