@@ -57,19 +57,38 @@ def _as_text(text) -> str:
     return text if isinstance(text, str) else " ".join(text)
 
 
+class SegmentEncoder:
+    """A loaded pretrained text encoder: texts -> (states (B, L, D) float32, mask (B, L), word-piece ids (B, L))."""
+
+    def __init__(self, encoder: str = "minilm", max_length: int = 48):
+        self.tokenizer, self.model, self.package = _load_encoder(encoder)
+        self.encoder, self.max_length = encoder, max_length
+
+    def __call__(self, texts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            encoded = self.tokenizer([_as_text(t) for t in texts], padding="max_length", truncation=True,
+                                     max_length=self.max_length, return_tensors="pt")
+            states = self.model(**encoded).last_hidden_state
+            real = encoded["attention_mask"].bool()
+            states = states * real.unsqueeze(-1).to(states.dtype)
+        return states.numpy(), real.numpy(), (encoded["input_ids"] * real).numpy().astype(np.int32)
+
+
 def extract_text_segments(dataset, out_dir: str | Path | None = None, encoder: str = "minilm",
                           max_length: int = 48, batch_size: int = 64, overwrite: bool = False,
                           progress: bool = True) -> Path:
     """Encode every text item of `dataset`; write the folder atomically; return its path."""
-    import torch
     from tqdm import tqdm
 
     if not dataset.has_captions:
         raise SemshareError(f"{dataset.root}: extract-text needs captions.jsonl (texts to encode)")
     out_dir = Path(out_dir) if out_dir else default_segments_dir(dataset.root, encoder)
-    tokenizer, model, package = _load_encoder(encoder)
+    segment_encoder = SegmentEncoder(encoder, max_length)
+    tokenizer, package = segment_encoder.tokenizer, segment_encoder.package
     texts = [_as_text(t) for row in dataset.captions for t in row]
-    count, hidden = len(texts), int(model.config.hidden_size)
+    count, hidden = len(texts), int(segment_encoder.model.config.hidden_size)
     try:
         with atomic_directory(out_dir, overwrite=overwrite) as tmp:
             segments = np.lib.format.open_memmap(tmp / "segments.npy", "w+", np.float16, (count, max_length, hidden))
@@ -77,22 +96,17 @@ def extract_text_segments(dataset, out_dir: str | Path | None = None, encoder: s
             token_ids = np.lib.format.open_memmap(tmp / "token_ids.npy", "w+", np.int32, (count, max_length))
             sentence = np.lib.format.open_memmap(tmp / "sentence.npy", "w+", np.float16, (count, hidden))
             bar = tqdm(total=count, unit="text", desc=f"extract-text {encoder}", disable=not progress)
-            with torch.inference_mode():
-                for start in range(0, count, batch_size):
-                    chunk = texts[start : start + batch_size]
-                    encoded = tokenizer(chunk, padding="max_length", truncation=True, max_length=max_length,
-                                        return_tensors="pt")
-                    states = model(**encoded).last_hidden_state
-                    real = encoded["attention_mask"].bool()
-                    weights = real.unsqueeze(-1).to(states.dtype)
-                    pooled = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-                    pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                    stop = start + len(chunk)
-                    segments[start:stop] = (states * weights).numpy().astype(np.float16)
-                    mask[start:stop] = real.numpy()
-                    token_ids[start:stop] = (encoded["input_ids"] * real).numpy().astype(np.int32)
-                    sentence[start:stop] = pooled.numpy().astype(np.float16)
-                    bar.update(len(chunk))
+            for start in range(0, count, batch_size):
+                chunk = texts[start : start + batch_size]
+                states, real, ids = segment_encoder(chunk)
+                pooled = states.sum(1) / np.maximum(real.sum(1, keepdims=True), 1)
+                pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+                stop = start + len(chunk)
+                segments[start:stop] = states.astype(np.float16)
+                mask[start:stop] = real
+                token_ids[start:stop] = ids
+                sentence[start:stop] = pooled.astype(np.float16)
+                bar.update(len(chunk))
             bar.close()
             for array in (segments, mask, token_ids, sentence):
                 array.flush()

@@ -157,10 +157,11 @@ class Searcher:
         self.position_of = {int(item_id): position for position, item_id in enumerate(self.ids.tolist())}
         self.run = load_run(self.manifest.run_dir, data_dir or self.manifest.data_dir, self.manifest.checkpoint)
         self.builder = self.run.builder(training=False)
+        self._segment_encoder = None  # loaded on the first text query of a run on pretrained token states
 
     @property
     def accepts_text(self) -> bool:
-        return self.run.cfg.model.text_input == "words"
+        return self.run.cfg.model.text_input in ("words", "segments")
 
     def item(self, item_id: int) -> dict:
         if item_id not in self.position_of:
@@ -178,6 +179,8 @@ class Searcher:
             raise SemshareError("the text query is empty")
         if len(text) > MAX_QUERY_CHARS:
             raise SemshareError(f"the text query has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
+        if self.run.cfg.model.text_input == "segments":
+            return self._encode_with_segment_encoder(text), []
         from semshare.data.text import tokenize
 
         vocab = self.run.vocab
@@ -191,11 +194,28 @@ class Searcher:
         return normalize_rows(self.run.model.encode_text(batch).numpy())[0], unknown
 
     @torch.no_grad()
+    def _encode_with_segment_encoder(self, text: str) -> np.ndarray:
+        """Runs on pretrained token states (MiniLM): the query goes through the same encoder first."""
+        from semshare.data.text_segments import SegmentEncoder
+
+        store = self.run.text_segments
+        if self._segment_encoder is None:
+            self._segment_encoder = SegmentEncoder(store.meta["encoder"], int(store.meta["max_length"]))
+        states, real, ids = self._segment_encoder([text])
+        keep = max(1, int(real.sum()))
+        batch = self.builder.build(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), None)
+        batch.txt_segments = torch.from_numpy(states[:, :keep].astype(np.float32))
+        batch.txt_mask = torch.from_numpy(real[:, :keep])
+        batch.txt_masked = torch.zeros_like(batch.txt_mask)
+        batch.txt_tokens = torch.from_numpy(self.run.segment_targets[ids[:, :keep].astype(np.int64)])
+        return normalize_rows(self.run.model.encode_text(batch).numpy())[0]
+
+    @torch.no_grad()
     def encode_image_row(self, row: int) -> np.ndarray:
         dataset = self.run.dataset
         if not 0 <= row < dataset.num_items:
             raise SemshareError(f"image id {row} is not a row of {dataset.root} (0..{dataset.num_items - 1})")
-        texts = [dataset.captions[row][0]] if self.accepts_text else None
+        texts = [dataset.captions[row][0]] if self.run.cfg.model.text_input == "words" else None
         batch = self.builder.build(np.array([row]), np.array([row]), texts)
         return normalize_rows(self.run.model.encode_image(batch).numpy())[0]
 
