@@ -165,3 +165,20 @@ def test_search_a_minilm_run_with_free_text(tiny_data_dir, tmp_path):
     # the query through MiniLM now == the caption's stored (float16) states through the same model
     np.testing.assert_allclose(query, normalize_rows(txt.emb[:1])[0], atol=2e-2)
     assert len(searcher.search(query, 3)) == 3
+
+
+def test_sentence_vector_as_first_segment(tiny_data_dir, fake_segments, tmp_path):
+    from semshare.data.batches import TrainingBatches
+
+    overrides = {**TINY, "text.source": "minilm", "text.segments_dir": str(fake_segments), "loss.mask_prob": 0.9}
+    plain = prepare_run(tiny_data_dir, resolve_config("ours", "small", overrides=overrides), tmp_path / "a")
+    with_sentence = prepare_run(tiny_data_dir, resolve_config("ours", "small", overrides={
+        **overrides, "text.segments_sentence": True}), tmp_path / "b")
+    a = next(iter(TrainingBatches(plain.builder(True), plain.train_rows, 16, 0).epoch(0)))
+    b = next(iter(TrainingBatches(with_sentence.builder(True), with_sentence.train_rows, 16, 0).epoch(0)))
+    assert b.txt_segments.shape[1] == a.txt_segments.shape[1] + 1
+    stored = np.load(fake_segments / "sentence.npy")[b.txt_ids.numpy()].astype(np.float32)
+    np.testing.assert_array_equal(b.txt_segments[:, 0].numpy(), stored)
+    np.testing.assert_array_equal(b.txt_segments[:, 1:].numpy(), a.txt_segments.numpy())
+    assert b.txt_mask[:, 0].all() and not b.txt_masked[:, 0].any() and (b.txt_tokens[:, 0] == -1).all()
+    assert torch.isfinite(with_sentence.model.training_step(b)["loss"])

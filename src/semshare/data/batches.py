@@ -75,6 +75,7 @@ class BatchOptions:
     text_input: str = "words"  # words | vector | segments (pretrained token states, data/text_segments.py)
     max_text_length: int = 64
     mask_prob: float = 0.0  # 0 at evaluation
+    sentence_segment: bool = False  # segments: the encoder's sentence vector as one more segment, first
 
 
 class BatchBuilder:
@@ -161,6 +162,12 @@ class BatchBuilder:
         segments = gather_rows(store.segments, txt_ids)[:, :keep].astype(np.float32)
         tokens = self.segment_targets[gather_rows(store.token_ids, txt_ids)[:, :keep].astype(np.int64)]
         tokens[~mask] = -1
+        if self.options.sentence_segment:  # never masked: it has no word-piece target
+            sentence = gather_rows(store.sentence, txt_ids).astype(np.float32)[:, None, :]
+            segments = np.concatenate([sentence, segments], axis=1)
+            mask = np.concatenate([np.ones((len(mask), 1), dtype=bool), mask], axis=1)
+            tokens = np.concatenate([np.full((len(tokens), 1), -1, dtype=np.int64), tokens], axis=1)
+            keep += 1
         masked = np.zeros(mask.shape, dtype=bool)
         if mask_keys is not None and self.options.mask_prob > 0:
             for i, key in enumerate(mask_keys):

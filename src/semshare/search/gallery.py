@@ -203,11 +203,17 @@ class Searcher:
             self._segment_encoder = SegmentEncoder(store.meta["encoder"], int(store.meta["max_length"]))
         states, real, ids = self._segment_encoder([text])
         keep = max(1, int(real.sum()))
+        states, real = states[:, :keep].astype(np.float32), real[:, :keep]
+        tokens = self.run.segment_targets[ids[:, :keep].astype(np.int64)]
+        if self.run.cfg.text.segments_sentence:  # as the builder does: the sentence vector first
+            sentence = states.sum(1) / keep
+            sentence /= max(float(np.linalg.norm(sentence)), 1e-12)
+            states = np.concatenate([sentence[:, None, :], states], axis=1)
+            real = np.concatenate([np.ones((1, 1), dtype=bool), real], axis=1)
+            tokens = np.concatenate([np.full((1, 1), -1, dtype=np.int64), tokens], axis=1)
         batch = self.builder.build(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), None)
-        batch.txt_segments = torch.from_numpy(states[:, :keep].astype(np.float32))
-        batch.txt_mask = torch.from_numpy(real[:, :keep])
-        batch.txt_masked = torch.zeros_like(batch.txt_mask)
-        batch.txt_tokens = torch.from_numpy(self.run.segment_targets[ids[:, :keep].astype(np.int64)])
+        batch.txt_segments, batch.txt_mask = torch.from_numpy(states), torch.from_numpy(real)
+        batch.txt_masked, batch.txt_tokens = torch.zeros_like(batch.txt_mask), torch.from_numpy(tokens)
         return normalize_rows(self.run.model.encode_text(batch).numpy())[0]
 
     @torch.no_grad()

@@ -63,6 +63,7 @@ class TextConfig:
     word_vectors_path: str = ""  # a word2vec .bin / .txt file to load instead of training
     segments_encoder: str = "minilm"  # text_input=segments: which extracted encoder
     segments_dir: str = ""  # where its folder is; default DATA_DIR/text_segments/<segments_encoder>
+    segments_sentence: bool = False  # add the encoder's own sentence vector as a first text segment
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ class PreparedRun:
     def batch_options(self, training: bool) -> BatchOptions:
         return BatchOptions(image_input=self.cfg.model.image_input, text_input=self.cfg.model.text_input,
                             max_text_length=self.cfg.model.max_text_length,
-                            mask_prob=self.cfg.loss.mask_prob if training else 0.0)
+                            mask_prob=self.cfg.loss.mask_prob if training else 0.0,
+                            sentence_segment=self.cfg.text.segments_sentence)
 
     def builder(self, training: bool) -> BatchBuilder:
         return BatchBuilder(self.dataset, self.vocab, self.batch_options(training),
