@@ -464,6 +464,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (one thread each when > 1)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per run (default: 2 with one worker, 1 with several)")
     parser.add_argument("--linear-inputs", default="pooled", choices=["pooled", "pooled-word2vec", "st"],
                         help="inputs of cca/lcfs/jfssl: pooled raw features (regions mean + bag of words), "
                              "regions mean + mean of Word2Vec vectors learned on the training captions, or a "
@@ -505,7 +507,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         raise SemshareError("give at least one --data folder (or --quick)")
     started = time.time()
     run_benchmark(data_dirs, methods, seeds, args.out, args.preset, overrides, args.workers,
-                  linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir)
+                  linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir,
+                  threads=args.threads)
     print((args.out / "table.md").read_text())
     print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
     return 0
@@ -522,6 +525,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run (1 beside other jobs)")
     parser.add_argument("--out", type=Path, required=True)
     parser.set_defaults(handler=_run_sweep)
 
@@ -536,7 +540,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         raise SemshareError(f"--values expects comma-separated numbers, got {args.values!r}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     per_value = run_sweep(str(args.data), args.method, args.param, values, args.seeds, args.out, args.preset,
-                          parse_assignments(args.overrides))
+                          parse_assignments(args.overrides), threads=args.threads)
     for value, tables in zip(values, per_value):
         mean = sum(t["ave/NDCG@500"] for t in tables) / len(tables)
         print(f"{args.param}={value:g}: NDCG@500 Ave {100 * mean:.1f} ({len(tables)} seeds)")

@@ -290,12 +290,12 @@ def plan_runs(data_dirs: list[str], methods: list[str], seeds: int, out_dir: Pat
 def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir: str | Path, preset: str = "small",
                   overrides: dict | None = None, workers: int = 1, progress=print,
                   linear_inputs: str = "pooled", text_inputs: str = "native",
-                  segments_dirs: list[str] | None = None) -> list[dict]:
+                  segments_dirs: list[str] | None = None, threads: int = 0) -> list[dict]:
     """Run what is not finished yet, then write results.json, table.md and table.csv from every result."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    specs = plan_runs(data_dirs, methods, seeds, out_dir, preset, overrides or {}, 1 if workers > 1 else 2,
-                      linear_inputs, progress, text_inputs, segments_dirs)
+    specs = plan_runs(data_dirs, methods, seeds, out_dir, preset, overrides or {},
+                      threads or (1 if workers > 1 else 2), linear_inputs, progress, text_inputs, segments_dirs)
     todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
     progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
     started = time.time()

@@ -15,7 +15,8 @@ PARAM_ALIASES = {"eta": "loss.consistency_weight", "lambda": "loss.context_weigh
 
 
 def run_sweep(data_dir: str, method: str, param: str, values: list[float], seeds: int, out_dir: str | Path,
-              preset: str = "small", overrides: dict | None = None, progress=print) -> list[list[dict]]:
+              preset: str = "small", overrides: dict | None = None, progress=print,
+              threads: int = 2) -> list[list[dict]]:
     import json
 
     from semshare.evaluation.plots import plot_sweep
@@ -29,7 +30,7 @@ def run_sweep(data_dir: str, method: str, param: str, values: list[float], seeds
             run_dir = out_dir / f"{param}={value:g}" / f"seed{seed}"
             if not (run_dir / "result.json").exists():
                 result = run_one(RunSpec(str(data_dir), method, seed, str(run_dir), preset,
-                                         {**(overrides or {}), key: value}, threads=2))
+                                         {**(overrides or {}), key: value}, threads=threads))
                 progress(f"{param}={value:g} seed {seed}: NDCG@500 Ave {100 * result['test']['ave/NDCG@500']:.1f}")
             tables.append(json.loads((run_dir / "result.json").read_text())["test"])
         per_value.append(tables)
