@@ -24,15 +24,24 @@ from pathlib import Path
 import numpy as np
 
 
+def peak_rss_run(command: list[str]) -> tuple[str, float]:
+    """Run a command under /usr/bin/time -> (its stdout, its own peak RSS in MB).
+
+    Not wait4's ru_maxrss: a child started by vfork is charged the parent's resident memory until it execs,
+    so a parent that has just written a 2 GB file would be measured, not the child.
+    """
+    process = subprocess.run(["/usr/bin/time", "-f", "peak_rss_kb=%M", *command], capture_output=True, text=True)
+    if process.returncode != 0:
+        raise SystemExit(f"{command} failed: {process.stderr[-2000:]}")
+    peak = [line for line in process.stderr.splitlines() if line.startswith("peak_rss_kb=")][-1]
+    return process.stdout, int(peak.split("=")[1]) / 1024
+
+
 def child(argv: list[str]) -> tuple[dict, float]:
     """Run `python this_file argv` -> (its JSON line, peak RSS in MB)."""
-    process = subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{argv} failed with status {status}")
+    output, peak_mb = peak_rss_run([sys.executable, __file__, *argv])
     last = [line for line in output.splitlines() if line.startswith("{")][-1]
-    return json.loads(last), usage.ru_maxrss / 1024
+    return json.loads(last), peak_mb
 
 
 def run_loader(data: str, steps: int, batch_size: int) -> None:
@@ -119,14 +128,11 @@ def main() -> None:
                 write_precomp(folder, size)
             out = Path(args.work) / f"imported-{size}"
             started = time.perf_counter()
-            process = subprocess.Popen([sys.executable, "-m", "semshare.cli", "import", "precomp", str(folder),
-                                        "--splits", "train", "--labels", str(folder / "labels.npy"), "--out", str(out),
-                                        "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _, status, usage = os.wait4(process.pid, 0)
-            if status != 0:
-                raise SystemExit(f"import of {size} failed")
+            _, peak_mb = peak_rss_run([sys.executable, "-m", "semshare.cli", "import", "precomp", str(folder),
+                                       "--splits", "train", "--labels", str(folder / "labels.npy"), "--out", str(out),
+                                       "--overwrite"])
             row = {"images": size, "input_bytes": os.path.getsize(folder / "train_ims.npy"),
-                   "seconds": time.perf_counter() - started, "peak_rss_mb": usage.ru_maxrss / 1024}
+                   "seconds": time.perf_counter() - started, "peak_rss_mb": peak_mb}
             print(json.dumps(row), flush=True)
             rows.append(row)
         report["import"] = rows
