@@ -361,6 +361,10 @@ def inputs_line(results: list[dict]) -> str:
         "; ".join(described.get(t, t) for t in text)
     if linear:
         line += f"; closed-form methods on {', '.join(linear)} inputs"
+    global_only = sorted({r["dataset"] for r in results if r.get("overrides", {}).get("model.image_input") == "global"})
+    if global_only:
+        line += (f"; {', '.join(global_only)}: one global image feature and one text vector per item, trained "
+                 "methods in their w/o R form, segment-only methods (Ours, w/o T, w/o C, ViLBERT) left out")
     return line + "."
 
 
