@@ -96,7 +96,7 @@ def build_gallery(run_dir: str | Path, data_dir: str | Path, side: str, out_dir:
         raise SemshareError(f"--side must be one of {SIDES}; got {side!r}")
     run = load_run(run_dir, data_dir, checkpoint)
     rows = _gallery_rows(run.dataset, split)
-    img, txt = embed_rows(run.model, run.builder(training=False), rows, batch_size)
+    img, txt = embed_rows(run.model, run.builder(training=False), rows, batch_size, sides=(side,))
     table = img if side == "image" else txt
     if side == "image":
         item_rows = table.ids
