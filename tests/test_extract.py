@@ -122,3 +122,22 @@ def test_real_efficientnet_lite0_weights(tmp_path):
     assert dataset.image.shape == (3, 1280) and np.isfinite(np.asarray(dataset.regions, dtype=np.float32)).all()
     # ImageNet features of different colours differ; the same image twice gives the same feature
     assert np.abs(np.asarray(dataset.image[0], dtype=np.float32) - np.asarray(dataset.image[1], dtype=np.float32)).max() > 0.05
+
+
+def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
+    from semshare.search.gallery import Searcher, build_gallery
+    from semshare.training.experiment import resolve_config, train_experiment
+
+    images = make_images(tmp_path / "imgs", count=24, seed=3)
+    extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", ExtractConfig(backbone="tiny-random"),
+                    progress=False)
+    overrides = {"train.epochs": 1, "train.batch_size": 8, "model.dim": 16, "model.heads": 2, "model.layers": 1,
+                 "text.word_dim": 8, "train.progress": False}
+    train_experiment(tmp_path / "ds", resolve_config("ours", "small", overrides=overrides), tmp_path / "run")
+    build_gallery(tmp_path / "run", tmp_path / "ds", "image", tmp_path / "index")
+    searcher = Searcher(tmp_path / "index")
+    from_file = searcher.encode_image_file(images / "img5.png")
+    np.testing.assert_allclose(from_file, searcher.encode_image_row(5), atol=1e-2)  # float16 storage aside
+    assert searcher.search(from_file, 1)[0].id == 5
+    assert main(["search", str(tmp_path / "index"), "--image-file", str(images / "img5.png"), "-k", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["id"] == 5

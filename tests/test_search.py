@@ -71,6 +71,8 @@ def test_text_gallery_and_query_errors(trained_run, tiny_data_dir):
         searcher.encode_text("qwertyuiop asdfghjkl")
     with pytest.raises(SemshareError, match="not a row"):
         searcher.encode_image_row(10**6)
+    with pytest.raises(SemshareError, match="did not come from `semshare extract`"):
+        searcher.encode_image_file(tiny_data_dir / "labels.npy")
     with pytest.raises(SemshareError, match="already exists"):
         build_gallery(trained_run, tiny_data_dir, "text", out)
 

@@ -643,6 +643,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="a sentence or tag words")
     query.add_argument("--image-id", type=int, help="row of the index's dataset whose image is the query")
+    query.add_argument("--image-file", type=Path, help="a new image, encoded as `semshare extract` made the data")
     parser.add_argument("-k", type=int, default=10, help="results to show (default 10)")
     parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
                         help="search-time parameter: ef_search (hnsw), nprobe (ivfpq)")
@@ -661,6 +662,8 @@ def _run_search(args: argparse.Namespace) -> int:
     searcher = Searcher(args.index_dir, _parse_params(args.params), args.data)
     if args.text is not None:
         query, unknown = searcher.encode_text(args.text)
+    elif args.image_file is not None:
+        query, unknown = searcher.encode_image_file(args.image_file), []
     else:
         query, unknown = searcher.encode_image_row(args.image_id), []
     hits = searcher.search(query, args.k)

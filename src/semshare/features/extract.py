@@ -160,6 +160,32 @@ def _grid_boxes(grid: int) -> np.ndarray:
                     dtype=np.float32)
 
 
+@torch.no_grad()
+def features_of_image_file(path: str | Path, meta: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A new image, encoded as `semshare extract` encoded the dataset described by `meta` (its meta.json):
+    (global (D,), regions (R, D), boxes (R, 4), mask (R,)). A new file has no annotated boxes: a grid dataset
+    gets its grid cells, a boxed dataset the global feature as its one region (as extract does for an image
+    without boxes)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if meta.get("source") != "semshare extract":
+        raise SemshareError("this run's data did not come from `semshare extract`, so a new image file cannot be "
+                            "encoded the way its features were; query with an image id of the dataset instead")
+    cfg = ExtractConfig(**meta["extract"])
+    backbone = build_backbone(cfg.backbone, cfg.weights or None)
+    try:
+        image = Image.open(path).convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataFormatError(path, "image", "a readable image file", f"{type(exc).__name__}: {exc}") from None
+    feature_map = backbone.feature_map(_Preprocess(backbone.image_size)(image)[None])
+    global_feature = feature_map.mean(dim=(2, 3))[0].numpy()
+    if meta.get("regions_from") == "boxes":
+        return (global_feature, global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32),
+                np.ones(1, dtype=bool))
+    cells = F.adaptive_avg_pool2d(feature_map, cfg.grid).flatten(2).transpose(1, 2)[0].numpy()
+    return global_feature, cells, _grid_boxes(cfg.grid), np.ones(len(cells), dtype=bool)
+
+
 def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: str | Path,
                     cfg: ExtractConfig = ExtractConfig(), instances: list[str | Path] | None = None,
                     voc_dir: str | Path | None = None, split_file: str | Path | None = None, name: str | None = None,

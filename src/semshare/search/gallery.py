@@ -225,6 +225,24 @@ class Searcher:
         batch = self.builder.build(np.array([row]), np.array([row]), texts)
         return normalize_rows(self.run.model.encode_image(batch).numpy())[0]
 
+    @torch.no_grad()
+    def encode_image_file(self, path: str | Path) -> np.ndarray:
+        """A new image file, through the extractor that made the run's data, then the run's image side."""
+        from semshare.data.batches import box_features
+        from semshare.features.extract import features_of_image_file
+
+        global_feature, regions, boxes, mask = features_of_image_file(path, self.run.dataset.meta)
+        batch = self.builder.build(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
+                                   [self.run.dataset.captions[0][0]] if self.run.cfg.model.text_input == "words" else None)
+        if self.run.cfg.model.image_input == "global":
+            regions, boxes, mask = global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32), np.ones(1, dtype=bool)
+        batch.img_regions = torch.from_numpy(regions.astype(np.float32)[None])
+        batch.img_boxes = torch.from_numpy(box_features(boxes[None]))
+        batch.img_mask = torch.from_numpy(mask[None])
+        batch.img_masked = torch.zeros_like(batch.img_mask)
+        batch.img_region_targets = torch.full(batch.img_mask.shape, -1, dtype=torch.int64)
+        return normalize_rows(self.run.model.encode_image(batch).numpy())[0]
+
     def search(self, query: np.ndarray, k: int) -> list[SearchHit]:
         scores, positions = self.backend.search(query, k)
         return [SearchHit(rank=rank, score=float(score), id=int(self.ids[position]), item=self.items[position])
