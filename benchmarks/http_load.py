@@ -64,13 +64,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from semshare.data.dataset import open_dataset
+    from semshare.data.text import as_sentence
 
     manifest = json.loads((args.index_dir / "manifest.json").read_text())
     dataset = open_dataset(manifest["data_dir"], check_values=False)
     rng = np.random.default_rng(0)
     rows = rng.integers(0, dataset.num_items, args.requests)
-    bodies = [{"text": dataset.captions[int(r)][0] if isinstance(dataset.captions[int(r)][0], str)
-               else " ".join(dataset.captions[int(r)][0]), "k": args.k} if i % 2 == 0
+    bodies = [{"text": as_sentence(dataset.captions[int(r)][0]), "k": args.k} if i % 2 == 0
               else {"item_id": int(r), "k": args.k} for i, r in enumerate(rows)]
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -25,3 +25,7 @@ class DataFormatError(SemshareError):
 
 class ConfigError(SemshareError):
     """An unknown config key, a value of the wrong type, or an unknown registry name."""
+
+
+class OutputExistsError(SemshareError, FileExistsError):
+    """An output folder that is already there and may not be replaced (no --overwrite)."""

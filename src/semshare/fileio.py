@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from semshare.errors import OutputExistsError
+
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -38,7 +40,7 @@ def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator
     """
     final_dir = Path(final_dir)
     if final_dir.exists() and not overwrite:
-        raise FileExistsError(f"{final_dir} already exists (pass overwrite to replace it)")
+        raise OutputExistsError(f"{final_dir} already exists; pass --overwrite to replace it")
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = final_dir.with_name(f".{final_dir.name}.partial-{os.getpid()}")
     if tmp.exists():

@@ -34,6 +34,11 @@ def tokenize(text: str | Sequence[str]) -> list[str]:
     return [tag.strip().lower() for tag in text if tag.strip()]
 
 
+def as_sentence(text: str | Sequence[str]) -> str:
+    """A text item as one string: a sentence as it is, a tag list joined by spaces."""
+    return text if isinstance(text, str) else " ".join(text)
+
+
 @dataclass
 class Vocabulary:
     """Token <-> id map. Ids 0..3 are PAD, UNK, MASK, CLS; the rest by descending training frequency."""

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semshare.data.text import as_sentence
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory, atomic_write_json
 
@@ -53,10 +54,6 @@ def _load_encoder(encoder: str):
     return AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval(), package
 
 
-def _as_text(text) -> str:
-    return text if isinstance(text, str) else " ".join(text)
-
-
 class SegmentEncoder:
     """A loaded pretrained text encoder: texts -> (states (B, L, D) float32, mask (B, L), word-piece ids (B, L))."""
 
@@ -68,7 +65,7 @@ class SegmentEncoder:
         import torch
 
         with torch.inference_mode():
-            encoded = self.tokenizer([_as_text(t) for t in texts], padding="max_length", truncation=True,
+            encoded = self.tokenizer([as_sentence(t) for t in texts], padding="max_length", truncation=True,
                                      max_length=self.max_length, return_tensors="pt")
             states = self.model(**encoded).last_hidden_state
             real = encoded["attention_mask"].bool()
@@ -87,38 +84,35 @@ def extract_text_segments(dataset, out_dir: str | Path | None = None, encoder: s
     out_dir = Path(out_dir) if out_dir else default_segments_dir(dataset.root, encoder)
     segment_encoder = SegmentEncoder(encoder, max_length)
     tokenizer, package = segment_encoder.tokenizer, segment_encoder.package
-    texts = [_as_text(t) for row in dataset.captions for t in row]
+    texts = [as_sentence(t) for row in dataset.captions for t in row]
     count, hidden = len(texts), int(segment_encoder.model.config.hidden_size)
-    try:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-            segments = np.lib.format.open_memmap(tmp / "segments.npy", "w+", np.float16, (count, max_length, hidden))
-            mask = np.lib.format.open_memmap(tmp / "mask.npy", "w+", np.bool_, (count, max_length))
-            token_ids = np.lib.format.open_memmap(tmp / "token_ids.npy", "w+", np.int32, (count, max_length))
-            sentence = np.lib.format.open_memmap(tmp / "sentence.npy", "w+", np.float16, (count, hidden))
-            bar = tqdm(total=count, unit="text", desc=f"extract-text {encoder}", disable=not progress)
-            for start in range(0, count, batch_size):
-                chunk = texts[start : start + batch_size]
-                states, real, ids = segment_encoder(chunk)
-                pooled = states.sum(1) / np.maximum(real.sum(1, keepdims=True), 1)
-                pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-                stop = start + len(chunk)
-                segments[start:stop] = states.astype(np.float16)
-                mask[start:stop] = real
-                token_ids[start:stop] = ids
-                sentence[start:stop] = pooled.astype(np.float16)
-                bar.update(len(chunk))
-            bar.close()
-            for array in (segments, mask, token_ids, sentence):
-                array.flush()
-            del segments, mask, token_ids, sentence
-            atomic_write_json(tmp / "meta.json", {
-                "format": "semshare-text-segments", "version": 1, "encoder": encoder,
-                "package": f"{ENCODERS[encoder]}=={getattr(package, '__version__', '?')}",
-                "max_length": max_length, "dim": hidden, "vocab_size": int(tokenizer.vocab_size), "num_text_items": count, "dataset": dataset.name,
-                "special_ids": sorted(int(i) for i in tokenizer.all_special_ids),
-                "truncated": int(sum(len(tokenizer(t)["input_ids"]) > max_length for t in texts))})
-    except FileExistsError as exc:
-        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        segments = np.lib.format.open_memmap(tmp / "segments.npy", "w+", np.float16, (count, max_length, hidden))
+        mask = np.lib.format.open_memmap(tmp / "mask.npy", "w+", np.bool_, (count, max_length))
+        token_ids = np.lib.format.open_memmap(tmp / "token_ids.npy", "w+", np.int32, (count, max_length))
+        sentence = np.lib.format.open_memmap(tmp / "sentence.npy", "w+", np.float16, (count, hidden))
+        bar = tqdm(total=count, unit="text", desc=f"extract-text {encoder}", disable=not progress)
+        for start in range(0, count, batch_size):
+            chunk = texts[start : start + batch_size]
+            states, real, ids = segment_encoder(chunk)
+            pooled = states.sum(1) / np.maximum(real.sum(1, keepdims=True), 1)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            stop = start + len(chunk)
+            segments[start:stop] = states.astype(np.float16)
+            mask[start:stop] = real
+            token_ids[start:stop] = ids
+            sentence[start:stop] = pooled.astype(np.float16)
+            bar.update(len(chunk))
+        bar.close()
+        for array in (segments, mask, token_ids, sentence):
+            array.flush()
+        del segments, mask, token_ids, sentence
+        atomic_write_json(tmp / "meta.json", {
+            "format": "semshare-text-segments", "version": 1, "encoder": encoder,
+            "package": f"{ENCODERS[encoder]}=={getattr(package, '__version__', '?')}",
+            "max_length": max_length, "dim": hidden, "vocab_size": int(tokenizer.vocab_size), "num_text_items": count, "dataset": dataset.name,
+            "special_ids": sorted(int(i) for i in tokenizer.all_special_ids),
+            "truncated": int(sum(len(tokenizer(t)["input_ids"]) > max_length for t in texts))})
     return out_dir
 
 

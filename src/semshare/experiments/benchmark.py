@@ -260,7 +260,8 @@ def plan_runs(data_dirs: list[str], methods: list[str], seeds: int, out_dir: Pat
     for index, data_dir in enumerate(data_dirs):
         name = _dataset_name(data_dir)
         data_overrides = overrides
-        if not has_segments(data_dir):
+        segmented = has_segments(data_dir)
+        if not segmented:
             skipped = [m for m in methods if m in SEGMENT_ONLY_METHODS]
             progress(f"{name}: global features only (no regions or no captions): trained methods run on global "
                      f"inputs; left out: {', '.join(skipped) or 'none'}")
@@ -270,7 +271,7 @@ def plan_runs(data_dirs: list[str], methods: list[str], seeds: int, out_dir: Pat
             methods_here = methods
         segments_dir = ""
         if text_inputs == "minilm":
-            if not has_segments(data_dir):
+            if not segmented:
                 raise SemshareError(f"{data_dir}: --text-inputs minilm needs captions (and regions) to encode")
             segments_dir = _segments_dir_for(data_dir, segments_dirs or [], index)
             left_out = [m for m in methods_here if m in WORD_ONLY_METHODS]

@@ -29,10 +29,9 @@ from semshare.errors import DataFormatError, SemshareError
 from semshare.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from semshare.fileio import atomic_write_json
 from semshare.importers.coco import read_coco_captions, read_coco_instances, read_karpathy_split
-from semshare.importers.writer import DatasetWriter
+from semshare.importers.writer import DatasetWriter, seeded_test_split
 
 logger = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -135,9 +134,9 @@ def read_items(captions_file: str | Path, instances: list[str | Path] | None = N
 def _splits(items: list[ExtractItem], cfg: ExtractConfig) -> dict[str, list[int]]:
     if any(item.split for item in items):
         return {s: [r for r, item in enumerate(items) if item.split == s] for s in ("train", "val", "test")}
-    order = np.random.default_rng(cfg.seed).permutation(len(items))
-    cut = max(1, int(round(cfg.test_fraction * len(items)))) if len(items) > 1 else 0
-    return {"train": sorted(order[cut:].tolist()), "test": sorted(order[:cut].tolist())}
+    if len(items) == 1:  # a single image trains
+        return {"train": [0], "test": []}
+    return seeded_test_split(len(items), cfg.test_fraction, cfg.seed)
 
 
 class _Preprocess:

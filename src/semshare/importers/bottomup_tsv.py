@@ -19,7 +19,7 @@ from tqdm import tqdm
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_captions, read_coco_instances, read_karpathy_split
-from semshare.importers.writer import DatasetWriter
+from semshare.importers.writer import DatasetWriter, seeded_test_split
 
 logger = logging.getLogger(__name__)
 FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
@@ -103,60 +103,55 @@ def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captio
         karpathy = read_karpathy_split(split_file)
         splits = {s: [r for r, image_id in enumerate(ids) if karpathy.get(image_id) == s] for s in ("train", "val", "test")}
     else:
-        order = np.random.default_rng(seed).permutation(len(ids))
-        cut = max(1, int(round(test_fraction * len(ids))))
-        splits = {"train": sorted(order[cut:].tolist()), "test": sorted(order[:cut].tolist())}
+        splits = seeded_test_split(len(ids), test_fraction, seed)
     wanted = {line_index: row for row, line_index in enumerate(keep)}
-    try:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-            writer = DatasetWriter(tmp, len(ids), len(label_names), regions=(region_count, dim))
-            block: list = []
-            bar = tqdm(total=len(ids), unit="image", desc="import bottomup-tsv", disable=not progress)
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        writer = DatasetWriter(tmp, len(ids), len(label_names), regions=(region_count, dim))
+        block: list = []
+        bar = tqdm(total=len(ids), unit="image", desc="import bottomup-tsv", disable=not progress)
 
-            def flush():
-                if not block:
-                    return
-                start = block[0][0]
-                feats = np.zeros((len(block), region_count, dim), dtype=np.float16)
-                boxes = np.zeros((len(block), region_count, 4), dtype=np.float32)
-                mask = np.zeros((len(block), region_count), dtype=np.uint8)
-                for i, (_, _, f, b) in enumerate(block):
-                    feats[i, : len(f)], boxes[i, : len(b)], mask[i, : len(f)] = f, b, 1
-                rows_ids = [image_id for _, image_id, _, _ in block]
-                labels = (np.asarray(labels_all[[keep[r] for r, *_ in block]]) if labels_file
-                          else labels_matrix(instances, rows_ids))
-                writer.write_rows(start, regions=feats, region_boxes=boxes, region_mask=mask, labels=labels)
-                writer.write_captions([captions[i] for i in rows_ids])
-                bar.update(len(block))
-                block.clear()
+        def flush():
+            if not block:
+                return
+            start = block[0][0]
+            feats = np.zeros((len(block), region_count, dim), dtype=np.float16)
+            boxes = np.zeros((len(block), region_count, 4), dtype=np.float32)
+            mask = np.zeros((len(block), region_count), dtype=np.uint8)
+            for i, (_, _, f, b) in enumerate(block):
+                feats[i, : len(f)], boxes[i, : len(b)], mask[i, : len(f)] = f, b, 1
+            rows_ids = [image_id for _, image_id, _, _ in block]
+            labels = (np.asarray(labels_all[[keep[r] for r, *_ in block]]) if labels_file
+                      else labels_matrix(instances, rows_ids))
+            writer.write_rows(start, regions=feats, region_boxes=boxes, region_mask=mask, labels=labels)
+            writer.write_captions([captions[i] for i in rows_ids])
+            bar.update(len(block))
+            block.clear()
 
-            line_index = -1
-            for path in map(Path, tsv_files):
-                for line_number, fields in _rows(path):
-                    line_index += 1
-                    if line_index not in wanted:
-                        continue
-                    image_id, width, height, count = int(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
-                    if width <= 0 or height <= 0:
-                        raise DataFormatError(path, f"line {line_number} 'image_w'/'image_h'", "positive sizes",
-                                              f"{width} x {height}")
-                    features = _decode(path, line_number, "features", fields[5], count)
-                    boxes = _decode(path, line_number, "boxes", fields[4], count)
-                    if features.shape[1] != dim or boxes.shape[1] != 4:
-                        raise DataFormatError(path, f"line {line_number} 'features'/'boxes'",
-                                              f"({count}, {dim}) features and ({count}, 4) boxes",
-                                              f"{features.shape} and {boxes.shape}")
-                    if not np.isfinite(features).all():
-                        raise DataFormatError(path, f"line {line_number} 'features'", "finite values", "NaN or inf")
-                    scaled = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
-                    block.append((wanted[line_index], image_id, features.astype(np.float16), scaled))
-                    if len(block) == CHUNK:
-                        flush()
-            flush()
-            bar.close()
-            meta = writer.finish(splits, label_names, name, {
-                "source": "bottomup-tsv", "coco_image_ids": ids, "dropped_without_captions": dropped_no_caption,
-                "boxes": "pixel boxes divided by image_w / image_h, clipped to [0, 1]"})
-    except FileExistsError as exc:
-        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+        line_index = -1
+        for path in map(Path, tsv_files):
+            for line_number, fields in _rows(path):
+                line_index += 1
+                if line_index not in wanted:
+                    continue
+                image_id, width, height, count = int(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
+                if width <= 0 or height <= 0:
+                    raise DataFormatError(path, f"line {line_number} 'image_w'/'image_h'", "positive sizes",
+                                          f"{width} x {height}")
+                features = _decode(path, line_number, "features", fields[5], count)
+                boxes = _decode(path, line_number, "boxes", fields[4], count)
+                if features.shape[1] != dim or boxes.shape[1] != 4:
+                    raise DataFormatError(path, f"line {line_number} 'features'/'boxes'",
+                                          f"({count}, {dim}) features and ({count}, 4) boxes",
+                                          f"{features.shape} and {boxes.shape}")
+                if not np.isfinite(features).all():
+                    raise DataFormatError(path, f"line {line_number} 'features'", "finite values", "NaN or inf")
+                scaled = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
+                block.append((wanted[line_index], image_id, features.astype(np.float16), scaled))
+                if len(block) == CHUNK:
+                    flush()
+        flush()
+        bar.close()
+        meta = writer.finish(splits, label_names, name, {
+            "source": "bottomup-tsv", "coco_image_ids": ids, "dropped_without_captions": dropped_no_caption,
+            "boxes": "pixel boxes divided by image_w / image_h, clipped to [0, 1]"})
     return meta

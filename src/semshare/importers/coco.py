@@ -12,7 +12,7 @@ import numpy as np
 
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
-from semshare.importers.writer import DatasetWriter
+from semshare.importers.writer import DatasetWriter, seeded_test_split
 
 logger = logging.getLogger(__name__)
 CHUNK = 4096
@@ -132,26 +132,21 @@ def import_coco(captions_files: list[str | Path], instances_files: list[str | Pa
         splits = {"train": [r for r, i in enumerate(annotated) if origin[i] == 0],
                   "test": [r for r, i in enumerate(annotated) if origin[i] > 0]}
     else:
-        order = np.random.default_rng(seed).permutation(len(annotated))
-        cut = max(1, int(round(test_fraction * len(annotated))))
-        splits = {"train": sorted(order[cut:].tolist()), "test": sorted(order[:cut].tolist())}
+        splits = seeded_test_split(len(annotated), test_fraction, seed)
     if not splits.get("train"):
         raise SemshareError("coco import: no training images (check the split file and the caption files)")
-    try:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-            writer = DatasetWriter(tmp, len(annotated), len(instances.category_ids))
-            for start in range(0, len(annotated), CHUNK):
-                chunk = annotated[start : start + CHUNK]
-                writer.write_rows(start, labels=labels_matrix(instances, chunk))
-                writer.write_captions([captions[i] for i in chunk])
-            if images_dir:
-                root = Path(images_dir).resolve()
-                writer.write_image_files([str(root / file_names[i]) if i in file_names else
-                                          (str(root / instances.images[i]["file_name"]) if i in instances.images else "")
-                                          for i in annotated])
-            meta = writer.finish(splits, instances.category_names, name, {
-                "source": "coco", "coco_image_ids": annotated, "dropped_without_annotations": dropped,
-                "split_source": "karpathy" if split_file else ("files" if len(captions_files) > 1 else f"seeded {test_fraction}")})
-    except FileExistsError as exc:
-        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        writer = DatasetWriter(tmp, len(annotated), len(instances.category_ids))
+        for start in range(0, len(annotated), CHUNK):
+            chunk = annotated[start : start + CHUNK]
+            writer.write_rows(start, labels=labels_matrix(instances, chunk))
+            writer.write_captions([captions[i] for i in chunk])
+        if images_dir:
+            root = Path(images_dir).resolve()
+            writer.write_image_files([str(root / file_names[i]) if i in file_names else
+                                      (str(root / instances.images[i]["file_name"]) if i in instances.images else "")
+                                      for i in annotated])
+        meta = writer.finish(splits, instances.category_names, name, {
+            "source": "coco", "coco_image_ids": annotated, "dropped_without_annotations": dropped,
+            "split_source": "karpathy" if split_file else ("files" if len(captions_files) > 1 else f"seeded {test_fraction}")})
     return meta

@@ -60,27 +60,24 @@ def import_dcmh_mat(labels_file: str | Path, tags_file: str | Path, tag_list: st
     order = np.random.default_rng(seed).permutation(n)
     query_rows, database = np.sort(order[:query]), np.sort(order[query:])
     train_rows = np.sort(np.random.default_rng([seed, 1]).choice(database, train, replace=False))
-    try:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-            writer = DatasetWriter(tmp, n, labels.shape[1], image_dim=None if image is None else image.shape[1],
-                                   dtype=np.float32)
-            empty = 0
-            for start in range(0, n, CHUNK):
-                stop = min(n, start + CHUNK)
-                arrays = {"labels": labels[start:stop].astype(np.uint8)}
-                if image is not None:
-                    arrays["image"] = np.asarray(image[start:stop], dtype=np.float32)
-                writer.write_rows(start, **arrays)
-                texts = []
-                for row in range(start, stop):
-                    words = [tag_names[j] for j in np.flatnonzero(tags[row] > 0)]
-                    empty += not words
-                    texts.append({"tokens": words})
-                writer.write_captions(texts)
-            meta = writer.finish({"train": train_rows.tolist(), "test": query_rows.tolist(),
-                                  "database": database.tolist()}, label_names, name, {
-                "source": "dcmh-mat", "items_without_tags": empty, "split": f"DCMH: {query} query (test), "
-                f"{n - query} database, {train} train from the database, seed {seed}"})
-    except FileExistsError as exc:
-        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        writer = DatasetWriter(tmp, n, labels.shape[1], image_dim=None if image is None else image.shape[1],
+                               dtype=np.float32)
+        empty = 0
+        for start in range(0, n, CHUNK):
+            stop = min(n, start + CHUNK)
+            arrays = {"labels": labels[start:stop].astype(np.uint8)}
+            if image is not None:
+                arrays["image"] = np.asarray(image[start:stop], dtype=np.float32)
+            writer.write_rows(start, **arrays)
+            texts = []
+            for row in range(start, stop):
+                words = [tag_names[j] for j in np.flatnonzero(tags[row] > 0)]
+                empty += not words
+                texts.append({"tokens": words})
+            writer.write_captions(texts)
+        meta = writer.finish({"train": train_rows.tolist(), "test": query_rows.tolist(),
+                              "database": database.tolist()}, label_names, name, {
+            "source": "dcmh-mat", "items_without_tags": empty, "split": f"DCMH: {query} query (test), "
+            f"{n - query} database, {train} train from the database, seed {seed}"})
     return meta

@@ -74,36 +74,33 @@ def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[s
         if missing:
             raise DataFormatError(src / f"{missing[0]}_ids.txt", "ids", "COCO image ids to look labels up",
                                   "no such file")
-    try:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-            writer = DatasetWriter(tmp, total, len(label_names), regions=(region_count, dim))
-            row, our_splits = 0, {}
-            whole_image = np.tile(np.array([0, 0, 1, 1], dtype=np.float32), (CHUNK, region_count, 1))
-            bar = tqdm(total=total, unit="image", desc="import precomp", disable=not progress)
-            for split, ims, caps, per, ids in parts:
-                our_splits[SPLITS.get(split, split)] = list(range(row, row + len(ims)))
-                for start in range(0, len(ims), CHUNK):
-                    stop = min(len(ims), start + CHUNK)
-                    # a map per chunk, dropped after it: read pages leave the process (flat memory at any N)
-                    source = np.load(src / f"{split}_ims.npy", mmap_mode="r")
-                    block = np.asarray(source[start:stop], dtype=np.float32)
-                    del source
-                    if not np.isfinite(block).all():
-                        raise DataFormatError(src / f"{split}_ims.npy", f"rows {start}..{stop - 1}", "finite values",
-                                              "NaN or inf")
-                    labels = (np.asarray(labels_all[row + start : row + stop]) if labels_file
-                              else labels_matrix(instances, ids[start:stop]))
-                    # precomp carries no boxes: every region is given the whole image
-                    writer.write_rows(row + start, regions=block.astype(np.float16),
-                                      region_mask=np.ones((stop - start, region_count), dtype=np.uint8),
-                                      region_boxes=whole_image[: stop - start], labels=labels)
-                    writer.write_captions([caps[i * per : (i + 1) * per] for i in range(start, stop)])
-                    bar.update(stop - start)
-                row += len(ims)
-            bar.close()
-            meta = writer.finish(our_splits, label_names, name, {
-                "source": "precomp", "boxes": "unknown in precomp: every region is given the whole image",
-                "captions_per_image": {p[0]: p[3] for p in parts}})
-    except FileExistsError as exc:
-        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        writer = DatasetWriter(tmp, total, len(label_names), regions=(region_count, dim))
+        row, our_splits = 0, {}
+        whole_image = np.tile(np.array([0, 0, 1, 1], dtype=np.float32), (CHUNK, region_count, 1))
+        bar = tqdm(total=total, unit="image", desc="import precomp", disable=not progress)
+        for split, ims, caps, per, ids in parts:
+            our_splits[SPLITS.get(split, split)] = list(range(row, row + len(ims)))
+            for start in range(0, len(ims), CHUNK):
+                stop = min(len(ims), start + CHUNK)
+                # a map per chunk, dropped after it: read pages leave the process (flat memory at any N)
+                source = np.load(src / f"{split}_ims.npy", mmap_mode="r")
+                block = np.asarray(source[start:stop], dtype=np.float32)
+                del source
+                if not np.isfinite(block).all():
+                    raise DataFormatError(src / f"{split}_ims.npy", f"rows {start}..{stop - 1}", "finite values",
+                                          "NaN or inf")
+                labels = (np.asarray(labels_all[row + start : row + stop]) if labels_file
+                          else labels_matrix(instances, ids[start:stop]))
+                # precomp carries no boxes: every region is given the whole image
+                writer.write_rows(row + start, regions=block.astype(np.float16),
+                                  region_mask=np.ones((stop - start, region_count), dtype=np.uint8),
+                                  region_boxes=whole_image[: stop - start], labels=labels)
+                writer.write_captions([caps[i * per : (i + 1) * per] for i in range(start, stop)])
+                bar.update(stop - start)
+            row += len(ims)
+        bar.close()
+        meta = writer.finish(our_splits, label_names, name, {
+            "source": "precomp", "boxes": "unknown in precomp: every region is given the whole image",
+            "captions_per_image": {p[0]: p[3] for p in parts}})
     return meta

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semshare.errors import DataFormatError, SemshareError
+from semshare.errors import DataFormatError
 from semshare.fileio import atomic_directory
 from semshare.importers.matfile import mat_keys, read_mat_variable
 from semshare.importers.writer import DatasetWriter
@@ -56,16 +56,13 @@ def import_split_mat(src: str | Path, out_dir: str | Path, name: str = "split-ma
     else:
         raise DataFormatError(src / "test_lab.mat", "labels", "the same kind (multi-hot or indices) as train", "mixed")
     num_train, num_test = len(parts["train"][0]), len(parts["test"][0])
-    try:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-            writer = DatasetWriter(tmp, num_train + num_test, labels["train"].shape[1],
-                                   image_dim=parts["train"][0].shape[1], text_dim=parts["train"][1].shape[1],
-                                   dtype=np.float32)
-            for start, split in ((0, "train"), (num_train, "test")):
-                img, txt, _ = parts[split]
-                writer.write_rows(start, image=img.astype(np.float32), text=txt.astype(np.float32), labels=labels[split])
-            meta = writer.finish({"train": list(range(num_train)), "test": list(range(num_train, num_train + num_test))},
-                                 [f"label_{i}" for i in range(labels["train"].shape[1])], name, {"source": "split-mat"})
-    except FileExistsError as exc:
-        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        writer = DatasetWriter(tmp, num_train + num_test, labels["train"].shape[1],
+                               image_dim=parts["train"][0].shape[1], text_dim=parts["train"][1].shape[1],
+                               dtype=np.float32)
+        for start, split in ((0, "train"), (num_train, "test")):
+            img, txt, _ = parts[split]
+            writer.write_rows(start, image=img.astype(np.float32), text=txt.astype(np.float32), labels=labels[split])
+        meta = writer.finish({"train": list(range(num_train)), "test": list(range(num_train, num_train + num_test))},
+                             [f"label_{i}" for i in range(labels["train"].shape[1])], name, {"source": "split-mat"})
     return meta

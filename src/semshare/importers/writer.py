@@ -93,3 +93,10 @@ class DatasetWriter:
         meta = write_meta(self.folder, name=name, extra=extra)
         open_dataset(self.folder)  # every check of the format, before the folder is renamed into place
         return meta
+
+
+def seeded_test_split(count: int, test_fraction: float, seed: int) -> dict[str, list[int]]:
+    """Rows 0..count-1 -> {"train", "test"}: a seeded random `test_fraction` (at least one row) is test."""
+    order = np.random.default_rng(seed).permutation(count)
+    cut = max(1, int(round(test_fraction * count)))
+    return {"train": sorted(order[cut:].tolist()), "test": sorted(order[:cut].tolist())}

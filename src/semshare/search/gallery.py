@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from semshare.data.batches import text_source_for
+from semshare.data.text import as_sentence
 from semshare.errors import SemshareError
 from semshare.fileio import atomic_directory, atomic_write_json
 from semshare.index import build_backend
@@ -63,7 +64,7 @@ def _gallery_rows(dataset, split: str) -> np.ndarray:
     return np.asarray(dataset.splits[split], dtype=np.int64)
 
 
-def _item_records(dataset, side: str, rows: np.ndarray, ids: np.ndarray, item_rows: np.ndarray) -> list[dict]:
+def _item_records(dataset, side: str, ids: np.ndarray, item_rows: np.ndarray) -> list[dict]:
     labels = np.asarray(dataset.labels)
     names = dataset.label_names
     captions = dataset.captions if dataset.has_captions else None
@@ -74,15 +75,11 @@ def _item_records(dataset, side: str, rows: np.ndarray, ids: np.ndarray, item_ro
                   "image_file": files[row]}
         if captions is not None:
             if side == "image":
-                record["captions"] = [_as_text(c) for c in captions[row]]
+                record["captions"] = [as_sentence(c) for c in captions[row]]
             else:
-                record["captions"] = [_as_text(captions[row][item_id - int(dataset.caption_offsets[row])])]
+                record["captions"] = [as_sentence(captions[row][item_id - int(dataset.caption_offsets[row])])]
         records.append(record)
     return records
-
-
-def _as_text(caption) -> str:
-    return caption if isinstance(caption, str) else " ".join(caption)
 
 
 def build_gallery(run_dir: str | Path, data_dir: str | Path, side: str, out_dir: str | Path,
@@ -108,17 +105,14 @@ def build_gallery(run_dir: str | Path, data_dir: str | Path, side: str, out_dir:
                              run_dir=str(Path(run_dir).resolve()), checkpoint=checkpoint,
                              data_dir=str(Path(data_dir).resolve()), split=split,
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    records = _item_records(run.dataset, side, rows, table.ids, item_rows)
-    try:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-            backend.save(tmp)
-            np.save(tmp / "ids.npy", np.asarray(table.ids, dtype=np.int64))
-            with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:
-                for record in records:
-                    handle.write(json.dumps(record) + "\n")
-            atomic_write_json(tmp / MANIFEST, asdict(manifest))
-    except FileExistsError as exc:
-        raise SemshareError(f"{exc}; pass --overwrite to replace it") from None
+    records = _item_records(run.dataset, side, table.ids, item_rows)
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        backend.save(tmp)
+        np.save(tmp / "ids.npy", np.asarray(table.ids, dtype=np.int64))
+        with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+        atomic_write_json(tmp / MANIFEST, asdict(manifest))
     return manifest
 
 
