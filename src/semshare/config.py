@@ -97,8 +97,8 @@ def to_dict(config: Any) -> dict:
     return convert(config)
 
 
-def merge(config: T, overrides: dict) -> T:
-    """A copy of `config` with nested overrides applied ({'train': {'lr': 1e-3}} or {'train.lr': 1e-3})."""
+def nest_dotted(overrides: dict) -> dict:
+    """{'train.lr': 1e-3, 'model': {'dim': 8}} -> {'train': {'lr': 1e-3}, 'model': {'dim': 8}}."""
     nested: dict = {}
     for key, value in overrides.items():
         cursor = nested
@@ -109,18 +109,24 @@ def merge(config: T, overrides: dict) -> T:
             cursor[parts[-1]].update(value)
         else:
             cursor[parts[-1]] = value
+    return nested
+
+
+def apply_overrides(target: dict, overrides: dict, prefix: str = "") -> None:
+    """Apply (dotted or nested) overrides to a plain config dict in place; unknown keys are errors."""
+    for key, value in nest_dotted(overrides).items():
+        if key not in target:
+            raise ConfigError(f"unknown config key {prefix}{key}; valid keys: {', '.join(prefix + k for k in sorted(target))}")
+        if isinstance(value, dict) and isinstance(target[key], dict):
+            apply_overrides(target[key], value, f"{prefix}{key}.")
+        else:
+            target[key] = value
+
+
+def merge(config: T, overrides: dict) -> T:
+    """A copy of `config` with nested overrides applied ({'train': {'lr': 1e-3}} or {'train.lr': 1e-3})."""
     base = to_dict(config)
-
-    def deep_update(target: dict, update: dict, prefix: str) -> None:
-        for key, value in update.items():
-            if key not in target:
-                raise ConfigError(f"unknown config key {prefix}{key}; valid keys: {', '.join(prefix + k for k in sorted(target))}")
-            if isinstance(value, dict) and isinstance(target[key], dict):
-                deep_update(target[key], value, f"{prefix}{key}.")
-            else:
-                target[key] = value
-
-    deep_update(base, nested, "")
+    apply_overrides(base, overrides)
     return from_dict(type(config), base)
 
 

@@ -30,8 +30,15 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
 
-# name -> method preset (a dict of config overrides on the Semantic Sharing defaults, or a method class)
+    def build(self, name: str, *args, **kwargs):
+        """Lookup + call: `METHODS.build("dscmr", cfg, spec, inputs)`."""
+        return self.get(name)(*args, **kwargs)
+
+
+# name -> method class (semshare.methods: each file registers its own, with its config dataclass beside it)
 METHODS: Registry = Registry("method")
 
 # name -> search index backend class (semshare.index): exact torch reference, FAISS flat / HNSW / IVF-PQ

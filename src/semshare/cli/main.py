@@ -344,15 +344,18 @@ def _distributed_context_from_env():
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from semshare.training.experiment import METHOD_PRESETS
+    from semshare.training.experiment import known_methods
 
-    parser = sub.add_parser("train", help="train a method (Semantic Sharing, an ablation, DSCMR) with the one loop",
+    parser = sub.add_parser("train", help="train a method (Semantic Sharing, an ablation, a baseline) with the one loop",
                             description="Train on --data, select on its val split (carved from train when absent), "
-                                        "write checkpoints, config and metrics to --out. Runs under torchrun too.")
+                                        "write checkpoints, config and metrics to --out. Closed-form methods are "
+                                        "fitted in one step into the same run folder. Runs under torchrun too.")
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--method", default="ours", choices=sorted(METHOD_PRESETS))
-    parser.add_argument("--preset", default="small", choices=["small", "paper"])
-    parser.add_argument("--config", type=Path, default=None, help="YAML file of config overrides")
+    parser.add_argument("--method", default="ours", metavar="NAME",
+                        help=f"a recipe in configs/method/ or a registered method ({', '.join(known_methods())})")
+    parser.add_argument("--preset", default="small", help="size preset in configs/preset/ (small, paper)")
+    parser.add_argument("--config", type=Path, action="append", default=[],
+                        help="YAML file of config overrides (repeatable, applied in order)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
@@ -365,7 +368,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from semshare.training.experiment import resolve_config, train_experiment
 
     cfg = resolve_config(args.method, args.preset, args.config, parse_assignments(args.overrides))
-    if args.out.exists() and (args.out / "last").exists() and not args.resume:
+    finished = (args.out / "last").exists() or (cfg.method_class.closed_form and (args.out / "best").exists())
+    if finished and not args.resume:
         raise SemshareError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
     context = _distributed_context_from_env()
     started = time.time()
@@ -376,11 +380,15 @@ def _run_train(args: argparse.Namespace) -> int:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    if context.is_main:
-        selection = (f"best val NDCG@500 (Ave) {100 * state['best_metric']:.2f} at epoch {state['best_epoch']}"
-                     if state["best_epoch"] > 0 else "no epoch finished, so no validation yet (best = last)")
-        print(f"trained {args.method} for {state['step']} steps in {time.time() - started:.0f} s; {selection}; "
-              f"run in {args.out}")
+    if not context.is_main:
+        return 0
+    if cfg.method_class.closed_form:
+        print(f"fitted {args.method} in closed form in {time.time() - started:.1f} s; run in {args.out}")
+        return 0
+    selection = (f"best val NDCG@500 (Ave) {100 * state['best_metric']:.2f} at epoch {state['best_epoch']}"
+                 if state["best_epoch"] > 0 else "no epoch finished, so no validation yet (best = last)")
+    print(f"trained {args.method} for {state['step']} steps in {time.time() - started:.0f} s; {selection}; "
+          f"run in {args.out}")
     return 0
 
 
@@ -394,29 +402,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_evaluate)
 
 
-def _embed_for_protocol(run, protocol):
-    import numpy as np
-
-    from semshare.evaluation.embed import embed_rows
-
-    rows = run.dataset.split(protocol.query_split)
-    if protocol.gallery_split:
-        rows = np.union1d(rows, run.dataset.split(protocol.gallery_split))
-    return embed_rows(run.model, run.builder(training=False), rows)
-
-
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from semshare.data.batches import text_source_for
-    from semshare.evaluation.protocols import evaluate_tables
+    from semshare.evaluation.evaluate import evaluate_run
     from semshare.training.experiment import load_run
 
     run = load_run(args.run_dir, args.data, args.checkpoint)
     protocol, spec = _protocol_from_args(args)
-    protocol = replace(protocol, text_source=text_source_for(run.cfg.model.text_input))
-    img, txt = _embed_for_protocol(run, protocol)
-    table, _ = evaluate_tables(run.dataset, img, txt, protocol, spec)
+    table, _ = evaluate_run(run, protocol, spec)
     _print_table(table, args.json or args.run_dir / f"eval_{args.split}.json")
     return 0
 
@@ -435,11 +427,10 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 def _run_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from semshare.evaluation.embed import embed_rows
     from semshare.training.experiment import load_run
 
     run = load_run(args.run_dir, args.data, args.checkpoint)
-    img, txt = embed_rows(run.model, run.builder(training=False), run.dataset.split(args.split))
+    img, txt = run.embed(run.dataset.split(args.split))
     out = args.out or args.run_dir / "embeddings" / args.split
     out.mkdir(parents=True, exist_ok=True)
     for name, table in (("img_emb.npz", img), ("txt_emb.npz", txt)):
@@ -452,24 +443,28 @@ def _run_embed(args: argparse.Namespace) -> int:
 
 # ---- benchmark -----------------------------------------------------------------------------------------------
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
-    from semshare.experiments.benchmark import DEFAULT_METHODS
+    from semshare.methods import PAPER_TABLE_RECIPES
 
     parser = sub.add_parser("benchmark", help="train and test every method on every dataset over seeds; Table 1",
                             description="Every method x dataset x seed on the same splits and metrics; writes "
                                         "results.json, table.md (the paper's Table 1 layout) and table.csv. "
                                         "Finished runs are skipped, so an interrupted benchmark resumes.")
     parser.add_argument("--data", type=Path, action="append", default=[], help="dataset folder (repeatable)")
-    parser.add_argument("--methods", default="all", help=f"comma list or 'all' ({','.join(DEFAULT_METHODS)})")
+    parser.add_argument("--methods", default="all", help=f"comma list or 'all' ({','.join(PAPER_TABLE_RECIPES)})")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--preset", default="small", choices=["small", "paper"])
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--preset", default="small", help="size preset in configs/preset/ (small, paper)")
+    parser.add_argument("--config", type=Path, action="append", default=[],
+                        help="YAML file of config overrides for every run (repeatable; per-method settings "
+                             "under models: NAME:)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override for every run, e.g. train.epochs=5 or models.semantic_sharing.dim=64")
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (one thread each when > 1)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per run (default: 2 with one worker, 1 with several)")
-    parser.add_argument("--linear-inputs", default="pooled", choices=["pooled", "pooled-word2vec", "st"],
+    parser.add_argument("--linear-inputs", default="pooled", choices=["pooled", "pooled-word2vec", "deep"],
                         help="inputs of cca/lcfs/jfssl: pooled raw features (regions mean + bag of words), "
                              "regions mean + mean of Word2Vec vectors learned on the training captions, or a "
-                             "trained ST model's features")
+                             "trained model's pooled features (the ST recipe, same seed)")
     parser.add_argument("--text-inputs", default="native", choices=["native", "minilm"],
                         help="native: each method's own text input; minilm: every method on the same MiniLM token "
                              "states (pooled for one-vector methods), made by `semshare extract-text`")
@@ -483,11 +478,14 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 def _run_benchmark(args: argparse.Namespace) -> int:
     from semshare.config import parse_assignments
-    from semshare.experiments.benchmark import DEFAULT_METHODS, run_benchmark
+    from semshare.experiments.benchmark import run_benchmark
+    from semshare.methods import PAPER_TABLE_RECIPES
+    from semshare.training.experiment import config_dir
 
-    methods = list(DEFAULT_METHODS) if args.methods == "all" else args.methods.split(",")
+    methods = list(PAPER_TABLE_RECIPES) if args.methods == "all" else args.methods.split(",")
     overrides = parse_assignments(args.overrides)
     data_dirs = [str(d) for d in args.data]
+    config_files = [str(f) for f in args.config]
     seeds = args.seeds
     if args.quick:
         from semshare.data.synthetic import make_synthetic, preset
@@ -497,18 +495,12 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             make_synthetic(quick_data, preset("tiny"), name="synthetic-tiny", overwrite=True, progress=False)
         data_dirs = data_dirs or [str(quick_data)]
         seeds = 1
-        overrides = {"train.epochs": 1, "train.batch_size": 16, "model.dim": 32, "model.heads": 2,
-                     "model.ffn_dim": 64, "text.word_dim": 16, "text.word2vec_epochs": 1,
-                     "dscmr.hidden_dim": 32, "dscmr.common_dim": 16, "dcca.hidden_dim": 32, "dcca.output_dim": 8,
-                 "scml.hidden_dim": 32, "scml.common_dim": 16, "scml.text_epochs": 0,
-                 "vilbert.dim": 16, "vilbert.heads": 2, "vilbert.ffn_dim": 32, "vilbert.shortlist": 10,
-                 **overrides}
+        config_files = [str(config_dir("experiment") / "quick.yaml")] + config_files
     if not data_dirs:
         raise SemshareError("give at least one --data folder (or --quick)")
     started = time.time()
     run_benchmark(data_dirs, methods, seeds, args.out, args.preset, overrides, args.workers,
-                  linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir,
-                  threads=args.threads)
+                  linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir, threads=args.threads, config_files=tuple(config_files))
     print((args.out / "table.md").read_text())
     print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
     return 0
@@ -523,7 +515,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--param", default="eta", help="eta, lambda, or a config key such as train.lr")
     parser.add_argument("--values", default="0,0.001,0.01,0.1,1,10")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--preset", default="small", choices=["small", "paper"])
+    parser.add_argument("--preset", default="small", help="size preset in configs/preset/ (small, paper)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (1 beside other jobs)")
     parser.add_argument("--out", type=Path, required=True)
@@ -559,36 +551,26 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_demo)
 
 
-DEMO_METHODS = ("ours", "wo_t", "wo_c")
-
-
 def _run_demo(args: argparse.Namespace) -> int:
     from semshare.data.dataset import open_dataset
     from semshare.data.synthetic import make_synthetic, preset
-    from semshare.evaluation.embed import embed_rows
-    from semshare.evaluation.protocols import ProtocolConfig, evaluate_tables
+    from semshare.evaluation.evaluate import evaluate_run
     from semshare.evaluation.report import format_markdown_table
-    from semshare.methods.ridge import fit_ridge_model
+    from semshare.methods import DEMO_RECIPES
     from semshare.training.experiment import load_run, resolve_config, train_experiment
 
     data_dir = args.out / f"data-{args.preset}-seed{args.seed}"
     if not (data_dir / "meta.json").exists():
         make_synthetic(data_dir, preset(args.preset, seed=args.seed), name=f"synthetic-{args.preset}", overwrite=True)
     dataset = open_dataset(data_dir)
-    test_rows = dataset.split("test")
     rows: dict[str, list[dict]] = {}
     started = time.time()
-    for method in DEMO_METHODS:
+    for method in DEMO_RECIPES:
         run_dir = args.out / f"{method}-seed{args.seed}"
         cfg = resolve_config(method, "small", overrides={"train.seed": args.seed})
         print(f"training {method} -> {run_dir}", flush=True)
-        train_experiment(data_dir, cfg, run_dir, resume=(run_dir / "last").exists())
-        run = load_run(run_dir, data_dir)
-        img, txt = embed_rows(run.model, run.builder(training=False), test_rows)
-        rows[method] = [evaluate_tables(dataset, img, txt, ProtocolConfig())[0]]
-    model = fit_ridge_model(dataset)
-    img, txt = model.embed(dataset, test_rows)
-    rows["ridge (mean-pooled, linear)"] = [evaluate_tables(dataset, img, txt, ProtocolConfig())[0]]
+        train_experiment(data_dir, cfg, run_dir, resume=(run_dir / "last").exists(), dataset=dataset)
+        rows[cfg.row_name] = [evaluate_run(load_run(run_dir, data_dir, dataset=dataset))[0]]
     print(f"\nsynthetic '{args.preset}' test split, x100, selection on val ({time.time() - started:.0f} s)\n")
     print(format_markdown_table(rows))
     return 0

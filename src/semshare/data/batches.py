@@ -31,20 +31,21 @@ class Batch:
     holds their masked-word targets (class ids, -1 = not a target),
     img_masked (B, R) bool / txt_masked (B, L) bool: segments replaced by MASK for context prediction,
     labels (B, C) float32, img_rows (B,) int64, txt_ids (B,) int64 (global text item ids).
+    A one-sided batch (`build_images` / `build_texts`) leaves the other side's fields None.
     """
 
-    img_regions: torch.Tensor
-    img_boxes: torch.Tensor
-    img_mask: torch.Tensor
-    img_region_targets: torch.Tensor
-    txt_tokens: torch.Tensor
-    txt_mask: torch.Tensor
-    txt_vectors: torch.Tensor | None
-    img_masked: torch.Tensor
-    txt_masked: torch.Tensor
     labels: torch.Tensor
-    img_rows: torch.Tensor
-    txt_ids: torch.Tensor
+    img_regions: torch.Tensor | None = None
+    img_boxes: torch.Tensor | None = None
+    img_mask: torch.Tensor | None = None
+    img_region_targets: torch.Tensor | None = None
+    img_masked: torch.Tensor | None = None
+    img_rows: torch.Tensor | None = None
+    txt_tokens: torch.Tensor | None = None
+    txt_mask: torch.Tensor | None = None
+    txt_vectors: torch.Tensor | None = None
+    txt_masked: torch.Tensor | None = None
+    txt_ids: torch.Tensor | None = None
     txt_segments: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
@@ -56,6 +57,21 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+def draw_masks(keys: list[tuple] | None, eligible: np.ndarray, prob: float, stream: int) -> np.ndarray:
+    """(B, S) bool: which segments to replace by MASK. Item i draws from its own generator seeded by
+    keys[i] + [stream] (one stream per modality), so its masks never depend on the rest of its batch."""
+    masked = np.zeros(eligible.shape, dtype=bool)
+    if keys is None or prob <= 0:
+        return masked
+    for i, key in enumerate(keys):
+        draws = np.random.default_rng(list(key) + [stream]).random(eligible.shape[1])
+        masked[i] = (draws < prob) & eligible[i]
+    return masked
+
+
+IMAGE_MASK_STREAM, TEXT_MASK_STREAM = 1, 2
 
 
 def box_features(boxes: np.ndarray) -> np.ndarray:
@@ -78,8 +94,16 @@ class BatchOptions:
     sentence_segment: bool = False  # segments: the encoder's sentence vector as one more segment, first
 
 
+def _tensors(**arrays) -> dict:
+    return {name: None if value is None else torch.from_numpy(value) for name, value in arrays.items()}
+
+
 class BatchBuilder:
-    """Reads items of a Dataset into Batches (the memory maps are sliced, never loaded whole)."""
+    """Reads items of a Dataset into Batches (the memory maps are sliced, never loaded whole).
+
+    `build(rows, txt_ids)` makes (image, text) pairs for training; `build_images(rows)` and
+    `build_texts(txt_ids)` one side only, for embedding; `build_query_*` items that are not in the dataset.
+    """
 
     def __init__(self, dataset: Dataset, vocab: Vocabulary | None, options: BatchOptions,
                  region_targets: np.ndarray | None = None, text_segments: TextSegments | None = None,
@@ -101,8 +125,29 @@ class BatchBuilder:
         if options.text_input == "segments" and (text_segments is None or segment_targets is None):
             raise ValueError(f"{dataset.root}: text_input 'segments' needs extracted text segments and their targets")
 
+    @property
+    def text_source(self) -> str:
+        return text_source_for(self.options.text_input)
+
+    # ---- which dataset items ----
+    def first_text_ids(self, rows: np.ndarray) -> np.ndarray:
+        """The first text item of each row (its first caption, or its text vector)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows.copy() if self.text_source == "vectors" else self.dataset.caption_offsets[rows].astype(np.int64)
+
+    def text_rows(self, txt_ids: np.ndarray) -> np.ndarray:
+        """The image row each text item belongs to."""
+        txt_ids = np.asarray(txt_ids, dtype=np.int64)
+        if self.text_source == "vectors":
+            return txt_ids.copy()
+        return np.searchsorted(self.dataset.caption_offsets, txt_ids, side="right").astype(np.int64) - 1
+
+    def _texts(self, txt_ids: np.ndarray) -> list:
+        offsets, captions = self.dataset.caption_offsets, self.dataset.captions
+        return [captions[r][int(t - offsets[r])] for r, t in zip(self.text_rows(txt_ids).tolist(), txt_ids.tolist())]
+
     # ---- image side ----
-    def _image_part(self, rows: np.ndarray, mask_keys: list[tuple] | None):
+    def _image_fields(self, rows: np.ndarray, mask_keys: list[tuple] | None) -> dict:
         if self.options.image_input == "global":
             features = gather_rows(self.dataset.image, rows).astype(np.float32)[:, None, :]
             boxes = np.tile(np.array([0, 0, 1, 1, 1], dtype=np.float32), (len(rows), 1, 1))
@@ -123,23 +168,24 @@ class BatchBuilder:
                 targets[~mask] = -1
             else:
                 targets = np.full(mask.shape, -1, dtype=np.int64)
-        masked = np.zeros(mask.shape, dtype=bool)
-        if mask_keys is not None and self.options.mask_prob > 0:
-            for i, key in enumerate(mask_keys):
-                draws = np.random.default_rng(list(key) + [1]).random(mask.shape[1])
-                masked[i] = (draws < self.options.mask_prob) & mask[i] & (targets[i] >= 0)
-        return features, boxes, mask, targets, masked
+        masked = draw_masks(mask_keys, mask & (targets >= 0), self.options.mask_prob, IMAGE_MASK_STREAM)
+        return _tensors(img_regions=features, img_boxes=boxes, img_mask=mask, img_region_targets=targets,
+                        img_masked=masked, img_rows=np.asarray(rows, dtype=np.int64))
 
     # ---- text side ----
-    def _text_part(self, rows: np.ndarray, txt_ids: np.ndarray, texts: list | None,
-                   mask_keys: list[tuple] | None):
+    def _text_fields(self, txt_ids: np.ndarray, mask_keys: list[tuple] | None) -> dict:
+        """The text items `txt_ids` (global ids: a row's own id for text vectors)."""
+        txt_ids = np.asarray(txt_ids, dtype=np.int64)
         if self.options.text_input == "vector":
-            vectors = gather_rows(self.dataset.text_vectors, rows).astype(np.float32)
-            tokens = np.zeros((len(rows), 1), dtype=np.int64)
-            return tokens, np.ones((len(rows), 1), dtype=bool), vectors, np.zeros((len(rows), 1), dtype=bool), None
+            count = len(txt_ids)
+            vectors = gather_rows(self.dataset.text_vectors, txt_ids).astype(np.float32)
+            return _tensors(txt_tokens=np.zeros((count, 1), dtype=np.int64), txt_mask=np.ones((count, 1), dtype=bool),
+                            txt_vectors=vectors, txt_masked=np.zeros((count, 1), dtype=bool), txt_ids=txt_ids)
         if self.options.text_input == "segments":
-            return self._segment_part(np.asarray(txt_ids, dtype=np.int64), mask_keys)
-        assert self.vocab is not None and texts is not None
+            return self._segment_fields(txt_ids, mask_keys)
+        return self._word_fields(self._texts(txt_ids), mask_keys) | _tensors(txt_ids=txt_ids)
+
+    def _word_fields(self, texts: list, mask_keys: list[tuple] | None) -> dict:
         encoded = [self.vocab.encode(t, self.options.max_text_length) or [self.vocab.unk_id] for t in texts]
         length = max(len(ids) for ids in encoded)
         tokens = np.full((len(encoded), length), self.vocab.pad_id, dtype=np.int64)
@@ -147,54 +193,72 @@ class BatchBuilder:
         for i, ids in enumerate(encoded):
             tokens[i, : len(ids)] = ids
             mask[i, : len(ids)] = True
-        masked = np.zeros(mask.shape, dtype=bool)
-        if mask_keys is not None and self.options.mask_prob > 0:
-            for i, key in enumerate(mask_keys):
-                draws = np.random.default_rng(list(key) + [2]).random(length)
-                masked[i] = (draws < self.options.mask_prob) & mask[i]
-        return tokens, mask, None, masked, None
+        masked = draw_masks(mask_keys, mask, self.options.mask_prob, TEXT_MASK_STREAM)
+        return _tensors(txt_tokens=tokens, txt_mask=mask, txt_masked=masked)
 
-    def _segment_part(self, txt_ids: np.ndarray, mask_keys: list[tuple] | None):
+    def _segment_fields(self, txt_ids: np.ndarray, mask_keys: list[tuple] | None) -> dict:
         store = self.text_segments
         mask = gather_rows(store.mask, txt_ids).astype(bool)
         keep = max(1, int(mask.sum(1).max()))  # word pieces are left-aligned: cut the common padding
-        mask = mask[:, :keep]
         segments = gather_rows(store.segments, txt_ids)[:, :keep].astype(np.float32)
-        tokens = self.segment_targets[gather_rows(store.token_ids, txt_ids)[:, :keep].astype(np.int64)]
+        word_pieces = gather_rows(store.token_ids, txt_ids)[:, :keep].astype(np.int64)
+        sentence = gather_rows(store.sentence, txt_ids).astype(np.float32) if self.options.sentence_segment else None
+        return self._segment_arrays(segments, mask[:, :keep], word_pieces, sentence, mask_keys) | _tensors(txt_ids=txt_ids)
+
+    def _segment_arrays(self, segments: np.ndarray, mask: np.ndarray, word_pieces: np.ndarray,
+                        sentence: np.ndarray | None, mask_keys: list[tuple] | None) -> dict:
+        tokens = self.segment_targets[word_pieces]
         tokens[~mask] = -1
-        if self.options.sentence_segment:  # never masked: it has no word-piece target
-            sentence = gather_rows(store.sentence, txt_ids).astype(np.float32)[:, None, :]
-            segments = np.concatenate([sentence, segments], axis=1)
+        if sentence is not None:  # never masked: it has no word-piece target
+            segments = np.concatenate([sentence[:, None, :], segments], axis=1)
             mask = np.concatenate([np.ones((len(mask), 1), dtype=bool), mask], axis=1)
             tokens = np.concatenate([np.full((len(tokens), 1), -1, dtype=np.int64), tokens], axis=1)
-            keep += 1
-        masked = np.zeros(mask.shape, dtype=bool)
-        if mask_keys is not None and self.options.mask_prob > 0:
-            for i, key in enumerate(mask_keys):
-                draws = np.random.default_rng(list(key) + [2]).random(keep)
-                masked[i] = (draws < self.options.mask_prob) & mask[i] & (tokens[i] >= 0)
-        return tokens, mask, None, masked, segments
+        masked = draw_masks(mask_keys, mask & (tokens >= 0), self.options.mask_prob, TEXT_MASK_STREAM)
+        return _tensors(txt_tokens=tokens, txt_mask=mask, txt_masked=masked, txt_segments=segments)
 
-    def build(self, rows: np.ndarray, txt_ids: np.ndarray, texts: list | None,
-              mask_keys: list[tuple] | None = None) -> Batch:
-        """Items (image row, text item) -> Batch.
+    def _labels(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(gather_rows(self.dataset.labels, rows).astype(np.float32))
 
-        `mask_keys`, one integer tuple per item (None: no masking), seed that item's own mask draws, one
-        generator per modality: an item's masks never depend on the other items of its batch.
+    # ---- batches ----
+    def build(self, rows: np.ndarray, txt_ids: np.ndarray, mask_keys: list[tuple] | None = None) -> Batch:
+        """(image row, text item of that row) pairs -> Batch.
+
+        `mask_keys`, one integer tuple per item (None: no masking), seed that item's own mask draws.
         """
-        features, boxes, img_mask, targets, img_masked = self._image_part(rows, mask_keys)
-        tokens, txt_mask, vectors, txt_masked, segments = self._text_part(rows, txt_ids, texts, mask_keys)
-        labels = gather_rows(self.dataset.labels, rows).astype(np.float32)
-        return Batch(
-            img_regions=torch.from_numpy(features), img_boxes=torch.from_numpy(boxes),
-            img_mask=torch.from_numpy(img_mask), img_region_targets=torch.from_numpy(targets),
-            txt_tokens=torch.from_numpy(tokens), txt_mask=torch.from_numpy(txt_mask),
-            txt_vectors=None if vectors is None else torch.from_numpy(vectors),
-            img_masked=torch.from_numpy(img_masked), txt_masked=torch.from_numpy(txt_masked),
-            labels=torch.from_numpy(labels), img_rows=torch.from_numpy(rows.astype(np.int64)),
-            txt_ids=torch.from_numpy(np.asarray(txt_ids, dtype=np.int64)),
-            txt_segments=None if segments is None else torch.from_numpy(segments),
-        )
+        rows = np.asarray(rows, dtype=np.int64)
+        return Batch(labels=self._labels(rows), **self._image_fields(rows, mask_keys),
+                     **self._text_fields(txt_ids, mask_keys))
+
+    def build_images(self, rows: np.ndarray) -> Batch:
+        """Images only (no masks): for embedding the image side."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return Batch(labels=self._labels(rows), **self._image_fields(rows, None))
+
+    def build_texts(self, txt_ids: np.ndarray) -> Batch:
+        """Text items (global ids) only (no masks): for embedding the text side."""
+        return Batch(labels=self._labels(self.text_rows(txt_ids)), **self._text_fields(txt_ids, None))
+
+    def _unlabelled(self, count: int) -> torch.Tensor:
+        return torch.zeros((count, self.dataset.num_labels), dtype=torch.float32)
+
+    def build_query_words(self, texts: list) -> Batch:
+        """Free texts (strings or token lists) through the run's vocabulary (text input "words")."""
+        return Batch(labels=self._unlabelled(len(texts)), **self._word_fields(texts, None))
+
+    def build_query_segments(self, segments: np.ndarray, mask: np.ndarray, word_pieces: np.ndarray,
+                             sentence: np.ndarray | None) -> Batch:
+        """Free texts already through the segment encoder: (B, L, Dt) states, (B, L) mask and word-piece ids."""
+        if not self.options.sentence_segment:
+            sentence = None
+        return Batch(labels=self._unlabelled(len(segments)),
+                     **self._segment_arrays(segments, mask, word_pieces, sentence, None))
+
+    def build_query_images(self, regions: np.ndarray, boxes: np.ndarray, mask: np.ndarray) -> Batch:
+        """Images not in the dataset: (B, R, D) features, (B, R, 4) normalised boxes, (B, R) mask."""
+        count = len(regions)
+        return Batch(labels=self._unlabelled(count), **_tensors(
+            img_regions=regions.astype(np.float32), img_boxes=box_features(boxes), img_mask=mask.astype(bool),
+            img_region_targets=np.full(mask.shape, -1, dtype=np.int64), img_masked=np.zeros(mask.shape, dtype=bool)))
 
 
 def item_key(seed: int, epoch: int, row: int) -> tuple:
@@ -234,12 +298,11 @@ class TrainingBatches:
             global_rows = order[step * self.batch_size : (step + 1) * self.batch_size]
             rows = global_rows[self.rank * local : (self.rank + 1) * local]
             keys = [item_key(self.seed, epoch, r) for r in rows]
-            if self.builder.options.text_input in ("words", "segments"):  # one caption of the row
+            if self.builder.text_source == "captions":  # one caption of the row
                 offsets = dataset.caption_offsets
                 choice = [int(np.random.default_rng(list(key) + [0]).integers(offsets[r + 1] - offsets[r]))
                           for key, r in zip(keys, rows)]
                 txt_ids = np.array([offsets[r] + c for r, c in zip(rows, choice)], dtype=np.int64)
-                texts = [dataset.captions[r][c] for r, c in zip(rows, choice)]
             else:
-                txt_ids, texts = rows.copy(), None
-            yield self.builder.build(rows, txt_ids, texts, keys)
+                txt_ids = rows.copy()
+            yield self.builder.build(rows, txt_ids, keys)

@@ -121,14 +121,6 @@ def load_embedding_table(path, expected_rows: int | None = None, what: str = "em
     return EmbeddingTable(ids=ids.astype(np.int64), emb=emb)
 
 
-def evaluate_rows(dataset: Dataset, img_table: EmbeddingTable, txt_table: EmbeddingTable, rows: np.ndarray,
-                  text_source: str = "captions", spec: MetricSpec = MetricSpec()) -> dict[str, float]:
-    """The default protocol on explicit rows (e.g. a validation set carved from train): rows are queries and gallery."""
-    items = dataset.text_items(rows, text_source)
-    eval_set = EvalSet(rows, items, rows, items)
-    return _table_from_folds([_evaluate_set(dataset, img_table, txt_table, eval_set, spec)])
-
-
 def _evaluate_set(dataset: Dataset, img_table: EmbeddingTable, txt_table: EmbeddingTable, eval_set: EvalSet,
                   spec: MetricSpec) -> dict[str, DirectionResult]:
     labels = dataset.labels
@@ -144,7 +136,7 @@ def _evaluate_set(dataset: Dataset, img_table: EmbeddingTable, txt_table: Embedd
     }
 
 
-def _table_from_folds(fold_results: list[dict[str, DirectionResult]]) -> dict[str, float]:
+def table_from_folds(fold_results: list[dict[str, DirectionResult]]) -> dict[str, float]:
     table: dict[str, float] = {}
     for name in fold_results[0]["i2t"].per_query:
         for direction in ("i2t", "t2i"):
@@ -159,8 +151,22 @@ def evaluate_tables(
     txt_table: EmbeddingTable,
     protocol: ProtocolConfig = ProtocolConfig(),
     spec: MetricSpec = MetricSpec(),
+    rows: np.ndarray | None = None,
 ) -> tuple[dict[str, float], list[dict[str, DirectionResult]]]:
-    """Metric means (averaged over folds) and the per-fold direction results."""
-    fold_results = [_evaluate_set(dataset, img_table, txt_table, eval_set, spec)
-                    for eval_set in build_eval_sets(dataset, protocol)]
-    return _table_from_folds(fold_results), fold_results
+    """Metric means (averaged over folds) and the per-fold direction results.
+
+    `rows` given: one set of explicit rows, queries and gallery alike (e.g. a validation set carved from
+    train), instead of the protocol's splits."""
+    if rows is not None:
+        items = dataset.text_items(rows, protocol.text_source)
+        eval_sets = [EvalSet(np.asarray(rows), items, np.asarray(rows), items)]
+    else:
+        eval_sets = build_eval_sets(dataset, protocol)
+    fold_results = [_evaluate_set(dataset, img_table, txt_table, eval_set, spec) for eval_set in eval_sets]
+    return table_from_folds(fold_results), fold_results
+
+
+def evaluate_rows(dataset: Dataset, img_table: EmbeddingTable, txt_table: EmbeddingTable, rows: np.ndarray,
+                  text_source: str = "captions", spec: MetricSpec = MetricSpec()) -> dict[str, float]:
+    """The default protocol on explicit rows: rows are queries and gallery."""
+    return evaluate_tables(dataset, img_table, txt_table, ProtocolConfig(text_source=text_source), spec, rows)[0]

@@ -15,6 +15,7 @@ from semshare.data.batches import BatchBuilder
 from semshare.data.dataset import Dataset
 from semshare.evaluation import metrics
 from semshare.evaluation.embed import embed_rows
+from semshare.evaluation.protocols import table_from_folds
 from semshare.evaluation.retrieval import DirectionResult, MetricSpec, combine_blocks, metrics_from_scores, pr_cutoffs
 
 RERANK_OFFSET = 10.0  # pair scores lie in [0, 1]; first-stage cosines in [-1, 1]: shortlisted items go first
@@ -30,7 +31,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _rerank_direction(model, builder: BatchBuilder, query_is_image: bool, query_rows, query_items, query_emb,
                       gallery_rows, gallery_items, gallery_emb, labels: np.ndarray, spec: MetricSpec,
                       shortlist: int, device, pair_batch: int = 256, query_chunk: int = 64) -> DirectionResult:
-    texts = gallery_items.texts if query_is_image else query_items.texts
     cutoffs = pr_cutoffs(len(gallery_emb), spec.pr_points)
     query_labels = labels[query_rows if query_is_image else query_items.rows].astype(np.float32)
     gallery_labels = labels[gallery_items.rows if query_is_image else gallery_rows].astype(np.float32)
@@ -46,11 +46,9 @@ def _rerank_direction(model, builder: BatchBuilder, query_is_image: bool, query_
             q, g = pairs_q[p : p + pair_batch], pairs_g[p : p + pair_batch]
             if query_is_image:
                 rows, txt_ids = query_rows[q], gallery_items.item_ids[g]
-                pair_texts = None if texts is None else [texts[i] for i in g]
             else:
                 rows, txt_ids = gallery_rows[g], query_items.item_ids[q]
-                pair_texts = None if texts is None else [texts[i] for i in q]
-            batch = builder.build(rows, txt_ids, pair_texts).to(device)
+            batch = builder.build(rows, txt_ids).to(device)
             pair_scores.append(model.score_pairs(batch, batch).cpu().numpy())
         reranked = scores.copy()
         np.put_along_axis(reranked, top, RERANK_OFFSET + np.concatenate(pair_scores).reshape(top.shape), axis=1)
@@ -73,9 +71,4 @@ def evaluate_pairwise_rows(model, builder: BatchBuilder, dataset: Dataset, rows:
         "t2i": _rerank_direction(model, builder, False, None, items, txt_emb, rows, None, img_emb, labels, spec,
                                  shortlist, device),
     }
-    table = {}
-    for name in directions["i2t"].per_query:
-        for direction in ("i2t", "t2i"):
-            table[f"{direction}/{name}"] = directions[direction].means()[name]
-        table[f"ave/{name}"] = (table[f"i2t/{name}"] + table[f"t2i/{name}"]) / 2
-    return table, directions
+    return table_from_folds([directions]), directions

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from semshare.experiments.benchmark import RunSpec, run_one
 
-PARAM_ALIASES = {"eta": "loss.consistency_weight", "lambda": "loss.context_weight"}
+PARAM_ALIASES = {"eta": "model.loss.consistency_weight", "lambda": "model.loss.context_weight"}
 
 
 def run_sweep(data_dir: str, method: str, param: str, values: list[float], seeds: int, out_dir: str | Path,

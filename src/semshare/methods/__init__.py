@@ -1,1 +1,16 @@
-"""Retrieval methods: one file each, registered by name."""
+"""Retrieval methods: one file each, registered by name in `semshare.registry.METHODS` on import.
+
+`base.py` is the protocol every method follows; `losses.py` the losses several methods share. What a user
+runs is a recipe, `configs/method/NAME.yaml` (a registered method + its settings: `ours`, `st`, `wo_c`,
+...); a registered method without a recipe runs with its defaults.
+"""
+
+from semshare.methods import cca, dcca, dscmr, jfssl, lcfs, ridge, scml, semantic_sharing, vilbert  # noqa: F401
+
+# the paper's Table 1 rows, in its order (recipes in configs/method/)
+PAPER_TABLE_RECIPES = ("cca", "lcfs", "jfssl", "dcca", "dscmr", "scml", "vilbert", "st", "imc", "wo_r", "wo_t",
+                       "wo_c", "wo_l", "ours_con", "ours")
+# `semshare demo`: Ours against two of its ablations, and the ridge reference point
+DEMO_RECIPES = ("ours", "wo_t", "wo_c", "ridge")
+# linear methods on "deep features" (--linear-inputs deep) take them from this recipe's trained runs
+DEEP_FEATURES_RECIPE = "st"

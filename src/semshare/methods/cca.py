@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from semshare.methods.base import ClosedFormMethod, LinearEncoder, PairedFeatures
+from semshare.registry import METHODS
+
 
 @dataclass(frozen=True)
 class CCAConfig:
@@ -65,3 +68,17 @@ def fit_cca(x: np.ndarray, y: np.ndarray, cfg: CCAConfig = CCAConfig()) -> CCAMo
     w_x = w[:dx] / np.sqrt(np.maximum(np.einsum("ij,ij->j", w[:dx], c_xx @ w[:dx]), 1e-12))
     w_y = w[dx:] / np.sqrt(np.maximum(np.einsum("ij,ij->j", w[dx:], c_yy @ w[dx:]), 1e-12))
     return CCAModel(mean_x, mean_y, w_x, w_y, np.clip(values[top], 0, None), cfg.eigen_power)
+
+
+@METHODS.register("cca")
+class CCA(ClosedFormMethod):
+    """Fitted on one text per image (the pairs of a two-view method are one-to-one)."""
+
+    config_class = CCAConfig
+    display_name = "CCA"
+    deterministic = True
+
+    def fit(self, features: PairedFeatures) -> LinearEncoder:
+        model = fit_cca(features.img, features.paired_text, self.cfg)
+        scale = model.correlations**model.eigen_power
+        return LinearEncoder(model.mean_x, model.w_x * scale, model.mean_y, model.w_y * scale)

@@ -19,8 +19,9 @@ from torch import nn
 
 from semshare.data.batches import Batch
 from semshare.methods.cca import CCAConfig, fit_cca
-from semshare.methods.semantic_sharing import ModelSpec
+from semshare.methods.base import InputConfig, ModelSpec, TrainedMethod
 from semshare.models.pooled_inputs import PooledInputs
+from semshare.registry import METHODS
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,16 @@ def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
                          nn.Linear(hidden_dim, out_dim))
 
 
-class DCCA(nn.Module):
-    pairwise_scoring = False
+@METHODS.register("dcca")
+class DCCA(TrainedMethod):
+    config_class = DCCAConfig
+    display_name = "DCCA"
 
-    def __init__(self, cfg: DCCAConfig, spec: ModelSpec, text_input: str, word_vectors: np.ndarray | None = None):
+    def __init__(self, cfg: DCCAConfig, spec: ModelSpec, inputs: InputConfig,
+                 word_vectors: np.ndarray | None = None):
         super().__init__()
-        self.cfg, self.spec, self.text_input = cfg, spec, text_input
-        self.inputs = PooledInputs(text_input, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
+        self.cfg, self.spec = cfg, spec
+        self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
         self.img_net = _mlp(spec.region_dim, cfg.hidden_dim, cfg.output_dim)
         self.txt_net = _mlp(self.inputs.text_dim, cfg.hidden_dim, cfg.output_dim)
         o = cfg.output_dim
@@ -78,9 +82,6 @@ class DCCA(nn.Module):
     def encode_text(self, batch: Batch) -> torch.Tensor:
         return ((self.txt_net(self.inputs.text(batch)) - self.txt_mean) @ self.txt_proj).float()
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.training_step(batch)
-
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         img, txt = self._outputs(batch)
         correlation = total_correlation(img, txt, self.cfg.reg)
@@ -94,12 +95,10 @@ class DCCA(nn.Module):
         if len(rows) > self.cfg.cca_items:
             rows = np.sort(np.random.default_rng(0).choice(rows, self.cfg.cca_items, replace=False))
         device = next(self.parameters()).device
-        dataset = builder.dataset
         img_parts, txt_parts = [], []
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            texts = [dataset.captions[r][0] for r in chunk] if self.text_input == "words" else None
-            img, txt = self._outputs(builder.build(chunk, chunk, texts).to(device))
+            img, txt = self._outputs(builder.build(chunk, builder.first_text_ids(chunk)).to(device))
             img_parts.append(img.double().cpu().numpy())
             txt_parts.append(txt.double().cpu().numpy())
         cca = fit_cca(np.concatenate(img_parts), np.concatenate(txt_parts), CCAConfig(reg=self.cfg.reg))

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.methods.semantic_sharing import ModelSpec, discrimination_loss
+from semshare.methods.base import InputConfig, ModelSpec, TrainedMethod
+from semshare.methods.losses import discrimination_loss
 from semshare.models.pooled_inputs import PooledInputs
+from semshare.registry import METHODS
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,16 @@ def _mlp(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
                          nn.Linear(hidden_dim, hidden_dim), nn.ReLU())
 
 
-class DSCMR(nn.Module):
-    pairwise_scoring = False
+@METHODS.register("dscmr")
+class DSCMR(TrainedMethod):
+    config_class = DSCMRConfig
+    display_name = "DSCMR"
 
-    def __init__(self, cfg: DSCMRConfig, spec: ModelSpec, text_input: str, word_vectors: np.ndarray | None = None):
+    def __init__(self, cfg: DSCMRConfig, spec: ModelSpec, inputs: InputConfig,
+                 word_vectors: np.ndarray | None = None):
         super().__init__()
-        self.cfg, self.spec, self.text_input = cfg, spec, text_input
-        self.inputs = PooledInputs(text_input, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
+        self.cfg, self.spec = cfg, spec
+        self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
         self.img_net = _mlp(spec.region_dim, cfg.hidden_dim, cfg.dropout)
         self.txt_net = _mlp(self.inputs.text_dim, cfg.hidden_dim, cfg.dropout)
         self.common = nn.Linear(cfg.hidden_dim, cfg.common_dim)
@@ -65,9 +70,6 @@ class DSCMR(nn.Module):
 
     def encode_text(self, batch: Batch) -> torch.Tensor:
         return self.common(self.txt_net(self.inputs.text(batch))).float()
-
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.training_step(batch)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         u, v = self.encode_image(batch), self.encode_text(batch)

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semshare.methods.base import ClosedFormMethod, LinearEncoder, PairedFeatures
 from semshare.methods.lcfs import LinearProjections, row_norm_weights
+from semshare.registry import METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,6 @@ class JFSSLConfig:
     iterations: int = 5
     max_graph_items: int = 5000
     eps: float = 1e-8
-    seed: int = 0
 
 
 def knn_graph(features: np.ndarray, k: int) -> np.ndarray:
@@ -52,15 +53,17 @@ def joint_laplacian_blocks(x: np.ndarray, y: np.ndarray, labels: np.ndarray, k: 
     return np.diag(degree_a) - w_aa, -w_ab, -w_ab.T, np.diag(degree_b) - w_bb
 
 
-def fit_jfssl(x: np.ndarray, y: np.ndarray, labels: np.ndarray, cfg: JFSSLConfig = JFSSLConfig()) -> LinearProjections:
-    """x (N, D_x) image, y (N, D_y) text, labels (N, C) multi-hot: paired training rows."""
+def fit_jfssl(x: np.ndarray, y: np.ndarray, labels: np.ndarray, cfg: JFSSLConfig = JFSSLConfig(),
+              seed: int = 0) -> LinearProjections:
+    """x (N, D_x) image, y (N, D_y) text, labels (N, C) multi-hot: paired training rows; `seed` picks the
+    graph's subsample when there are more than `max_graph_items`."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     targets = np.asarray(labels, dtype=np.float64)
     mean_x, mean_y = x.mean(0), y.mean(0)
     xc, yc = x - mean_x, y - mean_y
     if len(xc) > cfg.max_graph_items:
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(xc), cfg.max_graph_items, replace=False))
+        keep = np.sort(np.random.default_rng(seed).choice(len(xc), cfg.max_graph_items, replace=False))
         logger.info("jfssl: graph over %d of %d training items", len(keep), len(xc))
         xc, yc, targets = xc[keep], yc[keep], targets[keep]
     l_aa, l_ab, l_ba, l_bb = joint_laplacian_blocks(xc, yc, targets, cfg.neighbours)
@@ -75,3 +78,13 @@ def fit_jfssl(x: np.ndarray, y: np.ndarray, labels: np.ndarray, cfg: JFSSLConfig
         u_b = np.linalg.solve(gram_b + cfg.l1 * np.diag(row_norm_weights(u_b, cfg.eps)) + cfg.l2 * graph_b,
                               yc.T @ targets - cfg.l2 * yc.T @ (l_ba @ (xc @ u_a)))
     return LinearProjections(mean_x, mean_y, u_a, u_b)
+
+
+@METHODS.register("jfssl")
+class JFSSL(ClosedFormMethod):
+    config_class = JFSSLConfig
+    display_name = "JFSSL"
+
+    def fit(self, features: PairedFeatures) -> LinearEncoder:
+        model = fit_jfssl(features.img, features.paired_text, features.img_labels, self.cfg, self.seed)
+        return LinearEncoder(model.mean_x, model.u_x, model.mean_y, model.u_y)

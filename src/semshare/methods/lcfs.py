@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semshare.methods.base import ClosedFormMethod, LinearEncoder, PairedFeatures
+from semshare.registry import METHODS
+
 
 @dataclass(frozen=True)
 class LCFSConfig:
@@ -73,3 +76,14 @@ def fit_lcfs(x: np.ndarray, y: np.ndarray, labels: np.ndarray, cfg: LCFSConfig =
             for v, g, r, u in zip(views, grams, rhs, projections)
         ]
     return LinearProjections(mean_x, mean_y, projections[0], projections[1])
+
+
+@METHODS.register("lcfs")
+class LCFS(ClosedFormMethod):
+    config_class = LCFSConfig
+    display_name = "LCFS"
+    deterministic = True
+
+    def fit(self, features: PairedFeatures) -> LinearEncoder:
+        model = fit_lcfs(features.img, features.paired_text, features.img_labels, self.cfg)
+        return LinearEncoder(model.mean_x, model.u_x, model.mean_y, model.u_y)

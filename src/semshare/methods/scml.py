@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.methods.semantic_sharing import ModelSpec, label_prediction_loss
+from semshare.methods.base import InputConfig, ModelSpec, TrainedMethod
+from semshare.methods.losses import label_prediction_loss
 from semshare.models.pooled_inputs import PooledInputs
+from semshare.registry import METHODS
 
 
 @dataclass(frozen=True)
@@ -34,13 +36,16 @@ class SCMLConfig:
     meta_weight: float = 1.0
 
 
-class SCML(nn.Module):
-    pairwise_scoring = False
+@METHODS.register("scml")
+class SCML(TrainedMethod):
+    config_class = SCMLConfig
+    display_name = "SCML"
 
-    def __init__(self, cfg: SCMLConfig, spec: ModelSpec, text_input: str, word_vectors: np.ndarray | None = None):
+    def __init__(self, cfg: SCMLConfig, spec: ModelSpec, inputs: InputConfig,
+                 word_vectors: np.ndarray | None = None):
         super().__init__()
-        self.cfg, self.spec, self.text_input = cfg, spec, text_input
-        self.inputs = PooledInputs(text_input, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
+        self.cfg, self.spec = cfg, spec
+        self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
         text_dim = self.inputs.text_dim
         self.img_net = nn.Sequential(nn.Linear(spec.region_dim, cfg.hidden_dim), nn.ReLU(),
                                      nn.Linear(cfg.hidden_dim, cfg.common_dim))
@@ -63,9 +68,6 @@ class SCML(nn.Module):
 
     def encode_text(self, batch: Batch) -> torch.Tensor:
         return torch.sigmoid(self.classifier(self._text_common(batch))).float()
-
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.training_step(batch)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         text_common = self._text_common(batch)

@@ -3,13 +3,14 @@
 Image regions (+ boxes) and text tokens are embedded by modality-specific encoders, then passed — each
 modality alone — through ONE shared transformer T and ONE multi-label classifier g. Loss:
   L = L1 (label prediction, both modalities) + lambda * L2 (masked region class / masked word prediction)
-and no cross-modal consistency term (`ours_con` and `imc` add one, as ablations).
+and no cross-modal consistency term (the `ours_con` and `imc` recipes add one, as ablations).
 Every loss is a mean over items, so a global batch split over processes gives the same gradient.
+The ablations are recipes of this one class: configs/method/{ours,st,imc,wo_r,wo_t,wo_c,wo_l,ours_con}.yaml.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,31 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from semshare.data.batches import Batch
+from semshare.methods.base import InputConfig, ModelSpec, RegionTargetRequest, TrainedMethod
+from semshare.methods.losses import discrimination_loss, label_prediction_loss
 from semshare.models.image_encoders import RegionEncoder
 from semshare.models.layers import l2_normalize, masked_mean
 from semshare.models.shared_encoder import FeedForwardSharedEncoder, TransformerSharedEncoder
+from semshare.registry import METHODS
 from semshare.models.text_encoders import PretrainedSegmentEncoder, TextVectorEncoder, WordGRUEncoder
 
 SHARED_MODELS = ("transformer", "fc")
 POOLINGS = ("mean", "cls", "label-segments", "label")
 CONSISTENCY = ("none", "triplet", "discrimination")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    dim: int = 1024
-    layers: int = 6
-    heads: int = 8
-    ffn_dim: int = 2048
-    dropout: float = 0.1
-    shared_model: str = "transformer"  # transformer | fc (w/o T, w/o R)
-    share: bool = True  # False: one encoder + classifier per modality (ST)
-    image_input: str = "regions"  # regions | global
-    # words (Word2Vec + BiGRU) | vector (text.npy, one segment) | segments (pretrained token states, e.g. MiniLM)
-    text_input: str = "words"
-    segments: bool = True  # False: each item is pooled to one segment before the shared model (w/o R)
-    pooling: str = "mean"  # retrieval embedding: mean | cls | label-segments (authors') | label
-    max_text_length: int = 64
 
 
 @dataclass(frozen=True)
@@ -58,19 +45,20 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """Sizes read from the data at setup; stored in the run so the model can be rebuilt to load weights."""
+class SemanticSharingConfig:
+    dim: int = 1024
+    layers: int = 6
+    heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    shared_model: str = "transformer"  # transformer | fc (w/o T, w/o R)
+    share: bool = True  # False: one encoder + classifier per modality (ST)
+    segments: bool = True  # False: each item is pooled to one segment before the shared model (w/o R)
+    pooling: str = "mean"  # retrieval embedding: mean | cls | label-segments (authors') | label
+    loss: LossConfig = field(default_factory=LossConfig)
 
-    num_labels: int
-    region_dim: int
-    text_dim: int = 0
-    vocab_size: int = 0
-    word_dim: int = 0
-    mask_id: int = 2
-    num_region_classes: int = 0
 
-
-def _shared_encoder(cfg: ModelConfig) -> nn.Module:
+def _shared_encoder(cfg: SemanticSharingConfig) -> nn.Module:
     if cfg.shared_model == "transformer":
         return TransformerSharedEncoder(cfg.dim, cfg.layers, cfg.heads, cfg.ffn_dim, cfg.dropout)
     if cfg.shared_model == "fc":
@@ -94,29 +82,6 @@ def _per_item_masked_ce(logits: torch.Tensor, targets: torch.Tensor, masked: tor
     return (losses.sum(1) / masked.sum(1).clamp_min(1)).mean()
 
 
-def label_prediction_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "bce") -> torch.Tensor:
-    """(B, C) logits and multi-hot labels -> scalar mean over items."""
-    logits = logits.float()
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(1).mean() / labels.shape[1]
-    if kind == "eq4":
-        signs = 2.0 * labels - 1.0
-        return F.softplus(-(signs * logits).sum(1)).mean()
-    raise ValueError(f"unknown label_loss {kind!r}; expected 'bce' or 'eq4'")
-
-
-def discrimination_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Paper Eq. 1 (DSCMR's common-space loss): theta = cos / 2, S = shares a label; inter + intra-modal."""
-    similar = (labels @ labels.T > 0).float()
-    img_n, txt_n = l2_normalize(img_emb.float()), l2_normalize(txt_emb.float())
-
-    def term(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        theta = 0.5 * (a @ b.T)
-        return (F.softplus(theta) - similar * theta).mean()
-
-    return term(img_n, txt_n) + term(img_n, img_n) + term(txt_n, txt_n)
-
-
 def triplet_consistency_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, labels: torch.Tensor,
                              margin: float) -> torch.Tensor:
     """Label-wise triplet: each item's pair is its positive, the hardest non-sharing item its negative."""
@@ -134,62 +99,74 @@ def triplet_consistency_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, label
     return (loss_i2t + loss_t2i).mean()
 
 
-class SemanticSharing(nn.Module):
+@METHODS.register("semantic_sharing")
+class SemanticSharing(TrainedMethod):
     """The model: `encode_image(batch)` / `encode_text(batch)` -> (B, D); `training_step(batch)` -> losses."""
 
-    pairwise_scoring = False
+    config_class = SemanticSharingConfig
+    display_name = "Semantic Sharing"
 
-    def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig, spec: ModelSpec,
+    @classmethod
+    def region_targets_wanted(cls, cfg: SemanticSharingConfig, inputs: InputConfig) -> RegionTargetRequest | None:
+        if inputs.image == "regions" and cfg.segments and cfg.loss.context_weight > 0:
+            return RegionTargetRequest(cfg.loss.region_targets, cfg.loss.kmeans_k)
+        return None
+
+    @classmethod
+    def training_mask_prob(cls, cfg: SemanticSharingConfig) -> float:
+        return cfg.loss.mask_prob
+
+    def __init__(self, cfg: SemanticSharingConfig, spec: ModelSpec, inputs: InputConfig,
                  word_vectors: np.ndarray | None = None):
         super().__init__()
-        if model_cfg.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {model_cfg.pooling!r}; expected one of {POOLINGS}")
+        if cfg.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {cfg.pooling!r}; expected one of {POOLINGS}")
+        loss_cfg = cfg.loss
         if loss_cfg.consistency not in CONSISTENCY:
             raise ValueError(f"unknown consistency {loss_cfg.consistency!r}; expected one of {CONSISTENCY}")
-        self.model_cfg, self.loss_cfg, self.spec = model_cfg, loss_cfg, spec
-        dim = model_cfg.dim
-        wants_context = loss_cfg.context_weight > 0 and model_cfg.segments
-        region_context = wants_context and model_cfg.image_input == "regions" and spec.num_region_classes > 0
-        self.img_encoder = RegionEncoder(spec.region_dim, dim, model_cfg.dropout, maskable=region_context)
-        if model_cfg.text_input == "words":
+        self.cfg, self.loss_cfg, self.spec, self.inputs = cfg, loss_cfg, spec, inputs
+        dim = cfg.dim
+        wants_context = loss_cfg.context_weight > 0 and cfg.segments
+        region_context = wants_context and inputs.image == "regions" and spec.num_region_classes > 0
+        self.img_encoder = RegionEncoder(spec.region_dim, dim, cfg.dropout, maskable=region_context)
+        if inputs.text == "words":
             if word_vectors is None:  # rebuilding to load weights: the checkpoint fills the embedding
                 word_vectors = np.zeros((spec.vocab_size, spec.word_dim), dtype=np.float32)
-            self.txt_encoder = WordGRUEncoder(word_vectors, dim, spec.mask_id, model_cfg.dropout)
-        elif model_cfg.text_input == "vector":
-            self.txt_encoder = TextVectorEncoder(spec.text_dim, dim, model_cfg.dropout)
-        elif model_cfg.text_input == "segments":
-            self.txt_encoder = PretrainedSegmentEncoder(spec.text_dim, dim, model_cfg.dropout,
-                                                        maskable=wants_context and model_cfg.segments)
+            self.txt_encoder = WordGRUEncoder(word_vectors, dim, spec.mask_id, cfg.dropout)
+        elif inputs.text == "vector":
+            self.txt_encoder = TextVectorEncoder(spec.text_dim, dim, cfg.dropout)
+        elif inputs.text == "segments":
+            self.txt_encoder = PretrainedSegmentEncoder(spec.text_dim, dim, cfg.dropout, maskable=wants_context)
         else:
-            raise ValueError(f"unknown text_input {model_cfg.text_input!r}; expected 'words', 'vector' or 'segments'")
-        copies = 1 if model_cfg.share else 2  # index 0: image (and text when shared), 1: text
-        self.shared = nn.ModuleList(_shared_encoder(model_cfg) for _ in range(copies))
-        uses_classifier = loss_cfg.label_weight > 0 or model_cfg.pooling in ("label", "label-segments")
+            raise ValueError(f"unknown inputs.text {inputs.text!r}; expected 'words', 'vector' or 'segments'")
+        copies = 1 if cfg.share else 2  # index 0: image (and text when shared), 1: text
+        self.shared = nn.ModuleList(_shared_encoder(cfg) for _ in range(copies))
+        uses_classifier = loss_cfg.label_weight > 0 or cfg.pooling in ("label", "label-segments")
         self.classifier = (nn.ModuleList(nn.Linear(dim, spec.num_labels) for _ in range(copies))
                            if uses_classifier else None)
-        self.cls_segment = nn.Parameter(torch.randn(dim) * 0.02) if model_cfg.pooling == "cls" else None
+        self.cls_segment = nn.Parameter(torch.randn(dim) * 0.02) if cfg.pooling == "cls" else None
         self.region_head = nn.Linear(dim, spec.num_region_classes) if region_context else None
-        word_context = wants_context and model_cfg.text_input in ("words", "segments") and spec.vocab_size > 0
+        word_context = wants_context and inputs.text in ("words", "segments") and spec.vocab_size > 0
         self.word_head = nn.Linear(dim, spec.vocab_size) if word_context else None
 
     # ---- segments through the shared model ----
     def _branch(self, modality: str) -> int:
-        return 0 if self.model_cfg.share or modality == "image" else 1
+        return 0 if self.cfg.share or modality == "image" else 1
 
     def _modal_segments(self, batch: Batch, modality: str, with_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if modality == "image":
             mask = _at_least_one_real(batch.img_mask)
             segments = self.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked if with_mask else None)
-        elif self.model_cfg.text_input == "words":
+        elif self.inputs.text == "words":
             mask = _at_least_one_real(batch.txt_mask)
             segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None)
-        elif self.model_cfg.text_input == "segments":
+        elif self.inputs.text == "segments":
             mask = _at_least_one_real(batch.txt_mask)
             segments = self.txt_encoder(batch.txt_segments, batch.txt_masked if with_mask else None)
         else:
             segments = self.txt_encoder(batch.txt_vectors)
             mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
-        if not self.model_cfg.segments and segments.shape[1] > 1:
+        if not self.cfg.segments and segments.shape[1] > 1:
             segments = masked_mean(segments, mask).unsqueeze(1)
             mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
         return segments, mask
@@ -206,7 +183,7 @@ class SemanticSharing(nn.Module):
         return hidden, mask, masked_mean(hidden, mask), branch
 
     def _retrieval_embedding(self, hidden, mask, pooled, branch) -> torch.Tensor:
-        pooling = self.model_cfg.pooling
+        pooling = self.cfg.pooling
         if pooling in ("mean", "cls"):
             return pooled
         if pooling == "label":
@@ -225,10 +202,6 @@ class SemanticSharing(nn.Module):
         return self._retrieval_embedding(*self._shared_forward(batch, "text")).float()
 
     # ---- training ----
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """forward = training_step, so DistributedDataParallel's hooks see the training computation."""
-        return self.training_step(batch)
-
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.loss_cfg
         losses: dict[str, torch.Tensor] = {}
@@ -262,20 +235,3 @@ class SemanticSharing(nn.Module):
             total = sum(p.sum() * 0.0 for p in self.parameters())
         losses["loss"] = total
         return losses
-
-
-# Ablations as presets of the same code (paper Section 4.2); values are config overrides.
-ABLATIONS: dict[str, dict] = {
-    "ours": {},
-    "st": {"model.share": False, "model.pooling": "label"},
-    "imc": {"loss.label_weight": 0.0, "loss.context_weight": 0.0, "loss.consistency": "discrimination",
-            "loss.consistency_weight": 1.0},
-    "wo_r": {"model.image_input": "global", "model.segments": False, "model.shared_model": "fc",
-             "loss.context_weight": 0.0},
-    "wo_t": {"model.shared_model": "fc"},
-    "wo_c": {"loss.context_weight": 0.0},
-    "wo_l": {"loss.label_weight": 0.0},
-    "ours_con": {"loss.consistency": "triplet", "loss.consistency_weight": 0.1},
-    # Ours retrieving in the authors' label space (mean over segments of the sigmoid label scores)
-    "ours_ls": {"model.pooling": "label-segments"},
-}

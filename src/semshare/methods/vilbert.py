@@ -21,9 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.methods.semantic_sharing import ModelSpec, label_prediction_loss
+from semshare.methods.base import InputConfig, ModelSpec, TrainedMethod
+from semshare.methods.losses import label_prediction_loss
 from semshare.models.image_encoders import RegionEncoder
 from semshare.models.layers import SegmentProjection, masked_mean, sinusoidal_positions
+from semshare.registry import METHODS
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,16 @@ class CoAttentionBlock(nn.Module):
         return self.img_self(img, src_key_padding_mask=~img_mask), self.txt_self(txt, src_key_padding_mask=~txt_mask)
 
 
-class ViLBERT(nn.Module):
+@METHODS.register("vilbert")
+class ViLBERT(TrainedMethod):
+    config_class = ViLBERTConfig
+    display_name = "ViLBERT (from scratch)"
     pairwise_scoring = True
+    image_inputs = ("regions",)  # its own streams read region features + boxes and word ids
+    text_inputs = ("words",)
 
-    def __init__(self, cfg: ViLBERTConfig, spec: ModelSpec, word_vectors: np.ndarray | None = None):
+    def __init__(self, cfg: ViLBERTConfig, spec: ModelSpec, inputs: InputConfig,
+                 word_vectors: np.ndarray | None = None):
         super().__init__()
         self.cfg, self.spec = cfg, spec
         dim = cfg.dim
@@ -114,6 +122,9 @@ class ViLBERT(nn.Module):
         return torch.sigmoid(self.classifier(masked_mean(hidden, mask))).float()
 
     # ---- joint scoring ----
+    def rerank_shortlist(self, validation: bool) -> int:
+        return self.cfg.validation_shortlist if validation else self.cfg.shortlist
+
     def _pair_logits(self, img, img_mask, txt, txt_mask) -> torch.Tensor:
         for block in self.co_blocks:
             img, txt = block(img, img_mask, txt, txt_mask)
@@ -124,9 +135,6 @@ class ViLBERT(nn.Module):
         img, img_mask = self._image_stream(img_batch)
         txt, txt_mask = self._text_stream(txt_batch)
         return torch.sigmoid(self._pair_logits(img, img_mask, txt, txt_mask)).float()
-
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.training_step(batch)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         img, img_mask = self._image_stream(batch)

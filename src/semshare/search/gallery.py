@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from semshare.data.batches import text_source_for
 from semshare.data.text import as_sentence
 from semshare.errors import SemshareError
 from semshare.fileio import atomic_directory, atomic_write_json
@@ -86,20 +85,15 @@ def build_gallery(run_dir: str | Path, data_dir: str | Path, side: str, out_dir:
                   kind: str = "faiss-flat", params: dict | None = None, split: str = "all",
                   checkpoint: str = "best", overwrite: bool = False, batch_size: int = 256) -> IndexManifest:
     """Embed the gallery (`side` items of `split`) with the run's model and write an index folder."""
-    from semshare.evaluation.embed import embed_rows
     from semshare.training.experiment import load_run
 
     if side not in SIDES:
         raise SemshareError(f"--side must be one of {SIDES}; got {side!r}")
     run = load_run(run_dir, data_dir, checkpoint)
     rows = _gallery_rows(run.dataset, split)
-    img, txt = embed_rows(run.model, run.builder(training=False), rows, batch_size, sides=(side,))
+    img, txt = run.embed(rows, sides=(side,), batch_size=batch_size)
     table = img if side == "image" else txt
-    if side == "image":
-        item_rows = table.ids
-    else:
-        text_source = text_source_for(run.cfg.model.text_input)
-        item_rows = run.dataset.text_items(rows, text_source).rows
+    item_rows = table.ids if side == "image" else run.dataset.text_items(rows, run.text_source).rows
     backend = build_backend(kind, table.emb, params)
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,
                              run_dir=str(Path(run_dir).resolve()), checkpoint=checkpoint,
@@ -150,12 +144,15 @@ class Searcher:
                                 f"index ({self.backend.size}) disagree in size; rebuild the index")
         self.position_of = {int(item_id): position for position, item_id in enumerate(self.ids.tolist())}
         self.run = load_run(self.manifest.run_dir, data_dir or self.manifest.data_dir, self.manifest.checkpoint)
-        self.builder = self.run.builder(training=False)
+        self.closed_form = self.run.cfg.method_class.closed_form
+        self.builder = None if self.closed_form else self.run.builder(training=False)
         self._segment_encoder = None  # loaded on the first text query of a run on pretrained token states
 
     @property
     def accepts_text(self) -> bool:
-        return self.run.cfg.model.text_input in ("words", "segments")
+        if self.closed_form:
+            return self.run.space.text_source in ("bow", "word-vectors")
+        return self.run.cfg.inputs.text in ("words", "segments")
 
     def item(self, item_id: int) -> dict:
         if item_id not in self.position_of:
@@ -173,18 +170,24 @@ class Searcher:
             raise SemshareError("the text query is empty")
         if len(text) > MAX_QUERY_CHARS:
             raise SemshareError(f"the text query has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
-        if self.run.cfg.model.text_input == "segments":
+        if not self.closed_form and self.run.cfg.inputs.text == "segments":
             return self._encode_with_segment_encoder(text), []
         from semshare.data.text import tokenize
 
-        vocab = self.run.vocab
+        vocab = self.run.space.vocab if self.closed_form else self.run.vocab
         unknown = vocab.unknown_tokens(text)
         # unknown words are dropped, not fed as UNK: the query means what its known words say
         known = [token for token in tokenize(text) if token not in set(unknown)]
         if not known:
             raise SemshareError(f"none of the query's words is in the run's vocabulary ({len(vocab)} words): "
                                 + ", ".join(unknown))
-        batch = self.builder.build(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), [known])
+        if self.closed_form:
+            from semshare.data.dataset import TextItems
+
+            items = TextItems(rows=np.zeros(1, dtype=np.int64), item_ids=np.zeros(1, dtype=np.int64), texts=[known])
+            emb = self.run.encoder.transform_text(self.run.space.text(self.run.dataset, items))
+            return normalize_rows(emb.astype(np.float32))[0], unknown
+        batch = self.builder.build_query_words([known])
         return normalize_rows(self.run.model.encode_text(batch).numpy())[0], unknown
 
     @torch.no_grad()
@@ -198,16 +201,9 @@ class Searcher:
         states, real, ids = self._segment_encoder([text])
         keep = max(1, int(real.sum()))
         states, real = states[:, :keep].astype(np.float32), real[:, :keep]
-        tokens = self.run.segment_targets[ids[:, :keep].astype(np.int64)]
-        if self.run.cfg.text.segments_sentence:  # as the builder does: the sentence vector first
-            sentence = states.sum(1) / keep
-            sentence /= max(float(np.linalg.norm(sentence)), 1e-12)
-            states = np.concatenate([sentence[:, None, :], states], axis=1)
-            real = np.concatenate([np.ones((1, 1), dtype=bool), real], axis=1)
-            tokens = np.concatenate([np.full((1, 1), -1, dtype=np.int64), tokens], axis=1)
-        batch = self.builder.build(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), None)
-        batch.txt_segments, batch.txt_mask = torch.from_numpy(states), torch.from_numpy(real)
-        batch.txt_masked, batch.txt_tokens = torch.zeros_like(batch.txt_mask), torch.from_numpy(tokens)
+        sentence = states.sum(1) / keep  # as the store's sentence vector: the normalised mean of the states
+        sentence /= max(float(np.linalg.norm(sentence)), 1e-12)
+        batch = self.builder.build_query_segments(states, real, ids[:, :keep].astype(np.int64), sentence)
         return normalize_rows(self.run.model.encode_text(batch).numpy())[0]
 
     @torch.no_grad()
@@ -215,26 +211,20 @@ class Searcher:
         dataset = self.run.dataset
         if not 0 <= row < dataset.num_items:
             raise SemshareError(f"image id {row} is not a row of {dataset.root} (0..{dataset.num_items - 1})")
-        texts = [dataset.captions[row][0]] if self.run.cfg.model.text_input == "words" else None
-        batch = self.builder.build(np.array([row]), np.array([row]), texts)
-        return normalize_rows(self.run.model.encode_image(batch).numpy())[0]
+        img, _ = self.run.embed(np.array([row]), sides=("image",))
+        return normalize_rows(np.asarray(img.emb, dtype=np.float32))[0]
 
     @torch.no_grad()
     def encode_image_file(self, path: str | Path) -> np.ndarray:
         """A new image file, through the extractor that made the run's data, then the run's image side."""
-        from semshare.data.batches import box_features
         from semshare.features.extract import features_of_image_file
 
+        if self.closed_form:
+            raise SemshareError("--image-file needs a trained run; this index was built with a closed-form method")
         global_feature, regions, boxes, mask = features_of_image_file(path, self.run.dataset.meta)
-        batch = self.builder.build(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
-                                   [self.run.dataset.captions[0][0]] if self.run.cfg.model.text_input == "words" else None)
-        if self.run.cfg.model.image_input == "global":
+        if self.run.cfg.inputs.image == "global":
             regions, boxes, mask = global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32), np.ones(1, dtype=bool)
-        batch.img_regions = torch.from_numpy(regions.astype(np.float32)[None])
-        batch.img_boxes = torch.from_numpy(box_features(boxes[None]))
-        batch.img_mask = torch.from_numpy(mask[None])
-        batch.img_masked = torch.zeros_like(batch.img_mask)
-        batch.img_region_targets = torch.full(batch.img_mask.shape, -1, dtype=torch.int64)
+        batch = self.builder.build_query_images(regions[None], boxes[None], mask[None])
         return normalize_rows(self.run.model.encode_image(batch).numpy())[0]
 
     def search(self, query: np.ndarray, k: int) -> list[SearchHit]:

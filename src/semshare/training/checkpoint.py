@@ -47,15 +47,18 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], structure: dict) -> d
 
 
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    state: dict) -> None:
-    """Write a checkpoint folder atomically (complete new folder, then swap)."""
+                    state: dict, metadata: dict | None = None) -> None:
+    """Write a checkpoint folder atomically (complete new folder, then swap). `metadata` (JSON-able: the
+    resolved config and model spec) goes into the weights file's own header, so the weights explain
+    themselves even apart from their run folder."""
     folder = Path(folder)
     partial = folder.with_name(f".{folder.name}.partial")
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(partial / "model.safetensors"))
+    header = {key: json.dumps(value) for key, value in (metadata or {}).items()}
+    save_file(weights, str(partial / "model.safetensors"), metadata=header or None)
     if optimizer is not None:
         tensors, structure = _optimizer_to_flat(optimizer)
         save_file(tensors, str(partial / "optimizer.safetensors"))
@@ -98,3 +101,12 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     if restore_rng:
         torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
     return state
+
+
+def read_checkpoint_metadata(folder: str | Path) -> dict:
+    """The JSON metadata stored in a checkpoint's weights header ({} when it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder) / "model.safetensors"), framework="pt") as handle:
+        header = handle.metadata() or {}
+    return {key: json.loads(value) for key, value in header.items()}

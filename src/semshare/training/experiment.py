@@ -1,21 +1,27 @@
-"""An experiment = resolved config + prepared inputs (vocabulary, word vectors, region targets) + a run dir.
+"""An experiment = a resolved config + prepared inputs (vocabulary, word vectors, region targets) + a run dir.
 
-Config resolution order: dataclass defaults < size preset (`small` | `paper`) < method preset (ablation)
-< YAML file < `--set key=value`. The resolved config is saved as `config.yaml` in the run dir, next to
-`model_spec.json` (sizes read from the data), `vocab.json` and `splits.json` (the rows used).
+Config composition, later layers win: the method's config defaults < preset (`configs/preset/P.yaml`)
+< recipe (`configs/method/NAME.yaml`: which registered method, and its settings) < `--config FILE.yaml`
+< `--set key=value`. Any layer may carry a `models:` block of settings keyed by registered method; a run
+takes only its own method's block (so one preset or experiment file sizes every method). The resolved
+config is saved as `config.yaml` in the run dir, next to `model_spec.json` (sizes read from the data),
+`vocab.json` and `splits.json` (the rows used), and inside every checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from semshare.config import from_dict, load_yaml, merge, save_yaml, to_dict
+from semshare import methods as _methods  # noqa: F401  (registers every method)
+from semshare.config import apply_overrides, from_dict, load_yaml, save_yaml, to_dict
 from semshare.data.batches import BatchBuilder, BatchOptions, TrainingBatches, text_source_for
 from semshare.data.dataset import Dataset, open_dataset
 from semshare.data.text import Vocabulary
@@ -23,102 +29,145 @@ from semshare.data.text_segments import (TextSegments, default_segments_dir, ope
                                          training_word_pieces)
 from semshare.data.word_vectors import Word2VecConfig, load_word2vec_file, train_word2vec
 from semshare.errors import ConfigError, SemshareError
-from semshare.evaluation.embed import embed_rows
-from semshare.evaluation.protocols import evaluate_rows
-from semshare.evaluation.retrieval import MetricSpec
 from semshare.fileio import atomic_write_json
-from semshare.methods.dcca import DCCA, DCCAConfig
-from semshare.methods.dscmr import DSCMR, DSCMRConfig
-from semshare.methods.scml import SCML, SCMLConfig
-from semshare.methods.vilbert import ViLBERT, ViLBERTConfig
-from semshare.methods.semantic_sharing import ABLATIONS, LossConfig, ModelConfig, ModelSpec, SemanticSharing
+from semshare.methods.base import InputConfig, ModelSpec, RegionTargetRequest
+from semshare.registry import METHODS
 from semshare.training.loop import DistributedContext, TrainConfig, fit
 
 logger = logging.getLogger(__name__)
 
-SIZE_PRESETS: dict[str, dict] = {
-    # the paper's supplement: 6 layers, d = 1024, 8 heads, FFN 2048, Adam 1e-4, batch 64, up to 45 epochs
-    "paper": {},
-    # trains in minutes on 2 CPU cores
-    "small": {"model.dim": 128, "model.layers": 2, "model.heads": 4, "model.ffn_dim": 256,
-              "dscmr.hidden_dim": 256, "dscmr.common_dim": 128, "dcca.hidden_dim": 256, "dcca.output_dim": 32,
-              "scml.hidden_dim": 256, "scml.common_dim": 128, "vilbert.dim": 128, "vilbert.heads": 4,
-              "vilbert.ffn_dim": 256, "vilbert.stream_layers": 1, "vilbert.co_layers": 1,
-              "text.word_dim": 64, "train.lr": 1e-3, "train.batch_size": 32, "train.epochs": 20,
-              "train.patience": 4},
-}
-
-
+CONFIG_KINDS = ("method", "preset", "experiment")
 TEXT_SOURCES = {"word2vec-bigru": "words", "sentence-vector": "vector", "minilm": "segments"}
+
+
+def config_dir(kind: str) -> Path:
+    """The shipped YAML folder of one kind (configs/method, configs/preset, configs/experiment)."""
+    return Path(str(resources.files("semshare") / "configs" / kind))
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in config_dir("method").glob("*.yaml"))
+
+
+def known_methods() -> list[str]:
+    """What `--method` accepts: every recipe, and every registered method (run with its defaults)."""
+    return sorted(set(recipe_names()) | set(METHODS.names()))
 
 
 @dataclass(frozen=True)
 class TextConfig:
-    # the text side in one word: word2vec-bigru (model.text_input=words), sentence-vector (vector: text.npy),
-    # minilm (segments: MiniLM token states from `semshare extract-text`); empty = model.text_input decides
+    # the text side in one word: word2vec-bigru (inputs.text=words), sentence-vector (vector: text.npy),
+    # minilm (segments: MiniLM token states from `semshare extract-text`); empty = inputs.text decides
     source: str = ""
     min_count: int = 1
     word_dim: int = 300  # Word2Vec size when trained here
     word2vec_epochs: int = 10
     word_vectors_path: str = ""  # a word2vec .bin / .txt file to load instead of training
-    segments_encoder: str = "minilm"  # text_input=segments: which extracted encoder
+    segments_encoder: str = "minilm"  # inputs.text=segments: which extracted encoder
     segments_dir: str = ""  # where its folder is; default DATA_DIR/text_segments/<segments_encoder>
     segments_sentence: bool = False  # add the encoder's own sentence vector as a first text segment
+    # closed-form methods on captions: bow (mean one-hot of the words) | word2vec (mean of Word2Vec vectors
+    # learned on the training captions, seeded)
+    pooled: str = "bow"
+    deep_features_run: str = ""  # closed-form methods fitted on this trained run's pooled features instead
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    method: str = "ours"
+    name: str = "ours"  # the recipe (configs/method/NAME.yaml) or registered method the run was asked for
+    method: str = "semantic_sharing"  # the registered method class (semshare.registry.METHODS)
+    display_name: str = ""  # row name in tables; empty: the method class's own
+    needs_segments: bool = False  # the recipe's point is a set of segments: left out on one-vector data
     preset: str = "small"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    dscmr: DSCMRConfig = field(default_factory=DSCMRConfig)
-    dcca: DCCAConfig = field(default_factory=DCCAConfig)
-    scml: SCMLConfig = field(default_factory=SCMLConfig)
-    vilbert: ViLBERTConfig = field(default_factory=ViLBERTConfig)
+    inputs: InputConfig = field(default_factory=InputConfig)
+    model: Any = None  # the method's own config dataclass (METHODS.get(method).config_class)
     train: TrainConfig = field(default_factory=TrainConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
+    @property
+    def method_class(self) -> type:
+        return METHODS.get(self.method)
 
-# method name -> config overrides; the Semantic Sharing ablations, and the baselines trained by the loop
-METHOD_PRESETS: dict[str, dict] = {**ABLATIONS, "dscmr": {"loss.context_weight": 0.0},
-                                   "dcca": {"loss.context_weight": 0.0}, "scml": {"loss.context_weight": 0.0},
-                                   "vilbert": {"loss.context_weight": 0.0}}
-
-
-def build_model(cfg: ExperimentConfig, spec: ModelSpec, word_vectors: np.ndarray | None = None) -> torch.nn.Module:
-    if cfg.method == "dscmr":
-        return DSCMR(cfg.dscmr, spec, cfg.model.text_input, word_vectors)
-    if cfg.method == "dcca":
-        return DCCA(cfg.dcca, spec, cfg.model.text_input, word_vectors)
-    if cfg.method == "scml":
-        return SCML(cfg.scml, spec, cfg.model.text_input, word_vectors)
-    if cfg.method == "vilbert":
-        if cfg.model.text_input != "words" or cfg.model.image_input != "regions":
-            raise ConfigError("vilbert needs region features and captions (model.image_input=regions, "
-                              "model.text_input=words)")
-        return ViLBERT(cfg.vilbert, spec, word_vectors)
-    return SemanticSharing(cfg.model, cfg.loss, spec, word_vectors)
+    @property
+    def row_name(self) -> str:
+        return self.display_name or self.method_class.display_name or self.name
 
 
-def resolve_config(method: str = "ours", preset: str = "small", config_file: str | Path | None = None,
+def _split_per_method(layer: dict, method: str) -> dict:
+    """A config layer without its `models:` block, plus that block's entry for `method` under `model`."""
+    layer = dict(layer)
+    per_method = layer.pop("models", None) or {}
+    dotted = {k: layer.pop(k) for k in [k for k in layer if k.startswith("models.")]}
+    for key, value in dotted.items():
+        _, name, rest = (key.split(".", 2) + [""])[:3]
+        if name == method and rest:
+            layer[f"model.{rest}"] = value
+    if not isinstance(per_method, dict):
+        raise ConfigError(f"models: expected a mapping of method name -> settings, got {per_method!r}")
+    if method in per_method:
+        layer = {**layer, "model": {**(layer.get("model") or {}), **per_method[method]}}
+    return layer
+
+
+def experiment_config_from_dict(values: dict, where: str = "config") -> ExperimentConfig:
+    """Typed ExperimentConfig from a plain dict (a saved config.yaml): `model` typed by its method's class."""
+    values = dict(values)
+    method = values.get("method", ExperimentConfig.method)
+    config_class = METHODS.get(method).config_class
+    model = from_dict(config_class, values.pop("model", None) or {}, prefix="model.")
+    try:
+        return replace(from_dict(ExperimentConfig, values), model=model)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def resolve_config(name: str = "ours", preset: str = "small",
+                   config_file: str | Path | list[str | Path] | None = None,
                    overrides: dict | None = None) -> ExperimentConfig:
-    if method not in METHOD_PRESETS:
-        raise ConfigError(f"unknown method {method!r}; known: {', '.join(sorted(METHOD_PRESETS))}")
-    if preset not in SIZE_PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(sorted(SIZE_PRESETS))}")
-    cfg = ExperimentConfig(method=method, preset=preset)
-    cfg = merge(cfg, SIZE_PRESETS[preset])
-    cfg = merge(cfg, METHOD_PRESETS[method])
-    if config_file:
-        cfg = merge(cfg, load_yaml(config_file))
-    cfg = merge(cfg, overrides or {})
+    """Compose defaults < preset < recipe < config file(s), in order < overrides for the recipe or method `name`."""
+    recipe_path = config_dir("method") / f"{name}.yaml"
+    if recipe_path.exists():
+        recipe = load_yaml(recipe_path)
+    elif name in METHODS:
+        recipe = {"method": name}
+    else:
+        raise ConfigError(f"unknown method {name!r}; known: {', '.join(known_methods())}")
+    preset_path = config_dir("preset") / f"{preset}.yaml"
+    if not preset_path.exists():
+        known = sorted(p.stem for p in config_dir("preset").glob("*.yaml"))
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(known)}")
+    method = recipe.get("method", name)
+    values = to_dict(ExperimentConfig(name=name, method=method, preset=preset,
+                                      model=METHODS.get(method).config_class()))
+    layers = [(preset_path, load_yaml(preset_path)), (recipe_path, recipe)]
+    files = config_file if isinstance(config_file, (list, tuple)) else [config_file] if config_file else []
+    layers += [(Path(f), load_yaml(f)) for f in files]
+    layers.append(("--set", overrides or {}))
+    for source, layer in layers:
+        layer = _split_per_method(layer, method)
+        if layer.get("method", method) != method:
+            raise ConfigError(f"{source}: method is {method!r} (from the recipe {name!r}); a later layer may "
+                              f"not change it to {layer['method']!r}")
+        apply_overrides(values, layer)
+    cfg = experiment_config_from_dict(values)
     if cfg.text.source:
         if cfg.text.source not in TEXT_SOURCES:
             raise ConfigError(f"unknown text.source {cfg.text.source!r}; known: {', '.join(TEXT_SOURCES)}")
-        cfg = merge(cfg, {"model.text_input": TEXT_SOURCES[cfg.text.source]}
-                    | ({"text.segments_encoder": cfg.text.source} if TEXT_SOURCES[cfg.text.source] == "segments" else {}))
+        text_input = TEXT_SOURCES[cfg.text.source]
+        cfg = replace(cfg, inputs=replace(cfg.inputs, text=text_input))
+        if text_input == "segments":
+            cfg = replace(cfg, text=replace(cfg.text, segments_encoder=cfg.text.source))
     return cfg
+
+
+def unsupported_inputs(cfg: ExperimentConfig) -> str:
+    """Why the method cannot read the run's inputs ('' when it can)."""
+    cls = cfg.method_class
+    if cfg.inputs.image not in cls.image_inputs:
+        return f"reads images as {'/'.join(cls.image_inputs)}, not {cfg.inputs.image}"
+    if cfg.inputs.text not in cls.text_inputs:
+        return f"reads texts as {'/'.join(cls.text_inputs)}, not {cfg.inputs.text}"
+    return ""
 
 
 def training_rows(dataset: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -132,28 +181,30 @@ def training_rows(dataset: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.nd
     return np.sort(shuffled[count:]), np.sort(shuffled[:count])
 
 
-def _region_targets(dataset: Dataset, cfg: ExperimentConfig, train_rows: np.ndarray) -> tuple[np.ndarray | None, int]:
+def _region_targets(dataset: Dataset, request: RegionTargetRequest | None, train_rows: np.ndarray,
+                    seed: int) -> tuple[np.ndarray | None, int]:
     """(N, R) class per region for masked region prediction, and the number of classes."""
-    uses_regions = cfg.model.image_input == "regions" and cfg.model.segments and cfg.loss.context_weight > 0
-    if not uses_regions:
+    if request is None:
         return None, 0
-    choice = cfg.loss.region_targets
+    choice = request.source
     if choice == "auto":
         choice = "labels" if dataset.region_labels is not None else "kmeans"
     if choice == "labels":
         if dataset.region_labels is None:
-            raise SemshareError(f"{dataset.root}: loss.region_targets=labels needs region_labels.npy")
+            raise SemshareError(f"{dataset.root}: region targets 'labels' need region_labels.npy")
         targets = np.asarray(dataset.region_labels, dtype=np.int64)
         return targets, int(targets.max()) + 1
     if choice != "kmeans":
-        raise ConfigError(f"unknown loss.region_targets {choice!r}; expected auto, labels or kmeans")
+        raise ConfigError(f"unknown region targets {choice!r}; expected auto, labels or kmeans")
     from semshare.data.region_clusters import fit_region_clusters
 
-    return fit_region_clusters(dataset, train_rows, cfg.loss.kmeans_k, seed=cfg.train.seed)
+    return fit_region_clusters(dataset, train_rows, request.kmeans_k, seed=seed)
 
 
 @dataclass
 class PreparedRun:
+    """A trained method's run: config, data, model and the inputs its batches are built from."""
+
     cfg: ExperimentConfig
     dataset: Dataset
     model: torch.nn.Module
@@ -164,67 +215,98 @@ class PreparedRun:
     text_segments: TextSegments | None = None
     segment_targets: np.ndarray | None = None  # word-piece id -> masked-word class
 
+    @property
+    def pairwise_scoring(self) -> bool:
+        return self.cfg.method_class.pairwise_scoring
+
+    @property
+    def text_source(self) -> str:
+        return text_source_for(self.cfg.inputs.text)
+
     def batch_options(self, training: bool) -> BatchOptions:
-        return BatchOptions(image_input=self.cfg.model.image_input, text_input=self.cfg.model.text_input,
-                            max_text_length=self.cfg.model.max_text_length,
-                            mask_prob=self.cfg.loss.mask_prob if training else 0.0,
+        mask_prob = self.cfg.method_class.training_mask_prob(self.cfg.model) if training else 0.0
+        return BatchOptions(image_input=self.cfg.inputs.image, text_input=self.cfg.inputs.text,
+                            max_text_length=self.cfg.inputs.max_text_length, mask_prob=mask_prob,
                             sentence_segment=self.cfg.text.segments_sentence)
 
     def builder(self, training: bool) -> BatchBuilder:
         return BatchBuilder(self.dataset, self.vocab, self.batch_options(training),
                             self.region_targets if training else None, self.text_segments, self.segment_targets)
 
+    def embed(self, rows: np.ndarray, sides: tuple[str, ...] = ("image", "text"), device="cpu", batch_size: int = 256):
+        """(image table, text table) of `rows` and all their text items."""
+        from semshare.evaluation.embed import embed_rows
+
+        return embed_rows(self.model, self.builder(training=False), rows, batch_size, device, sides)
+
 
 SEGMENT_VOCAB_FILE = "segment_vocab.json"
 
 
-def _open_segments(dataset: Dataset, data_dir: str | Path, cfg: ExperimentConfig) -> TextSegments:
+def _open_segments(dataset: Dataset, cfg: ExperimentConfig) -> TextSegments:
     if not dataset.has_captions:
-        raise SemshareError(f"{dataset.root}: model.text_input=segments needs captions.jsonl (the text items)")
-    folder = cfg.text.segments_dir or default_segments_dir(data_dir, cfg.text.segments_encoder)
+        raise SemshareError(f"{dataset.root}: inputs.text=segments needs captions.jsonl (the text items)")
+    folder = cfg.text.segments_dir or default_segments_dir(dataset.root, cfg.text.segments_encoder)
     return open_text_segments(folder, int(dataset.caption_offsets[-1]))
 
 
-def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path) -> PreparedRun:
+def _prepare_words(dataset: Dataset, cfg: ExperimentConfig, train_rows: np.ndarray) -> tuple[Vocabulary, np.ndarray]:
+    if not dataset.has_captions:
+        raise SemshareError(f"{dataset.root}: inputs.text=words needs captions.jsonl "
+                            "(or use --set inputs.text=vector with text.npy)")
+    texts = dataset.text_items(train_rows).texts
+    vocab = Vocabulary.build(texts, min_count=cfg.text.min_count)
+    if cfg.text.word_vectors_path:
+        word_vectors, _ = load_word2vec_file(cfg.text.word_vectors_path, vocab, seed=cfg.train.seed)
+    else:
+        word_vectors = train_word2vec(texts, vocab, Word2VecConfig(dim=cfg.text.word_dim, epochs=cfg.text.word2vec_epochs),
+                                      seed=cfg.train.seed)
+    return vocab, word_vectors
+
+
+def _image_dim(dataset: Dataset, image_input: str) -> int:
+    if image_input == "regions":
+        if dataset.regions is None:
+            raise SemshareError(f"{dataset.root}: inputs.image=regions needs regions.npy "
+                                "(or use --set inputs.image=global with image.npy)")
+        return int(dataset.regions.shape[2])
+    if dataset.image is None:
+        raise SemshareError(f"{dataset.root}: inputs.image=global needs image.npy")
+    return int(dataset.image.shape[1])
+
+
+def save_run_description(run_dir: Path, cfg: ExperimentConfig, spec: ModelSpec, dataset: Dataset,
+                         train_rows: np.ndarray, val_rows: np.ndarray) -> None:
+    save_yaml(run_dir / "config.yaml", cfg)
+    atomic_write_json(run_dir / "model_spec.json", to_dict(spec))
+    atomic_write_json(run_dir / "splits.json", {"data_dir": str(Path(dataset.root).resolve()),
+                                                "train": train_rows.tolist(), "val": val_rows.tolist()})
+
+
+def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path,
+                dataset: Dataset | None = None) -> PreparedRun:
     """Build vocabulary, word vectors, region targets and the model from the training split; save them."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dataset = open_dataset(data_dir)
+    cls = cfg.method_class
+    if cls.closed_form:
+        raise SemshareError(f"{cfg.name} is fitted in closed form; it has no model to prepare for the loop")
+    problem = unsupported_inputs(cfg)
+    if problem:
+        raise ConfigError(f"{cfg.name} {problem} (inputs.image / inputs.text)")
+    dataset = dataset or open_dataset(data_dir)
     train_rows, val_rows = training_rows(dataset, cfg.train)
-    vocab, word_vectors = None, None
-    text_segments, segment_targets = None, None
-    if cfg.model.text_input == "words":
-        if not dataset.has_captions:
-            raise SemshareError(f"{dataset.root}: model.text_input=words needs captions.jsonl "
-                                "(or use --set model.text_input=vector with text.npy)")
-        texts = dataset.text_items(train_rows).texts
-        vocab = Vocabulary.build(texts, min_count=cfg.text.min_count)
-        if cfg.text.word_vectors_path:
-            word_vectors, _ = load_word2vec_file(cfg.text.word_vectors_path, vocab, seed=cfg.train.seed)
-        else:
-            word_vectors = train_word2vec(texts, vocab, Word2VecConfig(dim=cfg.text.word_dim,
-                                                                       epochs=cfg.text.word2vec_epochs),
-                                          seed=cfg.train.seed)
-        vocab.save(run_dir / "vocab.json")
-    elif cfg.model.text_input == "segments":
-        text_segments = _open_segments(dataset, data_dir, cfg)
+    vocab, word_vectors, text_segments, segment_targets, word_pieces = None, None, None, None, None
+    if cfg.inputs.text == "words":
+        vocab, word_vectors = _prepare_words(dataset, cfg, train_rows)
+    elif cfg.inputs.text == "segments":
+        text_segments = _open_segments(dataset, cfg)
         word_pieces = training_word_pieces(text_segments, dataset.text_items(train_rows).item_ids)
         segment_targets = target_lookup(word_pieces, int(text_segments.meta["vocab_size"]))
-        atomic_write_json(run_dir / SEGMENT_VOCAB_FILE, {"encoder": text_segments.meta["encoder"],
-                                                         "vocab_size": int(text_segments.meta["vocab_size"]),
-                                                         "word_pieces": word_pieces.tolist()})
     elif dataset.text_vectors is None:
-        raise SemshareError(f"{dataset.root}: model.text_input=vector needs text.npy")
-    region_targets, num_region_classes = _region_targets(dataset, cfg, train_rows)
-    if cfg.model.image_input == "regions":
-        if dataset.regions is None:
-            raise SemshareError(f"{dataset.root}: model.image_input=regions needs regions.npy "
-                                "(or use --set model.image_input=global with image.npy)")
-        region_dim = int(dataset.regions.shape[2])
-    else:
-        if dataset.image is None:
-            raise SemshareError(f"{dataset.root}: model.image_input=global needs image.npy")
-        region_dim = int(dataset.image.shape[1])
+        raise SemshareError(f"{dataset.root}: inputs.text=vector needs text.npy")
+    region_targets, num_region_classes = _region_targets(dataset, cls.region_targets_wanted(cfg.model, cfg.inputs),
+                                                         train_rows, cfg.train.seed)
+    region_dim = _image_dim(dataset, cfg.inputs.image)
     if text_segments is not None:
         text_dim, vocab_size = text_segments.dim, int(segment_targets.max()) + 1
     else:
@@ -236,34 +318,47 @@ def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path
         mask_id=vocab.mask_id if vocab else 2, num_region_classes=num_region_classes,
     )
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, spec, word_vectors)
-    save_yaml(run_dir / "config.yaml", cfg)
-    atomic_write_json(run_dir / "model_spec.json", to_dict(spec))
-    atomic_write_json(run_dir / "splits.json", {"data_dir": str(Path(data_dir).resolve()),
-                                                "train": train_rows.tolist(), "val": val_rows.tolist()})
+    model = METHODS.build(cfg.method, cfg.model, spec, cfg.inputs, word_vectors)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if vocab is not None:
+        vocab.save(run_dir / "vocab.json")
+    if text_segments is not None:
+        atomic_write_json(run_dir / SEGMENT_VOCAB_FILE, {"encoder": text_segments.meta["encoder"],
+                                                         "vocab_size": int(text_segments.meta["vocab_size"]),
+                                                         "word_pieces": word_pieces.tolist()})
+    save_run_description(run_dir, cfg, spec, dataset, train_rows, val_rows)
     return PreparedRun(cfg, dataset, model, vocab, train_rows, val_rows, region_targets, text_segments,
                        segment_targets)
 
 
-def load_run(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best") -> PreparedRun:
-    """Rebuild a trained run's model from its folder (config.yaml, model_spec.json, vocab.json, weights)."""
+def read_run_config(run_dir: Path) -> tuple[ExperimentConfig, ModelSpec]:
+    if not (run_dir / "config.yaml").exists():
+        raise SemshareError(f"{run_dir}: not a run folder (config.yaml missing)")
+    cfg = experiment_config_from_dict(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    spec = from_dict(ModelSpec, json.loads((run_dir / "model_spec.json").read_text()))
+    return cfg, spec
+
+
+def load_run(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best", dataset: Dataset | None = None):
+    """Rebuild a finished run from its folder: a PreparedRun (trained methods) or a ClosedFormRun."""
     from semshare.training.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise SemshareError(f"{run_dir}: not a run folder (config.yaml missing)")
-    cfg = from_dict(ExperimentConfig, load_yaml(run_dir / "config.yaml"))
-    spec = from_dict(ModelSpec, json.loads((run_dir / "model_spec.json").read_text()))
-    vocab = Vocabulary.load(run_dir / "vocab.json") if (run_dir / "vocab.json").exists() else None
-    dataset = open_dataset(data_dir, check_values=False)
+    cfg, spec = read_run_config(run_dir)
+    dataset = dataset or open_dataset(data_dir, check_values=False)
     if dataset.num_labels != spec.num_labels:
         raise SemshareError(f"{data_dir}: {dataset.num_labels} labels, but the run was trained on {spec.num_labels}")
+    if cfg.method_class.closed_form:
+        from semshare.training.closed_form import load_closed_form_run
+
+        return load_closed_form_run(run_dir, cfg, dataset)
+    vocab = Vocabulary.load(run_dir / "vocab.json") if (run_dir / "vocab.json").exists() else None
     text_segments, segment_targets = None, None
-    if cfg.model.text_input == "segments":
-        text_segments = _open_segments(dataset, data_dir, cfg)
+    if cfg.inputs.text == "segments":
+        text_segments = _open_segments(dataset, cfg)
         saved = json.loads((run_dir / SEGMENT_VOCAB_FILE).read_text())
         segment_targets = target_lookup(np.array(saved["word_pieces"], dtype=np.int64), saved["vocab_size"])
-    model = build_model(cfg, spec)
+    model = METHODS.build(cfg.method, cfg.model, spec, cfg.inputs)
     load_checkpoint(run_dir / checkpoint, model)
     model.eval()
     splits = json.loads((run_dir / "splits.json").read_text())
@@ -271,41 +366,35 @@ def load_run(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best"
                        text_segments, segment_targets)
 
 
-def evaluate_model_rows(model, run: PreparedRun, builder: BatchBuilder, rows: np.ndarray, spec: MetricSpec,
-                        device="cpu", batch_size: int = 256, shortlist: int | None = None) -> dict[str, float]:
-    """The default protocol on `rows` for any trained method (pairwise scorers re-rank the top `shortlist`
-    first-stage candidates, the config's `vilbert.shortlist` by default)."""
-    text_source = text_source_for(run.cfg.model.text_input)
-    if hasattr(model, "fit_retrieval"):  # methods with a fitted retrieval space (DCCA's linear CCA)
-        model.fit_retrieval(builder, run.train_rows)
-    if getattr(model, "pairwise_scoring", False):
-        from semshare.evaluation.rerank import evaluate_pairwise_rows
-
-        return evaluate_pairwise_rows(model, builder, run.dataset, rows, text_source, spec,
-                                      shortlist or run.cfg.vilbert.shortlist, device)[0]
-    img, txt = embed_rows(model, builder, rows, batch_size, device)
-    return evaluate_rows(run.dataset, img, txt, rows, text_source, spec)
-
-
 def validation_function(run: PreparedRun, batch_size: int = 256):
+    """Model selection on the validation rows: Ave NDCG@500 and mAP@all, pair scorers re-ranking."""
+    from semshare.evaluation.evaluate import evaluate_run
+    from semshare.evaluation.retrieval import MetricSpec
+
     builder = run.builder(training=False)
     spec = MetricSpec(ndcg_k=(500,), map_k=(None,))
 
     def validate(model) -> dict[str, float]:
         device = next(model.parameters()).device
-        return evaluate_model_rows(model, run, builder, run.val_rows, spec, device, batch_size,
-                                   shortlist=run.cfg.vilbert.validation_shortlist)
+        model.fit_retrieval(builder, run.train_rows)
+        return evaluate_run(run, spec=spec, rows=run.val_rows, validation=True, device=device,
+                            batch_size=batch_size)[0]
 
     return validate
 
 
 def train_experiment(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False,
-                     context: DistributedContext = DistributedContext()) -> dict:
-    """Prepare (or re-prepare, deterministically) the run, then fit it with the one loop."""
-    run = prepare_run(data_dir, cfg, run_dir)
+                     context: DistributedContext = DistributedContext(), dataset: Dataset | None = None) -> dict:
+    """Prepare (or re-prepare, deterministically) the run, then fit it: the one loop, or one closed-form fit."""
+    if cfg.method_class.closed_form:
+        from semshare.training.closed_form import fit_closed_form_run
+
+        return fit_closed_form_run(data_dir, cfg, run_dir, dataset)
+    run = prepare_run(data_dir, cfg, run_dir, dataset)
     if cfg.train.batch_size > len(run.train_rows):
         raise SemshareError(f"batch size {cfg.train.batch_size} exceeds the {len(run.train_rows)} training items; "
                             "lower --set train.batch_size")
     batches = TrainingBatches(run.builder(training=True), run.train_rows, cfg.train.batch_size, cfg.train.seed,
                               context.rank, context.world_size)
-    return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resume, context)
+    return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resume, context,
+               metadata={"config": to_dict(cfg), "model_spec": json.loads((Path(run_dir) / "model_spec.json").read_text())})

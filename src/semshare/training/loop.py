@@ -97,22 +97,19 @@ class MetricsLog:
                 handle.write(json.dumps(record) + "\n")
 
 
-def fit(
-    model: nn.Module,
-    batches,  # semshare.data.batches.TrainingBatches (or anything with steps_per_epoch() and epoch(e, start))
-    validate: Callable[[nn.Module], dict[str, float]],
-    cfg: TrainConfig,
-    run_dir: str | Path,
-    resume: bool = False,
-    context: DistributedContext = DistributedContext(),
-    selection_metric: str = "ave/NDCG@500",
-) -> dict:
-    """Train until `cfg.epochs`, `cfg.max_steps` or early stopping; returns the final state.
+@dataclass
+class LoopSetup:
+    """What the loop builds once per run."""
 
-    Validation after every epoch selects `best` (validation split only); `last` is saved after every
-    epoch and when training stops, so `resume=True` continues exactly where it left off.
-    """
-    run_dir = Path(run_dir)
+    device: torch.device
+    train_model: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    autocast: contextlib.AbstractContextManager
+    total_steps: int
+    steps_per_epoch: int
+
+
+def setup_loop(model: nn.Module, batches, cfg: TrainConfig, context: DistributedContext) -> LoopSetup:
     device = resolve_device(cfg.device, context)
     model.to(device)
     if context.world_size > 1:
@@ -122,83 +119,121 @@ def fit(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     else:
         train_model = model
-    optimizer = build_optimizer(model, cfg)
-    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": -math.inf, "best_epoch": -1,
-             "validations_without_improvement": 0, "stopped_early": False}
-    if resume and checkpoint_exists(run_dir / "last"):
-        saved = load_checkpoint(run_dir / "last", model, optimizer, restore_rng=True)
-        state.update({k: saved[k] for k in state if k in saved})
-        logger.info("resumed from %s at step %d (epoch %d)", run_dir / "last", state["step"], state["epoch"])
-    log = MetricsLog(run_dir / "metrics.jsonl" if context.is_main else None)
     steps_per_epoch = batches.steps_per_epoch()
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps > 0:
         total_steps = min(total_steps, cfg.max_steps)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"unknown precision {cfg.precision!r}; expected auto, fp32 or bf16")
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16
                 else contextlib.nullcontext())
+    return LoopSetup(device, train_model, build_optimizer(model, cfg), autocast, total_steps, steps_per_epoch)
+
+
+def train_step(model: nn.Module, loop: LoopSetup, batch, cfg: TrainConfig, lr: float) -> tuple[dict, torch.Tensor]:
+    """One optimizer step; returns the losses and the gradient norm as device tensors (no host sync)."""
+    model.train()
+    for group in loop.optimizer.param_groups:
+        group["lr"] = lr
+    with loop.autocast:
+        losses = loop.train_model(batch)
+    loop.optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0
+                 else torch.zeros((), device=loop.device))
+    loop.optimizer.step()
+    return {k: v.detach() for k, v in losses.items()}, grad_norm.detach()
+
+
+def read_losses(losses: dict, grad_norm: torch.Tensor, step: int) -> tuple[dict[str, float], float]:
+    """The host read of one step's values (a device sync: only at log steps and epoch ends)."""
+    values = {k: float(v) for k, v in losses.items()}
+    norm = float(grad_norm)
+    if not (math.isfinite(values["loss"]) and math.isfinite(norm)):
+        raise FloatingPointError(f"loss {values['loss']:.4g}, gradient norm {norm:.4g} at step {step}; "
+                                 "try a lower train.lr")
+    return values, norm
+
+
+def end_epoch(model: nn.Module, state: dict, validate: Callable[[nn.Module], dict[str, float]], cfg: TrainConfig,
+              selection_metric: str, save: Callable[[str], None], log: MetricsLog) -> None:
+    """Validate, select `best` on the validation split, count towards early stopping."""
+    state["epoch"] += 1
+    state["step_in_epoch"] = 0
+    model.eval()
+    metrics = validate(model)
+    score = metrics[selection_metric]
+    if score > state["best_metric"]:
+        state.update(best_metric=score, best_epoch=state["epoch"], validations_without_improvement=0)
+        save("best")
+    else:
+        state["validations_without_improvement"] += 1
+    if cfg.patience and state["validations_without_improvement"] >= cfg.patience:
+        state["stopped_early"] = True
+    log.write({"step": state["step"], "epoch": state["epoch"], **{f"val/{k}": v for k, v in metrics.items()},
+               "best_epoch": state["best_epoch"]})
+    logger.info("epoch %d: val %s %.4f (best %.4f at epoch %d)", state["epoch"], selection_metric, score,
+                state["best_metric"], state["best_epoch"])
+
+
+def fit(
+    model: nn.Module,
+    batches,  # semshare.data.batches.TrainingBatches (or anything with steps_per_epoch() and epoch(e, start))
+    validate: Callable[[nn.Module], dict[str, float]],
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    context: DistributedContext = DistributedContext(),
+    selection_metric: str = "ave/NDCG@500",
+    metadata: dict | None = None,
+) -> dict:
+    """Train until `cfg.epochs`, `cfg.max_steps` or early stopping; returns the final state.
+
+    Validation after every epoch selects `best` (validation split only); `last` is saved after every
+    epoch and when training stops, so `resume=True` continues exactly where it left off. `metadata`
+    (the resolved config and model spec) is stored inside every checkpoint.
+    """
+    run_dir = Path(run_dir)
+    loop = setup_loop(model, batches, cfg, context)
+    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": -math.inf, "best_epoch": -1,
+             "validations_without_improvement": 0, "stopped_early": False}
+    if resume and checkpoint_exists(run_dir / "last"):
+        saved = load_checkpoint(run_dir / "last", model, loop.optimizer, restore_rng=True)
+        state.update({k: saved[k] for k in state if k in saved})
+        logger.info("resumed from %s at step %d (epoch %d)", run_dir / "last", state["step"], state["epoch"])
+    log = MetricsLog(run_dir / "metrics.jsonl" if context.is_main else None)
 
     def save(name: str) -> None:
         if context.is_main:
-            save_checkpoint(run_dir / name, model, optimizer if name == "last" else None, state)
+            save_checkpoint(run_dir / name, model, loop.optimizer if name == "last" else None, state, metadata)
 
-    progress = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step",
+    progress = tqdm(total=loop.total_steps, initial=state["step"], desc="train", unit="step",
                     disable=not (cfg.progress and context.is_main), dynamic_ncols=True)
     started, items_seen = time.perf_counter(), 0
-    while state["step"] < total_steps and not state["stopped_early"]:
+    while state["step"] < loop.total_steps and not state["stopped_early"]:
         epoch = state["epoch"]
-        if hasattr(model, "on_epoch_start"):  # a method's declared phases (SCML: text first, then image)
-            model.on_epoch_start(epoch)
+        model.on_epoch_start(epoch)
+        losses, grad_norm = None, None
         for batch in batches.epoch(epoch, start_step=state["step_in_epoch"]):
-            model.train()
-            batch = batch.to(device)
-            lr = learning_rate(cfg, state["step"], total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast:
-                losses = train_model(batch)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                         if cfg.grad_clip > 0 else torch.tensor(0.0))
-            if not torch.isfinite(grad_norm):
-                raise FloatingPointError(f"non-finite gradient at step {state['step'] + 1} (loss "
-                                         f"{float(losses['loss']):.4g}); try a lower train.lr")
-            optimizer.step()
+            lr = learning_rate(cfg, state["step"], loop.total_steps)
+            losses, grad_norm = train_step(model, loop, batch.to(loop.device), cfg, lr)
             state["step"] += 1
             state["step_in_epoch"] += 1
             items_seen += len(batch) * context.world_size
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            if not math.isfinite(values["loss"]):
-                raise FloatingPointError(f"loss became {values['loss']} at step {state['step']}; try a lower lr")
-            items_per_s = items_seen / max(1e-9, time.perf_counter() - started)
             progress.update(1)
-            progress.set_postfix(loss=f"{values['loss']:.4f}", items_s=f"{items_per_s:.0f}", epoch=epoch)
             if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-                log.write({"step": state["step"], "epoch": epoch, "lr": lr, "grad_norm": float(grad_norm),
+                values, norm = read_losses(losses, grad_norm, state["step"])
+                items_per_s = items_seen / max(1e-9, time.perf_counter() - started)
+                progress.set_postfix(loss=f"{values['loss']:.4f}", items_s=f"{items_per_s:.0f}", epoch=epoch)
+                log.write({"step": state["step"], "epoch": epoch, "lr": lr, "grad_norm": norm,
                            "items_per_s": items_per_s, **{f"train/{k}": v for k, v in values.items()}})
-            if state["step"] >= total_steps:
+            if state["step"] >= loop.total_steps:
                 break
-        if state["step_in_epoch"] >= steps_per_epoch:  # a whole epoch is done: validate, select, maybe stop
-            state["epoch"] += 1
-            state["step_in_epoch"] = 0
-            model.eval()
-            metrics = validate(model)
-            score = metrics[selection_metric]
-            improved = score > state["best_metric"]
-            if improved:
-                state.update(best_metric=score, best_epoch=state["epoch"], validations_without_improvement=0)
-                save("best")
-            else:
-                state["validations_without_improvement"] += 1
-            if cfg.patience and state["validations_without_improvement"] >= cfg.patience:
-                state["stopped_early"] = True
-            log.write({"step": state["step"], "epoch": state["epoch"], **{f"val/{k}": v for k, v in metrics.items()},
-                       "best_epoch": state["best_epoch"]})
-            logger.info("epoch %d: val %s %.4f (best %.4f at epoch %d)", state["epoch"], selection_metric, score,
-                        state["best_metric"], state["best_epoch"])
+        if losses is not None:  # a non-finite step since the last log is caught before anything is saved
+            read_losses(losses, grad_norm, state["step"])
+        if state["step_in_epoch"] >= loop.steps_per_epoch:  # a whole epoch is done
+            end_epoch(model, state, validate, cfg, selection_metric, save, log)
         save("last")
     progress.close()
     if context.is_main and not checkpoint_exists(run_dir / "best"):

@@ -1,0 +1,176 @@
+"""The method protocol: what a retrieval method is, and all that shared code may ask of it.
+
+A trained method (`TrainedMethod`) is an nn.Module with `encode_image(batch)` / `encode_text(batch)` -> (B, D)
+and `training_step(batch)` -> dict of named losses with the total under "loss"; the one loop trains it.
+A closed-form method (`ClosedFormMethod`) has `fit(PairedFeatures) -> LinearEncoder`, solved in one step.
+Capabilities are class attributes (and, where they depend on the config, class methods): shared code
+reads them and never a method's name. Each method file registers its class with `@METHODS.register(name)`
+and keeps its config dataclass beside it (`config_class`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGE_INPUTS = ("regions", "global")
+TEXT_INPUTS = ("words", "vector", "segments")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Sizes read from the data at setup; stored in the run so the model can be rebuilt to load weights."""
+
+    num_labels: int
+    region_dim: int
+    text_dim: int = 0
+    vocab_size: int = 0
+    word_dim: int = 0
+    mask_id: int = 2
+    num_region_classes: int = 0
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """What every method of a run reads from the data (shared code builds the batches from it)."""
+
+    image: str = "regions"  # regions (features + boxes per region) | global (image.npy, one vector)
+    # words (captions, Word2Vec + the method's text encoder) | vector (text.npy, one per row) |
+    # segments (pretrained token states, e.g. MiniLM from `semshare extract-text`)
+    text: str = "words"
+    max_text_length: int = 64
+
+
+@dataclass(frozen=True)
+class RegionTargetRequest:
+    """A method's request for one class per region (masked region prediction)."""
+
+    source: str = "auto"  # auto (detector classes if the data has them, else k-means) | labels | kmeans
+    kmeans_k: int = 1000
+
+
+class MethodBase:
+    """Capabilities every method declares; the defaults fit a plain two-tower method."""
+
+    config_class: ClassVar[type]  # the method's config dataclass (the run's `model:` section)
+    display_name: ClassVar[str] = ""  # row name in tables (a recipe's `display_name` overrides it)
+    image_inputs: ClassVar[tuple[str, ...]] = IMAGE_INPUTS  # inputs it can read
+    text_inputs: ClassVar[tuple[str, ...]] = TEXT_INPUTS
+    closed_form: ClassVar[bool] = False  # True: `fit` once on pooled features, no training loop
+    deterministic: ClassVar[bool] = False  # the same result for every seed: one seed is enough
+    pairwise_scoring: ClassVar[bool] = False  # scores (image, text) pairs jointly: evaluation re-ranks
+
+    @classmethod
+    def region_targets_wanted(cls, cfg, inputs: InputConfig) -> RegionTargetRequest | None:
+        """Region classes to predict in training, or None (nothing is fitted for methods that ask none)."""
+        return None
+
+    @classmethod
+    def training_mask_prob(cls, cfg) -> float:
+        """Share of segments replaced by MASK in training batches (0: the batches carry no masks)."""
+        return 0.0
+
+
+class TrainedMethod(MethodBase, nn.Module):
+    """A method the one loop trains. Subclasses build their modules in __init__(cfg, spec, inputs, word_vectors)."""
+
+    def encode_image(self, batch) -> torch.Tensor:
+        """(B, D) retrieval embedding of the batch's images."""
+        raise NotImplementedError
+
+    def encode_text(self, batch) -> torch.Tensor:
+        """(B, D) retrieval embedding of the batch's texts."""
+        raise NotImplementedError
+
+    def training_step(self, batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        """forward = training_step, so DistributedDataParallel's hooks see the training computation."""
+        return self.training_step(batch)
+
+    def encode_features(self, batch, side: str) -> torch.Tensor:
+        """(B, D) "deep features" a linear method may be fitted on (default: the retrieval embedding)."""
+        return self.encode_image(batch) if side == "image" else self.encode_text(batch)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Declared training phases (SCML: text first, then image); the loop calls it every epoch."""
+
+    def fit_retrieval(self, builder, train_rows: np.ndarray) -> None:
+        """Fit a retrieval space on the trained outputs before evaluation (DCCA's linear CCA); default none."""
+
+    def rerank_shortlist(self, validation: bool) -> int:
+        """Pair scorers: first-stage candidates per query that `score_pairs` re-orders."""
+        return 0
+
+    def score_pairs(self, img_batch, txt_batch) -> torch.Tensor:
+        """(B,) joint scores of item i of img_batch with item i of txt_batch (pair scorers only)."""
+        raise NotImplementedError
+
+
+@dataclass
+class PairedFeatures:
+    """Pooled training features for a closed-form fit.
+
+    img (N, Dx) one row per image; txt (M, Dy) every text item of those images; img_labels (N, C),
+    txt_labels (M, C); first_text (N,) the index in `txt` of each image's first text (one-to-one pairs for
+    two-view methods); val: the same for the validation rows, for methods that select on it.
+    """
+
+    img: np.ndarray
+    txt: np.ndarray
+    img_labels: np.ndarray
+    txt_labels: np.ndarray
+    first_text: np.ndarray
+    val: "PairedFeatures | None" = None
+
+    @property
+    def paired_text(self) -> np.ndarray:
+        return self.txt[self.first_text]
+
+
+@dataclass
+class LinearEncoder:
+    """emb = (x - mean) @ weight + bias for each modality: what every closed-form method fits."""
+
+    img_mean: np.ndarray
+    img_weight: np.ndarray
+    txt_mean: np.ndarray
+    txt_weight: np.ndarray
+    img_bias: np.ndarray | None = None
+    txt_bias: np.ndarray | None = None
+
+    def transform_image(self, x: np.ndarray) -> np.ndarray:
+        return self._apply(x, self.img_mean, self.img_weight, self.img_bias)
+
+    def transform_text(self, y: np.ndarray) -> np.ndarray:
+        return self._apply(y, self.txt_mean, self.txt_weight, self.txt_bias)
+
+    @staticmethod
+    def _apply(x: np.ndarray, mean: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        out = (np.asarray(x, dtype=np.float64) - mean) @ weight
+        return out if bias is None else out + bias
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64))
+                for name, value in vars(self).items() if value is not None}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "LinearEncoder":
+        return cls(**{name: tensor.numpy() for name, tensor in tensors.items()})
+
+
+class ClosedFormMethod(MethodBase):
+    """A method solved in one step on pooled features; the run folder keeps its LinearEncoder."""
+
+    closed_form = True
+
+    def __init__(self, cfg, seed: int = 0):
+        self.cfg, self.seed = cfg, seed
+
+    def fit(self, features: PairedFeatures) -> LinearEncoder:
+        raise NotImplementedError
