@@ -3,17 +3,18 @@
 import json
 
 from semshare.cli.main import main
-from semshare.experiments.benchmark import DEFAULT_METHODS, ROW_NAMES
+from semshare.methods import PAPER_TABLE_RECIPES
+from semshare.training.experiment import resolve_config
 
 
 def test_benchmark_quick_runs_every_method_and_resumes(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["benchmark", "--quick", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert sorted({r["method"] for r in results}) == sorted(DEFAULT_METHODS)
+    assert sorted({r["method"] for r in results}) == sorted(PAPER_TABLE_RECIPES)
     table = (out / "table.md").read_text()
-    for method in DEFAULT_METHODS:
-        assert f"| {ROW_NAMES[method]} |" in table
+    for method in PAPER_TABLE_RECIPES:
+        assert f"| {resolve_config(method).row_name} |" in table
     assert "synthetic-tiny I2T" in table and (out / "table.csv").exists()
     assert (out / "pr_curves_synthetic-tiny.png").exists()
     capsys.readouterr()
@@ -34,15 +35,15 @@ def test_sweep_writes_csv_and_png(tiny_data_dir, tmp_path, capsys):
     assert rows[0].startswith("eta,seed,") and len(rows) == 3
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     result = json.loads((out / "eta=1" / "seed0" / "result.json").read_text())
-    assert result["overrides"]["loss.consistency_weight"] == 1.0
+    assert result["overrides"]["model.loss.consistency_weight"] == 1.0
     assert (out / "eta=1" / "seed0" / "training_curves.png").exists()
 
 
-def test_linear_methods_on_st_features(tmp_path):
+def test_linear_methods_on_deep_features(tmp_path):
     out = tmp_path / "bench"
-    assert main(["benchmark", "--quick", "--methods", "cca,jfssl", "--linear-inputs", "st", "--out", str(out)]) == 0
+    assert main(["benchmark", "--quick", "--methods", "cca,jfssl", "--linear-inputs", "deep", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert {r["inputs"] for r in results} == {"st"}
+    assert {r["inputs"] for r in results} == {"deep"}
     assert (out / "synthetic-tiny" / "st-seed0" / "best" / "model.safetensors").exists()  # trained on demand
 
 
@@ -51,10 +52,10 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch, cap
 
     real_run_one = benchmark.run_one
 
-    def flaky(spec):
+    def flaky(spec, dataset=None):
         if spec.method == "lcfs":
             raise FloatingPointError("diverged")
-        return real_run_one(spec)
+        return real_run_one(spec, dataset)
 
     monkeypatch.setattr(benchmark, "run_one", flaky)
     out = tmp_path / "bench"

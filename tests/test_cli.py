@@ -90,5 +90,5 @@ def test_unknown_config_key_is_a_clear_error(tiny_data_dir, tmp_path, capsys):
 def test_demo_on_tiny(tmp_path, capsys):
     assert main(["demo", "--preset", "tiny", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    for method in ("ours", "wo_t", "wo_c", "ridge"):
-        assert f"| {method}" in out
+    for row in ("Ours", "w/o T", "w/o C", "Ridge"):
+        assert f"| {row} |" in out

@@ -131,7 +131,7 @@ def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
     images = make_images(tmp_path / "imgs", count=24, seed=3)
     extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", ExtractConfig(backbone="tiny-random"),
                     progress=False)
-    overrides = {"train.epochs": 1, "train.batch_size": 8, "model.dim": 16, "model.heads": 2, "model.layers": 1,
+    overrides = {"train.epochs": 1, "train.batch_size": 8, "models.semantic_sharing.dim": 16, "models.semantic_sharing.heads": 2, "models.semantic_sharing.layers": 1,
                  "text.word_dim": 8, "train.progress": False}
     train_experiment(tmp_path / "ds", resolve_config("ours", "small", overrides=overrides), tmp_path / "run")
     build_gallery(tmp_path / "run", tmp_path / "ds", "image", tmp_path / "index")

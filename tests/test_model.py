@@ -5,11 +5,14 @@ import pytest
 import torch
 
 from semshare.data.batches import TrainingBatches
-from semshare.methods.semantic_sharing import ABLATIONS, discrimination_loss, label_prediction_loss
-from semshare.training.experiment import prepare_run, resolve_config
+from semshare.methods.losses import discrimination_loss, label_prediction_loss
+from semshare.training.experiment import prepare_run, recipe_names, resolve_config
 
-TINY_MODEL = {"model.dim": 16, "model.layers": 1, "model.heads": 2, "model.ffn_dim": 32, "model.dropout": 0.0,
+# Semantic Sharing's sizes under models: so the same overrides serve every method
+TINY_MODEL = {"models.semantic_sharing.dim": 16, "models.semantic_sharing.layers": 1, "models.semantic_sharing.heads": 2,
+              "models.semantic_sharing.ffn_dim": 32, "models.semantic_sharing.dropout": 0.0,
               "text.word_dim": 8, "text.word2vec_epochs": 1, "train.batch_size": 8}
+SS_RECIPES = [name for name in recipe_names() if resolve_config(name).method == "semantic_sharing"]
 
 
 def tiny_run(data_dir, run_dir, method="ours", **extra):
@@ -22,9 +25,9 @@ def first_batch(run, training=True, seed=0):
     return next(iter(batches.epoch(0)))
 
 
-@pytest.mark.parametrize("method", sorted(ABLATIONS))
+@pytest.mark.parametrize("method", SS_RECIPES)
 def test_every_preset_builds_steps_and_every_parameter_learns(tiny_data_dir, tmp_path, method):
-    run = tiny_run(tiny_data_dir, tmp_path / method, method, **{"loss.mask_prob": 0.5, "train.batch_size": 16})
+    run = tiny_run(tiny_data_dir, tmp_path / method, method, **{"model.loss.mask_prob": 0.5, "train.batch_size": 16})
     batch = first_batch(run)
     losses = run.model.training_step(batch)
     assert torch.isfinite(losses["loss"]) and losses["loss"].requires_grad
@@ -61,7 +64,7 @@ def test_padding_never_changes_a_result(tiny_data_dir, tmp_path):
 
 
 def test_masking_replaces_exactly_the_chosen_inputs(tiny_data_dir, tmp_path):
-    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"loss.mask_prob": 0.5})
+    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"model.loss.mask_prob": 0.5})
     batch = first_batch(run)
     assert batch.img_masked.any() and batch.txt_masked.any()
     assert not (batch.img_masked & ~batch.img_mask).any() and not (batch.txt_masked & ~batch.txt_mask).any()
@@ -82,7 +85,7 @@ def test_masking_replaces_exactly_the_chosen_inputs(tiny_data_dir, tmp_path):
 
 
 def test_masking_is_deterministic_per_item(tiny_data_dir, tmp_path):
-    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"loss.mask_prob": 0.3})
+    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"model.loss.mask_prob": 0.3})
     a, b = first_batch(run, seed=5), first_batch(run, seed=5)
     assert torch.equal(a.img_masked, b.img_masked) and torch.equal(a.txt_tokens, b.txt_tokens)
 
@@ -113,8 +116,8 @@ def test_discrimination_loss_matches_eq1():
 
 
 def test_kmeans_pseudo_classes_when_the_data_has_no_region_classes(tiny_data_dir, tmp_path):
-    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"loss.region_targets": "kmeans", "loss.kmeans_k": 1000,
-                                                     "loss.mask_prob": 0.5})
+    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"model.loss.region_targets": "kmeans", "model.loss.kmeans_k": 1000,
+                                                     "model.loss.mask_prob": 0.5})
     targets = run.region_targets
     mask = np.asarray(run.dataset.region_mask).astype(bool)
     assert (targets[~mask] == -1).all() and (targets[mask] >= 0).all()
@@ -126,7 +129,7 @@ def test_kmeans_pseudo_classes_when_the_data_has_no_region_classes(tiny_data_dir
 
 
 def test_dscmr_builds_steps_and_every_parameter_learns(tiny_data_dir, tmp_path):
-    run = tiny_run(tiny_data_dir, tmp_path / "dscmr", "dscmr", **{"dscmr.hidden_dim": 16, "dscmr.common_dim": 8})
+    run = tiny_run(tiny_data_dir, tmp_path / "dscmr", "dscmr", **{"model.hidden_dim": 16, "model.common_dim": 8})
     batch = first_batch(run)
     losses = run.model.training_step(batch)
     assert set(losses) == {"label_image", "label_text", "discrimination", "invariance", "loss"}
@@ -162,7 +165,7 @@ def test_total_correlation_matches_linear_cca():
 
 
 def test_dcca_trains_and_fits_its_retrieval_space(tiny_data_dir, tmp_path):
-    run = tiny_run(tiny_data_dir, tmp_path / "dcca", "dcca", **{"dcca.hidden_dim": 16, "dcca.output_dim": 4,
+    run = tiny_run(tiny_data_dir, tmp_path / "dcca", "dcca", **{"model.hidden_dim": 16, "model.output_dim": 4,
                                                                    "train.batch_size": 32})
     batch = first_batch(run)
     losses = run.model.training_step(batch)
@@ -174,8 +177,8 @@ def test_dcca_trains_and_fits_its_retrieval_space(tiny_data_dir, tmp_path):
 
 
 def test_scml_phases_and_meta_update(tiny_data_dir, tmp_path):
-    run = tiny_run(tiny_data_dir, tmp_path / "scml", "scml", **{"scml.hidden_dim": 16, "scml.common_dim": 8,
-                                                                   "scml.text_epochs": 1})
+    run = tiny_run(tiny_data_dir, tmp_path / "scml", "scml", **{"model.hidden_dim": 16, "model.common_dim": 8,
+                                                                   "model.text_epochs": 1})
     model, batch = run.model, first_batch(run)
     model.on_epoch_start(0)
     assert set(model.training_step(batch)) == {"label_text", "loss"}  # phase 1: text only
@@ -199,7 +202,7 @@ def test_vilbert_from_scratch_trains_and_reranks(tiny_data_dir, tmp_path):
     from semshare.evaluation.retrieval import MetricSpec
 
     run = tiny_run(tiny_data_dir, tmp_path / "vilbert", "vilbert",
-                   **{"vilbert.dim": 16, "vilbert.heads": 2, "vilbert.ffn_dim": 32, "vilbert.dropout": 0.0})
+                   **{"model.dim": 16, "model.heads": 2, "model.ffn_dim": 32, "model.dropout": 0.0})
     model, batch = run.model, first_batch(run)
     losses = model.training_step(batch)
     assert {"label_image", "label_text", "pair", "loss"} <= set(losses)
@@ -226,7 +229,7 @@ def test_rerank_with_the_whole_gallery_equals_ranking_by_pair_score(tiny_data_di
     from semshare.evaluation.retrieval import MetricSpec
 
     run = tiny_run(tiny_data_dir, tmp_path / "vilbert", "vilbert",
-                   **{"vilbert.dim": 16, "vilbert.heads": 2, "vilbert.ffn_dim": 32, "vilbert.dropout": 0.0})
+                   **{"model.dim": 16, "model.heads": 2, "model.ffn_dim": 32, "model.dropout": 0.0})
     model = run.model.eval()
     ds, builder = run.dataset, run.builder(False)
     rows = ds.split("test")[:6]
@@ -235,7 +238,7 @@ def test_rerank_with_the_whole_gallery_equals_ranking_by_pair_score(tiny_data_di
     with torch.no_grad():
         pair = np.zeros((len(rows), len(items.rows)), dtype=np.float32)
         for i, row in enumerate(rows):
-            batch = builder.build(np.full(len(items.rows), row), items.item_ids, items.texts)
+            batch = builder.build(np.full(len(items.rows), row), items.item_ids)
             pair[i] = model.score_pairs(batch, batch).numpy()
     labels = np.asarray(ds.labels, dtype=np.int64)
     gains = labels[rows] @ labels[items.rows].T

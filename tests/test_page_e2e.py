@@ -18,7 +18,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                 reason="headless Chromium not installed (apt-get install chromium chromium-driver)")
 
-TINY = {"model.dim": 16, "model.layers": 1, "model.heads": 2, "model.ffn_dim": 32, "text.word_dim": 8,
+TINY = {"models.semantic_sharing.dim": 16, "models.semantic_sharing.layers": 1, "models.semantic_sharing.heads": 2, "models.semantic_sharing.ffn_dim": 32, "text.word_dim": 8,
         "text.word2vec_epochs": 1, "train.batch_size": 16, "train.epochs": 1, "train.progress": False}
 
 

@@ -12,7 +12,7 @@ from semshare.index import normalize_rows
 from semshare.search.gallery import Searcher, build_gallery
 from semshare.training.experiment import load_run, resolve_config, train_experiment
 
-TINY = {"model.dim": 16, "model.layers": 1, "model.heads": 2, "model.ffn_dim": 32, "text.word_dim": 8,
+TINY = {"models.semantic_sharing.dim": 16, "models.semantic_sharing.layers": 1, "models.semantic_sharing.heads": 2, "models.semantic_sharing.ffn_dim": 32, "text.word_dim": 8,
         "text.word2vec_epochs": 1, "train.batch_size": 16, "train.epochs": 2, "train.progress": False}
 
 

