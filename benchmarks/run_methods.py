@@ -24,8 +24,7 @@ def run_one(data_dir: str, method: str, seed: int, run_dir: str, overrides: dict
 
     import torch
 
-    from semshare.evaluation.embed import embed_rows
-    from semshare.evaluation.protocols import ProtocolConfig, evaluate_tables
+    from semshare.evaluation.evaluate import evaluate_run
     from semshare.evaluation.retrieval import MetricSpec
     from semshare.fileio import atomic_write_json
     from semshare.training.experiment import load_run, resolve_config, train_experiment
@@ -37,11 +36,7 @@ def run_one(data_dir: str, method: str, seed: int, run_dir: str, overrides: dict
     started = time.time()
     state = train_experiment(data_dir, cfg, run_path, resume=(run_path / "last").exists())
     train_seconds = time.time() - started
-    run = load_run(run_path, data_dir)
-    text_source = "captions" if cfg.model.text_input == "words" else "vectors"
-    img, txt = embed_rows(run.model, run.builder(training=False), run.dataset.split("test"))
-    table, _ = evaluate_tables(run.dataset, img, txt, ProtocolConfig(text_source=text_source),
-                               MetricSpec(ndcg_k=(500,), map_k=(None,)))
+    table, _ = evaluate_run(load_run(run_path, data_dir), spec=MetricSpec(ndcg_k=(500,), map_k=(None,)))
     result = {"method": method, "seed": seed, "data": data_dir, "overrides": overrides, "test": table,
               "best_val_ndcg500": state["best_metric"], "best_epoch": state["best_epoch"], "steps": state["step"],
               "train_seconds": train_seconds}
@@ -60,7 +55,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--method-set", action="append", default=[], metavar="METHOD:KEY=VALUE",
-                        help="an override for one method only, e.g. wo_r:model.text_input=vector")
+                        help="an override for one method only, e.g. wo_r:inputs.text=vector")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     overrides = parse_assignments(args.overrides)

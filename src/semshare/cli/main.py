@@ -344,6 +344,7 @@ def _distributed_context_from_env():
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from semshare.methods import DEFAULT_RECIPE
     from semshare.training.experiment import known_methods
 
     parser = sub.add_parser("train", help="train a method (Semantic Sharing, an ablation, a baseline) with the one loop",
@@ -351,7 +352,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                         "write checkpoints, config and metrics to --out. Closed-form methods are "
                                         "fitted in one step into the same run folder. Runs under torchrun too.")
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--method", default="ours", metavar="NAME",
+    parser.add_argument("--method", default=DEFAULT_RECIPE, metavar="NAME",
                         help=f"a recipe in configs/method/ or a registered method ({', '.join(known_methods())})")
     parser.add_argument("--preset", default="small", help="size preset in configs/preset/ (small, paper)")
     parser.add_argument("--config", type=Path, action="append", default=[],
@@ -507,11 +508,13 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    from semshare.methods import FIGURE1_RECIPE
+
     parser = sub.add_parser("sweep", help="sweep one parameter (eta, lambda, or any config key): PNG + CSV",
                             description="Reproduce the paper's Figure 1 (NDCG vs consistency weight eta) or sweep "
                                         "lambda or any config key; every value x seed is a resumable run.")
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--method", default="ours_con")
+    parser.add_argument("--method", default=FIGURE1_RECIPE, help="recipe to sweep (default: the paper's Figure 1)")
     parser.add_argument("--param", default="eta", help="eta, lambda, or a config key such as train.lr")
     parser.add_argument("--values", default="0,0.001,0.01,0.1,1,10")
     parser.add_argument("--seeds", type=int, default=3)

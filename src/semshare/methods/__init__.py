@@ -7,6 +7,10 @@ runs is a recipe, `configs/method/NAME.yaml` (a registered method + its settings
 
 from semshare.methods import cca, dcca, dscmr, jfssl, lcfs, ridge, scml, semantic_sharing, vilbert  # noqa: F401
 
+# what `semshare train` runs without --method, and the registered method behind it
+DEFAULT_RECIPE, DEFAULT_METHOD = "ours", "semantic_sharing"
+# the paper's Figure 1 sweeps the consistency weight of this recipe (`semshare sweep`)
+FIGURE1_RECIPE = "ours_con"
 # the paper's Table 1 rows, in its order (recipes in configs/method/)
 PAPER_TABLE_RECIPES = ("cca", "lcfs", "jfssl", "dcca", "dscmr", "scml", "vilbert", "st", "imc", "wo_r", "wo_t",
                        "wo_c", "wo_l", "ours_con", "ours")

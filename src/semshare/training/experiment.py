@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semshare import methods as _methods  # noqa: F401  (registers every method)
+from semshare.methods import DEFAULT_METHOD, DEFAULT_RECIPE  # importing semshare.methods registers every method
 from semshare.config import apply_overrides, from_dict, load_yaml, save_yaml, to_dict
 from semshare.data.batches import BatchBuilder, BatchOptions, TrainingBatches, text_source_for
 from semshare.data.dataset import Dataset, open_dataset
@@ -74,8 +74,8 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = "ours"  # the recipe (configs/method/NAME.yaml) or registered method the run was asked for
-    method: str = "semantic_sharing"  # the registered method class (semshare.registry.METHODS)
+    name: str = DEFAULT_RECIPE  # the recipe (configs/method/NAME.yaml) or registered method asked for
+    method: str = DEFAULT_METHOD  # the registered method class (semshare.registry.METHODS)
     display_name: str = ""  # row name in tables; empty: the method class's own
     needs_segments: bool = False  # the recipe's point is a set of segments: left out on one-vector data
     preset: str = "small"
@@ -121,7 +121,7 @@ def experiment_config_from_dict(values: dict, where: str = "config") -> Experime
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def resolve_config(name: str = "ours", preset: str = "small",
+def resolve_config(name: str = DEFAULT_RECIPE, preset: str = "small",
                    config_file: str | Path | list[str | Path] | None = None,
                    overrides: dict | None = None) -> ExperimentConfig:
     """Compose defaults < preset < recipe < config file(s), in order < overrides for the recipe or method `name`."""

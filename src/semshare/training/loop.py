@@ -156,6 +156,14 @@ def read_losses(losses: dict, grad_norm: torch.Tensor, step: int) -> tuple[dict[
     return values, norm
 
 
+def log_step(log: MetricsLog, progress, losses: dict, grad_norm: torch.Tensor, state: dict, epoch: int, lr: float,
+             items_per_s: float) -> None:
+    values, norm = read_losses(losses, grad_norm, state["step"])
+    progress.set_postfix(loss=f"{values['loss']:.4f}", items_s=f"{items_per_s:.0f}", epoch=epoch)
+    log.write({"step": state["step"], "epoch": epoch, "lr": lr, "grad_norm": norm, "items_per_s": items_per_s,
+               **{f"train/{k}": v for k, v in values.items()}})
+
+
 def end_epoch(model: nn.Module, state: dict, validate: Callable[[nn.Module], dict[str, float]], cfg: TrainConfig,
               selection_metric: str, save: Callable[[str], None], log: MetricsLog) -> None:
     """Validate, select `best` on the validation split, count towards early stopping."""
@@ -190,10 +198,9 @@ def fit(
 ) -> dict:
     """Train until `cfg.epochs`, `cfg.max_steps` or early stopping; returns the final state.
 
-    Validation after every epoch selects `best` (validation split only); `last` is saved after every
-    epoch and when training stops, so `resume=True` continues exactly where it left off. `metadata`
-    (the resolved config and model spec) is stored inside every checkpoint.
-    """
+    Validation after every epoch selects `best` (validation split only); `last` is saved after every epoch
+    and when training stops, so `resume=True` continues exactly where it left off. `metadata` (the
+    resolved config and model spec) is stored inside every checkpoint."""
     run_dir = Path(run_dir)
     loop = setup_loop(model, batches, cfg, context)
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": -math.inf, "best_epoch": -1,
@@ -223,11 +230,8 @@ def fit(
             items_seen += len(batch) * context.world_size
             progress.update(1)
             if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-                values, norm = read_losses(losses, grad_norm, state["step"])
                 items_per_s = items_seen / max(1e-9, time.perf_counter() - started)
-                progress.set_postfix(loss=f"{values['loss']:.4f}", items_s=f"{items_per_s:.0f}", epoch=epoch)
-                log.write({"step": state["step"], "epoch": epoch, "lr": lr, "grad_norm": norm,
-                           "items_per_s": items_per_s, **{f"train/{k}": v for k, v in values.items()}})
+                log_step(log, progress, losses, grad_norm, state, epoch, lr, items_per_s)
             if state["step"] >= loop.total_steps:
                 break
         if losses is not None:  # a non-finite step since the last log is caught before anything is saved
