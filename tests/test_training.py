@@ -107,3 +107,33 @@ def test_two_process_ddp_matches_one_process(tiny_data_dir, tmp_path):
     a, b = weights(tmp_path / "single" / "last"), weights(tmp_path / "ddp" / "last")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_loop_reads_losses_on_the_host_only_at_log_steps_and_epoch_ends(tiny_data_dir, tmp_path, monkeypatch):
+    import semshare.training.loop as loop
+
+    reads = []
+    real = loop.read_losses
+    monkeypatch.setattr(loop, "read_losses", lambda losses, norm, step: reads.append(step) or real(losses, norm, step))
+    cfg = resolve_config("ours", "small", overrides={**FAST, "train.epochs": 2, "train.log_every": 3})
+    state = train_experiment(tiny_data_dir, cfg, tmp_path / "run")
+    per_epoch = state["step"] // 2
+    log_steps = {1} | set(range(3, state["step"] + 1, 3))
+    assert sorted(set(reads)) == sorted(log_steps | {per_epoch, 2 * per_epoch})
+    assert len(reads) == len(log_steps) + 2  # one read per log step, one per epoch end
+
+
+def test_a_non_finite_loss_stops_the_run_before_it_is_saved(tiny_data_dir, tmp_path, monkeypatch):
+    import semshare.training.loop as loop
+
+    real = loop.train_step
+
+    def poisoned(model, setup, batch, cfg, lr):
+        losses, norm = real(model, setup, batch, cfg, lr)
+        return {**losses, "loss": torch.tensor(float("nan"))}, norm
+
+    monkeypatch.setattr(loop, "train_step", poisoned)
+    cfg = resolve_config("ours", "small", overrides={**FAST, "train.epochs": 1, "train.log_every": 1000})
+    with pytest.raises(FloatingPointError, match="try a lower train.lr"):
+        train_experiment(tiny_data_dir, cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "best").exists()

@@ -364,78 +364,79 @@ def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise DataFormatError(root, "dataset folder", "an existing folder", "no such folder")
+    labels = _open_labels(root, check_values)
+    dataset = Dataset(root=root, labels=labels, label_names=_read_label_names(root, labels.shape[1]),
+                      splits=_read_splits(root, labels.shape[0]), meta=_read_meta(root),
+                      _has_captions=(root / "captions.jsonl").exists())
+    if (root / "regions.npy").exists():
+        _open_regions(dataset, check_values)
+    for file_name, attribute, shape_doc in (("image.npy", "image", "(N, D)"), ("text.npy", "text_vectors", "(N, Dt)")):
+        path = root / file_name
+        if path.exists():
+            array = _load_array(path, attribute)
+            _expect_ndim(path, attribute, array, shape_doc, 2)
+            _expect_rows(path, attribute, array, dataset.num_items)
+            _expect_dtype(path, attribute, array, "f", "a float dtype (float16/float32)")
+            if check_values:
+                _check_finite(path, attribute, array)
+            setattr(dataset, attribute, array)
+    if dataset.has_captions:
+        _ = dataset.captions  # parse now: a broken captions file is an error at open, not mid-training
+    _check_meta_agrees(dataset)
+    logger.info("opened dataset %s: %d items, %d labels", dataset.name, dataset.num_items, dataset.num_labels)
+    return dataset
+
+
+def _open_labels(root: Path, check_values: bool) -> np.ndarray:
     labels_path = root / "labels.npy"
     if not labels_path.exists():
         raise DataFormatError(labels_path, "labels.npy", "a multi-hot label array (N, C)", "no such file")
     labels = _load_array(labels_path, "labels")
     _expect_ndim(labels_path, "labels", labels, "(N, C)", 2)
     _expect_dtype(labels_path, "labels", labels, "biuf", "a numeric or bool dtype")
-    num_items = labels.shape[0]
     if check_values:
         _check_binary(labels_path, "labels", labels)
+    return labels
 
-    dataset = Dataset(
-        root=root,
-        labels=labels,
-        label_names=_read_label_names(root, labels.shape[1]),
-        splits=_read_splits(root, num_items),
-        meta=_read_meta(root),
-        _has_captions=(root / "captions.jsonl").exists(),
-    )
 
+def _open_regions(dataset: Dataset, check_values: bool) -> None:
+    """regions.npy with region_mask.npy and region_boxes.npy beside it (and region_labels.npy if there)."""
+    root, num_items = dataset.root, dataset.num_items
     regions_path = root / "regions.npy"
-    if regions_path.exists():
-        regions = _load_array(regions_path, "regions")
-        _expect_ndim(regions_path, "regions", regions, "(N, R, D)", 3)
-        _expect_rows(regions_path, "regions", regions, num_items)
-        _expect_dtype(regions_path, "regions", regions, "f", "a float dtype (float16/float32)")
-        num_regions = regions.shape[1]
-        mask_path, boxes_path = root / "region_mask.npy", root / "region_boxes.npy"
-        for required in (mask_path, boxes_path):
-            if not required.exists():
-                raise DataFormatError(required, required.stem, "a file beside regions.npy", "no such file")
-        region_mask = _load_array(mask_path, "region_mask")
-        _expect_ndim(mask_path, "region_mask", region_mask, "(N, R)", 2)
-        if region_mask.shape != (num_items, num_regions):
-            raise DataFormatError(mask_path, "region_mask shape", f"{(num_items, num_regions)}", f"{region_mask.shape}")
-        _expect_dtype(mask_path, "region_mask", region_mask, "biu", "a bool or integer dtype")
-        boxes = _load_array(boxes_path, "region_boxes")
-        if boxes.shape != (num_items, num_regions, 4):
-            raise DataFormatError(boxes_path, "region_boxes shape", f"{(num_items, num_regions, 4)}", f"{boxes.shape}")
-        _expect_dtype(boxes_path, "region_boxes", boxes, "f", "a float dtype")
-        dataset.regions, dataset.region_mask, dataset.region_boxes = regions, region_mask, boxes
-        region_labels_path = root / "region_labels.npy"
-        if region_labels_path.exists():
-            region_labels = _load_array(region_labels_path, "region_labels")
-            if region_labels.shape != (num_items, num_regions):
-                raise DataFormatError(
-                    region_labels_path, "region_labels shape", f"{(num_items, num_regions)}", f"{region_labels.shape}"
-                )
-            _expect_dtype(region_labels_path, "region_labels", region_labels, "iu", "an integer dtype")
-            dataset.region_labels = region_labels
-        if check_values:
-            _check_finite(regions_path, "regions", regions)
-            _check_binary(mask_path, "region_mask", region_mask)
-            _check_boxes(boxes_path, boxes, region_mask)
-            if dataset.region_labels is not None:
-                _check_region_labels(region_labels_path, dataset.region_labels)
-
-    for file_name, attribute, shape_doc in (("image.npy", "image", "(N, D)"), ("text.npy", "text_vectors", "(N, Dt)")):
-        path = root / file_name
-        if path.exists():
-            array = _load_array(path, attribute)
-            _expect_ndim(path, attribute, array, shape_doc, 2)
-            _expect_rows(path, attribute, array, num_items)
-            _expect_dtype(path, attribute, array, "f", "a float dtype (float16/float32)")
-            if check_values:
-                _check_finite(path, attribute, array)
-            setattr(dataset, attribute, array)
-
-    if dataset.has_captions:
-        _ = dataset.captions  # parse now: a broken captions file is an error at open, not mid-training
-    _check_meta_agrees(dataset)
-    logger.info("opened dataset %s: %d items, %d labels", dataset.name, num_items, dataset.num_labels)
-    return dataset
+    regions = _load_array(regions_path, "regions")
+    _expect_ndim(regions_path, "regions", regions, "(N, R, D)", 3)
+    _expect_rows(regions_path, "regions", regions, num_items)
+    _expect_dtype(regions_path, "regions", regions, "f", "a float dtype (float16/float32)")
+    num_regions = regions.shape[1]
+    mask_path, boxes_path = root / "region_mask.npy", root / "region_boxes.npy"
+    for required in (mask_path, boxes_path):
+        if not required.exists():
+            raise DataFormatError(required, required.stem, "a file beside regions.npy", "no such file")
+    region_mask = _load_array(mask_path, "region_mask")
+    _expect_ndim(mask_path, "region_mask", region_mask, "(N, R)", 2)
+    if region_mask.shape != (num_items, num_regions):
+        raise DataFormatError(mask_path, "region_mask shape", f"{(num_items, num_regions)}", f"{region_mask.shape}")
+    _expect_dtype(mask_path, "region_mask", region_mask, "biu", "a bool or integer dtype")
+    boxes = _load_array(boxes_path, "region_boxes")
+    if boxes.shape != (num_items, num_regions, 4):
+        raise DataFormatError(boxes_path, "region_boxes shape", f"{(num_items, num_regions, 4)}", f"{boxes.shape}")
+    _expect_dtype(boxes_path, "region_boxes", boxes, "f", "a float dtype")
+    dataset.regions, dataset.region_mask, dataset.region_boxes = regions, region_mask, boxes
+    region_labels_path = root / "region_labels.npy"
+    if region_labels_path.exists():
+        region_labels = _load_array(region_labels_path, "region_labels")
+        if region_labels.shape != (num_items, num_regions):
+            raise DataFormatError(
+                region_labels_path, "region_labels shape", f"{(num_items, num_regions)}", f"{region_labels.shape}"
+            )
+        _expect_dtype(region_labels_path, "region_labels", region_labels, "iu", "an integer dtype")
+        dataset.region_labels = region_labels
+    if check_values:
+        _check_finite(regions_path, "regions", regions)
+        _check_binary(mask_path, "region_mask", region_mask)
+        _check_boxes(boxes_path, boxes, region_mask)
+        if dataset.region_labels is not None:
+            _check_region_labels(region_labels_path, dataset.region_labels)
 
 
 def _check_boxes(path: Path, boxes: np.ndarray, region_mask: np.ndarray) -> None:
