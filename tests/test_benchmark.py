@@ -87,3 +87,14 @@ def test_mean_word_vectors_skip_unknown_words():
     features = pooled_text_features(None, items, "word-vectors", vocab, vectors)
     np.testing.assert_array_equal(features[0], vectors[vocab.encode("dog")[0]])  # "zebra" is unknown
     np.testing.assert_array_equal(features[1], [0.0, 0.0])
+
+
+def test_a_benchmark_opens_and_scans_each_dataset_once(tiny_data_dir, tmp_path, monkeypatch):
+    import semshare.data.dataset as dataset_module
+
+    opens = []
+    real = dataset_module._open_labels
+    monkeypatch.setattr(dataset_module, "_open_labels", lambda root, check: opens.append(check) or real(root, check))
+    assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "ridge,cca,wo_c,dscmr",
+                 "--out", str(tmp_path / "bench")]) == 0
+    assert opens == [True]  # four runs (and their trained, loaded and scored models), one open, one value scan

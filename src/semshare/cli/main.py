@@ -492,7 +492,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         from semshare.data.synthetic import make_synthetic, preset
 
         quick_data = args.out / "data-tiny"
-        if not (quick_data / "meta.json").exists():
+        if not data_dirs and not (quick_data / "meta.json").exists():
             make_synthetic(quick_data, preset("tiny"), name="synthetic-tiny", overwrite=True, progress=False)
         data_dirs = data_dirs or [str(quick_data)]
         seeds = 1
