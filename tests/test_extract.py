@@ -125,7 +125,8 @@ def test_real_efficientnet_lite0_weights(tmp_path):
 
 
 def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
-    from semshare.search.gallery import Searcher, build_gallery
+    from semshare.api import load_index
+    from semshare.search.gallery import build_gallery
     from semshare.training.experiment import resolve_config, train_experiment
 
     images = make_images(tmp_path / "imgs", count=24, seed=3)
@@ -135,7 +136,7 @@ def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
                  "text.word_dim": 8, "train.progress": False}
     train_experiment(tmp_path / "ds", resolve_config("ours", "small", overrides=overrides), tmp_path / "run")
     build_gallery(tmp_path / "run", tmp_path / "ds", "image", tmp_path / "index")
-    searcher = Searcher(tmp_path / "index")
+    searcher = load_index(tmp_path / "index")
     from_file = searcher.encode_image_file(images / "img5.png")
     np.testing.assert_allclose(from_file, searcher.encode_image_row(5), atol=1e-2)  # float16 storage aside
     assert searcher.search(from_file, 1)[0].id == 5

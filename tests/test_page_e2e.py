@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from semshare.search.gallery import Searcher, build_gallery
+from semshare.api import load_index
+from semshare.search.gallery import build_gallery
 from semshare.training.experiment import resolve_config, train_experiment
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -37,7 +38,7 @@ def served(tiny_data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     train_experiment(tiny_data_dir, resolve_config("ours", "small", overrides=TINY), root / "run")
     build_gallery(root / "run", tiny_data_dir, "image", root / "index")
-    searcher = Searcher(root / "index")
+    searcher = load_index(root / "index")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

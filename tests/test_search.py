@@ -9,7 +9,8 @@ from semshare.cli.main import main
 from semshare.errors import SemshareError
 from semshare.evaluation.embed import embed_rows
 from semshare.index import normalize_rows
-from semshare.search.gallery import Searcher, build_gallery
+from semshare.api import load_index
+from semshare.search.gallery import build_gallery
 from semshare.training.experiment import load_run, resolve_config, train_experiment
 
 TINY = {"models.semantic_sharing.dim": 16, "models.semantic_sharing.layers": 1, "models.semantic_sharing.heads": 2, "models.semantic_sharing.ffn_dim": 32, "text.word_dim": 8,
@@ -31,7 +32,7 @@ def image_index(trained_run, tiny_data_dir):
 
 
 def test_index_ranks_as_the_embeddings_do(trained_run, tiny_data_dir, image_index):
-    searcher = Searcher(image_index)
+    searcher = load_index(image_index)
     run = load_run(trained_run, tiny_data_dir)
     rows = np.arange(run.dataset.num_items)
     img, txt = embed_rows(run.model, run.builder(training=False), rows)
@@ -56,7 +57,7 @@ def test_index_ranks_as_the_embeddings_do(trained_run, tiny_data_dir, image_inde
 def test_text_gallery_and_query_errors(trained_run, tiny_data_dir):
     out = trained_run.parent / "text-index"
     manifest = build_gallery(trained_run, tiny_data_dir, "text", out, kind="exact-torch", split="test")
-    searcher = Searcher(out)
+    searcher = load_index(out)
     dataset = searcher.run.dataset
     test_rows = dataset.split("test")
     assert manifest.size == int(sum(len(dataset.captions[r]) for r in test_rows))
@@ -83,7 +84,7 @@ def test_cli_index_build_and_search(trained_run, tiny_data_dir, tmp_path, capsys
                  "--out", str(out), "--kind", "faiss-hnsw", "--param", "ef_search=32"]) == 0
     assert json.loads((out / "manifest.json").read_text())["params"] == {"ef_search": 32}
     capsys.readouterr()
-    dataset = Searcher(out).run.dataset
+    dataset = load_index(out).run.dataset
     assert main(["search", str(out), "--text", dataset.captions[0][0], "-k", "4", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert [h["rank"] for h in payload["results"]] == [1, 2, 3, 4]
@@ -101,7 +102,7 @@ def test_http_api(image_index, tiny_data_dir):
 
     from semshare.search.service import create_app
 
-    searcher = Searcher(image_index)
+    searcher = load_index(image_index)
     client = TestClient(create_app(searcher, max_body_bytes=2048))
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["size"] == searcher.manifest.size and health["side"] == "image"
@@ -139,7 +140,7 @@ def test_thumbnails_come_from_the_dataset_image_files(trained_run, tiny_data_dir
     (data / "images" / "0.png").write_bytes(b"\x89PNG fake")
     (data / "image_files.txt").write_text("images/0.png\n" + "\n" * (num_items - 1))
     build_gallery(trained_run, data, "image", tmp_path / "idx")
-    client = TestClient(create_app(Searcher(tmp_path / "idx")))
+    client = TestClient(create_app(load_index(tmp_path / "idx")))
     item = client.get("/items/0").json()
     assert item["image_url"] == "/items/0/image" and "image_file" not in item
     assert client.get(item["image_url"]).content == b"\x89PNG fake"

@@ -150,18 +150,19 @@ def test_search_a_minilm_run_with_free_text(tiny_data_dir, tmp_path):
     from semshare.data.text_segments import extract_text_segments
     from semshare.evaluation.embed import embed_rows
     from semshare.index import normalize_rows
-    from semshare.search.gallery import Searcher, build_gallery
+    from semshare.api import load_index
+    from semshare.search.gallery import build_gallery
 
     dataset = open_dataset(tiny_data_dir)
     segments = extract_text_segments(dataset, tmp_path / "minilm", progress=False)
     overrides = {**TINY, "train.epochs": 1, "text.source": "minilm", "text.segments_dir": str(segments)}
     train_experiment(tiny_data_dir, resolve_config("ours", "small", overrides=overrides), tmp_path / "run")
     build_gallery(tmp_path / "run", tiny_data_dir, "image", tmp_path / "index")
-    searcher = Searcher(tmp_path / "index")
+    searcher = load_index(tmp_path / "index")
     assert searcher.accepts_text
     query, unknown = searcher.encode_text(dataset.captions[4][0])
     assert unknown == []
-    run = searcher.run
+    run = searcher.run.loaded
     _, txt = embed_rows(run.model, run.builder(training=False), np.array([4]))
     # the query through MiniLM now == the caption's stored (float16) states through the same model
     np.testing.assert_allclose(query, normalize_rows(txt.emb[:1])[0], atol=2e-2)

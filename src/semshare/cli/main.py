@@ -640,11 +640,11 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
 def _run_search(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from semshare.search.gallery import Searcher
+    from semshare.api import load_index
 
     if not 1 <= args.k <= 1000:
         raise SemshareError(f"-k must be between 1 and 1000; got {args.k}")
-    searcher = Searcher(args.index_dir, _parse_params(args.params), args.data)
+    searcher = load_index(args.index_dir, args.data, _parse_params(args.params))
     if args.text is not None:
         query, unknown = searcher.encode_text(args.text)
     elif args.image_file is not None:

@@ -6,8 +6,8 @@ An index folder (written atomically by `build_gallery`):
   items.jsonl     one JSON object per position: id, row, labels (names), captions, image_file
   index.faiss | vectors.safetensors   the backend's own file
 
-`Searcher` opens a folder with the run it came from and answers text queries (tokenised with the run's
-vocabulary) and item queries (an image row of the dataset, encoded with the run's image side).
+`semshare.api.load_index` opens a folder with the run it came from and answers text queries (tokenised
+with the run's vocabulary) and item queries (an image row of the dataset, encoded with the run's image side).
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from semshare.data.text import as_sentence
 from semshare.errors import SemshareError
 from semshare.fileio import atomic_directory, atomic_write_json
 from semshare.index import build_backend
-from semshare.index.base import load_backend, normalize_rows
 
 MANIFEST = "manifest.json"
 MAX_QUERY_CHARS = 1000
@@ -49,10 +47,25 @@ class IndexManifest:
 
 @dataclass
 class SearchHit:
+    """One ranked gallery item: rank (1 = best), score (cosine), id (image row or global text item id) and
+    the item's record (labels, captions, image_file, row) as stored in the index's items.jsonl."""
+
     rank: int
     score: float
     id: int
     item: dict = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.item.get("labels", []))
+
+    @property
+    def captions(self) -> list[str]:
+        return list(self.item.get("captions") or [])
+
+    @property
+    def image_file(self) -> str | None:
+        return self.item.get("image_file")
 
 
 def _gallery_rows(dataset, split: str) -> np.ndarray:
@@ -123,111 +136,3 @@ def read_manifest(folder: str | Path) -> IndexManifest:
         raise SemshareError(f"{path}: format/side: expected semshare-index with side image|text, found "
                             f"{manifest.format!r} / {manifest.side!r}")
     return manifest
-
-
-class Searcher:
-    """An index folder plus the run that embedded it: text and item queries -> ranked gallery items."""
-
-    def __init__(self, folder: str | Path, search_params: dict | None = None, data_dir: str | Path | None = None):
-        from semshare.training.experiment import load_run
-
-        self.folder = Path(folder)
-        self.manifest = read_manifest(folder)
-        params = {**{k: v for k, v in self.manifest.params.items() if k in ("ef_search", "nprobe")},
-                  **(search_params or {})}
-        self.backend = load_backend(self.manifest.kind, self.folder, params)
-        self.ids = np.load(self.folder / "ids.npy", allow_pickle=False)
-        with open(self.folder / "items.jsonl", encoding="utf-8") as handle:
-            self.items = [json.loads(line) for line in handle]
-        if not (len(self.ids) == len(self.items) == self.backend.size):
-            raise SemshareError(f"{self.folder}: ids.npy ({len(self.ids)}), items.jsonl ({len(self.items)}) and the "
-                                f"index ({self.backend.size}) disagree in size; rebuild the index")
-        self.position_of = {int(item_id): position for position, item_id in enumerate(self.ids.tolist())}
-        self.run = load_run(self.manifest.run_dir, data_dir or self.manifest.data_dir, self.manifest.checkpoint)
-        self.closed_form = self.run.cfg.method_class.closed_form
-        self.builder = None if self.closed_form else self.run.builder(training=False)
-        self._segment_encoder = None  # loaded on the first text query of a run on pretrained token states
-
-    @property
-    def accepts_text(self) -> bool:
-        if self.closed_form:
-            return self.run.space.text_source in ("bow", "word-vectors")
-        return self.run.cfg.inputs.text in ("words", "segments")
-
-    def item(self, item_id: int) -> dict:
-        if item_id not in self.position_of:
-            raise KeyError(item_id)
-        return self.items[self.position_of[item_id]]
-
-    @torch.no_grad()
-    def encode_text(self, text: str) -> tuple[np.ndarray, list[str]]:
-        """(D,) normalised query embedding and the query's words missing from the run's vocabulary."""
-        if not self.accepts_text:
-            raise SemshareError("this run reads precomputed text vectors (text.npy), not words: free-text "
-                                "queries need a run trained on captions")
-        text = text.strip()
-        if not text:
-            raise SemshareError("the text query is empty")
-        if len(text) > MAX_QUERY_CHARS:
-            raise SemshareError(f"the text query has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
-        if not self.closed_form and self.run.cfg.inputs.text == "segments":
-            return self._encode_with_segment_encoder(text), []
-        from semshare.data.text import tokenize
-
-        vocab = self.run.space.vocab if self.closed_form else self.run.vocab
-        unknown = vocab.unknown_tokens(text)
-        # unknown words are dropped, not fed as UNK: the query means what its known words say
-        known = [token for token in tokenize(text) if token not in set(unknown)]
-        if not known:
-            raise SemshareError(f"none of the query's words is in the run's vocabulary ({len(vocab)} words): "
-                                + ", ".join(unknown))
-        if self.closed_form:
-            from semshare.data.dataset import TextItems
-
-            items = TextItems(rows=np.zeros(1, dtype=np.int64), item_ids=np.zeros(1, dtype=np.int64), texts=[known])
-            emb = self.run.encoder.transform_text(self.run.space.text(self.run.dataset, items))
-            return normalize_rows(emb.astype(np.float32))[0], unknown
-        batch = self.builder.build_query_words([known])
-        return normalize_rows(self.run.model.encode_text(batch).numpy())[0], unknown
-
-    @torch.no_grad()
-    def _encode_with_segment_encoder(self, text: str) -> np.ndarray:
-        """Runs on pretrained token states (MiniLM): the query goes through the same encoder first."""
-        from semshare.data.text_segments import SegmentEncoder
-
-        store = self.run.text_segments
-        if self._segment_encoder is None:
-            self._segment_encoder = SegmentEncoder(store.meta["encoder"], int(store.meta["max_length"]))
-        states, real, ids = self._segment_encoder([text])
-        keep = max(1, int(real.sum()))
-        states, real = states[:, :keep].astype(np.float32), real[:, :keep]
-        sentence = states.sum(1) / keep  # as the store's sentence vector: the normalised mean of the states
-        sentence /= max(float(np.linalg.norm(sentence)), 1e-12)
-        batch = self.builder.build_query_segments(states, real, ids[:, :keep].astype(np.int64), sentence)
-        return normalize_rows(self.run.model.encode_text(batch).numpy())[0]
-
-    @torch.no_grad()
-    def encode_image_row(self, row: int) -> np.ndarray:
-        dataset = self.run.dataset
-        if not 0 <= row < dataset.num_items:
-            raise SemshareError(f"image id {row} is not a row of {dataset.root} (0..{dataset.num_items - 1})")
-        img, _ = self.run.embed(np.array([row]), sides=("image",))
-        return normalize_rows(np.asarray(img.emb, dtype=np.float32))[0]
-
-    @torch.no_grad()
-    def encode_image_file(self, path: str | Path) -> np.ndarray:
-        """A new image file, through the extractor that made the run's data, then the run's image side."""
-        from semshare.features.extract import features_of_image_file
-
-        if self.closed_form:
-            raise SemshareError("--image-file needs a trained run; this index was built with a closed-form method")
-        global_feature, regions, boxes, mask = features_of_image_file(path, self.run.dataset.meta)
-        if self.run.cfg.inputs.image == "global":
-            regions, boxes, mask = global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32), np.ones(1, dtype=bool)
-        batch = self.builder.build_query_images(regions[None], boxes[None], mask[None])
-        return normalize_rows(self.run.model.encode_image(batch).numpy())[0]
-
-    def search(self, query: np.ndarray, k: int) -> list[SearchHit]:
-        scores, positions = self.backend.search(query, k)
-        return [SearchHit(rank=rank, score=float(score), id=int(self.ids[position]), item=self.items[position])
-                for rank, (score, position) in enumerate(zip(scores[0], positions[0]), start=1) if position >= 0]

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
-from semshare.search.gallery import MAX_QUERY_CHARS, Searcher
+from semshare.search.gallery import MAX_QUERY_CHARS
 
 MAX_K = 1000
 MAX_BODY_BYTES = 16 * 1024
@@ -78,7 +78,8 @@ async def _send_413(send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(searcher: Searcher, max_body_bytes: int = MAX_BODY_BYTES):
+def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES):
+    """`searcher`: a semshare.api.Index."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import FileResponse, HTMLResponse
 
@@ -140,4 +141,6 @@ def create_app(searcher: Searcher, max_body_bytes: int = MAX_BODY_BYTES):
 def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(Searcher(folder, data_dir=data_dir)), host=host, port=port, log_level="info")
+    from semshare.api import load_index
+
+    uvicorn.run(create_app(load_index(folder, data_dir=data_dir)), host=host, port=port, log_level="info")
