@@ -142,3 +142,75 @@ def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
     assert searcher.search(from_file, 1)[0].id == 5
     assert main(["search", str(tmp_path / "index"), "--image-file", str(images / "img5.png"), "-k", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["id"] == 5
+
+
+def write_yolo_labels(images, names=("blue", "green", "red")):
+    """The VOC boxes of make_images as YOLO files (class cx cy w h, normalised) + an Ultralytics data.yaml."""
+    import xml.etree.ElementTree as ElementTree
+
+    from PIL import Image
+
+    labels = images / "labels" / "train"
+    labels.mkdir(parents=True)
+    (images / "labels" / "data.yaml").write_text("names:\n" + "".join(f"  {i}: {n}\n" for i, n in enumerate(names)))
+    for xml in sorted((images / "xml").glob("*.xml")):
+        width, height = Image.open(images / f"{xml.stem}.png").size
+        lines = []
+        for obj in ElementTree.parse(xml).getroot().iter("object"):
+            box = obj.find("bndbox")
+            x0, y0, x1, y1 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            lines.append(f"{names.index(obj.findtext('name'))} {(x0 + x1) / 2 / width} {(y0 + y1) / 2 / height} "
+                         f"{(x1 - x0) / width} {(y1 - y0) / height}")
+        (labels / f"{xml.stem}.txt").write_text("\n".join(lines) + "\n")
+    return labels
+
+
+def test_yolo_labels_give_the_regions_voc_boxes_give(tmp_path):
+    images = make_images(tmp_path / "imgs")
+    labels = write_yolo_labels(images)
+    cfg = ExtractConfig(backbone="tiny-random")
+    voc = open_dataset(extract_dataset(images, images / "captions.jsonl", tmp_path / "voc", cfg,
+                                       voc_dir=images / "xml", progress=False))
+    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"),
+                 "--yolo-labels", str(labels), "--backbone", "tiny-random", "--out", str(tmp_path / "yolo")]) == 0
+    yolo = open_dataset(tmp_path / "yolo")
+    assert yolo.label_names == voc.label_names == ["blue", "green", "red"]
+    np.testing.assert_array_equal(np.asarray(yolo.labels), np.asarray(voc.labels))
+    np.testing.assert_array_equal(np.asarray(yolo.region_mask), np.asarray(voc.region_mask))
+    np.testing.assert_allclose(np.asarray(yolo.region_boxes), np.asarray(voc.region_boxes), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(yolo.region_labels), np.asarray(voc.region_labels))
+    np.testing.assert_allclose(np.asarray(yolo.regions, dtype=np.float32), np.asarray(voc.regions, dtype=np.float32))
+
+
+@pytest.mark.parametrize("line, message", [
+    ("7 0.5 0.5 0.2 0.2", "line 2: expected a class id in 0..2, found 7"),
+    ("1 0.5 0.5 0.2", "line 2: expected class cx cy w h (5 fields), found 4 fields"),
+    ("one 0.5 0.5 0.2 0.2", "line 2: expected class cx cy w h (an integer, then 4 numbers)"),
+    ("1 0.5 1.5 0.2 0.2", "line 2: expected cx cy w h normalised to [0, 1]"),
+])
+def test_bad_yolo_lines_are_named_by_file_and_line(tmp_path, capsys, line, message):
+    images = make_images(tmp_path / "imgs", count=3)
+    labels = write_yolo_labels(images)
+    bad = labels / "img1.txt"
+    bad.write_text(bad.read_text().splitlines()[0] + "\n" + line + "\n")
+    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"),
+                 "--yolo-labels", str(labels), "--backbone", "tiny-random", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: {message}" in err and "Traceback" not in err
+
+
+def test_a_yolo_label_file_without_an_image_and_missing_names_are_errors(tmp_path, capsys):
+    images = make_images(tmp_path / "imgs", count=3)
+    labels = write_yolo_labels(images)
+    (labels / "img99.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    args = ["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--yolo-labels",
+            str(labels), "--backbone", "tiny-random", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert f"{labels / 'img99.txt'}: file: expected the labels of an image named in the captions file" in capsys.readouterr().err
+    (labels / "img99.txt").unlink()
+    (images / "labels" / "data.yaml").unlink()
+    assert main(args) == 2
+    assert "no data.yaml" in capsys.readouterr().err
+    names = tmp_path / "names.txt"
+    names.write_text("blue\ngreen\nred\n")
+    assert main(args + ["--label-names", str(names)]) == 0

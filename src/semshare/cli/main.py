@@ -240,6 +240,11 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                         help='COCO captions JSON, or .jsonl of {"file_name", "captions", "labels"?, "split"?}')
     parser.add_argument("--instances", type=Path, action="append", default=[], help="COCO instances JSON (labels, boxes)")
     parser.add_argument("--voc-annotations", type=Path, help="Pascal VOC XML folder (labels, boxes)")
+    parser.add_argument("--yolo-labels", type=Path,
+                        help="YOLO label folder: one <stem>.txt per image, 'class cx cy w h' normalised (labels, boxes)")
+    parser.add_argument("--label-names", type=Path,
+                        help="class names of --yolo-labels: a data.yaml (Ultralytics) or one name per line "
+                             "(default: data.yaml in the label folder or above it)")
     parser.add_argument("--split-file", type=Path, help="Karpathy dataset_coco.json")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0", "tiny-random"])
@@ -260,7 +265,8 @@ def _run_extract(args: argparse.Namespace) -> int:
     cfg = ExtractConfig(backbone=args.backbone, weights=args.weights or "", regions=args.regions, grid=args.grid,
                         max_regions=args.max_regions, chunk_images=args.chunk)
     out = extract_dataset(args.images, args.captions, args.out, cfg, args.instances or None, args.voc_annotations,
-                          args.split_file, args.name, args.overwrite)
+                          args.split_file, args.name, args.overwrite, yolo_dir=args.yolo_labels,
+                          label_names_file=args.label_names)
     meta = json.loads((out / "meta.json").read_text())
     print(f"extracted {meta['num_items']} images ({meta['regions_from']} regions, {args.backbone}) in "
           f"{time.time() - started:.0f} s -> {out}")

@@ -1,6 +1,7 @@
 """`semshare extract`: a folder of images + captions -> a semshare dataset with global and region features.
 
-Regions are the annotated object boxes when the annotations give them (COCO instances JSON, Pascal VOC XML),
+Regions are the annotated object boxes when the annotations give them (COCO instances JSON, Pascal VOC XML,
+YOLO label files),
 each crop run through the backbone and averaged over its feature map (largest boxes first, at most
 `max_regions`); without boxes, a grid x grid average pooling of the whole image's last feature map (36 regions
 with their cell boxes by default). The global feature is the mean of that map. Float16 output.
@@ -51,8 +52,89 @@ class ExtractItem:
     file_name: str
     captions: list[str]
     labels: set[str] = field(default_factory=set)
-    boxes: list[tuple[float, float, float, float, str]] = field(default_factory=list)  # x0 y0 x1 y1 px, label
+    boxes: list[tuple[float, float, float, float, str]] = field(default_factory=list)  # x0 y0 x1 y1, label
     split: str | None = None
+    normalized_boxes: bool = False  # boxes as fractions of the image size (YOLO), not pixels
+
+
+def read_label_names(path: str | Path) -> list[str]:
+    """Class names by id: a data.yaml (Ultralytics: `names:` as a list or an {id: name} mapping) or a text
+    file with one name per line."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "class names", "a data.yaml or a names file (one per line)", "no such file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix not in (".yaml", ".yml"):
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        try:
+            names = (yaml.safe_load(text) or {}).get("names")
+        except (yaml.YAMLError, AttributeError) as exc:
+            raise DataFormatError(path, "names", "a YAML mapping with a names: list", f"unreadable ({exc})") from None
+        if isinstance(names, dict):
+            if sorted(names) != list(range(len(names))):
+                raise DataFormatError(path, "names", "ids 0..C-1", f"ids {sorted(names)}")
+            names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise DataFormatError(path, "names", "a non-empty list of class names", f"{names!r}")
+    return names
+
+
+def _find_yolo_names(labels_dir: Path) -> Path:
+    for folder in (labels_dir, *labels_dir.parents[:3]):
+        for name in ("data.yaml", "data.yml"):
+            if (folder / name).is_file():
+                return folder / name
+    raise SemshareError(f"{labels_dir}: no data.yaml here or in the 3 folders above; give the class names "
+                        "with --label-names FILE (a data.yaml or one name per line)")
+
+
+def _yolo_objects(path: Path, names: list[str]) -> list[tuple[float, float, float, float, str]]:
+    """`class cx cy w h` per line, normalised to the image -> (x0, y0, x1, y1, name) as fractions."""
+    objects = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            class_id, values = int(parts[0]), [float(v) for v in parts[1:]]
+        except (ValueError, IndexError):
+            raise DataFormatError(path, f"line {number}", "class cx cy w h (an integer, then 4 numbers)",
+                                  repr(line.strip()[:80])) from None
+        if len(values) != 4:
+            raise DataFormatError(path, f"line {number}", "class cx cy w h (5 fields)", f"{len(parts)} fields")
+        if not 0 <= class_id < len(names):
+            raise DataFormatError(path, f"line {number}", f"a class id in 0..{len(names) - 1}", str(class_id))
+        cx, cy, w, h = values
+        if not all(0.0 <= v <= 1.0 for v in values) or w <= 0 or h <= 0:
+            raise DataFormatError(path, f"line {number}", "cx cy w h normalised to [0, 1], w and h > 0",
+                                  " ".join(parts[1:]))
+        objects.append((max(cx - w / 2, 0.0), max(cy - h / 2, 0.0), min(cx + w / 2, 1.0), min(cy + h / 2, 1.0),
+                        names[class_id]))
+    return objects
+
+
+def _attach_yolo_labels(items: list[ExtractItem], labels_dir: Path, names: list[str]) -> None:
+    """Boxes and labels from `<stem>.txt` files (searched recursively); an image without one has no object."""
+    by_stem: dict[str, Path] = {}
+    for path in sorted(labels_dir.rglob("*.txt")):
+        if path.name == "classes.txt":
+            continue
+        if path.stem in by_stem:
+            raise DataFormatError(path, "file name", "one label file per image stem", f"also {by_stem[path.stem]}")
+        by_stem[path.stem] = path
+    stems = {Path(item.file_name).stem for item in items}
+    orphans = sorted(stem for stem in by_stem if stem not in stems)
+    if orphans:
+        raise DataFormatError(by_stem[orphans[0]], "file", "the labels of an image named in the captions file",
+                              f"no image {orphans[0]}.* there ({len(orphans)} label files like it)")
+    for item in items:
+        path = by_stem.get(Path(item.file_name).stem)
+        if path is not None:
+            item.boxes, item.normalized_boxes = _yolo_objects(path, names), True
+            item.labels |= {name for *_, name in item.boxes}
 
 
 def _voc_objects(path: Path) -> list[tuple[float, float, float, float, str]]:
@@ -74,9 +156,11 @@ def _voc_objects(path: Path) -> list[tuple[float, float, float, float, str]]:
 
 
 def read_items(captions_file: str | Path, instances: list[str | Path] | None = None,
-               voc_dir: str | Path | None = None, split_file: str | Path | None = None) -> tuple[list[ExtractItem], list[str], dict]:
+               voc_dir: str | Path | None = None, split_file: str | Path | None = None,
+               yolo_dir: str | Path | None = None, label_names_file: str | Path | None = None,
+               ) -> tuple[list[ExtractItem], list[str], dict]:
     """(items, label names, notes) from a COCO captions JSON (+ instances) or a .jsonl of
-    {"file_name", "captions", "labels"?, "split"?} (+ VOC XML folder for labels and boxes)."""
+    {"file_name", "captions", "labels"?, "split"?} (+ VOC XML folder, or YOLO label files, for labels and boxes)."""
     captions_file = Path(captions_file)
     notes: dict = {}
     if captions_file.suffix == ".jsonl":
@@ -111,6 +195,17 @@ def read_items(captions_file: str | Path, instances: list[str | Path] | None = N
         notes["dropped_without_annotations"] = len(items) - len(kept_items)
         items, coco_ids, label_names = kept_items, kept_ids, coco.category_names
         notes["coco_image_ids"] = coco_ids
+    elif yolo_dir:
+        if voc_dir:
+            raise SemshareError("give --voc-annotations or --yolo-labels, not both")
+        yolo_dir = Path(yolo_dir)
+        if not yolo_dir.is_dir():
+            raise DataFormatError(yolo_dir, "--yolo-labels", "a folder of <stem>.txt label files", "no such folder")
+        names = read_label_names(label_names_file or _find_yolo_names(yolo_dir))
+        _attach_yolo_labels(items, yolo_dir, names)
+        # every class of data.yaml is a label column, in its id order, even one no image here shows
+        label_names = names + sorted({n for item in items for n in item.labels} - set(names))
+        notes["yolo_classes"] = len(names)
     else:
         if voc_dir:
             for item in items:
@@ -188,14 +283,15 @@ def features_of_image_file(path: str | Path, meta: dict) -> tuple[np.ndarray, np
 def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: str | Path,
                     cfg: ExtractConfig = ExtractConfig(), instances: list[str | Path] | None = None,
                     voc_dir: str | Path | None = None, split_file: str | Path | None = None, name: str | None = None,
-                    overwrite: bool = False, progress: bool = True, stop_after_chunks: int | None = None) -> Path | None:
+                    overwrite: bool = False, progress: bool = True, stop_after_chunks: int | None = None,
+                    yolo_dir: str | Path | None = None, label_names_file: str | Path | None = None) -> Path | None:
     """Write the dataset; returns its folder, or None when `stop_after_chunks` stopped it early (tests)."""
     from PIL import Image, UnidentifiedImageError
 
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise SemshareError(f"{out_dir} already exists; pass --overwrite to replace it")
-    items, label_names, notes = read_items(captions_file, instances, voc_dir, split_file)
+    items, label_names, notes = read_items(captions_file, instances, voc_dir, split_file, yolo_dir, label_names_file)
     present = [item for item in items if (images_dir / item.file_name).is_file()]
     notes["missing_image_files"] = len(items) - len(present)
     items = present
@@ -210,7 +306,8 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     state_path = partial / "progress.json"
     config_record = {"extract": asdict(cfg), "images": str(images_dir.resolve()), "captions": str(Path(captions_file).resolve()),
-                     "items": len(items), "use_boxes": use_boxes}
+                     "items": len(items), "use_boxes": use_boxes,
+                     "yolo_labels": str(Path(yolo_dir).resolve()) if yolo_dir else ""}
     done = 0
     if partial.exists():
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -242,7 +339,11 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
                 width, height = image.size
                 inputs.append(preprocess(image))
                 if use_boxes:
-                    boxes = sorted(item.boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))[: cfg.max_regions]
+                    sx, sy = (width, height) if item.normalized_boxes else (1, 1)
+                    # rounded: a box drawn at pixel 50 comes back as 50, not 50.000000001 (one more pixel when cropped)
+                    pixel_boxes = [(round(x0 * sx, 4), round(y0 * sy, 4), round(x1 * sx, 4), round(y1 * sy, 4), label)
+                                   for x0, y0, x1, y1, label in item.boxes]
+                    boxes = sorted(pixel_boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))[: cfg.max_regions]
                     for x0, y0, x1, y1, label in boxes:
                         x0, x1 = sorted((min(max(x0, 0), width - 1), min(max(x1, 1), width)))
                         y0, y1 = sorted((min(max(y0, 0), height - 1), min(max(y1, 1), height)))
