@@ -137,3 +137,39 @@ def test_a_non_finite_loss_stops_the_run_before_it_is_saved(tiny_data_dir, tmp_p
     with pytest.raises(FloatingPointError, match="try a lower train.lr"):
         train_experiment(tiny_data_dir, cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "best").exists()
+
+
+def test_metrics_csv_tensorboard_and_the_plot_command(tiny_data_dir, tmp_path, capsys):
+    import csv
+
+    from semshare.cli.main import main
+
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        overrides = ["--set", f"train.seed={seed}", "--set", "train.epochs=2", "--set", "train.log_every=2",
+                     "--set", "train.tensorboard=true", "--set", "train.progress=false",
+                     "--set", "models.semantic_sharing.dim=16", "--set", "models.semantic_sharing.heads=2",
+                     "--set", "text.word2vec_epochs=1", "--set", "text.word_dim=8"]
+        assert main(["train", "--data", str(tiny_data_dir), "--method", "ours", "--out", str(run), *overrides]) == 0
+        runs.append(run)
+    records = [json.loads(line) for line in (runs[0] / "metrics.jsonl").read_text().splitlines()]
+    with open(runs[0] / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(records)
+    for record, row in zip(records, rows):
+        for key, value in record.items():
+            assert float(row[key]) == pytest.approx(float(value))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(runs[0] / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    expected = [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
+    assert [s for s, _ in logged] == [s for s, _ in expected]
+    np.testing.assert_allclose([v for _, v in logged], [v for _, v in expected], rtol=1e-6)
+    assert "val/ave/NDCG@500" in events.Tags()["scalars"]
+    png = tmp_path / "curves.png"
+    assert main(["plot", str(runs[0]), str(runs[1]), "--out", str(png), "--metric", "ave/mAP@all"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and "2 runs" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "nowhere"), "--out", str(png)]) == 2

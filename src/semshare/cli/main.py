@@ -549,6 +549,25 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- plot ----------------------------------------------------------------------------------------------------
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("plot", help="training curves of one or several runs to a PNG",
+                            description="Train loss per step and a validation metric per epoch, from each "
+                                        "RUN/metrics.jsonl, one line per run.")
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN")
+    parser.add_argument("--out", type=Path, default=Path("curves.png"), help="PNG to write (default curves.png)")
+    parser.add_argument("--metric", default="ave/NDCG@500", help="validation metric, e.g. ave/mAP@all")
+    parser.set_defaults(handler=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from semshare.evaluation.plots import plot_runs
+
+    plot_runs(args.run_dirs, args.out, args.metric)
+    print(f"wrote {args.out} ({len(args.run_dirs)} runs, validation {args.metric})")
+    return 0
+
+
 # ---- demo ----------------------------------------------------------------------------------------------------
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="make synthetic data, train, print the results table",
@@ -695,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_make_synthetic, _add_inspect, _add_import, _add_extract, _add_prepare_text, _add_extract_text, _add_evaluate_embeddings, _add_train,
-                _add_evaluate, _add_embed, _add_benchmark, _add_sweep, _add_index, _add_search, _add_serve, _add_demo):
+                _add_evaluate, _add_embed, _add_benchmark, _add_sweep, _add_plot, _add_index, _add_search, _add_serve, _add_demo):
         add(sub)
     return parser
 

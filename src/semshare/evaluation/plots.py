@@ -43,6 +43,40 @@ def plot_training_curves(run_dir: str | Path, out_path: str | Path) -> None:
     plt.close(fig)
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    from semshare.errors import SemshareError
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise SemshareError(f"{path}: no such file; {run_dir} is not a trained run (closed-form fits have no curves)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_runs(run_dirs: list[str | Path], out_path: str | Path, metric: str = "ave/NDCG@500") -> None:
+    """Train loss per step and the validation `metric` per epoch of several runs, one line each."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for run_dir in run_dirs:
+        records = read_metrics(run_dir)
+        name = f"{Path(run_dir).parent.name}/{Path(run_dir).name}"
+        train = [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
+        val = [(r["epoch"], 100 * r[f"val/{metric}"]) for r in records if f"val/{metric}" in r]
+        if train:
+            left.plot(*zip(*train), lw=1.2, label=name)
+        if val:
+            right.plot(*zip(*val), marker="o", label=name)
+    left.set_xlabel("step")
+    left.set_ylabel("train loss")
+    left.set_yscale("log")
+    right.set_xlabel("epoch")
+    right.set_ylabel(f"validation {metric}, x100")
+    for ax in (left, right):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+
+
 def plot_pr_curves(curves: dict[str, dict], out_path: str | Path, title: str = "") -> None:
     """curves: method -> {"i2t": {"recall": [...], "precision": [...]}, "t2i": {...}}."""
     plt = _pyplot()

@@ -41,6 +41,7 @@ class TrainConfig:
     val_fraction: float = 0.1  # carved from train (seeded) when the data has no val split
     log_every: int = 10
     progress: bool = True
+    tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (the tensorboard extra)
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,64 @@ def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
 
 
 class MetricsLog:
-    """Appends one JSON object per line to metrics.jsonl (main process only)."""
+    """metrics.jsonl (one JSON object per line, appended), metrics.csv (the same records as a table,
+    rewritten at each epoch end) and, with `tensorboard`, TensorBoard event files in RUN/tensorboard.
+    Main process only (path None elsewhere)."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, tensorboard: bool = False):
         self.path = path
+        self.records: list[dict] = []
+        if path is not None and path.exists():  # a resumed run: the table keeps the earlier records
+            self.records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        self.writer = None
+        if path is not None and tensorboard:
+            self.writer = _tensorboard_writer(path.parent / "tensorboard")
 
     def write(self, record: dict) -> None:
-        if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self.records.append(record)
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, global_step=record["step"])
+
+    def flush(self) -> None:
+        """Rewrite metrics.csv from every record (columns: union of keys, in first-seen order)."""
+        if self.path is None:
+            return
+        write_metrics_csv(self.path.with_suffix(".csv"), self.records)
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def write_metrics_csv(path: Path, records: list[dict]) -> None:
+    import csv
+
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(records)
+    tmp.replace(path)
+
+
+def _tensorboard_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from semshare.errors import ConfigError
+
+        raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'semshare[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(folder))
 
 
 @dataclass
@@ -181,6 +231,7 @@ def end_epoch(model: nn.Module, state: dict, validate: Callable[[nn.Module], dic
         state["stopped_early"] = True
     log.write({"step": state["step"], "epoch": state["epoch"], **{f"val/{k}": v for k, v in metrics.items()},
                "best_epoch": state["best_epoch"]})
+    log.flush()
     logger.info("epoch %d: val %s %.4f (best %.4f at epoch %d)", state["epoch"], selection_metric, score,
                 state["best_metric"], state["best_epoch"])
 
@@ -209,7 +260,7 @@ def fit(
         saved = load_checkpoint(run_dir / "last", model, loop.optimizer, restore_rng=True)
         state.update({k: saved[k] for k in state if k in saved})
         logger.info("resumed from %s at step %d (epoch %d)", run_dir / "last", state["step"], state["epoch"])
-    log = MetricsLog(run_dir / "metrics.jsonl" if context.is_main else None)
+    log = MetricsLog(run_dir / "metrics.jsonl" if context.is_main else None, cfg.tensorboard)
 
     def save(name: str) -> None:
         if context.is_main:
@@ -240,6 +291,7 @@ def fit(
             end_epoch(model, state, validate, cfg, selection_metric, save, log)
         save("last")
     progress.close()
+    log.close()
     if context.is_main and not checkpoint_exists(run_dir / "best"):
         # stopped before any validation (max_steps inside the first epoch): the last weights stand in
         save("best")
