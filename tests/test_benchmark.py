@@ -98,3 +98,31 @@ def test_a_benchmark_opens_and_scans_each_dataset_once(tiny_data_dir, tmp_path, 
     assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "ridge,cca,wo_c,dscmr",
                  "--out", str(tmp_path / "bench")]) == 0
     assert opens == [True]  # four runs (and their trained, loaded and scored models), one open, one value scan
+
+
+def test_ray_executor_gives_the_local_tables(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("ray", reason="Ray not installed (pip install -e '.[test]' brings it)")
+    methods = "ridge,cca,dscmr,wo_c,vilbert"
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert main(["benchmark", "--quick", "--methods", methods, "--threads", "1", "--out", str(local)]) == 0
+    assert main(["benchmark", "--quick", "--methods", methods, "--threads", "1", "--executor", "ray",
+                 "--workers", "2", "--out", str(on_ray)]) == 0
+    assert (on_ray / "table.md").read_text() == (local / "table.md").read_text()
+    by_run = lambda folder: {(r["method"], r["seed"]): r["test"] for r in json.loads((folder / "results.json").read_text())}
+    assert by_run(on_ray) == by_run(local)
+    capsys.readouterr()
+    # resumable the same way: nothing left to do, and a removed result is redone on Ray
+    (on_ray / "synthetic-tiny" / "cca-seed0" / "result.json").unlink()
+    assert main(["benchmark", "--quick", "--methods", methods, "--threads", "1", "--executor", "ray",
+                 "--workers", "2", "--out", str(on_ray)]) == 0
+    assert "1 to do" in capsys.readouterr().out
+    assert by_run(on_ray) == by_run(local)
+    # a failing task is recorded as with the local executor, and the others go on
+    failing = tmp_path / "failing"
+    assert main(["benchmark", "--quick", "--methods", "ridge,wo_c", "--executor", "ray", "--workers", "2",
+                 "--set", "train.batch_size=5000", "--out", str(failing)]) == 0
+    assert "1 runs failed" in capsys.readouterr().out
+    assert "batch size 5000" in json.loads((failing / "synthetic-tiny" / "wo_c-seed0" / "error.json").read_text())["error"]
+    assert [r["method"] for r in json.loads((failing / "results.json").read_text())] == ["ridge"]

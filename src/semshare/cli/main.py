@@ -465,7 +465,13 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                              "under models: NAME:)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override for every run, e.g. train.epochs=5 or models.semantic_sharing.dim=64")
-    parser.add_argument("--workers", type=int, default=1, help="parallel runs (one thread each when > 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="parallel runs (one thread each when > 1); with --executor ray: a local Ray's CPUs")
+    parser.add_argument("--executor", default="local", choices=["local", "ray"],
+                        help="local: this process or a process pool; ray: one Ray task per run (pip install "
+                             "'semshare[ray]'; docs/SCALE.md)")
+    parser.add_argument("--ray-address", default="", help="a running Ray cluster (e.g. auto, or ray://HOST:10001); "
+                                                          "default: start a local Ray")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per run (default: 2 with one worker, 1 with several)")
     parser.add_argument("--linear-inputs", default="pooled", choices=["pooled", "pooled-word2vec", "deep"],
@@ -507,7 +513,9 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         raise SemshareError("give at least one --data folder (or --quick)")
     started = time.time()
     run_benchmark(data_dirs, methods, seeds, args.out, args.preset, overrides, args.workers,
-                  linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir, threads=args.threads, config_files=tuple(config_files))
+                  linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir,
+                  threads=args.threads, config_files=tuple(config_files), executor=args.executor,
+                  ray_address=args.ray_address)
     print((args.out / "table.md").read_text())
     print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
     return 0

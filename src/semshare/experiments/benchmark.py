@@ -189,30 +189,73 @@ def plan_runs(datasets: dict, methods: list[str], seeds: int, out_dir: Path, pre
     return specs
 
 
+EXECUTORS = ("local", "ray")
+
+
+def _run_local(todo: list[RunSpec], datasets: dict, workers: int, report) -> None:
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(run_one_safely, todo):
+                report(result)
+    else:
+        for spec in todo:
+            report(run_one_safely(spec, datasets[spec.data_dir]))
+
+
+def _run_on_ray(todo: list[RunSpec], workers: int, address: str, report) -> None:
+    """Each run a Ray task of one CPU; results are written by the tasks (the run folders must be on storage
+    every node sees), so the tables are made here exactly as for the local executor."""
+    try:
+        import ray
+    except ImportError:
+        raise SemshareError("--executor ray needs Ray: pip install 'semshare[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        # a local Ray gets --workers CPUs; a cluster (--ray-address) brings its own
+        ray.init(address=address or None, num_cpus=None if address else max(1, workers), include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(run_one_safely)
+        pending = [task.remote(spec) for spec in todo]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            report(ray.get(ready[0]))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir: str | Path, preset: str = "small",
                   overrides: dict | None = None, workers: int = 1, progress=print,
                   linear_inputs: str = "pooled", text_inputs: str = "native",
                   segments_dirs: list[str] | None = None, threads: int = 0,
-                  config_files: tuple[str, ...] = ()) -> list[dict]:
-    """Run what is not finished yet, then write results.json, table.md and table.csv from every result."""
+                  config_files: tuple[str, ...] = (), executor: str = "local", ray_address: str = "") -> list[dict]:
+    """Run what is not finished yet, then write results.json, table.md and table.csv from every result.
+
+    `executor`: "local" (this process, or a process pool of `workers`) or "ray" (one Ray task per run, on a
+    local Ray with `workers` CPUs or the cluster at `ray_address`)."""
+    if executor not in EXECUTORS:
+        raise SemshareError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
     from semshare.data.dataset import open_dataset
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     datasets = {str(d): open_dataset(d) for d in data_dirs}  # opened and value-checked once per folder
-    specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {},
-                      threads or (1 if workers > 1 else 2), linear_inputs, progress, text_inputs, segments_dirs,
-                      config_files)
+    parallel = workers > 1 or executor == "ray"
+    specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {}, threads or (1 if parallel else 2),
+                      linear_inputs, progress, text_inputs, segments_dirs, config_files)
     todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
     progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
-    started = time.time()
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done, result in enumerate(pool.map(run_one_safely, todo), start=1):
-                progress(_progress_line(done, len(todo), result, started))
+    started, done = time.time(), [0]
+
+    def report(result: dict) -> None:
+        done[0] += 1
+        progress(_progress_line(done[0], len(todo), result, started))
+
+    if executor == "ray" and todo:
+        _run_on_ray(todo, workers, ray_address, report)
     else:
-        for done, spec in enumerate(todo, start=1):
-            progress(_progress_line(done, len(todo), run_one_safely(spec, datasets[spec.data_dir]), started))
+        _run_local(todo, datasets, workers, report)
     results = [json.loads((Path(s.run_dir) / "result.json").read_text()) for s in specs
                if (Path(s.run_dir) / "result.json").exists()]
     failed = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
