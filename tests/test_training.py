@@ -56,7 +56,8 @@ def test_two_steps_plus_resume_two_equals_four_steps(tiny_data_dir, tmp_path):
     train_experiment(tiny_data_dir, straight, tmp_path / "straight")
     first = resolve_config("ours", "small", overrides={**base, "train.max_steps": 2})
     train_experiment(tiny_data_dir, first, tmp_path / "resumed")
-    state = train_experiment(tiny_data_dir, straight, tmp_path / "resumed", resume=True)
+    state = train_experiment(tiny_data_dir, straight, tmp_path / "resumed", resume=True,
+                             allow_change=("train.max_steps",))
     assert state["step"] == 4
     a, b = weights(tmp_path / "straight" / "last"), weights(tmp_path / "resumed" / "last")
     for name in a:
@@ -70,7 +71,7 @@ def test_resume_across_an_epoch_boundary(tiny_data_dir, tmp_path):
     train_experiment(tiny_data_dir, straight, tmp_path / "straight")
     train_experiment(tiny_data_dir, resolve_config("ours", "small", overrides={**base, "train.max_steps": 12}),
                      tmp_path / "resumed")
-    train_experiment(tiny_data_dir, straight, tmp_path / "resumed", resume=True)
+    train_experiment(tiny_data_dir, straight, tmp_path / "resumed", resume=True, allow_change=("train.max_steps",))
     a, b = weights(tmp_path / "straight" / "last"), weights(tmp_path / "resumed" / "last")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)

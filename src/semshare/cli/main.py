@@ -366,7 +366,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN_DIR/last: config and data must be the run's own (checked first)")
+    parser.add_argument("--allow-change", action="append", default=[], metavar="FIELD",
+                        help="a config field that may differ on --resume, e.g. train.epochs (repeatable; none by default)")
     parser.set_defaults(handler=_run_train)
 
 
@@ -381,7 +384,8 @@ def _run_train(args: argparse.Namespace) -> int:
     context = _distributed_context_from_env()
     started = time.time()
     try:
-        state = train_experiment(args.data, cfg, args.out, resume=args.resume, context=context)
+        state = train_experiment(args.data, cfg, args.out, resume=args.resume, context=context,
+                                 allow_change=tuple(args.allow_change))
     finally:
         if context.world_size > 1:
             import torch.distributed as dist

@@ -275,17 +275,67 @@ def _image_dim(dataset: Dataset, image_input: str) -> int:
     return int(dataset.image.shape[1])
 
 
+FINGERPRINT_FILE = "data_fingerprint.json"
+
+
+def data_fingerprint(dataset: Dataset) -> dict:
+    """What a run was trained on: the folder, its sizes, and hashes of its labels and splits."""
+    import hashlib
+
+    labels = hashlib.sha256()
+    for start in range(0, dataset.num_items, 65536):
+        labels.update(np.ascontiguousarray(dataset.labels[start : start + 65536]).tobytes())
+    splits = hashlib.sha256(json.dumps({k: np.asarray(v).tolist() for k, v in sorted(dataset.splits.items())}).encode())
+    return {"path": str(Path(dataset.root).resolve()), "num_items": dataset.num_items,
+            "num_labels": dataset.num_labels, "labels_sha256": labels.hexdigest(), "splits_sha256": splits.hexdigest()}
+
+
 def save_run_description(run_dir: Path, cfg: ExperimentConfig, spec: ModelSpec, dataset: Dataset,
                          train_rows: np.ndarray, val_rows: np.ndarray) -> None:
     save_yaml(run_dir / "config.yaml", cfg)
     atomic_write_json(run_dir / "model_spec.json", to_dict(spec))
     atomic_write_json(run_dir / "splits.json", {"data_dir": str(Path(dataset.root).resolve()),
                                                 "train": train_rows.tolist(), "val": val_rows.tolist()})
+    atomic_write_json(run_dir / FINGERPRINT_FILE, data_fingerprint(dataset))
+
+
+def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) for every leaf where two config dicts differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def check_resume(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, allow_change: tuple[str, ...] = ()) -> None:
+    """A resumed run must be the run it continues: same resolved config (but for `allow_change` fields)
+    and same data. Checked before anything is written; the error names the field and both values."""
+    saved = load_yaml(run_dir / "config.yaml")
+    for key, old, new in _differences(saved, to_dict(cfg)):
+        if not any(key == field or key.startswith(field + ".") for field in allow_change):
+            raise ConfigError(f"{run_dir / 'config.yaml'}: {key}: the run has {old!r}, this command gives {new!r}; "
+                              f"--resume continues the run as it was (use another --out, or --allow-change {key})")
+    fingerprint_path = run_dir / FINGERPRINT_FILE
+    if fingerprint_path.exists():
+        saved_data = json.loads(fingerprint_path.read_text())
+        for key, old, new in _differences(saved_data, data_fingerprint(dataset)):
+            raise SemshareError(f"{fingerprint_path}: {key}: the run was trained on {old!r}, --data gives {new!r}; "
+                                "resume with the run's own data")
+
+
+def _check_prepared_matches(run_dir: Path, spec: ModelSpec, vocab: Vocabulary | None) -> None:
+    saved_spec = json.loads((run_dir / "model_spec.json").read_text())
+    for key, old, new in _differences(saved_spec, to_dict(spec)):
+        raise SemshareError(f"{run_dir / 'model_spec.json'}: {key}: the run has {old!r}, the data now gives {new!r}")
+    if vocab is not None and (run_dir / "vocab.json").exists():
+        if Vocabulary.load(run_dir / "vocab.json").tokens != vocab.tokens:
+            raise SemshareError(f"{run_dir / 'vocab.json'}: tokens: the training captions now give another vocabulary")
 
 
 def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path,
-                dataset: Dataset | None = None) -> PreparedRun:
-    """Build vocabulary, word vectors, region targets and the model from the training split; save them."""
+                dataset: Dataset | None = None, write: bool = True) -> PreparedRun:
+    """Build vocabulary, word vectors, region targets and the model from the training split; save them
+    (`write=False`, for a resume: check they equal the run's saved ones instead)."""
     run_dir = Path(run_dir)
     cls = cfg.method_class
     if cls.closed_form:
@@ -319,6 +369,11 @@ def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path
     )
     torch.manual_seed(cfg.train.seed)
     model = METHODS.build(cfg.method, cfg.model, spec, cfg.inputs, word_vectors)
+    prepared = PreparedRun(cfg, dataset, model, vocab, train_rows, val_rows, region_targets, text_segments,
+                           segment_targets)
+    if not write:
+        _check_prepared_matches(run_dir, spec, vocab)
+        return prepared
     run_dir.mkdir(parents=True, exist_ok=True)
     if vocab is not None:
         vocab.save(run_dir / "vocab.json")
@@ -327,8 +382,7 @@ def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path
                                                          "vocab_size": int(text_segments.meta["vocab_size"]),
                                                          "word_pieces": word_pieces.tolist()})
     save_run_description(run_dir, cfg, spec, dataset, train_rows, val_rows)
-    return PreparedRun(cfg, dataset, model, vocab, train_rows, val_rows, region_targets, text_segments,
-                       segment_targets)
+    return prepared
 
 
 def read_run_config(run_dir: Path) -> tuple[ExperimentConfig, ModelSpec]:
@@ -384,17 +438,28 @@ def validation_function(run: PreparedRun, batch_size: int = 256):
 
 
 def train_experiment(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False,
-                     context: DistributedContext = DistributedContext(), dataset: Dataset | None = None) -> dict:
-    """Prepare (or re-prepare, deterministically) the run, then fit it: the one loop, or one closed-form fit."""
+                     context: DistributedContext = DistributedContext(), dataset: Dataset | None = None,
+                     allow_change: tuple[str, ...] = ()) -> dict:
+    """Prepare the run, then fit it: the one loop, or one closed-form fit.
+
+    `resume` with a checkpoint in RUN/last: the config (but for `allow_change` fields), the data and the
+    prepared inputs must equal the run's; nothing in the folder is rewritten."""
+    from semshare.training.checkpoint import checkpoint_exists
+
     if cfg.method_class.closed_form:
         from semshare.training.closed_form import fit_closed_form_run
 
         return fit_closed_form_run(data_dir, cfg, run_dir, dataset)
-    run = prepare_run(data_dir, cfg, run_dir, dataset)
+    run_dir = Path(run_dir)
+    dataset = dataset or open_dataset(data_dir)
+    resuming = resume and checkpoint_exists(run_dir / "last") and (run_dir / "config.yaml").exists()
+    if resuming:
+        check_resume(run_dir, cfg, dataset, allow_change)
+    run = prepare_run(data_dir, cfg, run_dir, dataset, write=not resuming)
     if cfg.train.batch_size > len(run.train_rows):
         raise SemshareError(f"batch size {cfg.train.batch_size} exceeds the {len(run.train_rows)} training items; "
                             "lower --set train.batch_size")
     batches = TrainingBatches(run.builder(training=True), run.train_rows, cfg.train.batch_size, cfg.train.seed,
                               context.rank, context.world_size)
-    return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resume, context,
+    return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resuming, context,
                metadata={"config": to_dict(cfg), "model_spec": json.loads((Path(run_dir) / "model_spec.json").read_text())})

@@ -125,6 +125,26 @@ class MetricsLog:
             self.writer.close()
 
 
+def truncate_metrics(path: Path, step: int | None) -> None:
+    """Keep the records up to `step` (a resume), or none (a fresh start), so the log has one history."""
+    if not path.exists():
+        return
+    kept = []
+    if step is not None:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and _record_step(line) <= step]
+    from semshare.fileio import atomic_write_text
+
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _record_step(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", math.inf))
+    except (json.JSONDecodeError, AttributeError):
+        return math.inf  # a half-written last line of a killed run
+
+
 def write_metrics_csv(path: Path, records: list[dict]) -> None:
     import csv
 
@@ -260,6 +280,8 @@ def fit(
         saved = load_checkpoint(run_dir / "last", model, loop.optimizer, restore_rng=True)
         state.update({k: saved[k] for k in state if k in saved})
         logger.info("resumed from %s at step %d (epoch %d)", run_dir / "last", state["step"], state["epoch"])
+    if context.is_main:  # the log continues from the checkpoint: later records of a killed run go
+        truncate_metrics(run_dir / "metrics.jsonl", state["step"] if state["step"] else None)
     log = MetricsLog(run_dir / "metrics.jsonl" if context.is_main else None, cfg.tensorboard)
 
     def save(name: str) -> None:

@@ -1,0 +1,82 @@
+"""Reliability: resume never corrupts a run; user errors are one line; killed runs resume to the same result."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semshare.cli.main import main
+
+TRAIN = ["--set", "train.epochs=3", "--set", "train.batch_size=16", "--set", "train.log_every=2",
+         "--set", "train.progress=false", "--set", "models.semantic_sharing.dim=16",
+         "--set", "models.semantic_sharing.heads=2", "--set", "text.word2vec_epochs=1", "--set", "text.word_dim=8"]
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without_timing(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "items_per_s"} for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("resume") / "run"
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "ours", "--out", str(run), *TRAIN]) == 0
+    return run
+
+
+@pytest.mark.parametrize("change, field", [
+    (["--set", "models.semantic_sharing.dim=32"], "model.dim"),
+    (["--set", "train.lr=0.5"], "train.lr"),
+    (["--method", "wo_c"], "name"),
+])
+def test_resume_with_other_settings_is_refused_and_changes_nothing(tiny_data_dir, finished_run, capsys, change, field):
+    before = snapshot(finished_run)
+    args = ["train", "--data", str(tiny_data_dir), "--method", "ours", "--out", str(finished_run), *TRAIN, "--resume"]
+    if change[0] == "--method":
+        args[args.index("--method") + 1] = change[1]
+    else:
+        args += change
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f": {field}: the run has " in err and "Traceback" not in err
+    assert snapshot(finished_run) == before
+
+
+def test_resume_on_other_data_is_refused(tmp_path, finished_run, capsys):
+    from semshare.data.synthetic import make_synthetic, preset
+
+    other = make_synthetic(tmp_path / "other", preset("tiny", seed=3), name="tiny", progress=False)
+    before = snapshot(finished_run)
+    assert main(["train", "--data", str(other), "--method", "ours", "--out", str(finished_run), *TRAIN, "--resume"]) == 2
+    assert "data_fingerprint.json: path: the run was trained on" in capsys.readouterr().err
+    assert snapshot(finished_run) == before
+
+
+def test_allowed_change_resumes_and_the_log_equals_an_uninterrupted_one(tiny_data_dir, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(straight), *TRAIN]) == 0
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(resumed), *TRAIN, "--set", "train.epochs=1"]) == 0
+    # a killed run's records after its last checkpoint: dropped on resume
+    with open(resumed / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": 999, "epoch": 1, "train/loss": 1.0}) + "\n" + '{"step": 10')
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(resumed), *TRAIN, "--resume",
+                 "--allow-change", "train.epochs"]) == 0
+    assert without_timing(resumed / "metrics.jsonl") == without_timing(straight / "metrics.jsonl")
+
+
+def test_a_fresh_start_in_a_folder_without_checkpoint_starts_the_log_over(tiny_data_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "epoch": 0, "train/loss": 9.0}) + "\n")
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *TRAIN, "--set", "train.epochs=1"]) == 0
+    steps = [r["step"] for r in without_timing(run / "metrics.jsonl")]
+    assert steps.count(1) == 1 and steps == sorted(steps)
