@@ -80,3 +80,69 @@ def test_a_fresh_start_in_a_folder_without_checkpoint_starts_the_log_over(tiny_d
     assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *TRAIN, "--set", "train.epochs=1"]) == 0
     steps = [r["step"] for r in without_timing(run / "metrics.jsonl")]
     assert steps.count(1) == 1 and steps == sorted(steps)
+
+
+CORRUPTIONS = {
+    "truncated weights": lambda run: _truncate(run / "best" / "model.safetensors"),
+    "random weights": lambda run: (run / "best" / "model.safetensors").write_bytes(os.urandom(2000)),
+    "empty weights": lambda run: (run / "best" / "model.safetensors").write_bytes(b""),
+    "missing weights": lambda run: (run / "best" / "model.safetensors").unlink(),
+    "truncated state": lambda run: _truncate(run / "best" / "state.json"),
+    "sizes that do not fit the weights": lambda run: _edit_json(run / "model_spec.json", region_dim=7),
+    "broken model spec": lambda run: _truncate(run / "model_spec.json"),
+}
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def _edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+@pytest.mark.parametrize("manifest", [True, False], ids=["with-manifest", "without-manifest"])
+def test_a_corrupt_checkpoint_is_one_line_naming_the_file(tiny_data_dir, finished_run, tmp_path, capsys, case, manifest):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    if not manifest:  # a folder written before manifests existed: the readers still catch it
+        (run / "best" / "files.json").unlink()
+    CORRUPTIONS[case](run)
+    assert main(["evaluate", str(run), "--data", str(tiny_data_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and str(run) in err, err
+    assert "np.int64" not in err
+
+
+INDEX_CORRUPTIONS = {
+    "truncated index.faiss": lambda index: _truncate(index / "index.faiss"),
+    "truncated ids.npy": lambda index: _truncate(index / "ids.npy"),
+    "truncated items.jsonl": lambda index: _truncate(index / "items.jsonl"),
+    "random manifest": lambda index: (index / "manifest.json").write_bytes(os.urandom(100)),
+}
+
+
+@pytest.fixture(scope="module")
+def built_index(tiny_data_dir, finished_run, tmp_path_factory):
+    index = tmp_path_factory.mktemp("index") / "index"
+    assert main(["index", "build", str(finished_run), "--data", str(tiny_data_dir), "--side", "image",
+                 "--out", str(index)]) == 0
+    return index
+
+
+@pytest.mark.parametrize("case", sorted(INDEX_CORRUPTIONS))
+@pytest.mark.parametrize("manifest", [True, False], ids=["with-manifest", "without-manifest"])
+def test_a_corrupt_index_is_one_line_naming_the_file(built_index, tmp_path, capsys, case, manifest):
+    import shutil
+
+    index = tmp_path / "index"
+    shutil.copytree(built_index, index)
+    if not manifest:
+        (index / "files.json").unlink()
+    INDEX_CORRUPTIONS[case](index)
+    assert main(["search", str(index), "--image-id", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and str(index) in err, err

@@ -25,6 +25,7 @@ import torch
 from semshare.data.dataset import Dataset, TextItems, open_dataset
 from semshare.data.text import tokenize
 from semshare.errors import SemshareError
+from semshare.fileio import verify_files_manifest
 from semshare.index.base import load_backend, normalize_rows
 from semshare.search.gallery import MAX_QUERY_CHARS, SearchHit, read_manifest
 
@@ -159,12 +160,11 @@ class Index:
     def __init__(self, folder: str | Path, search_params: dict | None = None, data_dir: str | Path | None = None):
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
+        verify_files_manifest(self.folder, "index")
         params = {**{k: v for k, v in self.manifest.params.items() if k in ("ef_search", "nprobe")},
                   **(search_params or {})}
         self.backend = load_backend(self.manifest.kind, self.folder, params)
-        self.ids = np.load(self.folder / "ids.npy", allow_pickle=False)
-        with open(self.folder / "items.jsonl", encoding="utf-8") as handle:
-            self.items = [json.loads(line) for line in handle]
+        self.ids, self.items = _read_ids(self.folder / "ids.npy"), _read_items(self.folder / "items.jsonl")
         if not (len(self.ids) == len(self.items) == self.backend.size):
             raise SemshareError(f"{self.folder}: ids.npy ({len(self.ids)}), items.jsonl ({len(self.items)}) and the "
                                 f"index ({self.backend.size}) disagree in size; rebuild the index")
@@ -208,6 +208,34 @@ class Index:
 
     def search_image_file(self, path: str | Path, k: int = 10) -> list[SearchHit]:
         return self.search(self.encode_image_file(path), k)
+
+
+def _read_ids(path: Path) -> np.ndarray:
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SemshareError(f"{path}: file: expected the gallery's item ids, found no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise SemshareError(f"{path}: ids: expected a NumPy int64 array, found an unreadable file ({exc})") from None
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise SemshareError(f"{path}: ids: expected a 1-D integer array, found shape {ids.shape} dtype {ids.dtype}")
+    return ids
+
+
+def _read_items(path: Path) -> list[dict]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SemshareError(f"{path}: file: expected one JSON record per gallery item, found no such file") from None
+    except UnicodeDecodeError:
+        raise SemshareError(f"{path}: text: expected UTF-8 JSON lines, found other bytes") from None
+    items = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise SemshareError(f"{path}: line {number}: expected a JSON record, found {line[:60]!r} (truncated?)") from None
+    return items
 
 
 def load_index(index_dir: str | Path, data_dir: str | Path | None = None, search_params: dict | None = None) -> Index:

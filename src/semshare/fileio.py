@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from semshare.errors import OutputExistsError
+from semshare.errors import OutputExistsError, SemshareError
 
+FILES_MANIFEST = "files.json"
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -54,3 +55,46 @@ def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator
     if final_dir.exists():
         shutil.rmtree(final_dir)
     os.replace(tmp, final_dir)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_files_manifest(folder: str | Path) -> None:
+    """files.json: the size and sha256 of every file in `folder` (written last, so it vouches for the rest)."""
+    folder = Path(folder)
+    entries = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+               for p in sorted(folder.iterdir()) if p.is_file() and p.name != FILES_MANIFEST}
+    atomic_write_json(folder / FILES_MANIFEST, {"files": entries})
+
+
+def verify_files_manifest(folder: str | Path, what: str) -> None:
+    """Check every file listed in files.json is there with its size and hash (folders without one pass:
+    written before manifests existed). One SemshareError names the first file that differs."""
+    folder = Path(folder)
+    path = folder / FILES_MANIFEST
+    if not path.exists():
+        return
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SemshareError(f"{path}: files: expected the JSON manifest of this {what}, found an unreadable file "
+                            f"({type(exc).__name__})") from None
+    for name, entry in entries.items():
+        file = folder / name
+        if not file.is_file():
+            raise SemshareError(f"{file}: file: expected a file of this {what} ({entry['bytes']} bytes), found none")
+        size = file.stat().st_size
+        if size != entry["bytes"]:
+            raise SemshareError(f"{file}: size: expected {entry['bytes']} bytes, found {size} (truncated or replaced; "
+                                f"this {what} cannot be trusted)")
+        if _sha256(file) != entry["sha256"]:
+            raise SemshareError(f"{file}: sha256: expected {entry['sha256'][:12]}..., found other bytes (this {what} "
+                                "was changed after it was written)")

@@ -724,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semshare", description="Label-wise cross-modal retrieval with Semantic Sharing.")
     parser.add_argument("--version", action="version", version=f"semshare {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_make_synthetic, _add_inspect, _add_import, _add_extract, _add_prepare_text, _add_extract_text, _add_evaluate_embeddings, _add_train,
                 _add_evaluate, _add_embed, _add_benchmark, _add_sweep, _add_plot, _add_index, _add_search, _add_serve, _add_demo):
@@ -742,7 +743,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except SemshareError as exc:
-        print(f"semshare: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"semshare: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()

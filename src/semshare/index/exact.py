@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from semshare.errors import SemshareError
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -55,4 +57,9 @@ class ExactTorchIndex:
 
     @classmethod
     def load(cls, folder: Path, query_chunk: int = 1024) -> "ExactTorchIndex":
-        return cls(load_file(str(Path(folder) / VECTORS_FILE))["vectors"].numpy(), query_chunk)
+        from semshare.training.checkpoint import _read_tensors
+
+        tensors = _read_tensors(Path(folder) / VECTORS_FILE, "the gallery vectors")
+        if "vectors" not in tensors:
+            raise SemshareError(f"{Path(folder) / VECTORS_FILE}: tensors: expected 'vectors', found {sorted(tensors)}")
+        return cls(tensors["vectors"].numpy(), query_chunk)

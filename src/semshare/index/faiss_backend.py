@@ -51,7 +51,11 @@ class _FaissIndex:
         path = Path(folder) / INDEX_FILE
         if not path.exists():
             raise SemshareError(f"{path}: missing; the index folder is incomplete (rebuild it with `semshare index build`)")
-        return faiss.read_index(str(path))
+        try:
+            return faiss.read_index(str(path))
+        except RuntimeError as exc:  # faiss reports a truncated or foreign file as a RuntimeError
+            raise SemshareError(f"{path}: index: expected a FAISS index file, found an unreadable one "
+                                f"({str(exc).strip().splitlines()[-1][:100]}); rebuild it with `semshare index build`") from None
 
 
 @INDEX_BACKENDS.register("faiss-flat")

@@ -21,7 +21,7 @@ import numpy as np
 
 from semshare.data.text import as_sentence
 from semshare.errors import SemshareError
-from semshare.fileio import atomic_directory, atomic_write_json
+from semshare.fileio import atomic_directory, atomic_write_json, write_files_manifest
 from semshare.index import build_backend
 
 MANIFEST = "manifest.json"
@@ -120,6 +120,7 @@ def build_gallery(run_dir: str | Path, data_dir: str | Path, side: str, out_dir:
             for record in records:
                 handle.write(json.dumps(record) + "\n")
         atomic_write_json(tmp / MANIFEST, asdict(manifest))
+        write_files_manifest(tmp)
     return manifest
 
 
@@ -130,7 +131,7 @@ def read_manifest(folder: str | Path) -> IndexManifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         manifest = IndexManifest(**raw)
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
         raise SemshareError(f"{path}: manifest: expected the fields of IndexManifest, found an unreadable file ({exc})") from None
     if manifest.format != "semshare-index" or manifest.side not in SIDES:
         raise SemshareError(f"{path}: format/side: expected semshare-index with side image|text, found "

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from semshare.errors import SemshareError
+from semshare.fileio import verify_files_manifest, write_files_manifest
 
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -66,6 +67,7 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     full_state = dict(state, format_version=CHECKPOINT_FORMAT_VERSION)
     full_state["torch_rng_state"] = torch.get_rng_state().tolist()
     (partial / "state.json").write_text(json.dumps(full_state))
+    write_files_manifest(partial)
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         os.replace(folder, old)
@@ -88,16 +90,28 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
             folder = fallback  # a crash between the two renames of save_checkpoint
         else:
             raise SemshareError(f"{folder}: no checkpoint here (state.json missing)")
-    state = json.loads((folder / "state.json").read_text())
+    verify_files_manifest(folder, "checkpoint")
+    state = _read_json(folder / "state.json", "the checkpoint state (step, epoch, RNG)")
     if state.get("format_version", 0) > CHECKPOINT_FORMAT_VERSION:
         raise SemshareError(f"{folder}: checkpoint format {state['format_version']} is newer than this semshare")
-    weights = load_file(str(folder / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    weights = _read_tensors(folder / "model.safetensors", "the model weights")
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape: the config or model spec is not the weights'
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+        raise SemshareError(f"{folder / 'model.safetensors'}: shapes: expected weights of the model that "
+                            f"config.yaml and model_spec.json describe, found {first.strip()}") from None
     if missing or unexpected:
-        raise SemshareError(f"{folder}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise SemshareError(f"{folder / 'model.safetensors'}: tensors: expected the model's {len(missing)} missing "
+                            f"{missing[:3]} / found {len(unexpected)} unexpected {unexpected[:3]}")
     if optimizer is not None:
-        structure = json.loads((folder / "optimizer.json").read_text())
-        optimizer.load_state_dict(_optimizer_from_flat(load_file(str(folder / "optimizer.safetensors")), structure))
+        structure = _read_json(folder / "optimizer.json", "the optimizer structure")
+        try:
+            optimizer.load_state_dict(_optimizer_from_flat(_read_tensors(folder / "optimizer.safetensors",
+                                                                         "the optimizer state"), structure))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SemshareError(f"{folder / 'optimizer.json'}: state: expected the optimizer of this model, "
+                                f"found one that does not fit ({type(exc).__name__}: {exc})") from None
     if restore_rng:
         torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
     return state
@@ -110,3 +124,28 @@ def read_checkpoint_metadata(folder: str | Path) -> dict:
     with safe_open(str(Path(folder) / "model.safetensors"), framework="pt") as handle:
         header = handle.metadata() or {}
     return {key: json.loads(value) for key, value in header.items()}
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SemshareError(f"{path}: file: expected {what}, found no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SemshareError(f"{path}: JSON: expected {what}, found an unreadable file ({type(exc).__name__} at "
+                            f"{getattr(exc, 'pos', '?')}: truncated?)") from None
+    if not isinstance(loaded, dict):
+        raise SemshareError(f"{path}: JSON: expected {what} as an object, found {type(loaded).__name__}")
+    return loaded
+
+
+def _read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
+    if not path.is_file():
+        raise SemshareError(f"{path}: file: expected {what} (safetensors), found no such file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SemshareError(f"{path}: safetensors: expected {what}, found an unreadable file "
+                            f"({str(exc).splitlines()[0][:120]}: truncated or not a safetensors file?)") from None

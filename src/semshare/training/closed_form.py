@@ -25,7 +25,7 @@ from semshare.data.text_segments import default_segments_dir, open_text_segments
 from semshare.data.word_vectors import Word2VecConfig, train_word2vec
 from semshare.errors import SemshareError
 from semshare.evaluation.protocols import EmbeddingTable
-from semshare.fileio import atomic_write_json
+from semshare.fileio import atomic_write_json, verify_files_manifest, write_files_manifest
 from semshare.methods.base import LinearEncoder, ModelSpec, PairedFeatures
 from semshare.registry import METHODS
 from semshare.training.checkpoint import CHECKPOINT_FORMAT_VERSION
@@ -157,13 +157,17 @@ def fit_closed_form_run(data_dir: str | Path, cfg, run_dir: str | Path, dataset:
     save_file(encoder.to_tensors(), str(best / ENCODER_FILE),
               metadata={"config": json.dumps(to_dict(cfg)), "model_spec": json.dumps(to_dict(spec))})
     atomic_write_json(best / "state.json", state)
+    write_files_manifest(best)
     return state
 
 
 def load_closed_form_run(run_dir: Path, cfg, dataset: Dataset) -> ClosedFormRun:
+    from semshare.training.checkpoint import _read_tensors
+
     weights = run_dir / "best" / ENCODER_FILE
     if not weights.exists():
         raise SemshareError(f"{weights}: no such file; the closed-form fit did not finish (rerun `semshare train`)")
+    verify_files_manifest(run_dir / "best", "checkpoint")
     vocab = Vocabulary.load(run_dir / "vocab.json") if (run_dir / "vocab.json").exists() else None
     word_vectors = None
     if (run_dir / WORD_VECTORS_FILE).exists():
@@ -171,5 +175,5 @@ def load_closed_form_run(run_dir: Path, cfg, dataset: Dataset) -> ClosedFormRun:
     splits = json.loads((run_dir / "splits.json").read_text())
     train_rows = np.array(splits["train"], dtype=np.int64)
     space = _feature_space(cfg, dataset, train_rows, vocab, word_vectors)
-    return ClosedFormRun(cfg, dataset, space, LinearEncoder.from_tensors(load_file(str(weights))), train_rows,
+    return ClosedFormRun(cfg, dataset, space, LinearEncoder.from_tensors(_read_tensors(weights, "the fitted encoder")), train_rows,
                          np.array(splits["val"], dtype=np.int64))

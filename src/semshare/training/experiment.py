@@ -388,8 +388,13 @@ def prepare_run(data_dir: str | Path, cfg: ExperimentConfig, run_dir: str | Path
 def read_run_config(run_dir: Path) -> tuple[ExperimentConfig, ModelSpec]:
     if not (run_dir / "config.yaml").exists():
         raise SemshareError(f"{run_dir}: not a run folder (config.yaml missing)")
+    from semshare.training.checkpoint import _read_json
+
     cfg = experiment_config_from_dict(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
-    spec = from_dict(ModelSpec, json.loads((run_dir / "model_spec.json").read_text()))
+    try:
+        spec = from_dict(ModelSpec, _read_json(run_dir / "model_spec.json", "the model's sizes (ModelSpec)"))
+    except ConfigError as exc:
+        raise ConfigError(f"{run_dir / 'model_spec.json'}: {exc}") from None
     return cfg, spec
 
 
