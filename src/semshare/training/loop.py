@@ -256,6 +256,12 @@ def end_epoch(model: nn.Module, state: dict, validate: Callable[[nn.Module], dic
                 state["best_metric"], state["best_epoch"])
 
 
+def resume_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    saved = load_checkpoint(folder, model, optimizer, restore_rng=True)
+    state.update({k: saved[k] for k in state if k in saved})
+    logger.info("resumed from %s at step %d (epoch %d)", folder, state["step"], state["epoch"])
+
+
 def fit(
     model: nn.Module,
     batches,  # semshare.data.batches.TrainingBatches (or anything with steps_per_epoch() and epoch(e, start))
@@ -277,9 +283,7 @@ def fit(
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": -math.inf, "best_epoch": -1,
              "validations_without_improvement": 0, "stopped_early": False}
     if resume and checkpoint_exists(run_dir / "last"):
-        saved = load_checkpoint(run_dir / "last", model, loop.optimizer, restore_rng=True)
-        state.update({k: saved[k] for k in state if k in saved})
-        logger.info("resumed from %s at step %d (epoch %d)", run_dir / "last", state["step"], state["epoch"])
+        resume_state(run_dir / "last", model, loop.optimizer, state)
     if context.is_main:  # the log continues from the checkpoint: later records of a killed run go
         truncate_metrics(run_dir / "metrics.jsonl", state["step"] if state["step"] else None)
     log = MetricsLog(run_dir / "metrics.jsonl" if context.is_main else None, cfg.tensorboard)
