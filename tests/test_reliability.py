@@ -146,3 +146,37 @@ def test_a_corrupt_index_is_one_line_naming_the_file(built_index, tmp_path, caps
     assert main(["search", str(index), "--image-id", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and str(index) in err, err
+
+
+def _garbage_inputs(folder: Path) -> dict[str, list[str]]:
+    junk = os.urandom(4000)
+    for name in ("junk.json", "junk.tsv", "junk.npy", "junk.mat"):
+        (folder / name).write_bytes(junk)
+    (folder / "caps.jsonl").write_text(json.dumps({"image_id": 1, "captions": ["a cat"]}) + "\n")
+    (folder / "pre").mkdir()
+    np.save(folder / "pre" / "train_ims.npy", np.zeros((10, 4, 8), np.float32))
+    full = (folder / "pre" / "train_ims.npy").read_bytes()
+    (folder / "pre" / "train_ims.npy").write_bytes(full[: len(full) // 3])  # truncated
+    (folder / "pre" / "train_caps.txt").write_text("a cat\n" * 50)
+    (folder / "sm").mkdir()
+    for name in ("train_img", "train_txt", "train_lab", "test_img", "test_txt", "test_lab"):
+        (folder / "sm" / f"{name}.mat").write_bytes(junk)
+    return {
+        "coco": ["import", "coco", "--captions", "junk.json", "--instances", "junk.json"],
+        "precomp truncated": ["import", "precomp", "pre", "--labels", "junk.npy", "--splits", "train"],
+        "bottomup-tsv": ["import", "bottomup-tsv", "junk.tsv", "--captions", "caps.jsonl", "--labels", "junk.npy"],
+        "bottomup-tsv captions": ["import", "bottomup-tsv", "junk.tsv", "--captions", "junk.json", "--labels", "junk.npy"],
+        "split-mat": ["import", "split-mat", "sm"],
+        "dcmh-mat": ["import", "dcmh-mat", "--labels", "junk.mat", "--tags", "junk.mat", "--tag-list", "junk.json"],
+    }
+
+
+@pytest.mark.parametrize("case", ["coco", "precomp truncated", "bottomup-tsv", "bottomup-tsv captions", "split-mat",
+                                  "dcmh-mat"])
+def test_importers_given_garbage_bytes_say_one_line_and_leave_nothing(tmp_path, capsys, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)
+    args = _garbage_inputs(tmp_path)[case]
+    assert main([*args, "--out", "out"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "allow_pickle" not in err, err
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]

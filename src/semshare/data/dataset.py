@@ -47,7 +47,11 @@ class TextItems:
     texts: list | None
 
 
-def _load_array(path: Path, field_name: str) -> np.ndarray:
+def load_npy(path: Path, field_name: str) -> np.ndarray:
+    """A memory-mapped .npy array, never unpickled; an unreadable or truncated file is a DataFormatError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, field_name, "a NumPy .npy file", "no such file")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -373,7 +377,7 @@ def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
     for file_name, attribute, shape_doc in (("image.npy", "image", "(N, D)"), ("text.npy", "text_vectors", "(N, Dt)")):
         path = root / file_name
         if path.exists():
-            array = _load_array(path, attribute)
+            array = load_npy(path, attribute)
             _expect_ndim(path, attribute, array, shape_doc, 2)
             _expect_rows(path, attribute, array, dataset.num_items)
             _expect_dtype(path, attribute, array, "f", "a float dtype (float16/float32)")
@@ -391,7 +395,7 @@ def _open_labels(root: Path, check_values: bool) -> np.ndarray:
     labels_path = root / "labels.npy"
     if not labels_path.exists():
         raise DataFormatError(labels_path, "labels.npy", "a multi-hot label array (N, C)", "no such file")
-    labels = _load_array(labels_path, "labels")
+    labels = load_npy(labels_path, "labels")
     _expect_ndim(labels_path, "labels", labels, "(N, C)", 2)
     _expect_dtype(labels_path, "labels", labels, "biuf", "a numeric or bool dtype")
     if check_values:
@@ -403,7 +407,7 @@ def _open_regions(dataset: Dataset, check_values: bool) -> None:
     """regions.npy with region_mask.npy and region_boxes.npy beside it (and region_labels.npy if there)."""
     root, num_items = dataset.root, dataset.num_items
     regions_path = root / "regions.npy"
-    regions = _load_array(regions_path, "regions")
+    regions = load_npy(regions_path, "regions")
     _expect_ndim(regions_path, "regions", regions, "(N, R, D)", 3)
     _expect_rows(regions_path, "regions", regions, num_items)
     _expect_dtype(regions_path, "regions", regions, "f", "a float dtype (float16/float32)")
@@ -412,19 +416,19 @@ def _open_regions(dataset: Dataset, check_values: bool) -> None:
     for required in (mask_path, boxes_path):
         if not required.exists():
             raise DataFormatError(required, required.stem, "a file beside regions.npy", "no such file")
-    region_mask = _load_array(mask_path, "region_mask")
+    region_mask = load_npy(mask_path, "region_mask")
     _expect_ndim(mask_path, "region_mask", region_mask, "(N, R)", 2)
     if region_mask.shape != (num_items, num_regions):
         raise DataFormatError(mask_path, "region_mask shape", f"{(num_items, num_regions)}", f"{region_mask.shape}")
     _expect_dtype(mask_path, "region_mask", region_mask, "biu", "a bool or integer dtype")
-    boxes = _load_array(boxes_path, "region_boxes")
+    boxes = load_npy(boxes_path, "region_boxes")
     if boxes.shape != (num_items, num_regions, 4):
         raise DataFormatError(boxes_path, "region_boxes shape", f"{(num_items, num_regions, 4)}", f"{boxes.shape}")
     _expect_dtype(boxes_path, "region_boxes", boxes, "f", "a float dtype")
     dataset.regions, dataset.region_mask, dataset.region_boxes = regions, region_mask, boxes
     region_labels_path = root / "region_labels.npy"
     if region_labels_path.exists():
-        region_labels = _load_array(region_labels_path, "region_labels")
+        region_labels = load_npy(region_labels_path, "region_labels")
         if region_labels.shape != (num_items, num_regions):
             raise DataFormatError(
                 region_labels_path, "region_labels shape", f"{(num_items, num_regions)}", f"{region_labels.shape}"

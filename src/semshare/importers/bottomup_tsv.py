@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from semshare.data.dataset import load_npy
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_captions, read_coco_instances, read_karpathy_split
@@ -29,11 +30,16 @@ CHUNK = 512
 def _rows(path: Path):
     csv.field_size_limit(sys.maxsize)  # one feature field is ~100 KB of base64
     with open(path, newline="", encoding="utf-8") as handle:
-        for line_number, fields in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if len(fields) < len(FIELDS):
-                raise DataFormatError(path, f"line {line_number}", f"{len(FIELDS)} tab-separated fields "
-                                      f"({', '.join(FIELDS)})", f"{len(fields)} fields")
-            yield line_number, fields
+        line_number = 0
+        try:
+            for line_number, fields in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+                if len(fields) < len(FIELDS):
+                    raise DataFormatError(path, f"line {line_number}", f"{len(FIELDS)} tab-separated fields "
+                                          f"({', '.join(FIELDS)})", f"{len(fields)} fields")
+                yield line_number, fields
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataFormatError(path, f"line {line_number + 1}", "tab-separated UTF-8 text",
+                                  f"unreadable bytes ({type(exc).__name__})") from None
 
 
 def _decode(path: Path, line_number: int, field: str, text: str, count: int) -> np.ndarray:
@@ -47,16 +53,28 @@ def _decode(path: Path, line_number: int, field: str, text: str, count: int) -> 
     return np.frombuffer(raw, dtype=np.float32).reshape(count, -1)
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataFormatError(path, "file", "a captions file", "no such file") from None
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(path, "text", "UTF-8 JSON lines", f"binary data (byte {exc.start} is not UTF-8)") from None
+
+
 def read_captions_file(path: str | Path) -> dict[int, list[str]]:
     """COCO captions JSON, or JSON lines of {"image_id": id, "captions": [...]} -> image id -> captions."""
     path = Path(path)
     if path.suffix == ".jsonl":
         result = {}
-        for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
             if not line.strip():
                 continue
-            record = json.loads(line)
-            if "image_id" not in record or not isinstance(record.get("captions"), list):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise DataFormatError(path, f"line {line_number}", "a JSON object", repr(line[:60])) from None
+            if not isinstance(record, dict) or "image_id" not in record or not isinstance(record.get("captions"), list):
                 raise DataFormatError(path, f"line {line_number}", "{\"image_id\": ..., \"captions\": [...]}",
                                       f"keys {sorted(record)}")
             result[int(record["image_id"])] = [str(c) for c in record["captions"]]
@@ -90,7 +108,7 @@ def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captio
         raise DataFormatError(captions_file, "image ids", "captions for the TSV's images", "none match")
     dropped_no_caption = len(entries) - len(keep)
     if labels_file:
-        labels_all = np.load(labels_file, mmap_mode="r")
+        labels_all = load_npy(labels_file, "labels")
         if labels_all.ndim != 2 or len(labels_all) != len(entries):
             raise DataFormatError(labels_file, "shape", f"({len(entries)}, C): one row per TSV line", str(labels_all.shape))
         label_names = [f"label_{i}" for i in range(labels_all.shape[1])]

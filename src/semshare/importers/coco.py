@@ -26,6 +26,8 @@ def _load_json(path: str | Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataFormatError(path, "JSON", "valid JSON", f"invalid JSON at line {exc.lineno} ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(path, "JSON", "UTF-8 text", f"binary data (byte {exc.start} is not UTF-8)") from None
 
 
 def _field(path, record: dict, key: str, where: str):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semshare.data.dataset import load_npy
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.matfile import read_mat_variable
@@ -49,7 +50,7 @@ def import_dcmh_mat(labels_file: str | Path, tags_file: str | Path, tag_list: st
     label_names = _read_names(label_list, labels.shape[1], "label")
     image = None
     if image_file is not None:
-        image = (np.load(image_file, mmap_mode="r") if str(image_file).endswith(".npy")
+        image = (load_npy(image_file, "image features") if str(image_file).endswith(".npy")
                  else read_mat_variable(image_file, image_key))
         if image.ndim != 2 or len(image) != len(labels):
             raise DataFormatError(image_file, image_key or "features", f"({len(labels)}, D) image features "

@@ -16,10 +16,22 @@ def _is_hdf5(path: Path) -> bool:
     return b"\x89HDF\r\n\x1a\n" in head[:1024]
 
 
+def _unreadable(path: Path, exc: Exception) -> DataFormatError:
+    return DataFormatError(path, "file", "a MATLAB .mat file (v4-v7, or v7.3 HDF5)",
+                           f"an unreadable one ({type(exc).__name__}: {str(exc)[:80]})")
+
+
 def mat_keys(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise DataFormatError(path, "file", "a .mat file", "no such file")
+    try:
+        return _mat_keys(path)
+    except (ValueError, OSError, TypeError, KeyError, IndexError, EOFError) as exc:  # scipy / h5py on foreign bytes
+        raise _unreadable(path, exc) from None
+
+
+def _mat_keys(path: Path) -> list[str]:
     if _is_hdf5(path):
         import h5py
 
@@ -48,4 +60,7 @@ def read_mat_variable(path: str | Path, key: str | None = None) -> np.ndarray:
             return np.asarray(handle[key][()]).T
     from scipy.io import loadmat
 
-    return np.asarray(loadmat(str(path), variable_names=[key])[key])
+    try:
+        return np.asarray(loadmat(str(path), variable_names=[key])[key])
+    except (ValueError, OSError, TypeError, KeyError, IndexError, EOFError) as exc:
+        raise _unreadable(path, exc) from None

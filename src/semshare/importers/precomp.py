@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from semshare.data.dataset import load_npy
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_instances
@@ -37,7 +38,7 @@ def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[s
             raise DataFormatError(ims_path, f"{split}_ims.npy", "region features (N, R, D)", "no such file")
         if not caps_path.exists():
             raise DataFormatError(caps_path, f"{split}_caps.txt", "captions, k per image", "no such file")
-        ims = np.load(ims_path, mmap_mode="r")
+        ims = load_npy(ims_path, "image features")
         if ims.ndim != 3:
             raise DataFormatError(ims_path, "shape", "(N, R, D) region features", str(ims.shape))
         caps = _read_lines(caps_path)
@@ -62,7 +63,7 @@ def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[s
                                   str(ims.shape))
     total = sum(len(p[1]) for p in parts)
     if labels_file:
-        labels_all = np.load(labels_file, mmap_mode="r")
+        labels_all = load_npy(labels_file, "labels")
         if labels_all.ndim != 2 or len(labels_all) != total:
             raise DataFormatError(labels_file, "shape", f"({total}, C): one row per image, splits in order "
                                   f"{', '.join(splits)}", str(labels_all.shape))
@@ -84,7 +85,7 @@ def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[s
             for start in range(0, len(ims), CHUNK):
                 stop = min(len(ims), start + CHUNK)
                 # a map per chunk, dropped after it: read pages leave the process (flat memory at any N)
-                source = np.load(src / f"{split}_ims.npy", mmap_mode="r")
+                source = load_npy(src / f"{split}_ims.npy", "image features")
                 block = np.asarray(source[start:stop], dtype=np.float32)
                 del source
                 if not np.isfinite(block).all():
