@@ -180,3 +180,26 @@ def test_importers_given_garbage_bytes_say_one_line_and_leave_nothing(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and "allow_pickle" not in err, err
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("train.batch_size=0", "train.batch_size: expected an integer >= 1, found 0"),
+    ("train.lr=-1", "train.lr: expected a positive number, found -1.0"),
+    ("train.optimizer=adagrad", "train.optimizer: expected one of adam, adamw, sgd, found 'adagrad'"),
+    ("inputs.text=bow", "inputs.text: expected one of words, vector, segments, found 'bow'"),
+    ("model.heads=3", "model.dim: expected a multiple of model.heads (3), found 128"),
+    ("model.loss.mask_prob=1.5", "model.loss.mask_prob / model.dropout: expected fractions in [0, 1)"),
+    ("model.loss.context_weight=-0.1", "model.loss.context_weight: expected a number >= 0, found -0.1"),
+    ("train.batch_size=big", "train.batch_size: expected an integer, got 'big'"),
+])
+def test_bad_set_values_are_one_line_and_create_nothing(tiny_data_dir, tmp_path, capsys, assignment, message):
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(tmp_path / "run"), "--set", assignment]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_on_a_missing_folder_leaves_no_output(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]) == 2
+    assert "nowhere: dataset folder: expected an existing folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

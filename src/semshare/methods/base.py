@@ -65,6 +65,26 @@ class MethodBase:
     pairwise_scoring: ClassVar[bool] = False  # scores (image, text) pairs jointly: evaluation re-ranks
 
     @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise ConfigError for a value out of range. Default: no negative or non-finite number anywhere in
+        the config (sizes, counts, weights); methods add their own rules."""
+        import dataclasses
+        import math
+
+        from semshare.errors import ConfigError
+
+        def walk(config, prefix: str) -> None:
+            for f in dataclasses.fields(config):
+                value = getattr(config, f.name)
+                if dataclasses.is_dataclass(value):
+                    walk(value, f"{prefix}{f.name}.")
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if not math.isfinite(value) or value < 0:
+                        raise ConfigError(f"{prefix}{f.name}: expected a number >= 0, found {value!r}")
+
+        walk(cfg, "model.")
+
+    @classmethod
     def region_targets_wanted(cls, cfg, inputs: InputConfig) -> RegionTargetRequest | None:
         """Region classes to predict in training, or None (nothing is fitted for methods that ask none)."""
         return None

@@ -113,6 +113,26 @@ class SemanticSharing(TrainedMethod):
         return None
 
     @classmethod
+    def check_config(cls, cfg: SemanticSharingConfig) -> None:
+        from semshare.errors import ConfigError
+
+        super().check_config(cfg)
+        for key, value, options in (("pooling", cfg.pooling, POOLINGS), ("shared_model", cfg.shared_model, SHARED_MODELS),
+                                    ("loss.consistency", cfg.loss.consistency, CONSISTENCY),
+                                    ("loss.label_loss", cfg.loss.label_loss, ("bce", "eq4")),
+                                    ("loss.region_targets", cfg.loss.region_targets, ("auto", "labels", "kmeans"))):
+            if value not in options:
+                raise ConfigError(f"model.{key}: expected one of {', '.join(options)}, found {value!r}")
+        for key in ("dim", "layers", "heads", "ffn_dim"):
+            if getattr(cfg, key) < 1:
+                raise ConfigError(f"model.{key}: expected an integer >= 1, found {getattr(cfg, key)}")
+        if cfg.shared_model == "transformer" and cfg.dim % cfg.heads:
+            raise ConfigError(f"model.dim: expected a multiple of model.heads ({cfg.heads}), found {cfg.dim}")
+        if not 0 <= cfg.loss.mask_prob < 1 or not 0 <= cfg.dropout < 1:
+            raise ConfigError(f"model.loss.mask_prob / model.dropout: expected fractions in [0, 1), found "
+                              f"{cfg.loss.mask_prob} / {cfg.dropout}")
+
+    @classmethod
     def training_mask_prob(cls, cfg: SemanticSharingConfig) -> float:
         return cfg.loss.mask_prob
 

@@ -30,7 +30,7 @@ from semshare.data.text_segments import (TextSegments, default_segments_dir, ope
 from semshare.data.word_vectors import Word2VecConfig, load_word2vec_file, train_word2vec
 from semshare.errors import ConfigError, SemshareError
 from semshare.fileio import atomic_write_json
-from semshare.methods.base import InputConfig, ModelSpec, RegionTargetRequest
+from semshare.methods.base import IMAGE_INPUTS, TEXT_INPUTS, InputConfig, ModelSpec, RegionTargetRequest
 from semshare.registry import METHODS
 from semshare.training.loop import DistributedContext, TrainConfig, fit
 
@@ -157,7 +157,37 @@ def resolve_config(name: str = DEFAULT_RECIPE, preset: str = "small",
         cfg = replace(cfg, inputs=replace(cfg.inputs, text=text_input))
         if text_input == "segments":
             cfg = replace(cfg, text=replace(cfg.text, segments_encoder=cfg.text.source))
+    check_values(cfg)
     return cfg
+
+
+def _expect(ok: bool, key: str, expected: str, found) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, found {found!r}")
+
+
+def check_values(cfg: ExperimentConfig) -> None:
+    """Values every run needs in range; one ConfigError naming the key (the types were checked on parse)."""
+    t = cfg.train
+    for key, value, low in (("batch_size", t.batch_size, 1), ("epochs", t.epochs, 0), ("max_steps", t.max_steps, 0),
+                            ("log_every", t.log_every, 1), ("patience", t.patience, 0),
+                            ("warmup_steps", t.warmup_steps, 0)):
+        _expect(value >= low, f"train.{key}", f"an integer >= {low}", value)
+    _expect(t.lr > 0 and np.isfinite(t.lr), "train.lr", "a positive number", t.lr)
+    _expect(0 < t.val_fraction < 1, "train.val_fraction", "a fraction between 0 and 1", t.val_fraction)
+    for key in ("grad_clip", "weight_decay"):
+        _expect(getattr(t, key) >= 0, f"train.{key}", "a number >= 0", getattr(t, key))
+    for key, value, options in (("train.optimizer", t.optimizer, ("adam", "adamw", "sgd")),
+                                ("train.decay", t.decay, ("none", "linear", "cosine")),
+                                ("train.precision", t.precision, ("auto", "fp32", "bf16")),
+                                ("inputs.image", cfg.inputs.image, IMAGE_INPUTS), ("inputs.text", cfg.inputs.text, TEXT_INPUTS)):
+        _expect(value in options, key, f"one of {', '.join(options)}", value)
+    _expect(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
+            "auto, cpu, cuda or cuda:N", t.device)
+    _expect(cfg.inputs.max_text_length >= 1, "inputs.max_text_length", "an integer >= 1", cfg.inputs.max_text_length)
+    for key in ("min_count", "word_dim", "word2vec_epochs"):
+        _expect(getattr(cfg.text, key) >= 1, f"text.{key}", "an integer >= 1", getattr(cfg.text, key))
+    cfg.method_class.check_config(cfg.model)
 
 
 def unsupported_inputs(cfg: ExperimentConfig) -> str:
