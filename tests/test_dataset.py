@@ -42,7 +42,7 @@ BROKEN_CASES = [
     ("labels_not_binary", "only 0 and 1"),
     ("regions_nan", "finite values"),
     ("regions_rows", "rows"),
-    ("mask_shape", "region_mask shape"),
+    ("mask_shape", "region_mask.npy: regions per item (axis 1)"),
     ("boxes_outside", "normalised coordinates"),
     ("split_overlap", "disjoint rows"),
     ("split_out_of_range", "row indices in [0, 120)"),
@@ -145,3 +145,26 @@ def test_inspect_every_shared_dataset(name, capsys):
     path = shared_dataset(name)
     assert main(["inspect", str(path)]) == 0
     assert "validation   ok" in capsys.readouterr().out
+
+
+def test_a_file_with_the_wrong_row_count_is_the_one_named(tmp_path, capsys):
+    from semshare.cli.main import main
+    from semshare.data.synthetic import make_synthetic, preset
+
+    root = make_synthetic(tmp_path / "d", preset("tiny"), progress=False)
+    labels = np.load(root / "labels.npy")
+    np.save(root / "labels.npy", labels[:-7])
+    assert main(["inspect", str(root)]) == 2
+    assert f"{root / 'labels.npy'}: rows: expected 120 (as regions.npy" in capsys.readouterr().err
+    np.save(root / "labels.npy", labels)
+    regions = np.load(root / "regions.npy")
+    np.save(root / "regions.npy", regions[:, :-1])
+    assert main(["inspect", str(root)]) == 2
+    assert f"{root / 'regions.npy'}: regions per item (axis 1): expected 8 (as region_mask.npy" in capsys.readouterr().err
+
+
+def test_numpy_scalars_read_as_plain_numbers():
+    from semshare.errors import DataFormatError
+
+    message = str(DataFormatError("f.npy", "x", "a value below np.int64(3)", "np.float32(4.5)"))
+    assert message == "f.npy: x: expected a value below 3, found 4.5"

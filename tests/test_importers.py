@@ -194,3 +194,15 @@ def test_split_mat_row_mismatch_is_named(tmp_path, capsys):
         savemat(tmp_path / f"{split}_lab.mat", {"x": np.ones((4, 1))})
     assert main(["import", "split-mat", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "train_lab.mat: rows: expected 4 (as train_img.mat) in img, txt, lab, found 4, 3, 4" in capsys.readouterr().err
+
+
+def test_bottomup_tsv_inverted_box_names_the_tsv_line(tmp_path, capsys):
+    caps, inst, _ = write_coco(tmp_path, [1, 2])
+    good = tsv_line(1, 100, 100, np.array([[1, 2, 30, 40]]), np.zeros((1, 8)))
+    bad = tsv_line(2, 100, 100, np.array([[5, 5, 9, 9], [50, 10, 20, 30]]), np.zeros((2, 8)))
+    (tmp_path / "boxes.tsv").write_text(good + bad)
+    assert main(["import", "bottomup-tsv", str(tmp_path / "boxes.tsv"), "--captions", str(caps), "--instances",
+                 str(inst), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'boxes.tsv'}: line 2 'boxes' box 1: expected x0 <= x1 and y0 <= y1 (pixels), found 50 10 20 30" in err
+    assert not (tmp_path / "out").exists()

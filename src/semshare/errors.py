@@ -5,6 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def plain(text: object) -> str:
+    """NumPy scalars as plain numbers: 'np.int64(57)' -> '57' (reprs of NumPy 2 scalars read badly to users)."""
+    import re
+
+    return re.sub(r"np\.(?:u?int|float|bool_?|str_)\d*\(([^()]*)\)", r"\1", str(text))
+
+
 class SemshareError(Exception):
     """An error caused by the user's input (a file, a flag, a config), not by a bug in semshare."""
 
@@ -18,9 +25,9 @@ class DataFormatError(SemshareError):
     def __init__(self, path: str | Path, field: str, expected: str, found: str):
         self.path = str(path)
         self.field = field
-        self.expected = expected
-        self.found = found
-        super().__init__(f"{self.path}: {field}: expected {expected}, found {found}")
+        self.expected = plain(expected)
+        self.found = plain(found)
+        super().__init__(f"{self.path}: {field}: expected {self.expected}, found {self.found}")
 
 
 class ConfigError(SemshareError):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from semshare import __version__
-from semshare.errors import SemshareError
+from semshare.errors import SemshareError, plain
 
 logger = logging.getLogger("semshare")
 
@@ -745,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     except SemshareError as exc:
         if args.debug:
             raise
-        print(f"semshare: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"semshare: error: {plain(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()

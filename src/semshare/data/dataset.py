@@ -348,6 +348,8 @@ def _read_meta(root: Path) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataFormatError(path, "meta.json", "valid JSON", f"invalid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise DataFormatError(path, "meta.json", "UTF-8 JSON", "binary data") from None
     if not isinstance(meta, dict):
         raise DataFormatError(path, "meta.json", "a JSON object", type(meta).__name__)
     if meta.get("format", FORMAT_NAME) != FORMAT_NAME:
@@ -369,6 +371,7 @@ def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
     if not root.is_dir():
         raise DataFormatError(root, "dataset folder", "an existing folder", "no such folder")
     labels = _open_labels(root, check_values)
+    _check_row_counts(root, labels.shape[0])
     dataset = Dataset(root=root, labels=labels, label_names=_read_label_names(root, labels.shape[1]),
                       splits=_read_splits(root, labels.shape[0]), meta=_read_meta(root),
                       _has_captions=(root / "captions.jsonl").exists())
@@ -389,6 +392,42 @@ def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
     _check_meta_agrees(dataset)
     logger.info("opened dataset %s: %d items, %d labels", dataset.name, dataset.num_items, dataset.num_labels)
     return dataset
+
+
+ROW_FILES = ("labels.npy", "regions.npy", "region_mask.npy", "region_boxes.npy", "region_labels.npy", "image.npy",
+             "text.npy")
+REGION_FILES = ("regions.npy", "region_mask.npy", "region_boxes.npy", "region_labels.npy")
+
+
+def _odd_one_out(counts: dict[str, int], reference: int | None, what: str, root: Path) -> None:
+    """Files that must agree on a size: the one that differs from meta.json (or from the others) is named."""
+    if not counts:
+        return
+    values = list(counts.values())
+    if reference is None:  # the size most files have; labels.npy decides a tie
+        reference = max(values, key=lambda v: (values.count(v), v == values[0]))
+    for name, count in counts.items():
+        if count != reference:
+            agreeing = [n for n, c in counts.items() if c == reference] or ["meta.json"]
+            raise DataFormatError(root / name, what, f"{reference} (as {', '.join(agreeing)})", str(count))
+
+
+def _check_row_counts(root: Path, num_labels_rows: int) -> None:
+    """Every per-item file has one row per item; meta.json's counts, when there, are the reference."""
+    meta = _read_meta(root)
+    rows = {"labels.npy": num_labels_rows}
+    widths = {}
+    for name in ROW_FILES[1:]:
+        if (root / name).exists():
+            shape = load_npy(root / name, name.removesuffix(".npy")).shape
+            if shape:
+                rows[name] = int(shape[0])
+            if name in REGION_FILES and len(shape) >= 2:
+                widths[name] = int(shape[1])
+    _odd_one_out(rows, meta.get("num_items") if isinstance(meta.get("num_items"), int) else None, "rows", root)
+    regions_meta = meta.get("regions") if isinstance(meta.get("regions"), dict) else {}
+    width = regions_meta.get("num_regions") if isinstance(regions_meta.get("num_regions"), int) else None
+    _odd_one_out(widths, width, "regions per item (axis 1)", root)
 
 
 def _open_labels(root: Path, check_values: bool) -> np.ndarray:

@@ -163,6 +163,11 @@ def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captio
                                           f"{features.shape} and {boxes.shape}")
                 if not np.isfinite(features).all():
                     raise DataFormatError(path, f"line {line_number} 'features'", "finite values", "NaN or inf")
+                inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]) | ~np.isfinite(boxes).all(1))
+                if len(inverted):  # checked here, on the TSV line, not later on the written temporary arrays
+                    x0, y0, x1, y1 = (float(v) for v in boxes[inverted[0]])
+                    raise DataFormatError(path, f"line {line_number} 'boxes' box {int(inverted[0])}",
+                                          "x0 <= x1 and y0 <= y1 (pixels)", f"{x0:g} {y0:g} {x1:g} {y1:g}")
                 scaled = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
                 block.append((wanted[line_index], image_id, features.astype(np.float16), scaled))
                 if len(block) == CHUNK:
