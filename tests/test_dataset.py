@@ -168,3 +168,25 @@ def test_numpy_scalars_read_as_plain_numbers():
 
     message = str(DataFormatError("f.npy", "x", "a value below np.int64(3)", "np.float32(4.5)"))
     assert message == "f.npy: x: expected a value below 3, found 4.5"
+
+
+@pytest.mark.parametrize("caption", ["", "   ", "?!"])
+def test_empty_or_blank_captions_are_an_error_naming_row_and_caption(tmp_path, capsys, caption):
+    import json
+
+    from semshare.cli.main import main
+    from semshare.data.synthetic import make_synthetic, preset
+
+    root = make_synthetic(tmp_path / "d", preset("tiny"), progress=False)
+    lines = (root / "captions.jsonl").read_text().splitlines()
+    record = json.loads(lines[5])
+    record["captions"][1] = caption
+    lines[5] = json.dumps(record)
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["inspect", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"captions.jsonl: line 6 (row 5) caption 1: expected a text with at least one word" in err
+    # a row the dataset marks as having no text (an empty tag list) is fine
+    lines[5] = json.dumps({"tokens": []})
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["inspect", str(root)]) == 0

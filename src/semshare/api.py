@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from semshare.data.dataset import Dataset, TextItems, open_dataset
+from semshare.data.dataset import WORD, Dataset, TextItems, open_dataset
 from semshare.data.text import tokenize
 from semshare.errors import SemshareError
 from semshare.fileio import verify_files_manifest
@@ -71,6 +71,8 @@ class Run:
         text = text.strip()
         if not text:
             raise SemshareError("the text query is empty")
+        if not WORD.search(text):
+            raise SemshareError(f"the text query {text[:40]!r} has no word to search for")
         if len(text) > MAX_QUERY_CHARS:
             raise SemshareError(f"the text query has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
         if not self.closed_form and self.config.inputs.text == "segments":

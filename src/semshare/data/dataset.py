@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -116,6 +117,16 @@ def _check_binary(path: Path, field_name: str, array: np.ndarray) -> None:
             )
 
 
+WORD = re.compile(r"\w")
+
+
+def _expect_words(path: Path, where: str, text: str) -> None:
+    """A text must say something: an empty, blank or punctuation-only one would embed like every other."""
+    if not WORD.search(text):
+        raise DataFormatError(path, where, "a text with at least one word (an empty 'tokens' list marks a row "
+                                           "without text)", repr(text[:40]))
+
+
 def _parse_text_line(path: Path, line_number: int, line: str, row: int) -> list:
     where = f"line {line_number}"
     try:
@@ -130,15 +141,21 @@ def _parse_text_line(path: Path, line_number: int, line: str, row: int) -> list:
         captions = record["captions"]
         if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
             raise DataFormatError(path, f"{where} 'captions'", "a non-empty list of strings", repr(captions)[:80])
+        for index, caption in enumerate(captions):
+            _expect_words(path, f"{where} (row {row}) caption {index}", caption)
         return list(captions)
     if "tokens" in record:
+        # an empty tag list is how a dataset says a row has no text (MIRFlickr images without tags)
         tokens = record["tokens"]
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise DataFormatError(path, f"{where} 'tokens'", "a list of strings", repr(tokens)[:80])
+        for index, token in enumerate(tokens):
+            _expect_words(path, f"{where} (row {row}) token {index}", token)
         return [list(tokens)]
     if "text" in record:
         if not isinstance(record["text"], str):
             raise DataFormatError(path, f"{where} 'text'", "a string", repr(record["text"])[:80])
+        _expect_words(path, f"{where} (row {row}) text", record["text"])
         return [record["text"]]
     raise DataFormatError(path, where, "a 'captions', 'tokens' or 'text' field", f"keys {sorted(record)}")
 
