@@ -145,3 +145,41 @@ def test_thumbnails_come_from_the_dataset_image_files(trained_run, tiny_data_dir
     assert item["image_url"] == "/items/0/image" and "image_file" not in item
     assert client.get(item["image_url"]).content == b"\x89PNG fake"
     assert client.get("/items/1").json()["image_url"] is None
+
+
+def test_the_server_serves_only_listed_files_inside_the_image_root(trained_run, tiny_data_dir, tmp_path, capsys):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from semshare.cli.main import main
+    from semshare.search.service import create_app
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    num_items = len(np.load(data / "labels.npy"))
+    (data / "images").mkdir()
+    (data / "images" / "0.png").write_bytes(b"\x89PNG fake")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not serve")
+    entries = ["images/0.png", "/etc/passwd", "../secret.txt", "images/../../secret.txt", "images/missing.png"]
+    (data / "image_files.txt").write_text("\n".join(entries) + "\n" * (num_items - len(entries) + 1))
+    assert main(["inspect", str(data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["image_files"]
+    assert report["outside_root"] == 3 and report["missing"] == 1 and report["readable"] == 1
+    build_gallery(trained_run, data, "image", tmp_path / "idx")
+    index = load_index(tmp_path / "idx")
+    client = TestClient(create_app(index))
+    assert client.get("/items/0/image").content == b"\x89PNG fake"
+    for item_id in range(1, 5):
+        response = client.get(f"/items/{item_id}/image")
+        assert response.status_code == 404 and "do not serve" not in response.text and "root:" not in response.text
+    # even an items.jsonl edited after the build cannot point the server outside the root
+    index.items[index.position_of[0]]["image_file"] = str(secret)
+    assert client.get("/items/0/image").status_code == 404
+    for path in ("/items/..%2F..%2Fetc%2Fpasswd/image", "/items/-1/image", "/items/0/../../etc/passwd"):
+        assert client.get(path).status_code in (404, 422)
+    # errors shown to a client carry no absolute path of this machine
+    response = client.post("/search", json={"item_id": 10**6, "k": 3})
+    assert response.status_code == 422 and str(tmp_path) not in response.text and "/" not in response.json()["detail"]
+    assert client.post("/search", json={"text": "!!! ???", "k": 3}).status_code == 422

@@ -189,7 +189,7 @@ class Index:
     def encode_image_row(self, row: int) -> np.ndarray:
         dataset = self.run.dataset
         if not 0 <= row < dataset.num_items:
-            raise SemshareError(f"image id {row} is not a row of {dataset.root} (0..{dataset.num_items - 1})")
+            raise SemshareError(f"image id {row} is not a row of dataset {dataset.name} (0..{dataset.num_items - 1})")
         return self.run.encode_images(rows=[row])[0]
 
     def encode_image_file(self, path: str | Path) -> np.ndarray:

@@ -70,7 +70,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
     print(f"items        {summary['num_items']}   labels {summary['num_labels']}   "
           f"labels/item {summary['labels_per_item']}   unlabeled items {summary['unlabeled_items']}")
     print("splits       " + "  ".join(f"{k} {v}" for k, v in summary["splits"].items()))
-    for key in ("regions", "image", "text_vectors", "captions"):
+    for key in ("regions", "image", "text_vectors", "captions", "image_files"):
         if key in summary:
             print(f"{key:<12} " + "  ".join(f"{k} {v}" for k, v in summary[key].items()))
     frequencies = sorted(summary["label_frequencies"].items(), key=lambda kv: -kv[1])
@@ -709,13 +709,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
+    parser.add_argument("--image-root", type=Path,
+                        help="serve image files only from inside this folder (default: the dataset's image root)")
     parser.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     from semshare.search.service import serve
 
-    serve(args.index_dir, args.host, args.port, args.data)
+    serve(args.index_dir, args.host, args.port, args.data, args.image_root)
     return 0
 
 

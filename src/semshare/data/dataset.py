@@ -206,15 +206,45 @@ class Dataset:
 
     @cached_property
     def image_files(self) -> list[str | None]:
-        """Per row, the image file (absolute path) from the optional `image_files.txt`, else None."""
+        """Per row, the image file (absolute path) from the optional `image_files.txt`, else None. Entries
+        that resolve outside `image_root` are None here: nothing reads a file the dataset does not own
+        (`image_file_problems` says which)."""
+        return [path if problem is None else None for path, problem in self._image_entries]
+
+    @property
+    def image_root(self) -> Path:
+        """The folder every image file must lie in: meta.json's `image_root` (absolute, or relative to the
+        dataset folder), else the dataset folder itself."""
+        root = self.meta.get("image_root")
+        return (self.root / root).resolve() if isinstance(root, str) and root else self.root.resolve()
+
+    def image_file_problems(self) -> list[tuple[int, str]]:
+        """(row, what is wrong) for every listed image file that escapes the image root or is not there."""
+        return [(row, problem) for row, (_, problem) in enumerate(self._image_entries) if problem]
+
+    @cached_property
+    def _image_entries(self) -> list[tuple[str | None, str | None]]:
         path = self.root / "image_files.txt"
         if not path.exists():
-            return [None] * self.num_items
+            return [(None, None)] * self.num_items
         lines = path.read_text(encoding="utf-8").splitlines()
         if len(lines) != self.num_items:
             raise DataFormatError(path, "lines", f"{self.num_items} lines (one per row of labels.npy; empty = no file)",
                                   f"{len(lines)}")
-        return [str((self.root / line.strip()).resolve()) if line.strip() else None for line in lines]
+        root = self.image_root
+        entries: list[tuple[str | None, str | None]] = []
+        for line in lines:
+            if not line.strip():
+                entries.append((None, None))
+                continue
+            resolved = (self.root / line.strip()).resolve()
+            if not resolved.is_relative_to(root):
+                entries.append((None, f"{line.strip()!r} is outside the image root {root}"))
+            elif not resolved.is_file():
+                entries.append((str(resolved), f"{line.strip()!r} does not exist"))
+            else:
+                entries.append((str(resolved), None))
+        return entries
 
     @cached_property
     def captions(self) -> list[list]:
@@ -297,6 +327,13 @@ class Dataset:
             info["image"] = {"shape": list(self.image.shape), "dtype": str(self.image.dtype)}
         if self.text_vectors is not None:
             info["text_vectors"] = {"shape": list(self.text_vectors.shape), "dtype": str(self.text_vectors.dtype)}
+        if (self.root / "image_files.txt").exists():
+            problems = self.image_file_problems()
+            info["image_files"] = {"root": str(self.image_root), "readable": sum(1 for f in self.image_files if f),
+                                   "outside_root": sum(1 for _, p in problems if "outside" in p),
+                                   "missing": sum(1 for _, p in problems if "does not exist" in p)}
+            if problems:
+                info["image_files"]["first_problem"] = f"row {problems[0][0]}: {problems[0][1]}"
         if self.has_captions:
             counts = np.diff(self.caption_offsets)
             tag_rows = sum(1 for texts in self.captions if texts and isinstance(texts[0], list))

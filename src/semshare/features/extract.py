@@ -393,7 +393,7 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     writer.write_image_files([str((images_dir / item.file_name).resolve()) for item in items])
     state_path.unlink()
     writer.finish(_splits(items, cfg), label_names, name or out_dir.name, {
-        "source": "semshare extract", "backbone": cfg.backbone, "regions_from": "boxes" if use_boxes else f"{cfg.grid}x{cfg.grid} grid",
+        "source": "semshare extract", "image_root": str(images_dir.resolve()), "backbone": cfg.backbone, "regions_from": "boxes" if use_boxes else f"{cfg.grid}x{cfg.grid} grid",
         "extract": asdict(cfg), **notes})
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -78,8 +78,16 @@ async def _send_413(send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES):
-    """`searcher`: a semshare.api.Index."""
+def without_paths(message: str) -> str:
+    """A user error as the client may see it: absolute paths of this machine shown as their last part."""
+    import re
+
+    return re.sub(r"(?<![\w.])/(?:[^\s/:'\"]+/)*([^\s/:'\"]+)", r"\1", message)
+
+
+def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str | Path | None = None):
+    """`searcher`: a semshare.api.Index. Image files are served only when listed for an item and inside
+    `image_root` (default: the dataset's image root, docs/DATA.md)."""
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import FileResponse, HTMLResponse
 
@@ -112,7 +120,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES):
                     query, unknown = searcher.encode_image_row(request.item_id), []
                 hits = searcher.search(query, request.k)
         except SemshareError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
+            raise HTTPException(status_code=422, detail=without_paths(str(exc))) from None
         return {"query": {"text": request.text, "item_id": request.item_id, "k": request.k},
                 "gallery_side": searcher.manifest.side, "unknown_words": unknown,
                 "results": [{"rank": h.rank, "score": h.score, **present(h.item)} for h in hits]}
@@ -124,13 +132,17 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES):
         except KeyError:
             raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
 
+    root = Path(image_root).resolve() if image_root else searcher.run.dataset.image_root
+
     @app.get("/items/{item_id}/image")
     def item_image(item_id: int):
         try:
-            path = searcher.item(item_id).get("image_file")
+            listed = searcher.item(item_id).get("image_file")
         except KeyError:
             raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
-        if not path or not Path(path).is_file():
+        path = Path(listed).resolve() if listed else None
+        # never a file outside the image root, whatever items.jsonl or image_files.txt say
+        if path is None or not path.is_relative_to(root) or not path.is_file():
             raise HTTPException(status_code=404, detail=f"gallery item {item_id} has no image file")
         return FileResponse(path)
 
@@ -138,9 +150,11 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES):
     return app
 
 
-def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path | None = None) -> None:
+def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path | None = None,
+          image_root: str | Path | None = None) -> None:
     import uvicorn
 
     from semshare.api import load_index
 
-    uvicorn.run(create_app(load_index(folder, data_dir=data_dir)), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(load_index(folder, data_dir=data_dir), image_root=image_root), host=host, port=port,
+                log_level="info")
