@@ -208,8 +208,8 @@ class Dataset:
     def image_files(self) -> list[str | None]:
         """Per row, the image file (absolute path) from the optional `image_files.txt`, else None. Entries
         that resolve outside `image_root` are None here: nothing reads a file the dataset does not own
-        (`image_file_problems` says which)."""
-        return [path if problem is None else None for path, problem in self._image_entries]
+        (`image_file_problems` says which, and which listed files are missing)."""
+        return [path for path, _ in self._image_entries]
 
     @property
     def image_root(self) -> Path:
@@ -329,7 +329,8 @@ class Dataset:
             info["text_vectors"] = {"shape": list(self.text_vectors.shape), "dtype": str(self.text_vectors.dtype)}
         if (self.root / "image_files.txt").exists():
             problems = self.image_file_problems()
-            info["image_files"] = {"root": str(self.image_root), "readable": sum(1 for f in self.image_files if f),
+            info["image_files"] = {"root": str(self.image_root),
+                                   "readable": sum(1 for f, problem in self._image_entries if f and not problem),
                                    "outside_root": sum(1 for _, p in problems if "outside" in p),
                                    "missing": sum(1 for _, p in problems if "does not exist" in p)}
             if problems:
