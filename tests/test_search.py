@@ -13,7 +13,8 @@ from semshare.api import load_index
 from semshare.search.gallery import build_gallery
 from semshare.training.experiment import load_run, resolve_config, train_experiment
 
-TINY = {"models.semantic_sharing.dim": 16, "models.semantic_sharing.layers": 1, "models.semantic_sharing.heads": 2, "models.semantic_sharing.ffn_dim": 32, "text.word_dim": 8,
+TINY = {"models.semantic_sharing.dim": 16, "models.semantic_sharing.layers": 1, "models.semantic_sharing.heads": 2,
+        "models.semantic_sharing.ffn_dim": 32, "text.word_dim": 8,
         "text.word2vec_epochs": 1, "train.batch_size": 16, "train.epochs": 2, "train.progress": False}
 
 
@@ -183,3 +184,51 @@ def test_the_server_serves_only_listed_files_inside_the_image_root(trained_run, 
     response = client.post("/search", json={"item_id": 10**6, "k": 3})
     assert response.status_code == 422 and str(tmp_path) not in response.text and "/" not in response.json()["detail"]
     assert client.post("/search", json={"text": "!!! ???", "k": 3}).status_code == 422
+
+
+def test_queries_are_batched_off_the_event_loop_and_a_full_queue_answers_503(image_index, monkeypatch):
+    import asyncio
+    import time
+
+    import httpx
+
+    from semshare.search.service import create_app
+
+    searcher = load_index(image_index)
+    captions = [searcher.run.dataset.captions[r][0] for r in range(12)]
+    serial = {c: [h.id for h in searcher.search(searcher.encode_text(c)[0], 5)] for c in captions}
+    batches = []
+    real = searcher.run.encode_text_batch
+
+    def slow(texts):
+        batches.append(len(texts))
+        time.sleep(0.2)  # a slow model: later requests pile up behind the first batch
+        return real(texts)
+
+    monkeypatch.setattr(searcher.run, "encode_text_batch", slow)
+    app = create_app(searcher, max_pending=4, max_batch=8)
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await asyncio.gather(*(client.post("/search", json={"text": c, "k": 5}) for c in captions))
+
+    responses = asyncio.run(burst())
+    codes = [r.status_code for r in responses]
+    assert set(codes) == {200, 503} and codes.count(200) >= 4, codes
+    assert all(r.headers.get("retry-after") == "1" for r in responses if r.status_code == 503)
+    for caption, response in zip(captions, responses):
+        if response.status_code == 200:  # a batched answer is the serial one
+            assert [r["id"] for r in response.json()["results"]] == serial[caption]
+    assert max(batches) > 1  # the queued requests went through the model together
+
+
+def test_index_build_refuses_an_existing_folder_before_embedding(trained_run, tiny_data_dir, tmp_path, monkeypatch, capsys):
+    from semshare.cli.main import main
+
+    out = tmp_path / "idx"
+    out.mkdir()
+    monkeypatch.setattr("semshare.training.experiment.load_run", lambda *a, **k: pytest.fail("embedded anyway"))
+    assert main(["index", "build", str(trained_run), "--data", str(tiny_data_dir), "--side", "image",
+                 "--out", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err

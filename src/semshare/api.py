@@ -60,11 +60,38 @@ class Run:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(N, D) unit-norm embeddings of free texts; words outside the run's vocabulary are dropped."""
-        return np.stack([self.encode_text(text)[0] for text in texts]) if len(texts) else np.zeros((0, 0), np.float32)
+        encoded = self.encode_text_batch(texts)
+        for emb, _ in encoded:
+            if isinstance(emb, SemshareError):
+                raise emb
+        return np.stack([emb for emb, _ in encoded]) if encoded else np.zeros((0, 0), np.float32)
 
     @torch.no_grad()
-    def encode_text(self, text: str) -> tuple[np.ndarray, list[str]]:
-        """(D,) unit-norm embedding of one free text, and its words missing from the run's vocabulary."""
+    def encode_text_batch(self, texts: Sequence[str]) -> list[tuple[np.ndarray | SemshareError, list[str]]]:
+        """Per text, its (D,) embedding (or the SemshareError that refuses it) and its unknown words; the
+        texts that tokenise through the run's vocabulary go through the model in one batch."""
+        results: list = []
+        batched: list[tuple[int, list[str]]] = []
+        for position, text in enumerate(texts):
+            try:
+                known, unknown = self._known_words(text)
+            except SemshareError as exc:
+                results.append((exc, []))
+                continue
+            if known is None:  # a run whose queries need more than a vocabulary: one at a time
+                results.append(self.encode_text(text))
+            else:
+                results.append((None, unknown))
+                batched.append((position, known))
+        if batched:
+            batch = self._builder.build_query_words([known for _, known in batched])
+            embs = normalize_rows(self.loaded.model.encode_text(batch).numpy().astype(np.float32))
+            for (position, _), emb in zip(batched, embs):
+                results[position] = (emb, results[position][1])
+        return results
+
+    def _known_words(self, text: str) -> tuple[list[str] | None, list[str]]:
+        """Checks a free text; (its known words, its unknown words) for a words run, (None, []) otherwise."""
         if not self.accepts_text:
             raise SemshareError("this run reads precomputed text vectors (text.npy), not words: free-text "
                                 "queries need a run trained on captions")
@@ -75,8 +102,8 @@ class Run:
             raise SemshareError(f"the text query {text[:40]!r} has no word to search for")
         if len(text) > MAX_QUERY_CHARS:
             raise SemshareError(f"the text query has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
-        if not self.closed_form and self.config.inputs.text == "segments":
-            return self._encode_with_segment_encoder(text), []
+        if self.closed_form or self.config.inputs.text == "segments":
+            return None, []
         vocab = self.vocabulary
         unknown = vocab.unknown_tokens(text)
         # unknown words are dropped, not fed as UNK: the query means what its known words say
@@ -84,11 +111,25 @@ class Run:
         if not known:
             raise SemshareError(f"none of the query's words is in the run's vocabulary ({len(vocab)} words): "
                                 + ", ".join(unknown))
-        if self.closed_form:
+        return known, unknown
+
+    @torch.no_grad()
+    def encode_text(self, text: str) -> tuple[np.ndarray, list[str]]:
+        """(D,) unit-norm embedding of one free text, and its words missing from the run's vocabulary."""
+        known, unknown = self._known_words(text)
+        if known is not None:
+            emb = self.loaded.model.encode_text(self._builder.build_query_words([known])).numpy()
+        elif not self.closed_form:
+            return self._encode_with_segment_encoder(text.strip()), []
+        else:
+            vocab = self.vocabulary
+            unknown = vocab.unknown_tokens(text)
+            known = [token for token in tokenize(text) if token not in set(unknown)]
+            if not known:
+                raise SemshareError(f"none of the query's words is in the run's vocabulary ({len(vocab)} words): "
+                                    + ", ".join(unknown))
             items = TextItems(rows=np.zeros(1, dtype=np.int64), item_ids=np.zeros(1, dtype=np.int64), texts=[known])
             emb = self.loaded.encoder.transform_text(self.loaded.space.text(self.dataset, items))
-        else:
-            emb = self.loaded.model.encode_text(self._builder.build_query_words([known])).numpy()
         return normalize_rows(np.asarray(emb, dtype=np.float32))[0], unknown
 
     def _encode_with_segment_encoder(self, text: str) -> np.ndarray:
@@ -197,9 +238,14 @@ class Index:
 
     def search(self, query: np.ndarray, k: int) -> list[SearchHit]:
         """The k best gallery items for a (D,) query embedding."""
-        scores, positions = self.backend.search(query, k)
-        return [SearchHit(rank=rank, score=float(score), id=int(self.ids[position]), item=self.items[position])
-                for rank, (score, position) in enumerate(zip(scores[0], positions[0]), start=1) if position >= 0]
+        return self.search_batch(np.asarray(query)[None], [k])[0]
+
+    def search_batch(self, queries: np.ndarray, ks: Sequence[int]) -> list[list[SearchHit]]:
+        """(Q, D) query embeddings, each with its own k: one backend search for all of them."""
+        scores, positions = self.backend.search(np.ascontiguousarray(queries, dtype=np.float32), max(ks))
+        return [[SearchHit(rank=rank, score=float(score), id=int(self.ids[position]), item=self.items[position])
+                 for rank, (score, position) in enumerate(zip(row_scores[:k], row_positions[:k]), start=1)
+                 if position >= 0] for row_scores, row_positions, k in zip(scores, positions, ks)]
 
     def search_text(self, text: str, k: int = 10) -> list[SearchHit]:
         return self.search(self.encode_text(text)[0], k)

@@ -370,6 +370,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         help="continue from RUN_DIR/last: config and data must be the run's own (checked first)")
     parser.add_argument("--allow-change", action="append", default=[], metavar="FIELD",
                         help="a config field that may differ on --resume, e.g. train.epochs (repeatable; none by default)")
+    _add_threads(parser)
     parser.set_defaults(handler=_run_train)
 
 
@@ -378,6 +379,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from semshare.training.experiment import resolve_config, train_experiment
 
     cfg = resolve_config(args.method, args.preset, args.config, parse_assignments(args.overrides))
+    _set_threads(args)
     finished = (args.out / "last").exists() or (cfg.method_class.closed_form and (args.out / "best").exists())
     if finished and not args.resume:
         raise SemshareError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
@@ -410,6 +412,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
     _add_protocol_flags(parser)
+    _add_threads(parser)
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -417,6 +420,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from semshare.evaluation.evaluate import evaluate_run
     from semshare.training.experiment import load_run
 
+    _set_threads(args)
     run = load_run(args.run_dir, args.data, args.checkpoint)
     protocol, spec = _protocol_from_args(args)
     table, _ = evaluate_run(run, protocol, spec)
@@ -588,6 +592,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the data and runs")
     parser.add_argument("--preset", default="small", choices=["tiny", "small"])
     parser.add_argument("--seed", type=int, default=0)
+    _add_threads(parser)
     parser.set_defaults(handler=_run_demo)
 
 
@@ -599,6 +604,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from semshare.methods import DEMO_RECIPES
     from semshare.training.experiment import load_run, resolve_config, train_experiment
 
+    _set_threads(args)
     data_dir = args.out / f"data-{args.preset}-seed{args.seed}"
     if not (data_dir / "meta.json").exists():
         make_synthetic(data_dir, preset(args.preset, seed=args.seed), name=f"synthetic-{args.preset}", overwrite=True)
@@ -637,6 +643,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--split", default="all", help="gallery rows: all (default) or a split name")
     build.add_argument("--checkpoint", default="best", choices=["best", "last"])
     build.add_argument("--overwrite", action="store_true")
+    _add_threads(build)
     build.set_defaults(handler=_run_index_build)
 
 
@@ -649,6 +656,7 @@ def _parse_params(assignments: list[str]) -> dict:
 def _run_index_build(args: argparse.Namespace) -> int:
     from semshare.search.gallery import build_gallery
 
+    _set_threads(args)
     started = time.time()
     manifest = build_gallery(args.run_dir, args.data, args.side, args.out, args.kind, _parse_params(args.params),
                              args.split, args.checkpoint, args.overwrite)
@@ -711,14 +719,39 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
     parser.add_argument("--image-root", type=Path,
                         help="serve image files only from inside this folder (default: the dataset's image root)")
+    parser.add_argument("--max-batch", type=int, default=64, help="queries encoded together (default 64)")
+    parser.add_argument("--max-pending", type=int, default=1024,
+                        help="queries that may wait; more get 503 at once (default 1024)")
+    _add_threads(parser)
     parser.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     from semshare.search.service import serve
 
-    serve(args.index_dir, args.host, args.port, args.data, args.image_root)
+    if not (args.max_batch >= 1 and args.max_pending >= 1):
+        raise SemshareError(f"--max-batch and --max-pending: expected integers >= 1, found {args.max_batch} and "
+                            f"{args.max_pending}")
+    _set_threads(args)
+    serve(args.index_dir, args.host, args.port, args.data, args.image_root, args.max_pending, args.max_batch)
     return 0
+
+
+# ---- threads -------------------------------------------------------------------------------------------------
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (default: the cores this process may use; 1 beside other jobs)")
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    import os
+
+    import torch
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    if threads < 1:
+        raise SemshareError(f"--threads: expected an integer >= 1, found {args.threads}")
+    torch.set_num_threads(threads)
 
 
 # ---- entry point ---------------------------------------------------------------------------------------------

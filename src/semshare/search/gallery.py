@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from semshare.data.text import as_sentence
-from semshare.errors import SemshareError
+from semshare.errors import OutputExistsError, SemshareError
 from semshare.fileio import atomic_directory, atomic_write_json, write_files_manifest
 from semshare.index import build_backend
 
@@ -102,6 +102,8 @@ def build_gallery(run_dir: str | Path, data_dir: str | Path, side: str, out_dir:
 
     if side not in SIDES:
         raise SemshareError(f"--side must be one of {SIDES}; got {side!r}")
+    if Path(out_dir).exists() and not overwrite:  # before the gallery is embedded, not after
+        raise OutputExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
     run = load_run(run_dir, data_dir, checkpoint)
     rows = _gallery_rows(run.dataset, split)
     img, txt = run.embed(rows, sides=(side,), batch_size=batch_size)

@@ -12,10 +12,10 @@ refused with 413 before they are read whole; k is 1..1000 and text at most 1,000
 
 from __future__ import annotations
 
-import threading
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
@@ -35,6 +35,75 @@ class SearchRequest(BaseModel):
         if (self.text is None) == (self.item_id is None):
             raise ValueError("give exactly one of 'text' and 'item_id'")
         return self
+
+
+class QueueFull(Exception):
+    pass
+
+
+class QueryBatcher:
+    """Queries reach the model in small batches on one worker thread, off the event loop: the loop keeps
+    accepting requests while a batch is encoded, and a full queue answers 503 at once instead of queueing
+    without bound. One thread owns the model, so no lock is needed (torch modules are not re-entrant here)."""
+
+    def __init__(self, searcher, max_batch: int = 64, max_pending: int = 1024):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.searcher, self.max_batch, self.max_pending = searcher, max_batch, max_pending
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semshare-queries")
+        self.loop = None
+
+    async def submit(self, request: "SearchRequest") -> dict:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # first request, or a new event loop (test clients make one per call)
+            self.loop, self.queue = loop, asyncio.Queue(maxsize=self.max_pending)
+            self.worker = loop.create_task(self._work())
+        future = loop.create_future()
+        try:
+            self.queue.put_nowait((request, future))
+        except asyncio.QueueFull:
+            raise QueueFull from None
+        return await future
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                answers = await self.loop.run_in_executor(self.executor, self.answer, [r for r, _ in batch])
+            except Exception as exc:  # a bug must fail these requests (500), not stop the worker for all later ones
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), answer in zip(batch, answers):
+                if not future.done():
+                    future.set_result(answer)
+
+    def answer(self, requests: list["SearchRequest"]) -> list[dict | SemshareError]:
+        """Each request's results (or the SemshareError that refuses it), the whole batch at once."""
+        searcher = self.searcher
+        queries: list = [None] * len(requests)
+        unknown: list = [[] for _ in requests]
+        texts = [i for i, r in enumerate(requests) if r.text is not None]
+        for i, (emb, words) in zip(texts, searcher.run.encode_text_batch([requests[i].text for i in texts])):
+            queries[i], unknown[i] = emb, words
+        images = [i for i, r in enumerate(requests) if r.text is None]
+        for i in images:
+            try:
+                queries[i] = searcher.encode_image_row(requests[i].item_id)
+            except SemshareError as exc:
+                queries[i] = exc
+        good = [i for i, q in enumerate(queries) if not isinstance(q, SemshareError)]
+        answers: list = list(queries)
+        if good:
+            hits = searcher.search_batch(np.stack([queries[i] for i in good]), [requests[i].k for i in good])
+            for i, found in zip(good, hits):
+                answers[i] = {"hits": found, "unknown": unknown[i]}
+        return answers
 
 
 class BodySizeLimit:
@@ -85,7 +154,8 @@ def without_paths(message: str) -> str:
     return re.sub(r"(?<![\w.])/(?:[^\s/:'\"]+/)*([^\s/:'\"]+)", r"\1", message)
 
 
-def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str | Path | None = None):
+def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str | Path | None = None,
+               max_pending: int = 1024, max_batch: int = 64):
     """`searcher`: a semshare.api.Index. Image files are served only when listed for an item and inside
     `image_root` (default: the dataset's image root, docs/DATA.md)."""
     from fastapi import FastAPI, HTTPException
@@ -93,7 +163,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
 
     app = FastAPI(title="semshare search", version="1")
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
-    lock = threading.Lock()  # one query at a time through the model: torch modules are not re-entrant here
+    batcher = QueryBatcher(searcher, max_batch, max_pending)
 
     def present(item: dict) -> dict:
         shown = {key: value for key, value in item.items() if key != "image_file"}
@@ -111,19 +181,17 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
                 "accepts_text": searcher.accepts_text}
 
     @app.post("/search")
-    def search(request: SearchRequest) -> dict:
+    async def search(request: SearchRequest) -> dict:
         try:
-            with lock:
-                if request.text is not None:
-                    query, unknown = searcher.encode_text(request.text)
-                else:
-                    query, unknown = searcher.encode_image_row(request.item_id), []
-                hits = searcher.search(query, request.k)
-        except SemshareError as exc:
-            raise HTTPException(status_code=422, detail=without_paths(str(exc))) from None
+            answer = await batcher.submit(request)
+        except QueueFull:
+            raise HTTPException(status_code=503, detail=f"{max_pending} queries are waiting; try again shortly",
+                                headers={"Retry-After": "1"}) from None
+        if isinstance(answer, SemshareError):
+            raise HTTPException(status_code=422, detail=without_paths(str(answer)))
         return {"query": {"text": request.text, "item_id": request.item_id, "k": request.k},
-                "gallery_side": searcher.manifest.side, "unknown_words": unknown,
-                "results": [{"rank": h.rank, "score": h.score, **present(h.item)} for h in hits]}
+                "gallery_side": searcher.manifest.side, "unknown_words": answer["unknown"],
+                "results": [{"rank": h.rank, "score": h.score, **present(h.item)} for h in answer["hits"]]}
 
     @app.get("/items/{item_id}")
     def item(item_id: int) -> dict:
@@ -151,10 +219,12 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
 
 
 def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path | None = None,
-          image_root: str | Path | None = None) -> None:
+          image_root: str | Path | None = None, max_pending: int = 1024, max_batch: int = 64) -> None:
     import uvicorn
 
     from semshare.api import load_index
 
-    uvicorn.run(create_app(load_index(folder, data_dir=data_dir), image_root=image_root), host=host, port=port,
-                log_level="info")
+    app = create_app(load_index(folder, data_dir=data_dir), image_root=image_root, max_pending=max_pending,
+                     max_batch=max_batch)
+    # a backlog as deep as the queue: a burst of connections is accepted, then answered or refused with 503
+    uvicorn.run(app, host=host, port=port, log_level="warning", backlog=max(2048, max_pending))
