@@ -203,3 +203,60 @@ def test_train_on_a_missing_folder_leaves_no_output(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]) == 2
     assert "nowhere: dataset folder: expected an existing folder" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "semshare.cli", *args]
+
+
+def _run_timed(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=ENV, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def _kill_then_finish(command: list[str], rerun: list[str], delay: float, cwd: Path) -> None:
+    """Start `command`, SIGKILL it after `delay` seconds, then run `rerun` to the end."""
+    process = subprocess.Popen(command, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "finished before the kill: the test would test nothing"
+    subprocess.run(rerun, cwd=cwd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# seeded "random points": a fraction of the uninterrupted run's wall time (start-up included)
+KILL_FRACTIONS = np.random.default_rng(12).uniform(0.55, 0.9, 3)
+
+
+def test_train_killed_at_a_random_point_resumes_to_the_uninterrupted_weights(tiny_data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["train", "--data", str(tiny_data_dir), *TRAIN, "--set", "train.epochs=4", "--threads", "1"]
+    seconds = _run_timed(_cli(*args, "--out", "straight"), tmp_path)
+    _kill_then_finish(_cli(*args, "--out", "killed"), _cli(*args, "--out", "killed", "--resume"),
+                      KILL_FRACTIONS[0] * seconds, tmp_path)
+    straight, killed = (load_file(str(tmp_path / r / "last" / "model.safetensors")) for r in ("straight", "killed"))
+    assert straight.keys() == killed.keys()
+    assert all(bool((straight[k] == killed[k]).all()) for k in straight)
+    assert without_timing(tmp_path / "killed" / "metrics.jsonl") == without_timing(tmp_path / "straight" / "metrics.jsonl")
+
+
+def test_benchmark_killed_at_a_random_point_resumes_to_the_same_table(tmp_path):
+    args = ["benchmark", "--quick", "--methods", "ridge,wo_c,dscmr,st", "--threads", "1"]
+    seconds = _run_timed(_cli(*args, "--out", "straight"), tmp_path)
+    _kill_then_finish(_cli(*args, "--out", "killed"), _cli(*args, "--out", "killed"), KILL_FRACTIONS[1] * seconds, tmp_path)
+    tests = lambda out: {(r["method"], r["seed"]): r["test"] for r in json.loads((tmp_path / out / "results.json").read_text())}
+    assert tests("killed") == tests("straight")
+
+
+def test_extract_killed_at_a_random_point_resumes_to_the_same_arrays(tmp_path):
+    from test_extract import make_images
+
+    images = make_images(tmp_path / "imgs", count=120)
+    args = ["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--voc-annotations",
+            str(images / "xml"), "--backbone", "tiny-random", "--chunk", "4"]
+    seconds = _run_timed(_cli(*args, "--out", "straight"), tmp_path)
+    _kill_then_finish(_cli(*args, "--out", "killed"), _cli(*args, "--out", "killed"), KILL_FRACTIONS[2] * seconds, tmp_path)
+    for name in ("regions.npy", "region_boxes.npy", "region_mask.npy", "image.npy", "labels.npy", "captions.jsonl"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
