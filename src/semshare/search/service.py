@@ -92,11 +92,15 @@ class QueryBatcher:
         for i, (emb, words) in zip(texts, searcher.run.encode_text_batch([requests[i].text for i in texts])):
             queries[i], unknown[i] = emb, words
         images = [i for i, r in enumerate(requests) if r.text is None]
+        num_items = searcher.run.dataset.num_items
+        rows = [i for i in images if requests[i].item_id < num_items]
         for i in images:
-            try:
-                queries[i] = searcher.encode_image_row(requests[i].item_id)
-            except SemshareError as exc:
-                queries[i] = exc
+            if requests[i].item_id >= num_items:
+                queries[i] = SemshareError(f"image id {requests[i].item_id} is not a row of dataset "
+                                           f"{searcher.run.dataset.name} (0..{num_items - 1})")
+        if rows:  # one batch through the image side
+            for i, emb in zip(rows, searcher.run.encode_images(rows=[requests[i].item_id for i in rows])):
+                queries[i] = emb
         good = [i for i, q in enumerate(queries) if not isinstance(q, SemshareError)]
         answers: list = list(queries)
         if good:
@@ -159,7 +163,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     """`searcher`: a semshare.api.Index. Image files are served only when listed for an item and inside
     `image_root` (default: the dataset's image root, docs/DATA.md)."""
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import FileResponse, HTMLResponse
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
     app = FastAPI(title="semshare search", version="1")
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
@@ -189,9 +193,10 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
                                 headers={"Retry-After": "1"}) from None
         if isinstance(answer, SemshareError):
             raise HTTPException(status_code=422, detail=without_paths(str(answer)))
-        return {"query": {"text": request.text, "item_id": request.item_id, "k": request.k},
-                "gallery_side": searcher.manifest.side, "unknown_words": answer["unknown"],
-                "results": [{"rank": h.rank, "score": h.score, **present(h.item)} for h in answer["hits"]]}
+        # plain JSON types already: a JSONResponse skips FastAPI's slower generic encoder
+        return JSONResponse({"query": {"text": request.text, "item_id": request.item_id, "k": request.k},
+                             "gallery_side": searcher.manifest.side, "unknown_words": answer["unknown"],
+                             "results": [{"rank": h.rank, "score": h.score, **present(h.item)} for h in answer["hits"]]})
 
     @app.get("/items/{item_id}")
     def item(item_id: int) -> dict:
