@@ -48,6 +48,14 @@ class TextItems:
     texts: list | None
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file of the dataset; other bytes are a DataFormatError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(path, what, "UTF-8 text", f"other bytes (at byte {exc.start})") from None
+
+
 def load_npy(path: Path, field_name: str) -> np.ndarray:
     """A memory-mapped .npy array, never unpickled; an unreadable or truncated file is a DataFormatError."""
     path = Path(path)
@@ -227,7 +235,7 @@ class Dataset:
         path = self.root / "image_files.txt"
         if not path.exists():
             return [(None, None)] * self.num_items
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text_file(path, "image_files.txt").splitlines()
         if len(lines) != self.num_items:
             raise DataFormatError(path, "lines", f"{self.num_items} lines (one per row of labels.npy; empty = no file)",
                                   f"{len(lines)}")
@@ -251,11 +259,12 @@ class Dataset:
         """Per row, its texts (str sentences or tag-word lists). Read once, on first use."""
         path = self.root / "captions.jsonl"
         rows: list[list] = []
-        with open(path, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    raise DataFormatError(path, f"line {line_number}", "a JSON object", "an empty line")
-                rows.append(_parse_text_line(path, line_number, line, len(rows)))
+        text = read_text_file(path, "captions.jsonl")
+        lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+        for line_number, line in enumerate(lines, start=1):
+            if not line.strip():
+                raise DataFormatError(path, f"line {line_number}", "a JSON object", "an empty line")
+            rows.append(_parse_text_line(path, line_number, line, len(rows)))
         if len(rows) != self.num_items:
             raise DataFormatError(path, "lines", f"{self.num_items} lines (one per row of labels.npy)", f"{len(rows)}")
         return rows
@@ -353,7 +362,7 @@ def _read_label_names(root: Path, num_labels: int) -> list[str]:
     path = root / "label_names.txt"
     if not path.exists():
         return [f"label_{i}" for i in range(num_labels)]
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text_file(path, "label_names.txt").splitlines() if line.strip()]
     if len(names) != num_labels:
         raise DataFormatError(path, "lines", f"{num_labels} label names (columns of labels.npy)", f"{len(names)}")
     return names
@@ -364,7 +373,7 @@ def _read_splits(root: Path, num_items: int) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DataFormatError(path, "split.json", "a split file {train, val, test[, database]: [rows]}", "no such file")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_text_file(path, "split.json"))
     except json.JSONDecodeError as exc:
         raise DataFormatError(path, "split.json", "valid JSON", f"invalid JSON ({exc.msg})") from None
     if not isinstance(raw, dict):

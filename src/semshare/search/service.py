@@ -163,11 +163,19 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     """`searcher`: a semshare.api.Index. Image files are served only when listed for an item and inside
     `image_root` (default: the dataset's image root, docs/DATA.md)."""
     from fastapi import FastAPI, HTTPException
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
     app = FastAPI(title="semshare search", version="1")
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
     batcher = QueryBatcher(searcher, max_batch, max_pending)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, exc: RequestValidationError):
+        # the default handler echoes the input back and fails (500) on bytes that are not UTF-8
+        errors = [{"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", "")),
+                   "type": str(error.get("type", ""))} for error in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     def present(item: dict) -> dict:
         shown = {key: value for key, value in item.items() if key != "image_file"}
