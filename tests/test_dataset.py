@@ -190,3 +190,12 @@ def test_empty_or_blank_captions_are_an_error_naming_row_and_caption(tmp_path, c
     lines[5] = json.dumps({"tokens": []})
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
     assert main(["inspect", str(root)]) == 0
+
+
+def test_an_object_array_is_refused_not_unpickled(tmp_path):
+    from semshare.data.dataset import load_npy
+    from semshare.errors import DataFormatError
+
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(DataFormatError, match="objects.npy: labels: expected a readable NumPy .npy file"):
+        load_npy(tmp_path / "objects.npy", "labels")
