@@ -494,6 +494,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true",
                         help="CI check: tiny synthetic data, one seed, one short epoch per method")
+    parser.add_argument("--reference", default="",
+                        help="the method every other is compared with (paired test over queries and seeds; "
+                             "default: the default recipe)")
     parser.set_defaults(handler=_run_benchmark)
 
 
@@ -523,7 +526,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     run_benchmark(data_dirs, methods, seeds, args.out, args.preset, overrides, args.workers,
                   linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir,
                   threads=args.threads, config_files=tuple(config_files), executor=args.executor,
-                  ray_address=args.ray_address)
+                  ray_address=args.ray_address, reference=args.reference)
     print((args.out / "table.md").read_text())
     print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
     return 0
@@ -562,6 +565,28 @@ def _run_sweep(args: argparse.Namespace) -> int:
         mean = sum(t["ave/NDCG@500"] for t in tables) / len(tables)
         print(f"{args.param}={value:g}: NDCG@500 Ave {100 * mean:.1f} ({len(tables)} seeds)")
     print(f"wrote {args.out / 'sweep.png'} and {args.out / 'sweep.csv'}")
+    return 0
+
+
+# ---- compare -------------------------------------------------------------------------------------------------
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("compare", help="paired comparison of two benchmark result folders on the same data",
+                            description="For every (dataset, method) both folders hold: the difference of the Ave "
+                                        "metric (A minus B), a 95%% paired-bootstrap CI and a sign-flip permutation "
+                                        "p-value over the same test queries and seeds.")
+    parser.add_argument("results_a", type=Path, metavar="RES_A")
+    parser.add_argument("results_b", type=Path, metavar="RES_B")
+    parser.add_argument("--metric", default="NDCG@500", choices=["NDCG@500", "mAP@all"])
+    parser.add_argument("--resamples", type=int, default=10_000)
+    parser.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from semshare.experiments.compare import compare_result_folders
+
+    if args.resamples < 100:
+        raise SemshareError(f"--resamples: expected an integer >= 100, found {args.resamples}")
+    print(compare_result_folders(args.results_a, args.results_b, args.metric, args.resamples))
     return 0
 
 
@@ -762,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_make_synthetic, _add_inspect, _add_import, _add_extract, _add_prepare_text, _add_extract_text, _add_evaluate_embeddings, _add_train,
-                _add_evaluate, _add_embed, _add_benchmark, _add_sweep, _add_plot, _add_index, _add_search, _add_serve, _add_demo):
+                _add_evaluate, _add_embed, _add_benchmark, _add_compare, _add_sweep, _add_plot, _add_index, _add_search, _add_serve, _add_demo):
         add(sub)
     return parser
 

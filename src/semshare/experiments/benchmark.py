@@ -28,6 +28,16 @@ from semshare.fileio import atomic_write_json, atomic_write_text
 logger = logging.getLogger(__name__)
 
 LINEAR_INPUTS = ("pooled", "pooled-word2vec", "deep")
+PER_QUERY_FILE = "per_query.npz"  # each test query's metric values, for paired comparisons (compare.py)
+
+
+def write_per_query(path: Path, directions: dict) -> None:
+    """{"i2t/NDCG@500": (Q,), ...} as float32 arrays (no pickle), written atomically."""
+    arrays = {f"{d}/{name}": np.asarray(values, dtype=np.float32)
+              for d, result in directions.items() for name, values in result.per_query.items()}
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 METRIC_SPEC = dict(ndcg_k=(500,), map_k=(None,), pr_points=20)
 
 
@@ -114,11 +124,13 @@ def run_one(spec: RunSpec, dataset=None) -> dict:
     pr_curves = {direction: {"recall": folds[0][direction].pr_recall.tolist(),
                              "precision": folds[0][direction].pr_precision.tolist()} for direction in ("i2t", "t2i")}
     result = {"method": spec.method, "display_name": cfg.row_name, "dataset": dataset.name, "data_dir": spec.data_dir,
+              "run_dir": str(run_dir.resolve()),
               "seed": spec.seed, "preset": spec.preset, "overrides": spec.overrides, "test": table,
               "train_seconds": seconds, "closed_form": closed_form,
               "inputs": spec.linear_inputs if closed_form else "segments", "text_inputs": spec.text_inputs,
               "image_input": cfg.inputs.image, "text_input": cfg.inputs.text,
               "best_epoch": None if closed_form else state["best_epoch"], "pr_curves": pr_curves}
+    write_per_query(run_dir / PER_QUERY_FILE, folds[0])
     if (run_dir / "metrics.jsonl").exists():
         from semshare.evaluation.plots import plot_training_curves
 
@@ -229,7 +241,8 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
                   overrides: dict | None = None, workers: int = 1, progress=print,
                   linear_inputs: str = "pooled", text_inputs: str = "native",
                   segments_dirs: list[str] | None = None, threads: int = 0,
-                  config_files: tuple[str, ...] = (), executor: str = "local", ray_address: str = "") -> list[dict]:
+                  config_files: tuple[str, ...] = (), executor: str = "local", ray_address: str = "",
+                  reference: str = "") -> list[dict]:
     """Run what is not finished yet, then write results.json, table.md and table.csv from every result.
 
     `executor`: "local" (this process, or a process pool of `workers`) or "ray" (one Ray task per run, on a
@@ -263,8 +276,11 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
         progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "
                  + ", ".join(f"{Path(s.data_dir).name}/{s.method}-seed{s.seed}" for s in failed))
     atomic_write_json(out_dir / "results.json", results)
+    from semshare.experiments.compare import significance_tables
+
     atomic_write_text(out_dir / "table.md", inputs_line(results) + "\n\n" + format_paper_table(results, "NDCG@500")
-                      + "\n\n" + format_paper_table(results, "mAP@all") + "\n")
+                      + "\n\n" + format_paper_table(results, "mAP@all") + "\n"
+                      + significance_tables(results, reference or None) + "\n")
     write_csv(out_dir / "table.csv", results)
     plot_method_pr_curves(results, out_dir)
     return results

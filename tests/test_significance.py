@@ -1,0 +1,71 @@
+"""The paired test: calibrated under the null, finds a planted shift, and its CI covers the difference."""
+
+import numpy as np
+import pytest
+
+from semshare.evaluation.significance import paired_comparison
+
+
+def runs(values_i2t, values_t2i):
+    return [{"i2t": {"NDCG@500": a}, "t2i": {"NDCG@500": b}} for a, b in zip(values_i2t, values_t2i)]
+
+
+def test_identical_methods_give_about_5_percent_false_positives():
+    # two methods whose per-query values differ only by exchangeable noise: H0 holds exactly
+    p_values = []
+    for trial in range(200):
+        rng = np.random.default_rng(trial)
+        base = rng.random((3, 2, 60))
+        a = base + 0.05 * rng.standard_normal(base.shape)
+        b = base + 0.05 * rng.standard_normal(base.shape)
+        p_values.append(paired_comparison(runs(a[:, 0], a[:, 1]), runs(b[:, 0], b[:, 1]), resamples=400, seed=trial).p_value)
+    p_values = np.array(p_values)
+    assert 0.01 <= np.mean(p_values < 0.05) <= 0.10  # nominal 5%: 10 of 200, binomial sd ~3
+    assert 0.35 <= np.mean(p_values) <= 0.65  # uniform on [0, 1]: mean 0.5
+
+
+def test_a_planted_shift_is_found_with_its_size():
+    rng = np.random.default_rng(1)
+    base = rng.random((3, 2, 100))
+    a = base + 0.03 + 0.05 * rng.standard_normal(base.shape)
+    b = base + 0.05 * rng.standard_normal(base.shape)
+    result = paired_comparison(runs(a[:, 0], a[:, 1]), runs(b[:, 0], b[:, 1]), resamples=2000)
+    assert result.significant and result.p_value < 0.001
+    assert result.ci_low < result.difference < result.ci_high and result.ci_low > 0
+    assert result.difference == pytest.approx(0.03, abs=0.01)
+    assert result.units == 3 * 2 * 100
+    reverse = paired_comparison(runs(b[:, 0], b[:, 1]), runs(a[:, 0], a[:, 1]), resamples=2000)
+    assert reverse.difference == pytest.approx(-result.difference) and reverse.ci_high < 0
+
+
+def test_the_difference_is_the_tables_ave_difference_and_one_seed_pairs_with_every_seed():
+    rng = np.random.default_rng(2)
+    a = rng.random((2, 2, 30))
+    b = rng.random((1, 2, 30))
+    result = paired_comparison(runs(a[:, 0], a[:, 1]), runs(b[:, 0], b[:, 1]), resamples=50)
+    ave = lambda x: (x[:, 0].mean(1) + x[:, 1].mean(1)) / 2  # noqa: E731
+    assert result.difference == pytest.approx(ave(a).mean() - ave(b).mean())
+    with pytest.raises(ValueError, match="same queries"):
+        paired_comparison(runs(a[:, 0], a[:, 1]), runs(b[:, 0, :10], b[:, 1, :10]), resamples=10)
+
+
+def test_benchmark_tables_carry_paired_tests_and_compare_matches(tmp_path, capsys):
+    import json
+
+    from semshare.cli.main import main
+
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--quick", "--methods", "ridge,wo_c,ours", "--seeds", "1", "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "Paired vs Ours on synthetic-tiny, Ave NDCG@500 x100" in table and "sign-flip permutation" in table
+    assert "| Ridge" in table.split("Paired vs Ours")[1] and "| w/o C" in table.split("Paired vs Ours")[1]
+    results = json.loads((out / "results.json").read_text())
+    ours = next(r for r in results if r["method"] == "ours")["test"]["ave/NDCG@500"]
+    ridge = next(r for r in results if r["method"] == "ridge")["test"]["ave/NDCG@500"]
+    row = next(line for line in table.split("Paired vs Ours")[1].splitlines() if line.startswith("| Ridge"))
+    assert float(row.split("|")[2]) == pytest.approx(100 * (ridge - ours), abs=0.006)  # the table's own difference
+    capsys.readouterr()
+    assert main(["compare", str(out), str(out), "--resamples", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert "| synthetic-tiny / ours | +0.00 | [+0.00, +0.00] | 1.0000 |" in printed  # a run against itself
+    assert main(["compare", str(out), str(tmp_path / "nowhere")]) == 2
