@@ -627,7 +627,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from semshare.evaluation.evaluate import evaluate_run
     from semshare.evaluation.report import format_markdown_table
     from semshare.methods import DEMO_RECIPES
-    from semshare.training.experiment import load_run, resolve_config, train_experiment
+    from semshare.training.experiment import config_dir, load_run, resolve_config, train_experiment
 
     _set_threads(args)
     data_dir = args.out / f"data-{args.preset}-seed{args.seed}"
@@ -638,7 +638,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     started = time.time()
     for method in DEMO_RECIPES:
         run_dir = args.out / f"{method}-seed{args.seed}"
-        cfg = resolve_config(method, "small", overrides={"train.seed": args.seed})
+        cfg = resolve_config(method, "small", config_dir("experiment") / "demo.yaml", {"train.seed": args.seed})
         print(f"training {method} -> {run_dir}", flush=True)
         train_experiment(data_dir, cfg, run_dir, resume=(run_dir / "last").exists(), dataset=dataset)
         rows[cfg.row_name] = [evaluate_run(load_run(run_dir, data_dir, dataset=dataset))[0]]
