@@ -188,3 +188,24 @@ def test_the_readme_method_list_is_the_registry(capsys):
     shipped = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("semshare.")]
     for name in recipe_names() + shipped:
         assert f"`{name}`" in readme or f" {name} " in readme or f"{name}," in readme, name
+
+
+def test_the_gpu_check_imports_nothing_the_gpu_machine_lacks(tmp_path):
+    """The GPU machine has torch, numpy, scipy, safetensors, pyyaml and tqdm only: the check's code paths must
+    import without the rest (a dry run of benchmarks/gpu_check.py with them blocked)."""
+    import subprocess
+    import sys
+
+    blocked = ("gensim", "faiss", "fastapi", "uvicorn", "matplotlib", "sklearn", "ray", "tensorboard", "hypothesis",
+               "pydantic", "PIL", "h5py", "sentence_transformers", "transformers")
+    code = ("import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in blocked)
+            + "sys.path.insert(0, 'benchmarks')\nimport gpu_check\n"
+            "from semshare.training.experiment import prepare_run, resolve_config, train_experiment\n"
+            "from semshare.data.synthetic import make_synthetic, preset\n"
+            "from semshare.evaluation.evaluate import evaluate_run\n"
+            "from torch.utils.flop_counter import FlopCounterMode\n"
+            "print('ok')\n")
+    root = SRC.parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
