@@ -78,7 +78,7 @@ class Run:
             except SemshareError as exc:
                 results.append((exc, []))
                 continue
-            if known is None:  # a run whose queries need more than a vocabulary: one at a time
+            if known is None or self.closed_form:  # queries through another encoder: one at a time
                 results.append(self.encode_text(text))
             else:
                 results.append((None, unknown))
@@ -102,7 +102,7 @@ class Run:
             raise SemshareError(f"the text query {text[:40]!r} has no word to search for")
         if len(text) > MAX_QUERY_CHARS:
             raise SemshareError(f"the text query has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
-        if self.closed_form or self.config.inputs.text == "segments":
+        if not self.closed_form and self.config.inputs.text == "segments":
             return None, []
         vocab = self.vocabulary
         unknown = vocab.unknown_tokens(text)
@@ -117,19 +117,13 @@ class Run:
     def encode_text(self, text: str) -> tuple[np.ndarray, list[str]]:
         """(D,) unit-norm embedding of one free text, and its words missing from the run's vocabulary."""
         known, unknown = self._known_words(text)
-        if known is not None:
-            emb = self.loaded.model.encode_text(self._builder.build_query_words([known])).numpy()
-        elif not self.closed_form:
+        if known is None:
             return self._encode_with_segment_encoder(text.strip()), []
-        else:
-            vocab = self.vocabulary
-            unknown = vocab.unknown_tokens(text)
-            known = [token for token in tokenize(text) if token not in set(unknown)]
-            if not known:
-                raise SemshareError(f"none of the query's words is in the run's vocabulary ({len(vocab)} words): "
-                                    + ", ".join(unknown))
+        if self.closed_form:
             items = TextItems(rows=np.zeros(1, dtype=np.int64), item_ids=np.zeros(1, dtype=np.int64), texts=[known])
             emb = self.loaded.encoder.transform_text(self.loaded.space.text(self.dataset, items))
+        else:
+            emb = self.loaded.model.encode_text(self._builder.build_query_words([known])).numpy()
         return normalize_rows(np.asarray(emb, dtype=np.float32))[0], unknown
 
     def _encode_with_segment_encoder(self, text: str) -> np.ndarray:
