@@ -108,8 +108,6 @@ def measure(index_dir: Path, bodies: list[dict], concurrency: int, serve_args: l
 
 
 def main() -> None:
-    import httpx
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("index_dir", type=Path)
     parser.add_argument("--requests", type=int, default=2000)

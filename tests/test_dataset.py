@@ -185,7 +185,7 @@ def test_empty_or_blank_captions_are_an_error_naming_row_and_caption(tmp_path, c
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
     assert main(["inspect", str(root)]) == 2
     err = capsys.readouterr().err
-    assert f"captions.jsonl: line 6 (row 5) caption 1: expected a text with at least one word" in err
+    assert "captions.jsonl: line 6 (row 5) caption 1: expected a text with at least one word" in err
     # a row the dataset marks as having no text (an empty tag list) is fine
     lines[5] = json.dumps({"tokens": []})
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n")

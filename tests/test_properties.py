@@ -1,7 +1,6 @@
 """Property-based checks (hypothesis): whatever is broken in a dataset folder, and whatever a client sends,
 the answer is one clear line (CLI exit 2) or a 4xx, never a traceback or a 500."""
 
-import json
 import shutil
 
 import numpy as np

@@ -8,7 +8,7 @@ import numpy as np
 
 from semshare.errors import SemshareError
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from semshare.evaluation.metrics import top_k_indices
 from semshare.index.base import check_queries, pad_results
