@@ -221,10 +221,17 @@ class Index:
         """(D,) query embedding and the query's unknown (dropped) words."""
         return self.run.encode_text(text)
 
-    def encode_image_row(self, row: int) -> np.ndarray:
+    def image_row_error(self, row: int) -> SemshareError | None:
+        """Why `row` cannot be an image query (None when it can)."""
         dataset = self.run.dataset
-        if not 0 <= row < dataset.num_items:
-            raise SemshareError(f"image id {row} is not a row of dataset {dataset.name} (0..{dataset.num_items - 1})")
+        if 0 <= row < dataset.num_items:
+            return None
+        return SemshareError(f"image id {row} is not a row of dataset {dataset.name} (0..{dataset.num_items - 1})")
+
+    def encode_image_row(self, row: int) -> np.ndarray:
+        error = self.image_row_error(row)
+        if error is not None:
+            raise error
         return self.run.encode_images(rows=[row])[0]
 
     def encode_image_file(self, path: str | Path) -> np.ndarray:

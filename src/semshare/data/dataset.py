@@ -435,9 +435,10 @@ def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
     if not root.is_dir():
         raise DataFormatError(root, "dataset folder", "an existing folder", "no such folder")
     labels = _open_labels(root, check_values)
-    _check_row_counts(root, labels.shape[0])
+    meta = _read_meta(root)
+    _check_row_counts(root, labels.shape[0], meta)
     dataset = Dataset(root=root, labels=labels, label_names=_read_label_names(root, labels.shape[1]),
-                      splits=_read_splits(root, labels.shape[0]), meta=_read_meta(root),
+                      splits=_read_splits(root, labels.shape[0]), meta=meta,
                       _has_captions=(root / "captions.jsonl").exists())
     if (root / "regions.npy").exists():
         _open_regions(dataset, check_values)
@@ -476,9 +477,8 @@ def _odd_one_out(counts: dict[str, int], reference: int | None, what: str, root:
             raise DataFormatError(root / name, what, f"{reference} (as {', '.join(agreeing)})", str(count))
 
 
-def _check_row_counts(root: Path, num_labels_rows: int) -> None:
+def _check_row_counts(root: Path, num_labels_rows: int, meta: dict) -> None:
     """Every per-item file has one row per item; meta.json's counts, when there, are the reference."""
-    meta = _read_meta(root)
     rows = {"labels.npy": num_labels_rows}
     widths = {}
     for name in ROW_FILES[1:]:

@@ -147,11 +147,10 @@ def _segments_dir_for(dataset, segments_dirs: list[str], index: int) -> str:
     return str(Path(folder).resolve())
 
 
-def _left_out(spec: RunSpec, segmented: bool) -> str:
+def _left_out(cfg, segmented: bool) -> str:
     """Why a method has nothing to work on with these inputs ('' when it runs)."""
     from semshare.training.experiment import unsupported_inputs
 
-    cfg = _config(spec)
     if cfg.needs_segments and not segmented:
         return "its point is a set of segments"
     return unsupported_inputs(cfg)
@@ -187,11 +186,12 @@ def plan_runs(datasets: dict, methods: list[str], seeds: int, out_dir: Path, pre
         for method in methods:
             probe = RunSpec(str(data_dir), method, 0, "", preset, data_overrides, threads, linear_inputs, text_inputs,
                             segments_dir, files)
-            reason = _left_out(probe, segmented)
+            cfg = _config(probe)
+            reason = _left_out(cfg, segmented)
             if reason:
                 left_out.append(f"{method} ({reason})")
                 continue
-            cls = _config(probe).method_class
+            cls = cfg.method_class
             # deterministic fits on raw inputs need one seed; on learned features they follow the seeds
             one_seed = cls.deterministic and (not cls.closed_form or linear_inputs == "pooled")
             for seed in range(1 if one_seed else seeds):

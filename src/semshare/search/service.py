@@ -92,12 +92,9 @@ class QueryBatcher:
         for i, (emb, words) in zip(texts, searcher.run.encode_text_batch([requests[i].text for i in texts])):
             queries[i], unknown[i] = emb, words
         images = [i for i, r in enumerate(requests) if r.text is None]
-        num_items = searcher.run.dataset.num_items
-        rows = [i for i in images if requests[i].item_id < num_items]
         for i in images:
-            if requests[i].item_id >= num_items:
-                queries[i] = SemshareError(f"image id {requests[i].item_id} is not a row of dataset "
-                                           f"{searcher.run.dataset.name} (0..{num_items - 1})")
+            queries[i] = searcher.image_row_error(requests[i].item_id)
+        rows = [i for i in images if queries[i] is None]
         if rows:  # one batch through the image side
             for i, emb in zip(rows, searcher.run.encode_images(rows=[requests[i].item_id for i in rows])):
                 queries[i] = emb
