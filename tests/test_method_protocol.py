@@ -78,7 +78,7 @@ def test_a_method_registered_here_trains_evaluates_and_benchmarks_through_the_cl
 
 
 def test_shared_code_names_no_method():
-    names = "ours|st|imc|wo_[rtcl]|ours_con|ours_ls|cca|lcfs|jfssl|dcca|dscmr|scml|vilbert|ridge"
+    names = "ours|st|imc|wo_[rtcl]|ours_con|ours_pooled|cca|lcfs|jfssl|dcca|dscmr|scml|vilbert|ridge"
     pattern = re.compile(rf'"({names})"')
     offenders = []
     for folder in ("training", "experiments", "evaluation", "cli"):
@@ -104,6 +104,19 @@ def test_every_registered_method_declares_its_config_and_display_name():
         cls = METHODS.get(name)
         assert cls.display_name, name
         assert hasattr(cls, "config_class") and cls.config_class(), name
+
+
+def test_the_semantic_sharing_family_retrieves_in_label_space_unless_it_has_no_classifier():
+    from semshare.errors import ConfigError
+    from semshare.training.experiment import resolve_config
+
+    poolings = {name: resolve_config(name).model.pooling for name in ("ours", "wo_c", "wo_t", "wo_r", "ours_con",
+                                                                       "ours_pooled", "st", "imc", "wo_l")}
+    assert poolings == {"ours": "label-segments", "wo_c": "label-segments", "wo_t": "label-segments",
+                        "wo_r": "label-segments", "ours_con": "label-segments", "ours_pooled": "mean",
+                        "st": "label", "imc": "mean", "wo_l": "mean"}
+    with pytest.raises(ConfigError, match="model.pooling: label-segments retrieves with the label classifier"):
+        resolve_config("wo_l", overrides={"model.pooling": "label-segments"})
 
 
 def test_unknown_method_lists_the_known_ones(tiny_data_dir, tmp_path, capsys):

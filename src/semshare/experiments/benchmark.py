@@ -237,6 +237,21 @@ def _run_on_ray(todo: list[RunSpec], workers: int, address: str, report) -> None
             ray.shutdown()
 
 
+def check_finished_runs(finished: list[RunSpec]) -> None:
+    """A finished run is reused only if this benchmark would train it the same way: after a default or a
+    recipe changed, its old result must not fill the new table (nothing is deleted: the user decides)."""
+    from semshare.config import load_yaml, to_dict
+    from semshare.training.experiment import config_differences
+
+    for spec in finished:
+        saved_path = Path(spec.run_dir) / "config.yaml"
+        if not saved_path.exists():
+            continue
+        for key, old, new in config_differences(load_yaml(saved_path), to_dict(_config(spec))):
+            raise SemshareError(f"{saved_path}: {key}: the finished run has {old!r}, this benchmark gives {new!r}; "
+                                "delete that run folder to rerun it, or use another --out")
+
+
 def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir: str | Path, preset: str = "small",
                   overrides: dict | None = None, workers: int = 1, progress=print,
                   linear_inputs: str = "pooled", text_inputs: str = "native",
@@ -258,6 +273,7 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
     specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {}, threads or (1 if parallel else 2),
                       linear_inputs, progress, text_inputs, segments_dirs, config_files)
     todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
+    check_finished_runs([s for s in specs if s not in todo])
     progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
     started, done = time.time(), [0]
 

@@ -54,7 +54,9 @@ class SemanticSharingConfig:
     shared_model: str = "transformer"  # transformer | fc (w/o T, w/o R)
     share: bool = True  # False: one encoder + classifier per modality (ST)
     segments: bool = True  # False: each item is pooled to one segment before the shared model (w/o R)
-    pooling: str = "mean"  # retrieval embedding: mean | cls | label-segments (authors') | label
+    # retrieval embedding: label-segments (the authors': mean over segments of the sigmoid label scores) |
+    # label (sigmoid scores of the pooled z) | mean (the pooled z) | cls
+    pooling: str = "label-segments"
     loss: LossConfig = field(default_factory=LossConfig)
 
 
@@ -128,6 +130,9 @@ class SemanticSharing(TrainedMethod):
                 raise ConfigError(f"model.{key}: expected an integer >= 1, found {getattr(cfg, key)}")
         if cfg.shared_model == "transformer" and cfg.dim % cfg.heads:
             raise ConfigError(f"model.dim: expected a multiple of model.heads ({cfg.heads}), found {cfg.dim}")
+        if cfg.pooling in ("label", "label-segments") and cfg.loss.label_weight <= 0:
+            raise ConfigError(f"model.pooling: {cfg.pooling} retrieves with the label classifier, which "
+                              "model.loss.label_weight=0 leaves untrained; expected pooling mean or cls")
         if not 0 <= cfg.loss.mask_prob < 1 or not 0 <= cfg.dropout < 1:
             raise ConfigError(f"model.loss.mask_prob / model.dropout: expected fractions in [0, 1), found "
                               f"{cfg.loss.mask_prob} / {cfg.dropout}")

@@ -329,11 +329,11 @@ def save_run_description(run_dir: Path, cfg: ExperimentConfig, spec: ModelSpec, 
     atomic_write_json(run_dir / FINGERPRINT_FILE, data_fingerprint(dataset))
 
 
-def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+def config_differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
     """(dotted key, old value, new value) for every leaf where two config dicts differ."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = list(dict.fromkeys([*old, *new]))
-        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [d for k in keys for d in config_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
     return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
@@ -341,21 +341,21 @@ def check_resume(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, allow_c
     """A resumed run must be the run it continues: same resolved config (but for `allow_change` fields)
     and same data. Checked before anything is written; the error names the field and both values."""
     saved = load_yaml(run_dir / "config.yaml")
-    for key, old, new in _differences(saved, to_dict(cfg)):
+    for key, old, new in config_differences(saved, to_dict(cfg)):
         if not any(key == field or key.startswith(field + ".") for field in allow_change):
             raise ConfigError(f"{run_dir / 'config.yaml'}: {key}: the run has {old!r}, this command gives {new!r}; "
                               f"--resume continues the run as it was (use another --out, or --allow-change {key})")
     fingerprint_path = run_dir / FINGERPRINT_FILE
     if fingerprint_path.exists():
         saved_data = json.loads(fingerprint_path.read_text())
-        for key, old, new in _differences(saved_data, data_fingerprint(dataset)):
+        for key, old, new in config_differences(saved_data, data_fingerprint(dataset)):
             raise SemshareError(f"{fingerprint_path}: {key}: the run was trained on {old!r}, --data gives {new!r}; "
                                 "resume with the run's own data")
 
 
 def _check_prepared_matches(run_dir: Path, spec: ModelSpec, vocab: Vocabulary | None) -> None:
     saved_spec = json.loads((run_dir / "model_spec.json").read_text())
-    for key, old, new in _differences(saved_spec, to_dict(spec)):
+    for key, old, new in config_differences(saved_spec, to_dict(spec)):
         raise SemshareError(f"{run_dir / 'model_spec.json'}: {key}: the run has {old!r}, the data now gives {new!r}")
     if vocab is not None and (run_dir / "vocab.json").exists():
         if Vocabulary.load(run_dir / "vocab.json").tokens != vocab.tokens:
