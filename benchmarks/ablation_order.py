@@ -5,7 +5,7 @@ the consistency-trained baselines (DSCMR). Each pair is a paired comparison of t
 and seeds (semshare.evaluation.significance: paired bootstrap CI, sign-flip permutation p), read from the
 per-query values a `semshare benchmark` folder keeps:
 
-    python benchmarks/ablation_order.py RES [--dataset coco_2k] [--markdown]
+    python benchmarks/ablation_order.py RES [RES2 ...] [--dataset coco_2k]
 
 A claim "holds" when A - B > 0 at p < 0.05, is "reversed" when A - B < 0 at p < 0.05, else a "tie".
 """
@@ -13,7 +13,6 @@ A claim "holds" when A - B > 0 at p < 0.05, is "reversed" when A - B < 0 at p < 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from semshare.experiments.compare import METRICS, compare_methods  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from paper_table import gather  # noqa: E402
 
 # (better, worse) as the paper's Table 1 orders them, then the headline claims against the baselines
 CLAIMS = (("ours", "wo_c"), ("wo_c", "wo_t"), ("wo_c", "wo_r"), ("wo_t", "st"), ("wo_r", "st"), ("st", "imc"),
@@ -62,10 +64,10 @@ def markdown(rows: list[dict], dataset: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="a `semshare benchmark` output folder")
+    parser.add_argument("folders", nargs="+", type=Path, help="`semshare benchmark` output folders")
     parser.add_argument("--dataset", help="default: every dataset in the folder")
     args = parser.parse_args()
-    results = json.loads((args.results / "results.json").read_text())
+    results = gather(args.folders)
     for dataset in dict.fromkeys(r["dataset"] for r in results):
         if args.dataset in (None, dataset):
             print(markdown(claim_rows(results, dataset), dataset) + "\n")
