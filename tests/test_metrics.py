@@ -129,6 +129,29 @@ def test_against_naive_loop(seed, ties):
     np.testing.assert_allclose(metrics.average_precision(scores, gains, k=10), naive_ap(scores, gains, k=10), atol=1e-12)
 
 
+def test_precision_recall_and_curve_against_naive_loop():
+    """Rows with and without ties in one block (ranked by different paths), signed zeros, an empty row."""
+    scores, gains = random_problem(3, queries=9, gallery=40)
+    scores[1] = np.round(scores[1], 1)  # ties in some rows only
+    scores[2, :4] = [0.0, -0.0, 0.0, -0.0]  # equal scores of opposite sign tie by index
+    gains[4] = 0  # no relevant item
+    order = [naive_ranking(row) for row in scores]
+    for k in (1, 7, 40):
+        hits = np.array([sum(gains[q, i] > 0 for i in order[q][:k]) for q in range(len(scores))], dtype=float)
+        totals = (gains > 0).sum(axis=1)
+        np.testing.assert_allclose(metrics.precision_at_k(scores, gains, k), hits / k)
+        np.testing.assert_allclose(metrics.recall_from_ranks(metrics.compute_relevant_ranks(scores, gains), k),
+                                   np.divide(hits, totals, out=np.zeros_like(hits), where=totals > 0))
+    cutoffs, precision, recall = metrics.precision_recall_curve(scores, gains, np.array([1, 3, 10, 40]))
+    for p, cutoff in enumerate(cutoffs):
+        np.testing.assert_allclose(precision[:, p], metrics.precision_at_k(scores, gains, int(cutoff)))
+    expected_ranks = [[order[q].index(i) + 1 for i in sorted(np.flatnonzero(gains[q] > 0), key=order[q].index)]
+                      for q in range(len(scores))]
+    got = metrics.compute_relevant_ranks(scores, gains).per_query()
+    assert [list(r) for r in got] == expected_ranks
+    np.testing.assert_allclose(metrics.average_precision(scores, gains), naive_ap(scores, gains), atol=1e-12)
+
+
 def test_ties_do_not_depend_on_gallery_permutation_of_equal_items():
     """Relabelling which of two tied items comes first by index changes the result as the rule says."""
     scores = np.array([[0.5, 0.5]])

@@ -14,8 +14,9 @@ Policy (docs/METRICS.md, ../REFERENCE.md):
 - Recall@n (PR curve): relevant in the top n, divided by all relevant; 0 without relevant items.
 Every function returns one value per query: averaging is the caller's choice.
 
-Speed: per query we sort only the relevant items' scores and the other scores (SIMD sorts in NumPy >= 2),
-then count with binary search; tied scores are resolved exactly by index, so the tie rule holds everywhere.
+Speed: a block of rows is value-sorted in one call (SIMD sorts in NumPy >= 2, GIL released, so threads can
+share the blocks), each relevant item's rank is found by binary search, and the per-query sums run flat
+over all queries; a row with tied scores is ranked by a stable sort, so the tie rule holds everywhere.
 """
 
 from __future__ import annotations
@@ -29,11 +30,33 @@ GAIN_KINDS = ("linear", "exponential")
 
 @dataclass(frozen=True)
 class RelevantRanks:
-    """Per query: the 1-based ranks of its relevant gallery items (ascending) and their gains, aligned."""
+    """Every query's relevant gallery items, flat: query q owns positions offsets[q]:offsets[q + 1], where
+    its 1-based ranks ascend and its gains are aligned with them."""
 
-    ranks: list[np.ndarray]
-    gains: list[np.ndarray]
+    ranks: np.ndarray  # (N,) int64
+    gains: np.ndarray  # (N,) float64
+    offsets: np.ndarray  # (Q + 1,) int64
     gallery_size: int
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.offsets) - 1
+
+    def counts(self) -> np.ndarray:
+        """(Q,) relevant items per query."""
+        return np.diff(self.offsets)
+
+    def query_of(self) -> np.ndarray:
+        """(N,) the query each flat position belongs to."""
+        return np.repeat(np.arange(self.num_queries), self.counts())
+
+    def position_in_query(self) -> np.ndarray:
+        """(N,) 0-based position of each item within its query (its rank among the relevant items - 1)."""
+        return np.arange(len(self.ranks)) - np.repeat(self.offsets[:-1], self.counts())
+
+    def per_query(self) -> list[np.ndarray]:
+        """The ranks split by query (for tests and readers)."""
+        return np.split(self.ranks, self.offsets[1:-1])
 
 
 def _check_inputs(scores: np.ndarray, gains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,49 +71,55 @@ def _check_inputs(scores: np.ndarray, gains: np.ndarray) -> tuple[np.ndarray, np
     return scores, gains
 
 
-def _irrelevant_ties_before(row: np.ndarray, relevant_mask: np.ndarray, item: int) -> int:
-    """Irrelevant items whose score equals row[item] and whose index is lower (they rank first)."""
-    equal_before = np.flatnonzero(row[:item] == row[item])
-    return int(np.count_nonzero(~relevant_mask[equal_before]))
+_MAX_TIES_SCANNED = 32  # tied relevant items per query resolved by a scan; more get a full stable sort
+
+
+def _ranks_by_full_sort(row: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Exact ranks of `items` in a row with tied scores: a stable sort puts equal scores in index order."""
+    order = np.argsort(-row, kind="stable")
+    rank_of = np.empty(len(row), dtype=np.int64)
+    rank_of[order] = np.arange(1, len(row) + 1)
+    return rank_of[items]
 
 
 def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRanks:
     """Ranks of every relevant item of every query, under the stable tie rule.
 
     scores (Q, G) float, gains (Q, G) non-negative (shared-label counts, or 0/1 relevance).
-    rank = 1 + relevant items ahead + irrelevant items with a higher score + irrelevant items with an
-    equal score and a lower index. Only the R relevant scores are argsorted; the rest are value-sorted.
+    The block's rows are value-sorted in one call (NumPy's SIMD sort, GIL released); a relevant item's
+    rank is then G + 1 - (items scoring at most its score), found by binary search, plus the items of
+    equal score and lower index where another item shares its score (a scan for a few such items, a
+    stable argsort of the row for many).
     """
     scores, gains = _check_inputs(scores, gains)
-    all_ranks: list[np.ndarray] = []
-    all_gains: list[np.ndarray] = []
-    for row, gain_row in zip(scores, gains):
-        relevant_mask = gain_row > 0
-        relevant_index = np.flatnonzero(relevant_mask)
-        if len(relevant_index) == 0:
-            all_ranks.append(np.zeros(0, dtype=np.int64))
-            all_gains.append(np.zeros(0, dtype=np.float64))
-            continue
-        relevant_scores = row[relevant_index]
-        order = np.argsort(-relevant_scores)  # fast unstable sort; equal scores are re-sorted stably below
-        relevant_sorted = relevant_scores[order]
-        if (relevant_sorted[1:] == relevant_sorted[:-1]).any():
-            # relevant_index ascends, so a stable sort puts tied relevant items in index order
-            order = np.argsort(-relevant_scores, kind="stable")
-            relevant_sorted = relevant_scores[order]
-        others = np.sort(row[~relevant_mask])
-        # ascending needles make the binary searches cache-friendly; read the result back reversed
-        not_above = np.searchsorted(others, relevant_sorted[::-1], side="right")[::-1]
-        ranks = np.arange(1, len(relevant_index) + 1) + (len(others) - not_above)
-        if len(others):
-            tied = np.flatnonzero((not_above > 0) & (others[np.maximum(not_above - 1, 0)] == relevant_sorted))
-        else:
-            tied = np.zeros(0, dtype=np.int64)  # every gallery item is relevant
-        for position in tied:
-            ranks[position] += _irrelevant_ties_before(row, relevant_mask, relevant_index[order[position]])
-        all_ranks.append(ranks.astype(np.int64))
-        all_gains.append(gain_row[relevant_index][order].astype(np.float64))
-    return RelevantRanks(ranks=all_ranks, gains=all_gains, gallery_size=scores.shape[1])
+    num_queries, gallery_size = scores.shape
+    sorted_scores = np.sort(scores, axis=1)
+    relevant = gains > 0
+    offsets = np.zeros(num_queries + 1, dtype=np.int64)
+    np.cumsum(np.count_nonzero(relevant, axis=1), out=offsets[1:])
+    ranks = np.empty(offsets[-1], dtype=np.int64)
+    aligned_gains = np.empty(offsets[-1], dtype=np.float64)
+    for query in np.flatnonzero(offsets[1:] > offsets[:-1]):
+        begin, end = offsets[query], offsets[query + 1]
+        row = scores[query]
+        items = np.flatnonzero(relevant[query])
+        values = row[items]
+        order = np.argsort(-values, kind="stable")  # best first; equal scores keep index order
+        items, descending = items[order], values[order]
+        row_sorted = sorted_scores[query]
+        # ascending needles keep the binary searches cache-friendly; read the result back reversed
+        at_or_below = np.searchsorted(row_sorted, descending[::-1], side="right")[::-1]
+        query_ranks = gallery_size + 1 - at_or_below  # exact unless another item has the same score
+        tied = np.flatnonzero((row_sorted[np.maximum(at_or_below - 2, 0)] == descending) & (at_or_below >= 2))
+        if len(tied) > _MAX_TIES_SCANNED:  # many ties (quantised or label-space scores): one stable sort
+            query_ranks = _ranks_by_full_sort(row, items)
+        else:  # a few coincident float values: count the equal scores ahead of each by index
+            for position in tied:
+                ahead = row[: items[position]] == descending[position]
+                query_ranks[position] += np.count_nonzero(ahead)
+        ranks[begin:end] = query_ranks
+        aligned_gains[begin:end] = gains[query, items]
+    return RelevantRanks(ranks=ranks, gains=aligned_gains, offsets=offsets, gallery_size=gallery_size)
 
 
 def _discounts(length: int) -> np.ndarray:
@@ -106,43 +135,48 @@ def _gain_values(relevance: np.ndarray, gain: str) -> np.ndarray:
     raise ValueError(f"unknown gain {gain!r}; expected one of {GAIN_KINDS}")
 
 
+def _per_query_sum(relevant: RelevantRanks, keep: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(Q,) sum of `weights` (or a count) over the kept flat positions of each query."""
+    query = relevant.query_of()
+    return np.bincount(query[keep], weights=None if weights is None else weights[keep],
+                       minlength=relevant.num_queries).astype(np.float64)
+
+
+def _gains_descending(relevant: RelevantRanks) -> np.ndarray:
+    """(N,) each query's gains sorted from high to low, in the query's own flat positions."""
+    query = relevant.query_of()
+    return relevant.gains[np.lexsort((-relevant.gains, query))]
+
+
 def ndcg_from_ranks(relevant: RelevantRanks, k: int | None = 500, gain: str = "linear") -> np.ndarray:
     """(Q,) NDCG@k from precomputed relevant ranks; k=None means the whole list."""
     cutoff = relevant.gallery_size if k is None else min(k, relevant.gallery_size)
-    discounts = _discounts(cutoff)
-    values = np.zeros(len(relevant.ranks))
-    for q, (ranks, gains) in enumerate(zip(relevant.ranks, relevant.gains)):
-        if len(ranks) == 0:
-            continue
-        within = ranks <= cutoff
-        dcg = float(np.dot(_gain_values(gains[within], gain), discounts[ranks[within] - 1]))
-        ideal = -np.sort(-gains)[:cutoff]
-        idcg = float(np.dot(_gain_values(ideal, gain), discounts[: len(ideal)]))
-        values[q] = dcg / idcg
-    return values
+    discounts = np.concatenate([_discounts(cutoff), [0.0]])  # past the cutoff a position adds nothing
+    within = np.minimum(relevant.ranks, cutoff + 1) - 1
+    dcg = _per_query_sum(relevant, slice(None), _gain_values(relevant.gains, gain) * discounts[within])
+    ideal_position = np.minimum(relevant.position_in_query(), cutoff)
+    idcg = _per_query_sum(relevant, slice(None), _gain_values(_gains_descending(relevant), gain) * discounts[ideal_position])
+    return np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
 
 
 def average_precision_from_ranks(relevant: RelevantRanks, k: int | None = None) -> np.ndarray:
     """(Q,) AP@all (k=None) or AP@k from precomputed relevant ranks."""
-    values = np.zeros(len(relevant.ranks))
-    for q, ranks in enumerate(relevant.ranks):
-        if k is not None:
-            ranks = ranks[ranks <= k]
-        if len(ranks) == 0:
-            continue
-        values[q] = float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
-    return values
+    precision = (relevant.position_in_query() + 1) / relevant.ranks  # ranks ascend: position = relevant so far
+    keep = slice(None) if k is None else relevant.ranks <= k
+    total = _per_query_sum(relevant, keep, precision)
+    retrieved = _per_query_sum(relevant, keep)
+    return np.divide(total, retrieved, out=np.zeros_like(total), where=retrieved > 0)
 
 
 def precision_from_ranks(relevant: RelevantRanks, k: int) -> np.ndarray:
     """(Q,) precision@k; k beyond the gallery divides by the gallery size."""
-    denominator = min(k, relevant.gallery_size)
-    return np.array([np.count_nonzero(r <= k) / denominator for r in relevant.ranks], dtype=np.float64)
+    return _per_query_sum(relevant, relevant.ranks <= k) / min(k, relevant.gallery_size)
 
 
 def recall_from_ranks(relevant: RelevantRanks, k: int) -> np.ndarray:
     """(Q,) recall@k (0 for a query without relevant items)."""
-    return np.array([np.count_nonzero(r <= k) / len(r) if len(r) else 0.0 for r in relevant.ranks])
+    retrieved, totals = _per_query_sum(relevant, relevant.ranks <= k), relevant.counts().astype(np.float64)
+    return np.divide(retrieved, totals, out=np.zeros_like(retrieved), where=totals > 0)
 
 
 def ndcg_at_k(scores: np.ndarray, gains: np.ndarray, k: int | None = 500, gain: str = "linear") -> np.ndarray:
@@ -175,11 +209,16 @@ def precision_recall_curve(
 
 
 def pr_curve_from_ranks(relevant: RelevantRanks, cutoffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(precision (Q, P), recall (Q, P)) at the given rank cutoffs."""
+    """(precision (Q, P), recall (Q, P)) at the given rank cutoffs (ascending)."""
     cutoffs = np.asarray(cutoffs, dtype=np.int64)
-    retrieved = np.stack([np.searchsorted(r, cutoffs, side="right") for r in relevant.ranks]).astype(np.float64)
+    points = len(cutoffs)
+    # each relevant item first counts at the smallest cutoff >= its rank; a running sum gives the rest
+    first_cutoff = np.searchsorted(cutoffs, relevant.ranks, side="left")
+    counts = np.bincount(relevant.query_of() * (points + 1) + first_cutoff,
+                         minlength=relevant.num_queries * (points + 1)).reshape(relevant.num_queries, points + 1)
+    retrieved = np.cumsum(counts[:, :points], axis=1).astype(np.float64)
     precision = retrieved / np.minimum(cutoffs, relevant.gallery_size)[None, :]
-    totals = np.array([len(r) for r in relevant.ranks], dtype=np.float64)[:, None]
+    totals = relevant.counts().astype(np.float64)[:, None]
     recall = np.divide(retrieved, totals, out=np.zeros_like(retrieved), where=totals > 0)
     return precision, recall
 

@@ -120,7 +120,6 @@ def evaluate_direction(
     gallery_label_t = torch.as_tensor(np.asarray(gallery_labels, dtype=np.float32))
     query_label_t = torch.as_tensor(np.asarray(query_labels, dtype=np.float32))
     cutoffs = _pr_cutoffs(len(gallery_emb), spec.pr_points) if spec.pr_points > 0 else None
-    needs_ranks = _needs_ranks(spec, cutoffs)
 
     def run_block(start: int) -> tuple[dict[str, np.ndarray], tuple | None]:
         stop = min(start + chunk_size, len(queries))
@@ -130,9 +129,9 @@ def evaluate_direction(
         return metrics_from_scores(scores, gains, spec, cutoffs)
 
     starts = list(range(0, len(queries), chunk_size))
-    # measured (docs/PERFORMANCE.md): two threads over blocks speed up the vectorised top-k path; the
-    # per-row rank path is GIL-bound and slows down with threads
-    threads = num_threads or (1 if needs_ranks else 2)
+    # both paths spend most of their time in whole-block NumPy calls (partition, sort) that release the GIL,
+    # so two threads over blocks use both cores (docs/PERFORMANCE.md)
+    threads = num_threads or 2
     if threads > 1 and len(starts) > 1:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             outputs = list(pool.map(run_block, starts))
