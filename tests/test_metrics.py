@@ -150,6 +150,12 @@ def test_precision_recall_and_curve_against_naive_loop():
     got = metrics.compute_relevant_ranks(scores, gains).per_query()
     assert [list(r) for r in got] == expected_ranks
     np.testing.assert_allclose(metrics.average_precision(scores, gains), naive_ap(scores, gains), atol=1e-12)
+    # hundreds of tied relevant items per row (integer scores): the rows take the stable-sort path
+    scores, gains = random_problem(4, queries=3, gallery=400, density=0.5)
+    scores = np.round(scores)
+    assert (metrics.compute_relevant_ranks(scores, gains).counts() > 2 * metrics._MAX_TIES_SCANNED).all()
+    np.testing.assert_allclose(metrics.average_precision(scores, gains), naive_ap(scores, gains), atol=1e-12)
+    np.testing.assert_allclose(metrics.ndcg_at_k(scores, gains, k=50), naive_ndcg(scores, gains, 50), atol=1e-12)
 
 
 def test_ties_do_not_depend_on_gallery_permutation_of_equal_items():
