@@ -9,10 +9,12 @@ import contextlib
 import json
 import logging
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -40,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1  # carved from train (seeded) when the data has no val split
     log_every: int = 10
+    prefetch_batches: int = 2  # batches built ahead of the step in a background thread (0: in the step)
     progress: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (the tensorboard extra)
 
@@ -165,6 +168,56 @@ def _tensorboard_writer(folder: Path):
 
         raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'semshare[tensorboard]'") from None
     return SummaryWriter(log_dir=str(folder))
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetched(items: Iterator, depth: int) -> Iterator:
+    """The items of `items`, each built up to `depth` ahead by a background thread (0: built on demand).
+
+    Batch building is NumPy work on memory maps that mostly runs outside the GIL, so it overlaps the
+    model's step; order and content are those of `items` (every random draw is seeded per item).
+    An error in the thread is raised here; leaving early stops the thread."""
+    if depth <= 0:
+        yield from items
+        return
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop, end = threading.Event(), object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as error:  # handed to the consumer, which raises it
+            put(_Failed(error))
+
+    worker = threading.Thread(target=work, name="semshare-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is end:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 @dataclass
@@ -299,7 +352,7 @@ def fit(
         epoch = state["epoch"]
         model.on_epoch_start(epoch)
         losses, grad_norm = None, None
-        for batch in batches.epoch(epoch, start_step=state["step_in_epoch"]):
+        for batch in prefetched(batches.epoch(epoch, start_step=state["step_in_epoch"]), cfg.prefetch_batches):
             lr = learning_rate(cfg, state["step"], loop.total_steps)
             losses, grad_norm = train_step(model, loop, batch.to(loop.device), cfg, lr)
             state["step"] += 1
