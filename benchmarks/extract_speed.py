@@ -209,7 +209,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["speed", "bf16-check"])
     parser.add_argument("--images", type=int, default=None, help="default 48 (speed), 1000 (bf16-check)")
-    parser.add_argument("--before-rev", default="86d5d12", help="the extraction code measured as 'before'")
+    parser.add_argument("--before-rev", default="10c95ea", help="the extraction code measured as 'before'")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

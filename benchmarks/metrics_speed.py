@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--gallery", type=int, default=25000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--before-rev", default="86d5d12")
+    parser.add_argument("--before-rev", default="10c95ea")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.variant:

@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--before-rev", default="86d5d12")
+    parser.add_argument("--before-rev", default="10c95ea")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

@@ -42,7 +42,9 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1  # carved from train (seeded) when the data has no val split
     log_every: int = 10
-    prefetch_batches: int = 2  # batches built ahead of the step in a background thread (0: in the step)
+    # batches built ahead of the step by a background thread; -1 = auto: 2 on CUDA (the host idles while the
+    # GPU steps), 0 on CPU (torch's threads already use the cores: measured slower on 2, docs/PERFORMANCE.md)
+    prefetch_batches: int = -1
     progress: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (the tensorboard extra)
 
@@ -230,6 +232,7 @@ class LoopSetup:
     autocast: contextlib.AbstractContextManager
     total_steps: int
     steps_per_epoch: int
+    prefetch_batches: int = 0
 
 
 def setup_loop(model: nn.Module, batches, cfg: TrainConfig, context: DistributedContext) -> LoopSetup:
@@ -251,7 +254,8 @@ def setup_loop(model: nn.Module, batches, cfg: TrainConfig, context: Distributed
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16
                 else contextlib.nullcontext())
-    return LoopSetup(device, train_model, build_optimizer(model, cfg), autocast, total_steps, steps_per_epoch)
+    prefetch = cfg.prefetch_batches if cfg.prefetch_batches >= 0 else (2 if device.type == "cuda" else 0)
+    return LoopSetup(device, train_model, build_optimizer(model, cfg), autocast, total_steps, steps_per_epoch, prefetch)
 
 
 def train_step(model: nn.Module, loop: LoopSetup, batch, cfg: TrainConfig, lr: float) -> tuple[dict, torch.Tensor]:
@@ -352,7 +356,7 @@ def fit(
         epoch = state["epoch"]
         model.on_epoch_start(epoch)
         losses, grad_norm = None, None
-        for batch in prefetched(batches.epoch(epoch, start_step=state["step_in_epoch"]), cfg.prefetch_batches):
+        for batch in prefetched(batches.epoch(epoch, start_step=state["step_in_epoch"]), loop.prefetch_batches):
             lr = learning_rate(cfg, state["step"], loop.total_steps)
             losses, grad_norm = train_step(model, loop, batch.to(loop.device), cfg, lr)
             state["step"] += 1
