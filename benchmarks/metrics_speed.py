@@ -4,6 +4,9 @@ Input: 5,000 image queries x 25,000 caption gallery (COCO 5K shape), 256-d embed
 structure, 80 labels (~2.9 per item). Each variant runs in its own subprocess so its peak resident
 memory (ru_maxrss) is its own; times are medians over --repeats runs.
 
+`semshare-before-ndcg+ap` is the same call on the code of `--before-rev` (the per-row rank path of issue
+15's start), imported from a `git archive` of that revision.
+
   python benchmarks/metrics_speed.py [--queries 5000 --gallery 25000 --repeats 3] [--out docs/metrics_speed.json]
 """
 
@@ -11,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -55,7 +61,7 @@ def run_variant(name: str, queries: int, gallery: int, repeats: int) -> dict:
         else:
             from semshare.evaluation.retrieval import MetricSpec, evaluate_direction
 
-            spec = MetricSpec(ndcg_k=(500,), map_k=() if name == "semshare-ndcg" else (None,))
+            spec = MetricSpec(ndcg_k=(500,), map_k=() if name == "semshare-ndcg" else (None,))  # before: same call
             started = time.perf_counter()
             result = evaluate_direction(q_emb, g_emb, q_lab, g_lab, spec)
             times.append(time.perf_counter() - started)
@@ -70,29 +76,41 @@ def main() -> None:
     parser.add_argument("--gallery", type=int, default=25000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--before-rev", default="10c95ea")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(run_variant(args.variant, args.queries, args.gallery, args.repeats)))
         return
     results = {}
+    before = Path(tempfile.mkdtemp())
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", args.before_rev, "src"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
     for variant, repeats in (("semshare-ndcg", args.repeats), ("semshare-ndcg+ap", args.repeats),
+                             ("semshare-before-ndcg+ap", args.repeats),
                              ("sklearn-ndcg", args.repeats), ("sklearn-ndcg+ap", 1)):
-        out = subprocess.run([sys.executable, __file__, "--variant", variant, "--queries", str(args.queries),
-                              "--gallery", str(args.gallery), "--repeats", str(repeats)],
-                             check=True, capture_output=True, text=True).stdout
+        env = dict(os.environ)
+        if variant.startswith("semshare"):
+            env["PYTHONPATH"] = str((before if "before" in variant else root) / "src")
+        out = subprocess.run([sys.executable, __file__, "--variant", variant.replace("-before", ""),
+                              "--queries", str(args.queries), "--gallery", str(args.gallery), "--repeats", str(repeats)],
+                             check=True, capture_output=True, text=True, env=env).stdout
         results[variant] = json.loads(out.strip().splitlines()[-1])
         r = results[variant]
         print(f"{variant:<18} median {r['median_s']:7.2f} s   peak RSS {r['peak_rss_mib']:7.0f} MiB   {r['values']}", flush=True)
     ndcg_ratio = results["sklearn-ndcg"]["median_s"] / results["semshare-ndcg"]["median_s"]
     both_ratio = results["sklearn-ndcg+ap"]["median_s"] / results["semshare-ndcg+ap"]["median_s"]
+    before_ratio = results["semshare-before-ndcg+ap"]["median_s"] / results["semshare-ndcg+ap"]["median_s"]
     gap = abs(results["sklearn-ndcg"]["values"]["NDCG@500"] - results["semshare-ndcg"]["values"]["NDCG@500"])
     gap_ap = abs(results["sklearn-ndcg+ap"]["values"]["mAP@all"] - results["semshare-ndcg+ap"]["values"]["mAP@all"])
     print(f"speed-up NDCG@500: {ndcg_ratio:.1f}x   NDCG@500 + mAP@all: {both_ratio:.1f}x   "
-          f"|NDCG diff| {gap:.2e}   |mAP diff| {gap_ap:.2e}")
+          f"|NDCG diff| {gap:.2e}   |mAP diff| {gap_ap:.2e}   now vs before: {before_ratio:.2f}x")
     if args.out:
         results["speedup_ndcg"] = ndcg_ratio
         results["speedup_ndcg_ap"] = both_ratio
+        results["speedup_vs_before"] = before_ratio
         with open(args.out, "w") as handle:
             json.dump(results, handle, indent=2)
 

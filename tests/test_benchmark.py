@@ -24,6 +24,10 @@ def test_benchmark_quick_runs_every_method_and_resumes(tmp_path, capsys):
     (out / "synthetic-tiny" / "ours-seed0" / "result.json").unlink()
     assert main(["benchmark", "--quick", "--out", str(out)]) == 0
     assert "1 to do" in capsys.readouterr().out
+    # settings that cannot change what a run learns (prefetching, logging) do not make a finished run stale
+    assert main(["benchmark", "--quick", "--out", str(out), "--set", "train.prefetch_batches=0",
+                 "--set", "train.log_every=3"]) == 0
+    assert "0 to do" in capsys.readouterr().out
     # a finished run is not reused once this benchmark would train it differently
     assert main(["benchmark", "--quick", "--out", str(out), "--set", "models.semantic_sharing.pooling=mean"]) == 2
     error = capsys.readouterr().err

@@ -9,6 +9,7 @@ import torch
 from semshare.cli.main import main
 from semshare.data.dataset import open_dataset
 from semshare.features.backbones import build_backbone
+from semshare.errors import SemshareError
 from semshare.features.extract import ExtractConfig, _Preprocess, extract_dataset
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -214,3 +215,23 @@ def test_a_yolo_label_file_without_an_image_and_missing_names_are_errors(tmp_pat
     names = tmp_path / "names.txt"
     names.write_text("blue\ngreen\nred\n")
     assert main(args + ["--label-names", str(names)]) == 0
+
+
+def test_workers_do_not_change_the_features_and_bf16_stays_close_to_fp32(tmp_path):
+    images = make_images(tmp_path / "imgs", count=7, seed=3)
+    cfg = ExtractConfig(backbone="tiny-random", chunk_images=3)
+    folders = {workers: extract_dataset(images, images / "captions.jsonl", tmp_path / f"w{workers}", cfg,
+                                        voc_dir=images / "xml", progress=False, workers=workers) for workers in (0, 2)}
+    for name in ("regions", "region_boxes", "region_mask", "region_labels", "image", "labels"):
+        np.testing.assert_array_equal(np.load(folders[0] / f"{name}.npy"), np.load(folders[2] / f"{name}.npy"), err_msg=name)
+    bf16 = extract_dataset(images, images / "captions.jsonl", tmp_path / "bf16", ExtractConfig(
+        backbone="tiny-random", chunk_images=3, precision="bf16"), voc_dir=images / "xml", progress=False)
+    assert json.loads((bf16 / "meta.json").read_text())["extract"]["precision"] == "bf16"
+    fp32_regions, bf16_regions = (np.load(f / "regions.npy").astype(np.float32) for f in (folders[0], bf16))
+    mask = np.load(bf16 / "region_mask.npy").astype(bool)
+    a, b = fp32_regions[mask], bf16_regions[mask]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99 and not np.array_equal(a, b)  # bf16 really ran, and stays close
+    with pytest.raises(SemshareError, match="--precision"):
+        extract_dataset(images, images / "captions.jsonl", tmp_path / "bad", ExtractConfig(
+            backbone="tiny-random", precision="fp8"), progress=False)

@@ -174,3 +174,38 @@ def test_metrics_csv_tensorboard_and_the_plot_command(tiny_data_dir, tmp_path, c
     assert main(["plot", str(runs[0]), str(runs[1]), "--out", str(png), "--metric", "ave/mAP@all"]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and "2 runs" in capsys.readouterr().out
     assert main(["plot", str(tmp_path / "nowhere"), "--out", str(png)]) == 2
+
+
+def test_prefetching_batches_changes_nothing_the_run_learns(tiny_data_dir, tmp_path):
+    """A prefetch thread builds the same batches in the same order: weights equal to building them in the
+    step, and a run saved with another prefetch depth resumes (the setting is result-neutral)."""
+    base = {**FAST, "model.dropout": 0.1, "train.epochs": 2, "train.max_steps": 12}
+    for depth in (0, 3):
+        cfg = resolve_config("ours", "small", overrides={**base, "train.prefetch_batches": depth})
+        train_experiment(tiny_data_dir, cfg, tmp_path / f"depth{depth}")
+    a, b = weights(tmp_path / "depth0" / "last"), weights(tmp_path / "depth3" / "last")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    longer = resolve_config("ours", "small", overrides={**base, "train.max_steps": 14, "train.prefetch_batches": 1})
+    state = train_experiment(tiny_data_dir, longer, tmp_path / "depth0", resume=True, allow_change=("train.max_steps",))
+    assert state["step"] == 14
+
+
+def test_the_prefetch_thread_keeps_order_raises_errors_and_stops_when_left():
+    import threading
+
+    from semshare.training.loop import prefetched
+
+    assert list(prefetched(iter(range(50)), 2)) == list(range(50))
+    assert list(prefetched(iter(range(5)), 0)) == list(range(5))
+
+    def failing():
+        yield 1
+        raise ValueError("bad row 7")
+
+    with pytest.raises(ValueError, match="bad row 7"):
+        list(prefetched(failing(), 2))
+    items = prefetched(iter(range(10**6)), 2)
+    assert next(items) == 0
+    items.close()  # what a loop that breaks early does
+    assert not any(t.name == "semshare-prefetch" for t in threading.enumerate())

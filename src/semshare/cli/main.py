@@ -253,6 +253,11 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid", type=int, default=6)
     parser.add_argument("--max-regions", type=int, default=36)
     parser.add_argument("--chunk", type=int, default=32, help="images per resumable step")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="bf16: autocast, several times faster on CPUs with bf16 matrix units (AMX); features "
+                             "differ slightly from fp32 (docs/PERFORMANCE.md)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes decoding and cropping images ahead of the backbone (0: none)")
     parser.add_argument("--name")
     parser.add_argument("--overwrite", action="store_true")
     parser.set_defaults(handler=_run_extract)
@@ -263,10 +268,10 @@ def _run_extract(args: argparse.Namespace) -> int:
 
     started = time.time()
     cfg = ExtractConfig(backbone=args.backbone, weights=args.weights or "", regions=args.regions, grid=args.grid,
-                        max_regions=args.max_regions, chunk_images=args.chunk)
+                        max_regions=args.max_regions, chunk_images=args.chunk, precision=args.precision)
     out = extract_dataset(args.images, args.captions, args.out, cfg, args.instances or None, args.voc_annotations,
                           args.split_file, args.name, args.overwrite, yolo_dir=args.yolo_labels,
-                          label_names_file=args.label_names)
+                          label_names_file=args.label_names, workers=args.workers)
     meta = json.loads((out / "meta.json").read_text())
     print(f"extracted {meta['num_items']} images ({meta['regions_from']} regions, {args.backbone}) in "
           f"{time.time() - started:.0f} s -> {out}")

@@ -14,9 +14,10 @@ Policy (docs/METRICS.md, ../REFERENCE.md):
 - Recall@n (PR curve): relevant in the top n, divided by all relevant; 0 without relevant items.
 Every function returns one value per query: averaging is the caller's choice.
 
-Speed: a block of rows is value-sorted in one call (SIMD sorts in NumPy >= 2, GIL released, so threads can
-share the blocks), each relevant item's rank is found by binary search, and the per-query sums run flat
-over all queries; a row with tied scores is ranked by a stable sort, so the tie rule holds everywhere.
+Speed: per query the relevant items' scores are argsorted and the other scores value-sorted (SIMD sorts in
+NumPy >= 2, GIL released, so threads can share the blocks), then counted with binary search; the
+per-query sums run flat over all queries. Tied scores are resolved exactly by index, so the tie rule holds
+everywhere.
 """
 
 from __future__ import annotations
@@ -86,14 +87,13 @@ def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRan
     """Ranks of every relevant item of every query, under the stable tie rule.
 
     scores (Q, G) float, gains (Q, G) non-negative (shared-label counts, or 0/1 relevance).
-    The block's rows are value-sorted in one call (NumPy's SIMD sort, GIL released); a relevant item's
-    rank is then G + 1 - (items scoring at most its score), found by binary search, plus the items of
-    equal score and lower index where another item shares its score (a scan for a few such items, a
-    stable argsort of the row for many).
+    rank = 1 + relevant items ahead + irrelevant items with a higher score + irrelevant items with an equal
+    score and a lower index. Per query only the R relevant scores are argsorted and the others value-sorted
+    (NumPy's SIMD sort, GIL released); a few tied scores are resolved by a scan, many by a stable argsort
+    of the row.
     """
     scores, gains = _check_inputs(scores, gains)
     num_queries, gallery_size = scores.shape
-    sorted_scores = np.sort(scores, axis=1)
     relevant = gains > 0
     offsets = np.zeros(num_queries + 1, dtype=np.int64)
     np.cumsum(np.count_nonzero(relevant, axis=1), out=offsets[1:])
@@ -101,22 +101,25 @@ def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRan
     aligned_gains = np.empty(offsets[-1], dtype=np.float64)
     for query in np.flatnonzero(offsets[1:] > offsets[:-1]):
         begin, end = offsets[query], offsets[query + 1]
-        row = scores[query]
-        items = np.flatnonzero(relevant[query])
+        row, relevant_mask = scores[query], relevant[query]
+        items = np.flatnonzero(relevant_mask)
         values = row[items]
-        order = np.argsort(-values, kind="stable")  # best first; equal scores keep index order
+        order = np.argsort(-values)  # best first (a fast unstable sort; equal scores are re-sorted stably)
+        if (values[order][1:] == values[order][:-1]).any():
+            order = np.argsort(-values, kind="stable")  # items ascend, so equal scores keep index order
         items, descending = items[order], values[order]
-        row_sorted = sorted_scores[query]
+        others = np.sort(row[~relevant_mask])
         # ascending needles keep the binary searches cache-friendly; read the result back reversed
-        at_or_below = np.searchsorted(row_sorted, descending[::-1], side="right")[::-1]
-        query_ranks = gallery_size + 1 - at_or_below  # exact unless another item has the same score
-        tied = np.flatnonzero((row_sorted[np.maximum(at_or_below - 2, 0)] == descending) & (at_or_below >= 2))
+        not_above = np.searchsorted(others, descending[::-1], side="right")[::-1]
+        # relevant items ahead + irrelevant items with a higher score (+ ties by index, below)
+        query_ranks = np.arange(1, len(items) + 1) + (len(others) - not_above)
+        tied = np.flatnonzero((not_above > 0) & (others[np.maximum(not_above - 1, 0)] == descending)) if len(others) else []
         if len(tied) > _MAX_TIES_SCANNED:  # many ties (quantised or label-space scores): one stable sort
             query_ranks = _ranks_by_full_sort(row, items)
-        else:  # a few coincident float values: count the equal scores ahead of each by index
+        else:  # a few coincident float values: count the equal irrelevant scores ahead of each by index
             for position in tied:
-                ahead = row[: items[position]] == descending[position]
-                query_ranks[position] += np.count_nonzero(ahead)
+                ahead = np.flatnonzero(row[: items[position]] == descending[position])
+                query_ranks[position] += np.count_nonzero(~relevant_mask[ahead])
         ranks[begin:end] = query_ranks
         aligned_gains[begin:end] = gains[query, items]
     return RelevantRanks(ranks=ranks, gains=aligned_gains, offsets=offsets, gallery_size=gallery_size)
@@ -142,10 +145,23 @@ def _per_query_sum(relevant: RelevantRanks, keep: np.ndarray, weights: np.ndarra
                        minlength=relevant.num_queries).astype(np.float64)
 
 
-def _gains_descending(relevant: RelevantRanks) -> np.ndarray:
-    """(N,) each query's gains sorted from high to low, in the query's own flat positions."""
-    query = relevant.query_of()
-    return relevant.gains[np.lexsort((-relevant.gains, query))]
+def _ideal_dcg_of(relevant: RelevantRanks, discounts: np.ndarray, cutoff: int, gain: str) -> np.ndarray:
+    """(Q,) ideal DCG@cutoff: each query's gains sorted high to low over the first positions."""
+    query, gains = relevant.query_of(), relevant.gains
+    top = float(gains.max(initial=0.0))
+    if top < 2**16 and np.array_equal(gains, np.round(gains)):
+        # shared-label counts: the items at each gain level fill the next ideal positions (no sort)
+        levels = int(top) + 1
+        counts = np.bincount(query * levels + gains.astype(np.int64),
+                             minlength=relevant.num_queries * levels).reshape(relevant.num_queries, levels)
+        at_least = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]  # items with a gain >= each level
+        prefix = np.concatenate([[0.0], np.cumsum(discounts[:cutoff])])
+        upper = np.minimum(at_least[:, 1:], cutoff)
+        lower = np.minimum(np.concatenate([at_least[:, 2:], np.zeros((len(at_least), 1), dtype=np.int64)], axis=1), cutoff)
+        return (prefix[upper] - prefix[lower]) @ _gain_values(np.arange(1, levels, dtype=np.float64), gain)
+    ideal = gains[np.lexsort((-gains, query))]
+    position = np.minimum(relevant.position_in_query(), cutoff)
+    return _per_query_sum(relevant, slice(None), _gain_values(ideal, gain) * discounts[position])
 
 
 def ndcg_from_ranks(relevant: RelevantRanks, k: int | None = 500, gain: str = "linear") -> np.ndarray:
@@ -154,8 +170,7 @@ def ndcg_from_ranks(relevant: RelevantRanks, k: int | None = 500, gain: str = "l
     discounts = np.concatenate([_discounts(cutoff), [0.0]])  # past the cutoff a position adds nothing
     within = np.minimum(relevant.ranks, cutoff + 1) - 1
     dcg = _per_query_sum(relevant, slice(None), _gain_values(relevant.gains, gain) * discounts[within])
-    ideal_position = np.minimum(relevant.position_in_query(), cutoff)
-    idcg = _per_query_sum(relevant, slice(None), _gain_values(_gains_descending(relevant), gain) * discounts[ideal_position])
+    idcg = _ideal_dcg_of(relevant, discounts, cutoff, gain)
     return np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
 
 

@@ -241,13 +241,13 @@ def check_finished_runs(finished: list[RunSpec]) -> None:
     """A finished run is reused only if this benchmark would train it the same way: after a default or a
     recipe changed, its old result must not fill the new table (nothing is deleted: the user decides)."""
     from semshare.config import load_yaml, to_dict
-    from semshare.training.experiment import config_differences
+    from semshare.training.experiment import result_differences
 
     for spec in finished:
         saved_path = Path(spec.run_dir) / "config.yaml"
         if not saved_path.exists():
             continue
-        for key, old, new in config_differences(load_yaml(saved_path), to_dict(_config(spec))):
+        for key, old, new in result_differences(load_yaml(saved_path), to_dict(_config(spec))):
             raise SemshareError(f"{saved_path}: {key}: the finished run has {old!r}, this benchmark gives {new!r}; "
                                 "delete that run folder to rerun it, or use another --out")
 

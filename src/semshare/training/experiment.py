@@ -337,11 +337,21 @@ def config_differences(old, new, prefix: str = "") -> list[tuple[str, object, ob
     return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
+# settings that change how fast a run goes or what it prints, never what it learns: a finished or resumed run
+# is the same run whatever they are (and a run saved before one of them existed still matches)
+RESULT_NEUTRAL_KEYS = ("train.progress", "train.log_every", "train.tensorboard", "train.prefetch_batches")
+
+
+def result_differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    """config_differences without the result-neutral settings."""
+    return [d for d in config_differences(old, new) if d[0] not in RESULT_NEUTRAL_KEYS]
+
+
 def check_resume(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, allow_change: tuple[str, ...] = ()) -> None:
     """A resumed run must be the run it continues: same resolved config (but for `allow_change` fields)
     and same data. Checked before anything is written; the error names the field and both values."""
     saved = load_yaml(run_dir / "config.yaml")
-    for key, old, new in config_differences(saved, to_dict(cfg)):
+    for key, old, new in result_differences(saved, to_dict(cfg)):
         if not any(key == field or key.startswith(field + ".") for field in allow_change):
             raise ConfigError(f"{run_dir / 'config.yaml'}: {key}: the run has {old!r}, this command gives {new!r}; "
                               f"--resume continues the run as it was (use another --out, or --allow-change {key})")

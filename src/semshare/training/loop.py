@@ -9,10 +9,12 @@ import contextlib
 import json
 import logging
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -40,6 +42,9 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1  # carved from train (seeded) when the data has no val split
     log_every: int = 10
+    # batches built ahead of the step by a background thread; -1 = auto: 2 on CUDA (the host idles while the
+    # GPU steps), 0 on CPU (torch's threads already use the cores: measured slower on 2, docs/PERFORMANCE.md)
+    prefetch_batches: int = -1
     progress: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (the tensorboard extra)
 
@@ -167,6 +172,56 @@ def _tensorboard_writer(folder: Path):
     return SummaryWriter(log_dir=str(folder))
 
 
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetched(items: Iterator, depth: int) -> Iterator:
+    """The items of `items`, each built up to `depth` ahead by a background thread (0: built on demand).
+
+    Batch building is NumPy work on memory maps that mostly runs outside the GIL, so it overlaps the
+    model's step; order and content are those of `items` (every random draw is seeded per item).
+    An error in the thread is raised here; leaving early stops the thread."""
+    if depth <= 0:
+        yield from items
+        return
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop, end = threading.Event(), object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as error:  # handed to the consumer, which raises it
+            put(_Failed(error))
+
+    worker = threading.Thread(target=work, name="semshare-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is end:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 @dataclass
 class LoopSetup:
     """What the loop builds once per run."""
@@ -177,6 +232,7 @@ class LoopSetup:
     autocast: contextlib.AbstractContextManager
     total_steps: int
     steps_per_epoch: int
+    prefetch_batches: int = 0
 
 
 def setup_loop(model: nn.Module, batches, cfg: TrainConfig, context: DistributedContext) -> LoopSetup:
@@ -198,7 +254,8 @@ def setup_loop(model: nn.Module, batches, cfg: TrainConfig, context: Distributed
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16
                 else contextlib.nullcontext())
-    return LoopSetup(device, train_model, build_optimizer(model, cfg), autocast, total_steps, steps_per_epoch)
+    prefetch = cfg.prefetch_batches if cfg.prefetch_batches >= 0 else (2 if device.type == "cuda" else 0)
+    return LoopSetup(device, train_model, build_optimizer(model, cfg), autocast, total_steps, steps_per_epoch, prefetch)
 
 
 def train_step(model: nn.Module, loop: LoopSetup, batch, cfg: TrainConfig, lr: float) -> tuple[dict, torch.Tensor]:
@@ -299,7 +356,7 @@ def fit(
         epoch = state["epoch"]
         model.on_epoch_start(epoch)
         losses, grad_norm = None, None
-        for batch in batches.epoch(epoch, start_step=state["step_in_epoch"]):
+        for batch in prefetched(batches.epoch(epoch, start_step=state["step_in_epoch"]), loop.prefetch_batches):
             lr = learning_rate(cfg, state["step"], loop.total_steps)
             losses, grad_norm = train_step(model, loop, batch.to(loop.device), cfg, lr)
             state["step"] += 1

@@ -1,0 +1,139 @@
+"""Training-loop speed of Ours, `small` preset, side by side: the loop of `--before-rev` and this tree's,
+with and without the prefetch thread, on the same synthetic data (36 regions of 2,048-d float16 as in
+benchmarks/throughput.py, captions, batch 32), each in its own process with 2 torch threads.
+
+items/s is what the loop itself reports (items trained / seconds since its first step, at the last log
+step of `--steps` steps, no validation inside); losses at every log step must equal the before-run's.
+`--compile` also times the step of the model under torch.compile(dynamic=True) against eager in one process.
+
+  python benchmarks/train_speed.py [--steps 60 --repeats 3 --before-rev REV --compile] [--out docs/train_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_data(folder: Path, steps: int) -> Path:
+    from semshare.data.synthetic import make_synthetic, preset
+
+    return make_synthetic(folder, preset("small", num_items=(steps + 4) * 32 + 80, num_regions=36, region_dim=2048,
+                                         val_items=40, test_items=40, dtype="float16"), progress=False)
+
+
+def run_loop(data: Path, out: Path, steps: int, prefetch: int | None) -> dict:
+    """train_experiment for `steps` steps (inside the first epoch); items/s and losses from its log."""
+    import torch
+
+    from semshare.training.experiment import resolve_config, train_experiment
+
+    torch.set_num_threads(2)
+    overrides = {"train.max_steps": steps, "train.epochs": 1, "train.progress": False, "train.log_every": 10,
+                 "text.word_dim": 300, "text.word2vec_epochs": 1}
+    if prefetch is not None:
+        overrides["train.prefetch_batches"] = prefetch
+    train_experiment(data, resolve_config("ours", "small", overrides=overrides), out)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps_logged = [r for r in records if "train/loss" in r]
+    return {"items_per_s": steps_logged[-1]["items_per_s"], "losses": [r["train/loss"] for r in steps_logged]}
+
+
+def compile_probe(data: Path, steps: int) -> dict:
+    """Median step time of the model eager vs torch.compile(dynamic=True), same batches, one process."""
+    import torch
+
+    from semshare.data.batches import TrainingBatches
+    from semshare.training.experiment import prepare_run, resolve_config
+
+    torch.set_num_threads(2)
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("eager", "compiled"):
+            cfg = resolve_config("ours", "small", overrides={"text.word_dim": 300, "text.word2vec_epochs": 1})
+            run = prepare_run(data, cfg, Path(tmp) / mode)
+            torch.manual_seed(0)
+            model, forward = run.model, run.model
+            if mode == "compiled":
+                forward = torch.compile(run.model, dynamic=True)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            batches = list(TrainingBatches(run.builder(True), run.train_rows, 32, 0).epoch(0))[:steps]
+            times = []
+            for batch in batches:
+                started = time.perf_counter()
+                model.train()
+                loss = forward(batch)["loss"]
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                times.append(time.perf_counter() - started)
+            result[mode] = {"first_step_s": times[0], "median_step_s": float(np.median(times[5:]))}
+    return result
+
+
+def _subprocess(code_root: Path, *args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code_root / "src")}
+    output = subprocess.run([sys.executable, __file__, *args], check=True, env=env, capture_output=True, text=True)
+    return json.loads(output.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["_loop"]:
+        data, out, steps, prefetch = sys.argv[2:6]
+        print(json.dumps(run_loop(Path(data), Path(out), int(steps), None if prefetch == "none" else int(prefetch))))
+        return
+    if sys.argv[1:2] == ["_compile"]:
+        print(json.dumps(compile_probe(Path(sys.argv[2]), int(sys.argv[3]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before-rev", default="10c95ea")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    results: dict = {"steps": args.steps, "before_rev": args.before_rev, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sys.path.insert(0, str(ROOT / "src"))
+        data = make_data(tmp / "data", args.steps)
+        before = tmp / "before"
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before_rev, "src"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        variants = [("before", before, "none"), ("now, no prefetch", ROOT, "0"), ("now, prefetch thread (2)", ROOT, "2")]
+        for repeat in range(args.repeats):  # interleaved, so drifts of the machine hit every variant alike
+            for name, root, prefetch in variants:
+                run = _subprocess(root, "_loop", str(data), str(tmp / f"run-{repeat}-{prefetch}"), str(args.steps), prefetch)
+                results["runs"].append({"variant": name, **run})
+                print(f"{name}: {run['items_per_s']:.1f} items/s", flush=True)
+        if args.compile:
+            results["compile"] = _subprocess(ROOT, "_compile", str(data), "40")
+            print("torch.compile:", results["compile"], flush=True)
+    by_variant: dict = {}
+    for run in results["runs"]:
+        by_variant.setdefault(run["variant"], []).append(run)
+    results["median_items_per_s"] = {k: float(np.median([r["items_per_s"] for r in v])) for k, v in by_variant.items()}
+    before_losses = by_variant["before"][0]["losses"]
+    results["max_loss_difference_vs_before"] = max(
+        float(np.max(np.abs(np.subtract(r["losses"], before_losses)))) for r in results["runs"])
+    base = results["median_items_per_s"]["before"]
+    results["ratio_vs_before"] = {k: v / base for k, v in results["median_items_per_s"].items()}
+    print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
