@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import warnings
 import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.data
-from torch import nn
 from tqdm import tqdm
 
 from semshare.errors import DataFormatError, SemshareError
@@ -265,50 +263,22 @@ PRECISIONS = ("fp32", "bf16")
 
 
 class _Encoder:
-    """The backbone as extraction runs it: channels-last, no autograd, fp32 or bf16 autocast, traced and
-    frozen by TorchScript on its first batch (batch norm folded into the convolutions, oneDNN fusions:
-    measured 1.7x fp32 and 1.5x bf16 over eager, docs/PERFORMANCE.md); batches of preprocessed images
-    (B, 3, S, S) -> fp32 feature maps (B, D, h, w). A backbone that cannot be traced runs eagerly."""
+    """The backbone as extraction runs it: channels-last, inference mode, fp32 or bf16 autocast;
+    batches of preprocessed images (B, 3, S, S) -> fp32 feature maps (B, D, h, w).
+    (A TorchScript trace + freeze was measured slower here on the pipeline's mixed batch sizes, though
+    faster on one fixed batch: docs/PERFORMANCE.md.)"""
 
     def __init__(self, cfg: ExtractConfig):
         if cfg.precision not in PRECISIONS:
             raise SemshareError(f"--precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
-        backbone = build_backbone(cfg.backbone, cfg.weights or None).eval().to(memory_format=torch.channels_last)
-        for parameter in backbone.parameters():
-            parameter.requires_grad_(False)
-        self.backbone, self.precision = backbone, cfg.precision
-        self.dim, self.image_size = backbone.dim, backbone.image_size
-        self.run = None  # the frozen trace, made on the first batch
-
-    def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        self.backbone = build_backbone(cfg.backbone, cfg.weights or None).eval().to(memory_format=torch.channels_last)
+        self.precision = cfg.precision
+        self.dim, self.image_size = self.backbone.dim, self.backbone.image_size
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), self._autocast():
-            if self.run is None:
-                self.run = self._trace(images)
-            return self.run(images).float()
-
-    def _trace(self, images: torch.Tensor):
-        try:
-            with warnings.catch_warnings():  # TorchScript is deprecated; when it goes, the eager path stays
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return torch.jit.freeze(torch.jit.trace(_FeatureMap(self.backbone), images, check_trace=False))
-        except Exception as exc:  # noqa: BLE001 - any tracing failure: the eager module computes the same
-            logger.warning("backbone %s could not be traced (%s); running it eagerly", type(self.backbone).__name__, exc)
-            return self.backbone.feature_map
-
-
-class _FeatureMap(nn.Module):
-    """backbone.feature_map as a module's forward, for tracing."""
-
-    def __init__(self, backbone):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone.feature_map(images)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            maps = self.backbone.feature_map(images.contiguous(memory_format=torch.channels_last))
+        return maps.float()
 
 
 @torch.no_grad()
