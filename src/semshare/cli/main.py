@@ -256,8 +256,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="bf16: autocast, several times faster on CPUs with bf16 matrix units (AMX); features "
                              "differ slightly from fp32 (docs/PERFORMANCE.md)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes decoding and cropping images ahead of the backbone (0: none)")
+    parser.add_argument("--workers", type=int, default=-1,
+                        help="processes decoding and cropping images ahead of the backbone (0: none; default "
+                             "-1: the cores beyond two, at most 4)")
     parser.add_argument("--name")
     parser.add_argument("--overwrite", action="store_true")
     parser.set_defaults(handler=_run_extract)

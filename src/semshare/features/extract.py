@@ -411,10 +411,13 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
                     voc_dir: str | Path | None = None, split_file: str | Path | None = None, name: str | None = None,
                     overwrite: bool = False, progress: bool = True, stop_after_chunks: int | None = None,
                     yolo_dir: str | Path | None = None, label_names_file: str | Path | None = None,
-                    workers: int = 1) -> Path | None:
+                    workers: int = -1) -> Path | None:
     """Write the dataset; returns its folder, or None when `stop_after_chunks` stopped it early (tests).
-    `workers`: processes decoding and cropping ahead of the backbone (0: in this process); no effect on
-    the features."""
+    `workers`: processes decoding and cropping ahead of the backbone (0: in this process; -1: auto, the
+    cores beyond two, at most 4: on 2 cores a worker competes with the backbone's threads and measured
+    slower, docs/PERFORMANCE.md); no effect on the features."""
+    if workers < 0:
+        workers = max(0, min(4, (os.cpu_count() or 1) - 2))
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise SemshareError(f"{out_dir} already exists; pass --overwrite to replace it")
