@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from revisions import run_json, source_at  # noqa: E402
 SHAPES = [(color, shape) for color in ("red", "green", "blue", "yellow", "white") for shape in ("box", "disc")]
 COLORS = {"red": (220, 30, 30), "green": (30, 190, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40),
           "white": (245, 245, 245)}
@@ -122,21 +123,11 @@ def backbone_alone(images: Path, precision: str, repeats: int = 2) -> dict:
     return {"seconds": float(np.median(times)), "crops": int(sum(len(p.crops) for p in prepared))}
 
 
-def _subprocess(code_root: Path, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code_root / "src")}
-    return json.loads(subprocess.run([sys.executable, __file__, *args], check=True, env=env, capture_output=True,
-                                     text=True).stdout.splitlines()[-1])
-
-
 def speed(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         images = make_images(tmp / "images", args.images, seed=0, labelled=False)
-        before = tmp / "before"
-        before.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before_rev, "src"], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        before = source_at(args.before_rev, tmp / "before")
         variants = [("before", before, "fp32", 0)] + [
             (f"now {precision}, {workers} worker{'s' if workers != 1 else ''}", ROOT, precision, workers)
             for precision in ("fp32", "bf16") for workers in (0, 1)]
@@ -144,11 +135,11 @@ def speed(args: argparse.Namespace) -> dict:
         for repeat in range(args.repeats):
             for name, root, precision, workers in variants:
                 out = tmp / f"out-{repeat}-{len(results['runs'])}"
-                seconds = _subprocess(root, "_extract", str(images), str(out), precision, str(workers))["seconds"]
+                seconds = run_json(root, __file__, "_extract", str(images), str(out), precision, str(workers))["seconds"]
                 results["runs"].append({"variant": name, "seconds": seconds})
                 print(f"{name}: {args.images / seconds:.2f} images/s", flush=True)
         for precision in ("fp32", "bf16"):
-            alone = _subprocess(ROOT, "_alone", str(images), precision)
+            alone = run_json(ROOT, __file__, "_alone", str(images), precision)
             results["runs"].append({"variant": f"backbone alone {precision}", **alone})
             print(f"backbone alone {precision}: {args.images / alone['seconds']:.2f} images/s ({alone['crops']} crops)")
     summary = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -83,17 +82,14 @@ def main() -> None:
         print(json.dumps(run_variant(args.variant, args.queries, args.gallery, args.repeats)))
         return
     results = {}
-    before = Path(tempfile.mkdtemp())
-    root = Path(__file__).resolve().parents[1]
-    archive = subprocess.run(["git", "-C", str(root), "archive", args.before_rev, "src"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from revisions import ROOT, code_env, source_at
+
+    before = source_at(args.before_rev, Path(tempfile.mkdtemp()))
     for variant, repeats in (("semshare-ndcg", args.repeats), ("semshare-ndcg+ap", args.repeats),
                              ("semshare-before-ndcg+ap", args.repeats),
                              ("sklearn-ndcg", args.repeats), ("sklearn-ndcg+ap", 1)):
-        env = dict(os.environ)
-        if variant.startswith("semshare"):
-            env["PYTHONPATH"] = str((before if "before" in variant else root) / "src")
+        env = code_env(before if "before" in variant else ROOT) if variant.startswith("semshare") else None
         out = subprocess.run([sys.executable, __file__, "--variant", variant.replace("-before", ""),
                               "--queries", str(args.queries), "--gallery", str(args.gallery), "--repeats", str(repeats)],
                              check=True, capture_output=True, text=True, env=env).stdout

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from revisions import run_json, source_at  # noqa: E402
 
 
 def make_data(folder: Path, steps: int) -> Path:
@@ -81,12 +81,6 @@ def compile_probe(data: Path, steps: int) -> dict:
     return result
 
 
-def _subprocess(code_root: Path, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code_root / "src")}
-    output = subprocess.run([sys.executable, __file__, *args], check=True, env=env, capture_output=True, text=True)
-    return json.loads(output.stdout.splitlines()[-1])
-
-
 def main() -> None:
     if sys.argv[1:2] == ["_loop"]:
         data, out, steps, prefetch = sys.argv[2:6]
@@ -107,19 +101,15 @@ def main() -> None:
         tmp = Path(tmp)
         sys.path.insert(0, str(ROOT / "src"))
         data = make_data(tmp / "data", args.steps)
-        before = tmp / "before"
-        before.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before_rev, "src"], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        before = source_at(args.before_rev, tmp / "before")
         variants = [("before", before, "none"), ("now, no prefetch", ROOT, "0"), ("now, prefetch thread (2)", ROOT, "2")]
         for repeat in range(args.repeats):  # interleaved, so drifts of the machine hit every variant alike
             for name, root, prefetch in variants:
-                run = _subprocess(root, "_loop", str(data), str(tmp / f"run-{repeat}-{prefetch}"), str(args.steps), prefetch)
+                run = run_json(root, __file__, "_loop", str(data), str(tmp / f"run-{repeat}-{prefetch}"), str(args.steps), prefetch)
                 results["runs"].append({"variant": name, **run})
                 print(f"{name}: {run['items_per_s']:.1f} items/s", flush=True)
         if args.compile:
-            results["compile"] = _subprocess(ROOT, "_compile", str(data), "40")
+            results["compile"] = run_json(ROOT, __file__, "_compile", str(data), "40")
             print("torch.compile:", results["compile"], flush=True)
     by_variant: dict = {}
     for run in results["runs"]:

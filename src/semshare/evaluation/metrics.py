@@ -23,6 +23,7 @@ everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -47,10 +48,12 @@ class RelevantRanks:
         """(Q,) relevant items per query."""
         return np.diff(self.offsets)
 
+    @cached_property  # every per-query sum reads it: built once per block
     def query_of(self) -> np.ndarray:
         """(N,) the query each flat position belongs to."""
         return np.repeat(np.arange(self.num_queries), self.counts())
 
+    @cached_property
     def position_in_query(self) -> np.ndarray:
         """(N,) 0-based position of each item within its query (its rank among the relevant items - 1)."""
         return np.arange(len(self.ranks)) - np.repeat(self.offsets[:-1], self.counts())
@@ -140,27 +143,31 @@ def _gain_values(relevance: np.ndarray, gain: str) -> np.ndarray:
 
 def _per_query_sum(relevant: RelevantRanks, keep: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """(Q,) sum of `weights` (or a count) over the kept flat positions of each query."""
-    query = relevant.query_of()
-    return np.bincount(query[keep], weights=None if weights is None else weights[keep],
+    return np.bincount(relevant.query_of[keep], weights=None if weights is None else weights[keep],
                        minlength=relevant.num_queries).astype(np.float64)
+
+
+def _ideal_dcg_from_levels(at_least: np.ndarray, cutoff: int, gain: str) -> np.ndarray:
+    """(Q,) ideal DCG@cutoff from at_least (Q, L), column l - 1 = a query's items with a gain >= l: the
+    items of gain exactly l fill the ideal positions between at_least[:, l] and at_least[:, l - 1] (no sort)."""
+    prefix = np.concatenate([[0.0], np.cumsum(_discounts(cutoff))])
+    upper = np.minimum(at_least, cutoff)
+    lower = np.concatenate([upper[:, 1:], np.zeros((len(upper), 1), dtype=upper.dtype)], axis=1)
+    return (prefix[upper] - prefix[lower]) @ _gain_values(np.arange(1, at_least.shape[1] + 1, dtype=np.float64), gain)
 
 
 def _ideal_dcg_of(relevant: RelevantRanks, discounts: np.ndarray, cutoff: int, gain: str) -> np.ndarray:
     """(Q,) ideal DCG@cutoff: each query's gains sorted high to low over the first positions."""
-    query, gains = relevant.query_of(), relevant.gains
+    query, gains = relevant.query_of, relevant.gains
     top = float(gains.max(initial=0.0))
-    if top < 2**16 and np.array_equal(gains, np.round(gains)):
-        # shared-label counts: the items at each gain level fill the next ideal positions (no sort)
+    if top < 2**16 and np.array_equal(gains, np.round(gains)):  # shared-label counts: count each level
         levels = int(top) + 1
         counts = np.bincount(query * levels + gains.astype(np.int64),
                              minlength=relevant.num_queries * levels).reshape(relevant.num_queries, levels)
         at_least = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]  # items with a gain >= each level
-        prefix = np.concatenate([[0.0], np.cumsum(discounts[:cutoff])])
-        upper = np.minimum(at_least[:, 1:], cutoff)
-        lower = np.minimum(np.concatenate([at_least[:, 2:], np.zeros((len(at_least), 1), dtype=np.int64)], axis=1), cutoff)
-        return (prefix[upper] - prefix[lower]) @ _gain_values(np.arange(1, levels, dtype=np.float64), gain)
+        return _ideal_dcg_from_levels(at_least[:, 1:], cutoff, gain)
     ideal = gains[np.lexsort((-gains, query))]
-    position = np.minimum(relevant.position_in_query(), cutoff)
+    position = np.minimum(relevant.position_in_query, cutoff)
     return _per_query_sum(relevant, slice(None), _gain_values(ideal, gain) * discounts[position])
 
 
@@ -176,7 +183,7 @@ def ndcg_from_ranks(relevant: RelevantRanks, k: int | None = 500, gain: str = "l
 
 def average_precision_from_ranks(relevant: RelevantRanks, k: int | None = None) -> np.ndarray:
     """(Q,) AP@all (k=None) or AP@k from precomputed relevant ranks."""
-    precision = (relevant.position_in_query() + 1) / relevant.ranks  # ranks ascend: position = relevant so far
+    precision = (relevant.position_in_query + 1) / relevant.ranks  # ranks ascend: position = relevant so far
     keep = slice(None) if k is None else relevant.ranks <= k
     total = _per_query_sum(relevant, keep, precision)
     retrieved = _per_query_sum(relevant, keep)
@@ -229,7 +236,7 @@ def pr_curve_from_ranks(relevant: RelevantRanks, cutoffs: np.ndarray) -> tuple[n
     points = len(cutoffs)
     # each relevant item first counts at the smallest cutoff >= its rank; a running sum gives the rest
     first_cutoff = np.searchsorted(cutoffs, relevant.ranks, side="left")
-    counts = np.bincount(relevant.query_of() * (points + 1) + first_cutoff,
+    counts = np.bincount(relevant.query_of * (points + 1) + first_cutoff,
                          minlength=relevant.num_queries * (points + 1)).reshape(relevant.num_queries, points + 1)
     retrieved = np.cumsum(counts[:, :points], axis=1).astype(np.float64)
     precision = retrieved / np.minimum(cutoffs, relevant.gallery_size)[None, :]
@@ -240,17 +247,10 @@ def pr_curve_from_ranks(relevant: RelevantRanks, cutoffs: np.ndarray) -> tuple[n
 
 def _ideal_dcg(gains: np.ndarray, cutoff: int, gain: str) -> np.ndarray:
     """(Q,) ideal DCG@cutoff from integer gains (Q, G), by counting items at each gain level (no sort)."""
-    discount_cumsum = np.concatenate([[0.0], np.cumsum(_discounts(cutoff))])
-    ideal = np.zeros(len(gains))
-    at_least_previous = np.zeros(len(gains), dtype=np.int64)
-    for level in range(int(gains.max(initial=0)), 0, -1):  # highest gain fills the first ideal positions
-        at_least = np.count_nonzero(gains >= level, axis=1)
-        if not at_least.any():
-            continue
-        filled = discount_cumsum[np.minimum(at_least, cutoff)] - discount_cumsum[np.minimum(at_least_previous, cutoff)]
-        ideal += float(_gain_values(np.float64(level), gain)) * filled
-        at_least_previous = at_least
-    return ideal
+    levels = range(1, int(gains.max(initial=0)) + 1)
+    at_least = np.stack([np.count_nonzero(gains >= level, axis=1) for level in levels], axis=1) if levels else \
+        np.zeros((len(gains), 0), dtype=np.int64)
+    return _ideal_dcg_from_levels(at_least, cutoff, gain)
 
 
 def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
