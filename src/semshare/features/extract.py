@@ -260,6 +260,9 @@ def _grid_boxes(grid: int) -> np.ndarray:
 
 
 PRECISIONS = ("fp32", "bf16")
+# images per backbone call: small batches keep a layer's activations in cache; on 2 cores 8 ran 1.2-2x the
+# crops/s of 64 (docs/PERFORMANCE.md); the values do not depend on it
+BACKBONE_BATCH = 8
 
 
 class _Encoder:
@@ -276,9 +279,11 @@ class _Encoder:
         self.dim, self.image_size = self.backbone.dim, self.backbone.image_size
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Any number of images, through the backbone `BACKBONE_BATCH` at a time."""
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            maps = self.backbone.feature_map(images.contiguous(memory_format=torch.channels_last))
-        return maps.float()
+            maps = [self.backbone.feature_map(images[b : b + BACKBONE_BATCH].contiguous(memory_format=torch.channels_last)).float()
+                    for b in range(0, len(images), BACKBONE_BATCH)]
+        return torch.cat(maps) if maps else torch.zeros(0, self.dim, 1, 1)
 
 
 @torch.no_grad()
@@ -365,7 +370,7 @@ class _ImageInputs(torch.utils.data.Dataset):
 
 def _chunk_arrays(prepared: list[_PreparedImage], encoder: _Encoder, region_count: int, use_boxes: bool,
                   cfg: ExtractConfig) -> dict[str, np.ndarray]:
-    """The backbone over one chunk: whole images in one batch, every crop of the chunk in batches of 64."""
+    """The backbone over one chunk: its whole images, then every crop of the chunk."""
     maps = encoder(torch.stack([p.whole for p in prepared]))
     global_features = maps.mean(dim=(2, 3)).numpy()
     count, dim = len(prepared), encoder.dim
@@ -378,9 +383,7 @@ def _chunk_arrays(prepared: list[_PreparedImage], encoder: _Encoder, region_coun
         arrays["region_boxes"][:], arrays["region_mask"][:] = _grid_boxes(cfg.grid), 1
         return arrays
     arrays["region_labels"] = np.full((count, region_count), -1, dtype=np.int16)
-    crops = torch.cat([p.crops for p in prepared])
-    features = np.concatenate([encoder(crops[b : b + 64]).mean(dim=(2, 3)).numpy() for b in range(0, len(crops), 64)]
-                              or [np.zeros((0, dim), dtype=np.float32)])
+    features = encoder(torch.cat([p.crops for p in prepared])).mean(dim=(2, 3)).numpy()
     offset = 0
     for i, p in enumerate(prepared):
         n = len(p.crops)
