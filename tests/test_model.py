@@ -42,6 +42,38 @@ def test_every_preset_builds_steps_and_every_parameter_learns(tiny_data_dir, tmp
     assert torch.isfinite(img).all() and torch.isfinite(txt).all()
 
 
+def test_one_gru_call_for_clean_and_masked_words_changes_no_loss_or_gradient(tiny_data_dir, tmp_path, monkeypatch):
+    """training_step runs the clean and the masked tokens through one GRU call (paired_states); with dropout
+    on, the same seed must give the losses and gradients of two separate calls (no random draw moved)."""
+    from semshare.models.text_encoders import WordGRUEncoder
+
+    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"model.loss.mask_prob": 0.5, "models.semantic_sharing.dropout": 0.2,
+                                                     "model.loss.context_weight": 0.5})
+    batch = first_batch(run)
+    assert batch.txt_masked.any() and run.model.word_head is not None
+
+    def step():
+        torch.manual_seed(3)
+        run.model.zero_grad()
+        losses = run.model.training_step(batch)
+        losses["loss"].backward()
+        return {k: v.detach() for k, v in losses.items()}, {n: p.grad.clone() for n, p in run.model.named_parameters()}
+
+    calls = []
+    real_states = WordGRUEncoder.recurrent_states
+    monkeypatch.setattr(WordGRUEncoder, "recurrent_states", lambda self, *a, **k: calls.append(len(a[0])) or real_states(self, *a, **k))
+    paired_losses, paired_grads = step()
+    assert calls == [2 * len(batch)]  # one call over both copies
+    monkeypatch.setattr(WordGRUEncoder, "paired_states", lambda self, tokens, mask, masked: (
+        self.recurrent_states(tokens, mask), self.recurrent_states(tokens, mask, masked)))
+    separate_losses, separate_grads = step()
+    assert calls[1:] == [len(batch), len(batch)]
+    for name in separate_losses:
+        torch.testing.assert_close(paired_losses[name], separate_losses[name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in separate_grads:
+        torch.testing.assert_close(paired_grads[name], separate_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_padding_never_changes_a_result(tiny_data_dir, tmp_path):
     run = tiny_run(tiny_data_dir, tmp_path / "r")
     run.model.eval()

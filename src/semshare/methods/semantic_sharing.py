@@ -180,13 +180,14 @@ class SemanticSharing(TrainedMethod):
     def _branch(self, modality: str) -> int:
         return 0 if self.cfg.share or modality == "image" else 1
 
-    def _modal_segments(self, batch: Batch, modality: str, with_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _modal_segments(self, batch: Batch, modality: str, with_mask: bool,
+                        text_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if modality == "image":
             mask = _at_least_one_real(batch.img_mask)
             segments = self.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked if with_mask else None)
         elif self.inputs.text == "words":
             mask = _at_least_one_real(batch.txt_mask)
-            segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None)
+            segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None, text_states)
         elif self.inputs.text == "segments":
             mask = _at_least_one_real(batch.txt_mask)
             segments = self.txt_encoder(batch.txt_segments, batch.txt_masked if with_mask else None)
@@ -198,9 +199,10 @@ class SemanticSharing(TrainedMethod):
             mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
         return segments, mask
 
-    def _shared_forward(self, batch: Batch, modality: str, with_mask: bool = False):
+    def _shared_forward(self, batch: Batch, modality: str, with_mask: bool = False,
+                        text_states: torch.Tensor | None = None):
         """-> (hidden (B, S, D) per modal segment, mask (B, S), pooled z (B, D), branch index)."""
-        segments, mask = self._modal_segments(batch, modality, with_mask)
+        segments, mask = self._modal_segments(batch, modality, with_mask, text_states)
         branch = self._branch(modality)
         if self.cls_segment is not None:
             cls = self.cls_segment.to(segments.dtype).expand(len(segments), 1, -1)
@@ -233,9 +235,16 @@ class SemanticSharing(TrainedMethod):
         cfg = self.loss_cfg
         losses: dict[str, torch.Tensor] = {}
         pooled = {}
-        if cfg.label_weight > 0 or cfg.consistency_weight > 0:
+        clean_pass = cfg.label_weight > 0 or cfg.consistency_weight > 0
+        masked_words = self.word_head is not None and bool(batch.txt_masked.any())
+        # word tokens: the clean and the masked text share one GRU call (the step's slowest loop)
+        text_states = {False: None, True: None}
+        if clean_pass and masked_words and self.inputs.text == "words":
+            text_states[False], text_states[True] = self.txt_encoder.paired_states(
+                batch.txt_tokens, _at_least_one_real(batch.txt_mask), batch.txt_masked)
+        if clean_pass:
             for modality in ("image", "text"):
-                hidden, mask, z, branch = self._shared_forward(batch, modality)
+                hidden, mask, z, branch = self._shared_forward(batch, modality, text_states=text_states[False])
                 pooled[modality] = z
                 if cfg.label_weight > 0:
                     logits = self.classifier[branch](z)
@@ -246,8 +255,8 @@ class SemanticSharing(TrainedMethod):
                 hidden, _, _, _ = self._shared_forward(batch, "image", with_mask=True)
                 losses["context_image"] = _per_item_masked_ce(self.region_head(hidden), batch.img_region_targets,
                                                               batch.img_masked[:, : hidden.shape[1]])
-            if self.word_head is not None and bool(batch.txt_masked.any()):
-                hidden, _, _, _ = self._shared_forward(batch, "text", with_mask=True)
+            if masked_words:
+                hidden, _, _, _ = self._shared_forward(batch, "text", with_mask=True, text_states=text_states[True])
                 losses["context_text"] = _per_item_masked_ce(self.word_head(hidden), batch.txt_tokens, batch.txt_masked)
         if cfg.consistency_weight > 0 and cfg.consistency != "none":
             if cfg.consistency == "triplet":

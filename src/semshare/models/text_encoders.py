@@ -40,13 +40,29 @@ class WordGRUEncoder(nn.Module):
         self.mask_id = mask_id
         self.dim = dim
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+    def recurrent_states(self, tokens: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) tokens -> (B, L, 2 * (dim // 2)) BiGRU states (masked tokens enter as MASK)."""
         if masked is not None:
             tokens = torch.where(masked, torch.full_like(tokens, self.mask_id), tokens)
         lengths = mask.sum(1).clamp_min(1).cpu()
         packed = pack_padded_sequence(self.embedding(tokens), lengths, batch_first=True, enforce_sorted=False)
         states, _ = self.gru(packed)
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=tokens.shape[1])
+        return states
+
+    def paired_states(self, tokens: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean and the masked tokens' states from one GRU call over both (2B rows): the values of two
+        calls, at about the cost of one (the recurrence is a loop of small steps; the GRU draws no random
+        numbers, so the run's random stream is unchanged)."""
+        masked_tokens = torch.where(masked, torch.full_like(tokens, self.mask_id), tokens)
+        states = self.recurrent_states(torch.cat([tokens, masked_tokens]), torch.cat([mask, mask]))
+        return states[: len(tokens)], states[len(tokens) :]
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor | None = None,
+                states: torch.Tensor | None = None) -> torch.Tensor:
+        """`states`: this batch's recurrent_states, when computed already (paired_states)."""
+        if states is None:
+            states = self.recurrent_states(tokens, mask, masked)
         positions = sinusoidal_positions(tokens.shape[1], self.dim, tokens.device).unsqueeze(0).expand(len(tokens), -1, -1)
         # the MASK input is applied before the GRU, so no second masking in the projection
         return self.project(states, positions.to(states.dtype))
