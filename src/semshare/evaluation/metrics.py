@@ -102,21 +102,25 @@ def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRan
     np.cumsum(np.count_nonzero(relevant, axis=1), out=offsets[1:])
     ranks = np.empty(offsets[-1], dtype=np.int64)
     aligned_gains = np.empty(offsets[-1], dtype=np.float64)
+    position_plus_one = np.arange(1, gallery_size + 1)
     for query in np.flatnonzero(offsets[1:] > offsets[:-1]):
         begin, end = offsets[query], offsets[query + 1]
         row, relevant_mask = scores[query], relevant[query]
         items = np.flatnonzero(relevant_mask)
         values = row[items]
         order = np.argsort(-values)  # best first (a fast unstable sort; equal scores are re-sorted stably)
-        if (values[order][1:] == values[order][:-1]).any():
+        descending = values[order]
+        if (descending[1:] == descending[:-1]).any():
             order = np.argsort(-values, kind="stable")  # items ascend, so equal scores keep index order
-        items, descending = items[order], values[order]
+            descending = values[order]
+        items = items[order]
         others = np.sort(row[~relevant_mask])
         # ascending needles keep the binary searches cache-friendly; read the result back reversed
         not_above = np.searchsorted(others, descending[::-1], side="right")[::-1]
         # relevant items ahead + irrelevant items with a higher score (+ ties by index, below)
-        query_ranks = np.arange(1, len(items) + 1) + (len(others) - not_above)
-        tied = np.flatnonzero((not_above > 0) & (others[np.maximum(not_above - 1, 0)] == descending)) if len(others) else []
+        query_ranks = position_plus_one[: len(items)] + (len(others) - not_above)
+        # the largest other score <= each relevant one (index -1 clips to others[0], which is then larger)
+        tied = np.flatnonzero(others.take(not_above - 1, mode="clip") == descending) if len(others) else []
         if len(tied) > _MAX_TIES_SCANNED:  # many ties (quantised or label-space scores): one stable sort
             query_ranks = _ranks_by_full_sort(row, items)
         else:  # a few coincident float values: count the equal irrelevant scores ahead of each by index
