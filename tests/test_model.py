@@ -42,36 +42,59 @@ def test_every_preset_builds_steps_and_every_parameter_learns(tiny_data_dir, tmp
     assert torch.isfinite(img).all() and torch.isfinite(txt).all()
 
 
-def test_one_gru_call_for_clean_and_masked_words_changes_no_loss_or_gradient(tiny_data_dir, tmp_path, monkeypatch):
-    """training_step runs the clean and the masked tokens through one GRU call (paired_states); with dropout
-    on, the same seed must give the losses and gradients of two separate calls (no random draw moved)."""
+@pytest.mark.parametrize("text_source", ["words", "segments"])
+def test_shared_early_work_changes_no_loss_or_gradient(tiny_data_dir, tmp_path, monkeypatch, text_source):
+    """A step's clean and masked passes share psi1 of the regions (and of token states) and one GRU call over
+    both token copies; with dropout on, the same seed must give the losses and gradients of separate calls
+    (no random draw moved), with psi1 / the GRU really called once."""
+    from semshare.methods.semantic_sharing import SemanticSharing
     from semshare.models.text_encoders import WordGRUEncoder
 
-    run = tiny_run(tiny_data_dir, tmp_path / "r", **{"model.loss.mask_prob": 0.5, "models.semantic_sharing.dropout": 0.2,
-                                                     "model.loss.context_weight": 0.5})
+    extra = {"model.loss.mask_prob": 0.5, "models.semantic_sharing.dropout": 0.2, "model.loss.context_weight": 0.5}
+    if text_source == "segments":  # random token states, as extract-text writes them (no encoder needed)
+        from semshare.data.dataset import open_dataset
+        from test_text_segments import write_fake_segments
+
+        segments = write_fake_segments(tmp_path / "seg", int(open_dataset(tiny_data_dir).caption_offsets[-1]))
+        extra.update({"text.source": "minilm", "text.segments_dir": str(segments)})
+    run = tiny_run(tiny_data_dir, tmp_path / "r", **extra)
+    model = run.model
     batch = first_batch(run)
-    assert batch.txt_masked.any() and run.model.word_head is not None
-
-    def step():
-        torch.manual_seed(3)
-        run.model.zero_grad()
-        losses = run.model.training_step(batch)
-        losses["loss"].backward()
-        return {k: v.detach() for k, v in losses.items()}, {n: p.grad.clone() for n, p in run.model.named_parameters()}
-
-    calls = []
+    assert batch.img_masked.any() and batch.txt_masked.any() and model.region_head is not None and model.word_head is not None
+    gru_rows = []
     real_states = WordGRUEncoder.recurrent_states
-    monkeypatch.setattr(WordGRUEncoder, "recurrent_states", lambda self, *a, **k: calls.append(len(a[0])) or real_states(self, *a, **k))
-    paired_losses, paired_grads = step()
-    assert calls == [2 * len(batch)]  # one call over both copies
-    monkeypatch.setattr(WordGRUEncoder, "paired_states", lambda self, tokens, mask, masked: (
-        self.recurrent_states(tokens, mask), self.recurrent_states(tokens, mask, masked)))
-    separate_losses, separate_grads = step()
-    assert calls[1:] == [len(batch), len(batch)]
+    monkeypatch.setattr(WordGRUEncoder, "recurrent_states", lambda self, *a, **k: gru_rows.append(len(a[0])) or real_states(self, *a, **k))
+    psi1_calls = []
+    hooks = [model.img_encoder.project.psi1.register_forward_hook(lambda *_: psi1_calls.append("image"))]
+    if text_source == "segments":
+        hooks.append(model.txt_encoder.project.psi1.register_forward_hook(lambda *_: psi1_calls.append("text")))
+
+    def step(share: bool):
+        monkeypatch.setattr(SemanticSharing, "share_early_work", share)
+        gru_rows.clear(), psi1_calls.clear()
+        torch.manual_seed(3)
+        model.zero_grad()
+        losses = model.training_step(batch)
+        losses["loss"].backward()
+        return {k: v.detach() for k, v in losses.items()}, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    shared_losses, shared_grads = step(True)
+    if text_source == "words":
+        assert gru_rows == [2 * len(batch)] and psi1_calls == ["image"]
+    else:
+        assert gru_rows == [] and sorted(psi1_calls) == ["image", "text"]
+    separate_losses, separate_grads = step(False)
+    if text_source == "words":
+        assert gru_rows == [len(batch), len(batch)] and psi1_calls == ["image", "image"]
+    else:
+        assert sorted(psi1_calls) == ["image", "image", "text", "text"]
+    assert set(shared_losses) == set(separate_losses) >= {"label_image", "label_text", "context_image", "context_text"}
     for name in separate_losses:
-        torch.testing.assert_close(paired_losses[name], separate_losses[name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(shared_losses[name], separate_losses[name], rtol=1e-5, atol=1e-6, msg=name)
     for name in separate_grads:
-        torch.testing.assert_close(paired_grads[name], separate_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(shared_grads[name], separate_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    for hook in hooks:
+        hook.remove()
 
 
 def test_padding_never_changes_a_result(tiny_data_dir, tmp_path):

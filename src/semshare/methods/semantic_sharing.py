@@ -181,16 +181,17 @@ class SemanticSharing(TrainedMethod):
         return 0 if self.cfg.share or modality == "image" else 1
 
     def _modal_segments(self, batch: Batch, modality: str, with_mask: bool,
-                        text_states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        early: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`early`: the modality-specific work computed already for this pass (see training_step)."""
         if modality == "image":
             mask = _at_least_one_real(batch.img_mask)
-            segments = self.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked if with_mask else None)
+            segments = self.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked if with_mask else None, early)
         elif self.inputs.text == "words":
             mask = _at_least_one_real(batch.txt_mask)
-            segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None, text_states)
+            segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None, early)
         elif self.inputs.text == "segments":
             mask = _at_least_one_real(batch.txt_mask)
-            segments = self.txt_encoder(batch.txt_segments, batch.txt_masked if with_mask else None)
+            segments = self.txt_encoder(batch.txt_segments, batch.txt_masked if with_mask else None, early)
         else:
             segments = self.txt_encoder(batch.txt_vectors)
             mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
@@ -199,10 +200,9 @@ class SemanticSharing(TrainedMethod):
             mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
         return segments, mask
 
-    def _shared_forward(self, batch: Batch, modality: str, with_mask: bool = False,
-                        text_states: torch.Tensor | None = None):
+    def _shared_forward(self, batch: Batch, modality: str, with_mask: bool = False, early: torch.Tensor | None = None):
         """-> (hidden (B, S, D) per modal segment, mask (B, S), pooled z (B, D), branch index)."""
-        segments, mask = self._modal_segments(batch, modality, with_mask, text_states)
+        segments, mask = self._modal_segments(batch, modality, with_mask, early)
         branch = self._branch(modality)
         if self.cls_segment is not None:
             cls = self.cls_segment.to(segments.dtype).expand(len(segments), 1, -1)
@@ -231,32 +231,49 @@ class SemanticSharing(TrainedMethod):
         return self._retrieval_embedding(*self._shared_forward(batch, "text")).float()
 
     # ---- training ----
+    share_early_work = True  # False: each pass computes its own (the reference the tests compare with)
+
+    def _early_work(self, batch: Batch, masked_regions: bool, masked_words: bool) -> dict[tuple[str, bool], torch.Tensor]:
+        """Modality-specific work the clean and the masked pass of a step share, by (modality, masked): the
+        input projection psi1 of regions (and of pretrained token states) once, since a masked segment is
+        replaced after it; the word GRU over both token copies in one call (a loop of small steps, about the
+        cost of one). Neither draws random numbers, so
+        the dropout masks of a seed do not move; the values equal separate calls' (tested)."""
+        early: dict[tuple[str, bool], torch.Tensor] = {}
+        if not self.share_early_work:
+            return early
+        if masked_regions:
+            early["image", False] = early["image", True] = self.img_encoder.project.psi1(batch.img_regions)
+        if masked_words and self.inputs.text == "words":
+            early["text", False], early["text", True] = self.txt_encoder.paired_states(
+                batch.txt_tokens, _at_least_one_real(batch.txt_mask), batch.txt_masked)
+        elif masked_words and self.inputs.text == "segments":  # pretrained token states: psi1 once, as regions
+            early["text", False] = early["text", True] = self.txt_encoder.project.psi1(batch.txt_segments)
+        return early
+
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.loss_cfg
         losses: dict[str, torch.Tensor] = {}
         pooled = {}
         clean_pass = cfg.label_weight > 0 or cfg.consistency_weight > 0
+        masked_regions = self.region_head is not None and bool(batch.img_masked.any())
         masked_words = self.word_head is not None and bool(batch.txt_masked.any())
-        # word tokens: the clean and the masked text share one GRU call (the step's slowest loop)
-        text_states = {False: None, True: None}
-        if clean_pass and masked_words and self.inputs.text == "words":
-            text_states[False], text_states[True] = self.txt_encoder.paired_states(
-                batch.txt_tokens, _at_least_one_real(batch.txt_mask), batch.txt_masked)
+        early = self._early_work(batch, masked_regions, masked_words) if clean_pass else {}
         if clean_pass:
             for modality in ("image", "text"):
-                hidden, mask, z, branch = self._shared_forward(batch, modality, text_states=text_states[False])
+                hidden, mask, z, branch = self._shared_forward(batch, modality, early=early.get((modality, False)))
                 pooled[modality] = z
                 if cfg.label_weight > 0:
                     logits = self.classifier[branch](z)
                     losses[f"label_{modality}"] = label_prediction_loss(logits, batch.labels, cfg.label_loss)
         if self.region_head is not None or self.word_head is not None:
             # context prediction sees the masked input; label prediction above saw the clean one
-            if self.region_head is not None and bool(batch.img_masked.any()):
-                hidden, _, _, _ = self._shared_forward(batch, "image", with_mask=True)
+            if masked_regions:
+                hidden, _, _, _ = self._shared_forward(batch, "image", with_mask=True, early=early.get(("image", True)))
                 losses["context_image"] = _per_item_masked_ce(self.region_head(hidden), batch.img_region_targets,
                                                               batch.img_masked[:, : hidden.shape[1]])
             if masked_words:
-                hidden, _, _, _ = self._shared_forward(batch, "text", with_mask=True, text_states=text_states[True])
+                hidden, _, _, _ = self._shared_forward(batch, "text", with_mask=True, early=early.get(("text", True)))
                 losses["context_text"] = _per_item_masked_ce(self.word_head(hidden), batch.txt_tokens, batch.txt_masked)
         if cfg.consistency_weight > 0 and cfg.consistency != "none":
             if cfg.consistency == "triplet":

@@ -19,5 +19,7 @@ class RegionEncoder(nn.Module):
         super().__init__()
         self.project = SegmentProjection(region_dim, BOX_FEATURES, dim, dropout, maskable)
 
-    def forward(self, regions: torch.Tensor, boxes: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
-        return self.project(regions, boxes, masked)
+    def forward(self, regions: torch.Tensor, boxes: torch.Tensor, masked: torch.Tensor | None = None,
+                projected: torch.Tensor | None = None) -> torch.Tensor:
+        """`projected`: psi1(regions), when computed already (shared by a step's clean and masked pass)."""
+        return self.project(regions, boxes, masked, projected)

@@ -43,8 +43,10 @@ class SegmentProjection(nn.Module):
         # only built when segments get masked, so every parameter of a model is one that trains
         self.mask_embedding = nn.Parameter(torch.randn(dim) * 0.02) if maskable else None
 
-    def forward(self, content: torch.Tensor, position: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
-        content = self.psi1(content)
+    def forward(self, content: torch.Tensor, position: torch.Tensor, masked: torch.Tensor | None = None,
+                projected: torch.Tensor | None = None) -> torch.Tensor:
+        """`projected`: psi1(content), when computed already."""
+        content = self.psi1(content) if projected is None else projected
         if masked is not None and self.mask_embedding is not None:
             content = torch.where(masked.unsqueeze(-1), self.mask_embedding.to(content.dtype), content)
         return self.phi(content + self.psi2(position))

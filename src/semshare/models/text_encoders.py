@@ -94,7 +94,9 @@ class PretrainedSegmentEncoder(nn.Module):
         self.project = SegmentProjection(text_dim, dim, dim, dropout, maskable)
         self.dim = dim
 
-    def forward(self, states: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, states: torch.Tensor, masked: torch.Tensor | None = None,
+                projected: torch.Tensor | None = None) -> torch.Tensor:
+        """`projected`: psi1(states), when computed already (shared by a step's clean and masked pass)."""
         positions = sinusoidal_positions(states.shape[1], self.dim, states.device)
         positions = positions.unsqueeze(0).expand(len(states), -1, -1).to(states.dtype)
-        return self.project(states, positions, masked)
+        return self.project(states, positions, masked, projected)
