@@ -42,8 +42,9 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1  # carved from train (seeded) when the data has no val split
     log_every: int = 10
-    # batches built ahead of the step by a background thread; -1 = auto: 2 on CUDA (the host idles while the
-    # GPU steps), 0 on CPU (torch's threads already use the cores: measured slower on 2, docs/PERFORMANCE.md)
+    # batches built ahead of the step by a background thread (0: built in the step); -1 = auto: 2 on every
+    # device (on CUDA the host idles while the GPU steps; on 2 CPU cores it filled the gaps between torch's
+    # small ops: 7 of 7 paired runs faster, docs/PERFORMANCE.md)
     prefetch_batches: int = -1
     progress: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (the tensorboard extra)
@@ -254,7 +255,7 @@ def setup_loop(model: nn.Module, batches, cfg: TrainConfig, context: Distributed
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16
                 else contextlib.nullcontext())
-    prefetch = cfg.prefetch_batches if cfg.prefetch_batches >= 0 else (2 if device.type == "cuda" else 0)
+    prefetch = cfg.prefetch_batches if cfg.prefetch_batches >= 0 else 2
     return LoopSetup(device, train_model, build_optimizer(model, cfg), autocast, total_steps, steps_per_epoch, prefetch)
 
 
