@@ -182,7 +182,7 @@ class SemanticSharing(TrainedMethod):
 
     def _modal_segments(self, batch: Batch, modality: str, with_mask: bool,
                         early: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`early`: the modality-specific work computed already for this pass (see training_step)."""
+        """`early`: the modality-specific work computed already for this pass (`_early_work`)."""
         if modality == "image":
             mask = _at_least_one_real(batch.img_mask)
             segments = self.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked if with_mask else None, early)
@@ -237,8 +237,8 @@ class SemanticSharing(TrainedMethod):
         """Modality-specific work the clean and the masked pass of a step share, by (modality, masked): the
         input projection psi1 of regions (and of pretrained token states) once, since a masked segment is
         replaced after it; the word GRU over both token copies in one call (a loop of small steps, about the
-        cost of one). Neither draws random numbers, so
-        the dropout masks of a seed do not move; the values equal separate calls' (tested)."""
+        cost of one). Neither draws random numbers, so the dropout masks of a seed do not move; the values
+        equal separate calls' (tested)."""
         early: dict[tuple[str, bool], torch.Tensor] = {}
         if not self.share_early_work:
             return early
