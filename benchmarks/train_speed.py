@@ -5,8 +5,10 @@ benchmarks/throughput.py, captions, batch 32), each in its own process with 2 to
 items/s is what the loop itself reports (items trained / seconds since its first step, at the last log
 step of `--steps` steps, no validation inside); losses at every log step must equal the before-run's.
 `--compile` also times the step of the model under torch.compile(dynamic=True) against eager in one process.
+`--dataloader` adds a variant whose batches come from a torch DataLoader with one worker process (measured
+against the prefetch thread; the loop does not offer it: docs/PERFORMANCE.md).
 
-  python benchmarks/train_speed.py [--steps 60 --repeats 3 --before-rev REV --compile] [--out docs/train_speed.json]
+  python benchmarks/train_speed.py [--steps 60 --repeats 3 --before-rev REV --compile --dataloader] [--out docs/train_speed.json]
 """
 
 from __future__ import annotations
@@ -32,13 +34,35 @@ def make_data(folder: Path, steps: int) -> Path:
                                          val_items=40, test_items=40, dtype="float16"), progress=False)
 
 
-def run_loop(data: Path, out: Path, steps: int, prefetch: int | None) -> dict:
+def use_dataloader_worker() -> None:
+    """The loop's batches built by one DataLoader worker process instead (fork: the batch generator is
+    inherited, not pickled). Its own generator keeps the run's random stream: a DataLoader otherwise draws
+    its worker seed from the global one, which moves every dropout mask after it."""
+    import torch
+
+    import semshare.training.loop as loop
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __init__(self, items):
+            self.items = items
+
+        def __iter__(self):
+            yield from self.items
+
+    loop.prefetched = lambda items, depth: iter(torch.utils.data.DataLoader(
+        Stream(items), batch_size=None, num_workers=1, prefetch_factor=2, multiprocessing_context="fork",
+        generator=torch.Generator().manual_seed(0)))
+
+
+def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader: bool = False) -> dict:
     """train_experiment for `steps` steps (inside the first epoch); items/s and losses from its log."""
     import torch
 
     from semshare.training.experiment import resolve_config, train_experiment
 
     torch.set_num_threads(2)
+    if dataloader:
+        use_dataloader_worker()
     overrides = {"train.max_steps": steps, "train.epochs": 1, "train.progress": False, "train.log_every": 10,
                  "text.word_dim": 300, "text.word2vec_epochs": 1}
     if prefetch is not None:
@@ -84,7 +108,9 @@ def compile_probe(data: Path, steps: int) -> dict:
 def main() -> None:
     if sys.argv[1:2] == ["_loop"]:
         data, out, steps, prefetch = sys.argv[2:6]
-        print(json.dumps(run_loop(Path(data), Path(out), int(steps), None if prefetch == "none" else int(prefetch))))
+        dataloader = prefetch == "dataloader"
+        depth = None if prefetch == "none" else 0 if dataloader else int(prefetch)
+        print(json.dumps(run_loop(Path(data), Path(out), int(steps), depth, dataloader)))
         return
     if sys.argv[1:2] == ["_compile"]:
         print(json.dumps(compile_probe(Path(sys.argv[2]), int(sys.argv[3]))))
@@ -94,6 +120,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before-rev", default="10c95ea")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--dataloader", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results: dict = {"steps": args.steps, "before_rev": args.before_rev, "runs": []}
@@ -103,6 +130,8 @@ def main() -> None:
         data = make_data(tmp / "data", args.steps)
         before = source_at(args.before_rev, tmp / "before")
         variants = [("before", before, "none"), ("now, no prefetch", ROOT, "0"), ("now, prefetch thread (2)", ROOT, "2")]
+        if args.dataloader:
+            variants.append(("now, DataLoader 1 worker", ROOT, "dataloader"))
         for repeat in range(args.repeats):  # interleaved, so drifts of the machine hit every variant alike
             for name, root, prefetch in variants:
                 run = run_json(root, __file__, "_loop", str(data), str(tmp / f"run-{repeat}-{prefetch}"), str(args.steps), prefetch)
