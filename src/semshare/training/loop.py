@@ -44,7 +44,7 @@ class TrainConfig:
     log_every: int = 10
     # batches built ahead of the step by a background thread (0: built in the step); -1 = auto: 2 on every
     # device (on CUDA the host idles while the GPU steps; on 2 CPU cores it filled the gaps between torch's
-    # small ops: 7 of 7 paired runs faster, docs/PERFORMANCE.md)
+    # small ops: +6% over 10 paired runs, docs/PERFORMANCE.md)
     prefetch_batches: int = -1
     progress: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (the tensorboard extra)
