@@ -54,8 +54,8 @@ class WordGRUEncoder(nn.Module):
         """The clean and the masked tokens' states from one GRU call over both (2B rows): the values of two
         calls, at about the cost of one (the recurrence is a loop of small steps; the GRU draws no random
         numbers, so the run's random stream is unchanged)."""
-        masked_tokens = torch.where(masked, torch.full_like(tokens, self.mask_id), tokens)
-        states = self.recurrent_states(torch.cat([tokens, masked_tokens]), torch.cat([mask, mask]))
+        states = self.recurrent_states(torch.cat([tokens, tokens]), torch.cat([mask, mask]),
+                                       torch.cat([torch.zeros_like(masked), masked]))
         return states[: len(tokens)], states[len(tokens) :]
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor | None = None,
