@@ -158,6 +158,32 @@ def test_precision_recall_and_curve_against_naive_loop():
     np.testing.assert_allclose(metrics.ndcg_at_k(scores, gains, k=50), naive_ndcg(scores, gains, 50), atol=1e-12)
 
 
+def test_radix_path_ranks_float32_rows_like_the_float_sort(monkeypatch):
+    """Float32 rows ranked through order_keys + 16-bit radix passes give the naive ranking, ties (signed zeros,
+    rounded scores, hundreds tied: the stable-sort path) included; the helpers match NumPy's sorts."""
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.standard_normal(5000) * 10.0 ** rng.integers(-40, 30, 5000), [0.0, -0.0, 1e-45, -1e-45,
+                             np.finfo(np.float32).max, -np.finfo(np.float32).max, np.inf, -np.inf]]).astype(np.float32)
+    keys = metrics.order_keys(values)
+    assert keys.dtype == np.uint32 and keys[-8] == keys[-7]  # -0.0 and 0.0 tie, as floats compare
+    np.testing.assert_array_equal(np.argsort(keys, kind="stable"), np.argsort(values, kind="stable"))
+    np.testing.assert_array_equal(metrics.radix_sorted(keys), np.sort(keys))
+    np.testing.assert_array_equal(metrics.radix_argsort(keys), np.argsort(keys, kind="stable"))
+    scores, gains = random_problem(11, queries=12, gallery=300)
+    scores = scores.astype(np.float32)
+    scores[1] = np.round(scores[1], 1)
+    scores[2, :40] = rng.choice(np.array([0.0, -0.0, 0.5], dtype=np.float32), 40)
+    scores[3] = np.round(scores[3])  # hundreds of ties: the stable-sort path
+    expected = [[naive_ranking(row).index(i) + 1 for i in np.flatnonzero(g > 0)] for row, g in zip(scores, gains)]
+    assert not metrics.radix_sort_is_faster(scores[0])  # a short row is never timed: the float sort
+    assert metrics.radix_sort_is_faster(values) in (True, False)  # timed on this CPU; either gives the same ranks
+    for by_keys in (False, True):
+        monkeypatch.setattr(metrics, "radix_sort_is_faster", lambda row, chosen=by_keys: chosen)
+        got = metrics.compute_relevant_ranks(scores, gains).per_query()
+        assert [list(r) for r in got] == [sorted(r) for r in expected], by_keys
+        np.testing.assert_allclose(metrics.average_precision(scores, gains), naive_ap(scores, gains), atol=1e-12)
+
+
 def test_ties_do_not_depend_on_gallery_permutation_of_equal_items():
     """Relabelling which of two tied items comes first by index changes the result as the rule says."""
     scores = np.array([[0.5, 0.5]])
