@@ -154,12 +154,12 @@ def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRan
         begin, end = offsets[query], offsets[query + 1]
         row, relevant_mask = scores[query], relevant[query]
         items = np.flatnonzero(relevant_mask)
-        if by_keys:  # compared as keys: equal keys are exactly the tied scores
-            compared = order_keys(row)
-            order = radix_argsort(~compared[items])  # best first; stable: equal scores keep index order
-            items = items[order]
+        if scores.dtype == np.float32:  # the relevant ones in stable order by radix passes (no second sort)
+            compared = order_keys(row) if by_keys else row  # as keys: equal keys are exactly the tied scores
+            relevant_keys = compared[items] if by_keys else order_keys(row[items])
+            items = items[radix_argsort(~relevant_keys)]  # best first; equal scores keep index order
             descending = compared[items]
-            others = radix_sorted(compared[~relevant_mask])
+            others = radix_sorted(compared[~relevant_mask]) if by_keys else np.sort(row[~relevant_mask])
         else:
             compared = row
             values = row[items]
