@@ -97,6 +97,34 @@ def test_shared_early_work_changes_no_loss_or_gradient(tiny_data_dir, tmp_path, 
         hook.remove()
 
 
+def test_masked_prediction_loss_scores_only_masked_positions_with_the_dense_value():
+    """The context loss runs its head on the masked positions only: the value and gradients equal the dense
+    form (every position scored, the unmasked ones multiplied by 0), an item without a masked one counting 0."""
+    import torch.nn.functional as F
+
+    from semshare.methods.semantic_sharing import _per_item_masked_ce
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50)
+    hidden = torch.randn(6, 9, 16, requires_grad=True)
+    targets = torch.randint(-1, 50, (6, 9))
+    masked = (torch.rand(6, 9) < 0.3) & (targets >= 0)
+    masked[2] = False
+    calls = []
+    hook = head.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    losses = F.cross_entropy(head(hidden).flatten(0, 1), targets.clamp_min(0).flatten(), reduction="none")
+    losses = losses.view(masked.shape) * masked
+    dense = (losses.sum(1) / masked.sum(1).clamp_min(1)).mean()
+    dense_grads = torch.autograd.grad(dense, [hidden, head.weight])
+    sparse = _per_item_masked_ce(head, hidden, targets, masked)
+    sparse_grads = torch.autograd.grad(sparse, [hidden, head.weight])
+    hook.remove()
+    assert calls[1] == int(masked.sum()) < masked.numel()
+    torch.testing.assert_close(sparse, dense)
+    for got, expected in zip(sparse_grads, dense_grads):
+        torch.testing.assert_close(got, expected)
+
+
 def test_padding_never_changes_a_result(tiny_data_dir, tmp_path):
     run = tiny_run(tiny_data_dir, tmp_path / "r")
     run.model.eval()
