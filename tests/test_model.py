@@ -326,3 +326,30 @@ def test_rerank_with_the_whole_gallery_equals_ranking_by_pair_score(tiny_data_di
     labels = np.asarray(ds.labels, dtype=np.int64)
     gains = labels[rows] @ labels[items.rows].T
     np.testing.assert_allclose(directions["i2t"].per_query["mAP@all"], metrics.average_precision(pair, gains), atol=1e-6)
+
+
+def test_batches_put_real_regions_first_wherever_they_are_stored(tiny_data_dir, tmp_path):
+    """Regions stored with padding slots between them give the batches of the same regions stored real-first
+    (the stable real-first order; real-first storage skips the reordering copy)."""
+    import shutil
+
+    shuffled = tmp_path / "holes"
+    shutil.copytree(tiny_data_dir, shuffled)
+    mask = np.load(tiny_data_dir / "region_mask.npy").astype(bool)
+    assert all(row[: row.sum()].all() for row in mask)  # the generator writes real regions first
+    rng = np.random.default_rng(0)
+    slots = mask.shape[1]
+    layout = np.empty(mask.shape, dtype=np.int64)  # new slot -> old slot
+    for row, count in enumerate(mask.sum(1)):
+        real_at = np.sort(rng.choice(slots, size=count, replace=False))
+        layout[row, real_at] = np.arange(count)
+        layout[row, np.setdiff1d(np.arange(slots), real_at)] = np.arange(count, slots)
+    assert (layout != np.arange(slots)).any(axis=1).sum() > len(mask) // 2
+    for name in ("regions.npy", "region_boxes.npy", "region_mask.npy", "region_labels.npy"):
+        values = np.load(tiny_data_dir / name)
+        np.save(shuffled / name, np.take_along_axis(values, layout.reshape(layout.shape + (1,) * (values.ndim - 2)), 1))
+    batches = [first_batch(tiny_run(folder, tmp_path / f"run_{i}", **{"model.loss.mask_prob": 0.5}))
+               for i, folder in enumerate((tiny_data_dir, shuffled))]
+    for field in ("img_regions", "img_boxes", "img_mask", "img_region_targets", "img_masked"):
+        torch.testing.assert_close(getattr(batches[1], field), getattr(batches[0], field), rtol=0, atol=0, msg=field)
+    assert batches[0].img_masked.any()

@@ -159,12 +159,19 @@ class BatchBuilder:
             order = np.argsort(~region_mask, axis=1, kind="stable")
             keep = max(1, int(region_mask.sum(1).max()))
             order = order[:, :keep]
-            regions = gather_rows(self.dataset.regions, rows)
-            features = np.take_along_axis(regions, order[..., None], axis=1).astype(np.float32)
-            boxes = box_features(np.take_along_axis(gather_rows(self.dataset.region_boxes, rows), order[..., None], axis=1))
-            mask = np.take_along_axis(region_mask, order, axis=1)
+            # regions stored real-first (extract and the importers write them so) need no reordering copy
+            in_place = bool((order == np.arange(keep)).all())
+
+            def arranged(values: np.ndarray) -> np.ndarray:
+                if in_place:
+                    return values[:, :keep]
+                return np.take_along_axis(values, order.reshape(order.shape + (1,) * (values.ndim - 2)), axis=1)
+
+            features = arranged(gather_rows(self.dataset.regions, rows)).astype(np.float32)
+            boxes = box_features(arranged(gather_rows(self.dataset.region_boxes, rows)))
+            mask = np.ascontiguousarray(arranged(region_mask))
             if self.region_targets is not None:
-                targets = np.take_along_axis(gather_rows(self.region_targets, rows), order, axis=1).astype(np.int64)
+                targets = arranged(gather_rows(self.region_targets, rows)).astype(np.int64)
                 targets[~mask] = -1
             else:
                 targets = np.full(mask.shape, -1, dtype=np.int64)
