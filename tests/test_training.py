@@ -191,6 +191,15 @@ def test_prefetching_batches_changes_nothing_the_run_learns(tiny_data_dir, tmp_p
     assert state["step"] == 14
 
 
+def test_auto_prefetch_builds_ahead_on_cuda_or_with_a_spare_core(monkeypatch):
+    from semshare.training import loop
+
+    monkeypatch.setattr(loop.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for threads, device, depth in ((2, "cpu", 0), (1, "cpu", 2), (2, "cuda", 2)):
+        monkeypatch.setattr(loop.torch, "get_num_threads", lambda threads=threads: threads)
+        assert loop.auto_prefetch_depth(torch.device(device)) == depth, (threads, device)
+
+
 def test_the_prefetch_thread_keeps_order_raises_errors_and_stops_when_left():
     import threading
 

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -42,9 +43,10 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1  # carved from train (seeded) when the data has no val split
     log_every: int = 10
-    # batches built ahead of the step by a background thread (0: built in the step); -1 = auto: 2 on every
-    # device (on CUDA the host idles while the GPU steps; on 2 CPU cores it filled the gaps between torch's
-    # small ops: +6% over 10 paired runs, docs/PERFORMANCE.md)
+    # batches built ahead of the step by a background thread (0: built in the step); -1 = auto: 2 on CUDA
+    # (the host idles while the GPU steps) and on a CPU with a core beyond torch's threads; 0 where torch's
+    # threads fill every core (2 cores: the thread competes with them, 4 wins in 13 paired runs once batches
+    # got cheaper; docs/PERFORMANCE.md)
     prefetch_batches: int = -1
     progress: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (the tensorboard extra)
@@ -237,6 +239,13 @@ class LoopSetup:
     prefetch_batches: int = 0
 
 
+def auto_prefetch_depth(device: torch.device) -> int:
+    """2 batches ahead where the thread has something to overlap without contention, else 0."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    spare_core = cores > torch.get_num_threads()
+    return 2 if device.type == "cuda" or spare_core else 0
+
+
 def setup_loop(model: nn.Module, batches, cfg: TrainConfig, context: DistributedContext) -> LoopSetup:
     device = resolve_device(cfg.device, context)
     model.to(device)
@@ -256,7 +265,7 @@ def setup_loop(model: nn.Module, batches, cfg: TrainConfig, context: Distributed
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16
                 else contextlib.nullcontext())
-    prefetch = cfg.prefetch_batches if cfg.prefetch_batches >= 0 else 2
+    prefetch = cfg.prefetch_batches if cfg.prefetch_batches >= 0 else auto_prefetch_depth(device)
     return LoopSetup(device, train_model, build_optimizer(model, cfg), autocast, total_steps, steps_per_epoch, prefetch)
 
 
