@@ -246,3 +246,33 @@ def test_optimizers_are_fused_and_step_like_the_per_parameter_loop(name):
     for got, expected in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     assert (model[0].weight - initial).abs().max() > 1e-3  # the steps did move the weights
+
+
+@pytest.mark.parametrize("saved_fused", [False, True])
+def test_a_checkpoint_resumes_into_the_optimizer_kernel_this_torch_uses(tmp_path, saved_fused):
+    """Whether the saved run's optimizer was fused is not state: the resumed optimizer keeps its own kernel
+    flag, and its first step continues the saved moments exactly as the saving optimizer would have."""
+    from semshare.training.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    inputs = torch.randn(8, 4)
+
+    def step(optimizer):
+        optimizer.zero_grad()
+        model(inputs).pow(2).mean().backward()
+        optimizer.step()
+
+    saving = torch.optim.Adam(model.parameters(), lr=0.01, fused=saved_fused)
+    step(saving)
+    save_checkpoint(tmp_path / "ckpt", model, saving, {"step": 1})
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    step(saving)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(weights)
+    resumed = torch.optim.Adam(model.parameters(), lr=0.01, fused=not saved_fused)
+    load_checkpoint(tmp_path / "ckpt", model, resumed)
+    assert resumed.param_groups[0]["fused"] is (not saved_fused)
+    step(resumed)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-7)

@@ -107,8 +107,12 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     if optimizer is not None:
         structure = _read_json(folder / "optimizer.json", "the optimizer structure")
         try:
-            optimizer.load_state_dict(_optimizer_from_flat(_read_tensors(folder / "optimizer.safetensors",
-                                                                         "the optimizer state"), structure))
+            saved = _optimizer_from_flat(_read_tensors(folder / "optimizer.safetensors", "the optimizer state"), structure)
+            for saved_group, group in zip(saved["param_groups"], optimizer.param_groups):
+                for flag in ("fused", "foreach"):  # how this torch runs a step, not state to restore
+                    if flag in group:
+                        saved_group[flag] = group[flag]
+            optimizer.load_state_dict(saved)
         except (KeyError, ValueError, TypeError) as exc:
             raise SemshareError(f"{folder / 'optimizer.json'}: state: expected the optimizer of this model, "
                                 f"found one that does not fit ({type(exc).__name__}: {exc})") from None
