@@ -136,10 +136,9 @@ def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRan
     """Ranks of every relevant item of every query, under the stable tie rule.
 
     scores (Q, G) float, gains (Q, G) non-negative (shared-label counts, or 0/1 relevance).
-    rank = 1 + relevant items ahead + irrelevant items with a higher score + irrelevant items with an equal
-    score and a lower index. Per query only the R relevant scores are argsorted and the others value-sorted
-    (NumPy's SIMD sort, GIL released); a few tied scores are resolved by a scan, many by a stable argsort
-    of the row. A block of float32 rows is compared as `order_keys` where `radix_sort_is_faster` on its
+    rank = 1 + items with a higher score + items with an equal score and a lower index. Per query the R
+    relevant scores are argsorted, the row value-sorted (NumPy's SIMD sort, GIL released) and each relevant
+    score binary-searched in it; a few tied scores are resolved by a scan, many by a stable argsort of the row. A block of float32 rows is compared as `order_keys` where `radix_sort_is_faster` on its
     first row (same ranks either way).
     """
     scores, gains = _check_inputs(scores, gains)
@@ -150,7 +149,6 @@ def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRan
     np.cumsum(np.count_nonzero(relevant, axis=1), out=offsets[1:])
     ranks = np.empty(offsets[-1], dtype=np.int64)
     aligned_gains = np.empty(offsets[-1], dtype=np.float64)
-    position_plus_one = np.arange(1, gallery_size + 1)
     for query in np.flatnonzero(offsets[1:] > offsets[:-1]):
         begin, end = offsets[query], offsets[query + 1]
         row, relevant_mask = scores[query], relevant[query]
@@ -160,7 +158,7 @@ def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRan
             relevant_keys = compared[items] if by_keys else order_keys(row[items])
             items = items[radix_argsort(~relevant_keys)]  # best first; equal scores keep index order
             descending = compared[items]
-            others = radix_sorted(compared[~relevant_mask]) if by_keys else np.sort(row[~relevant_mask])
+            ordered = radix_sorted(compared) if by_keys else np.sort(row)
         else:
             compared = row
             values = row[items]
@@ -170,19 +168,17 @@ def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRan
                 order = np.argsort(-values, kind="stable")  # items ascend, so equal scores keep index order
                 descending = values[order]
             items = items[order]
-            others = np.sort(row[~relevant_mask])
+            ordered = np.sort(row)
         # ascending needles keep the binary searches cache-friendly; read the result back reversed
-        not_above = np.searchsorted(others, descending[::-1], side="right")[::-1]
-        # relevant items ahead + irrelevant items with a higher score (+ ties by index, below)
-        query_ranks = position_plus_one[: len(items)] + (len(others) - not_above)
-        # the largest other score <= each relevant one (index -1 clips to others[0], which is then larger)
-        tied = np.flatnonzero(others.take(not_above - 1, mode="clip") == descending) if len(others) else []
+        not_above = np.searchsorted(ordered, descending[::-1], side="right")[::-1]  # items scored <= it, itself too
+        query_ranks = 1 + (gallery_size - not_above)  # 1 + items with a higher score (+ equal ones ahead, below)
+        # another item with the same score sits just below it in the sorted row
+        tied = np.flatnonzero((not_above >= 2) & (ordered.take(not_above - 2, mode="clip") == descending))
         if len(tied) > _MAX_TIES_SCANNED:  # many ties (quantised or label-space scores): one stable sort
             query_ranks = _ranks_by_full_sort(row, items)
-        else:  # a few coincident float values: count the equal irrelevant scores ahead of each by index
+        else:  # a few coincident float values: count the equal scores ahead of each by index
             for position in tied:
-                ahead = np.flatnonzero(compared[: items[position]] == descending[position])
-                query_ranks[position] += np.count_nonzero(~relevant_mask[ahead])
+                query_ranks[position] += np.count_nonzero(compared[: items[position]] == descending[position])
         ranks[begin:end] = query_ranks
         aligned_gains[begin:end] = gains[query, items]
     return RelevantRanks(ranks=ranks, gains=aligned_gains, offsets=offsets, gallery_size=gallery_size)
