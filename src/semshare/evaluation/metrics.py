@@ -14,8 +14,8 @@ Policy (docs/METRICS.md, ../REFERENCE.md):
 - Recall@n (PR curve): relevant in the top n, divided by all relevant; 0 without relevant items.
 Every function returns one value per query: averaging is the caller's choice.
 
-Speed: per query the relevant items' scores are argsorted and the other scores value-sorted (SIMD sorts in
-NumPy >= 2, GIL released, so threads can share the blocks), then counted with binary search; the
+Speed: per query the relevant items' scores are argsorted and the row value-sorted (SIMD sorts in NumPy
+>= 2, GIL released, so threads can share the blocks), then each relevant score binary-searched in it; the
 per-query sums run flat over all queries. Tied scores are resolved exactly by index, so the tie rule holds
 everywhere. Where NumPy's float sort is slow (its AVX-512 kernels on AMD Zen 4), float32 scores are sorted
 as order-preserving 32-bit keys by two 16-bit radix passes instead (timed per block on its first row;
