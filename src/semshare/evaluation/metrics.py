@@ -138,8 +138,9 @@ def compute_relevant_ranks(scores: np.ndarray, gains: np.ndarray) -> RelevantRan
     scores (Q, G) float, gains (Q, G) non-negative (shared-label counts, or 0/1 relevance).
     rank = 1 + items with a higher score + items with an equal score and a lower index. Per query the R
     relevant scores are argsorted, the row value-sorted (NumPy's SIMD sort, GIL released) and each relevant
-    score binary-searched in it; a few tied scores are resolved by a scan, many by a stable argsort of the row. A block of float32 rows is compared as `order_keys` where `radix_sort_is_faster` on its
-    first row (same ranks either way).
+    score binary-searched in it; a few tied scores are resolved by a scan, many by a stable argsort of the
+    row. A block of float32 rows is compared as `order_keys` where `radix_sort_is_faster` on its first row
+    (same ranks either way).
     """
     scores, gains = _check_inputs(scores, gains)
     by_keys = scores.dtype == np.float32 and len(scores) > 0 and radix_sort_is_faster(scores[0])

@@ -272,15 +272,14 @@ class SemanticSharing(TrainedMethod):
                 if cfg.label_weight > 0:
                     logits = self.classifier[branch](z)
                     losses[f"label_{modality}"] = label_prediction_loss(logits, batch.labels, cfg.label_loss)
-        if self.region_head is not None or self.word_head is not None:
-            # context prediction sees the masked input; label prediction above saw the clean one
-            if masked_regions:
-                hidden, _, _, _ = self._shared_forward(batch, "image", with_mask=True, early=early.get(("image", True)))
-                losses["context_image"] = _per_item_masked_ce(self.region_head, hidden, batch.img_region_targets,
-                                                              batch.img_masked)
-            if masked_words:
-                hidden, _, _, _ = self._shared_forward(batch, "text", with_mask=True, early=early.get(("text", True)))
-                losses["context_text"] = _per_item_masked_ce(self.word_head, hidden, batch.txt_tokens, batch.txt_masked)
+        # context prediction sees the masked input; label prediction above saw the clean one
+        if masked_regions:
+            hidden, _, _, _ = self._shared_forward(batch, "image", with_mask=True, early=early.get(("image", True)))
+            losses["context_image"] = _per_item_masked_ce(self.region_head, hidden, batch.img_region_targets,
+                                                          batch.img_masked)
+        if masked_words:
+            hidden, _, _, _ = self._shared_forward(batch, "text", with_mask=True, early=early.get(("text", True)))
+            losses["context_text"] = _per_item_masked_ce(self.word_head, hidden, batch.txt_tokens, batch.txt_masked)
         if cfg.consistency_weight > 0 and cfg.consistency != "none":
             if cfg.consistency == "triplet":
                 losses["consistency"] = triplet_consistency_loss(pooled["image"], pooled["text"], batch.labels, cfg.margin)
