@@ -3,7 +3,10 @@ with and without the prefetch thread, on the same synthetic data (36 regions of 
 benchmarks/throughput.py, captions, batch 32), each in its own process with 2 torch threads.
 
 items/s is what the loop itself reports (items trained / seconds since its first step, at the last log
-step of `--steps` steps, no validation inside); losses at every log step must equal the before-run's.
+step of `--steps` steps, no validation inside). Same losses to tolerance: one more pair of runs, before and
+now with `models.semantic_sharing.dropout=0` (no random draw left in the model), must give the losses of every log step to
+float rounding; with dropout on the two draw different masks (layers.dropout), so their losses are compared
+as a trajectory (mean over the log steps).
 `--compile` also times the step of the model under torch.compile(dynamic=True) against eager in one process.
 `--dataloader` adds a variant whose batches come from a torch DataLoader with one worker process (measured
 against the prefetch thread; the loop does not offer it: docs/PERFORMANCE.md).
@@ -54,7 +57,8 @@ def use_dataloader_worker() -> None:
         generator=torch.Generator().manual_seed(0)))
 
 
-def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader: bool = False) -> dict:
+def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader: bool = False,
+             dropout: float | None = None) -> dict:
     """train_experiment for `steps` steps (inside the first epoch); items/s and losses from its log."""
     import torch
 
@@ -67,6 +71,8 @@ def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader
                  "text.word_dim": 300, "text.word2vec_epochs": 1}
     if prefetch is not None:
         overrides["train.prefetch_batches"] = prefetch
+    if dropout is not None:
+        overrides["models.semantic_sharing.dropout"] = dropout
     train_experiment(data, resolve_config("ours", "small", overrides=overrides), out)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps_logged = [r for r in records if "train/loss" in r]
@@ -107,10 +113,11 @@ def compile_probe(data: Path, steps: int) -> dict:
 
 def main() -> None:
     if sys.argv[1:2] == ["_loop"]:
-        data, out, steps, prefetch = sys.argv[2:6]
+        data, out, steps, prefetch, dropout = sys.argv[2:7]
         dataloader = prefetch == "dataloader"
         depth = None if prefetch == "none" else 0 if dataloader else int(prefetch)
-        print(json.dumps(run_loop(Path(data), Path(out), int(steps), depth, dataloader)))
+        print(json.dumps(run_loop(Path(data), Path(out), int(steps), depth, dataloader,
+                                  None if dropout == "default" else float(dropout))))
         return
     if sys.argv[1:2] == ["_compile"]:
         print(json.dumps(compile_probe(Path(sys.argv[2]), int(sys.argv[3]))))
@@ -134,9 +141,14 @@ def main() -> None:
             variants.append(("now, DataLoader 1 worker", ROOT, "dataloader"))
         for repeat in range(args.repeats):  # interleaved, so drifts of the machine hit every variant alike
             for name, root, prefetch in variants:
-                run = run_json(root, __file__, "_loop", str(data), str(tmp / f"run-{repeat}-{prefetch}"), str(args.steps), prefetch)
+                run = run_json(root, __file__, "_loop", str(data), str(tmp / f"run-{repeat}-{prefetch}"), str(args.steps),
+                               prefetch, "default")
                 results["runs"].append({"variant": name, **run})
                 print(f"{name}: {run['items_per_s']:.1f} items/s", flush=True)
+        for name, root in (("before, dropout 0", before), ("now, dropout 0", ROOT)):
+            run = run_json(root, __file__, "_loop", str(data), str(tmp / f"run-{name}"), str(args.steps), "0", "0")
+            results["runs"].append({"variant": name, **run})
+            print(f"{name}: {run['items_per_s']:.1f} items/s", flush=True)
         if args.compile:
             results["compile"] = run_json(ROOT, __file__, "_compile", str(data), "40")
             print("torch.compile:", results["compile"], flush=True)
@@ -144,9 +156,14 @@ def main() -> None:
     for run in results["runs"]:
         by_variant.setdefault(run["variant"], []).append(run)
     results["median_items_per_s"] = {k: float(np.median([r["items_per_s"] for r in v])) for k, v in by_variant.items()}
-    before_losses = by_variant["before"][0]["losses"]
-    results["max_loss_difference_vs_before"] = max(
-        float(np.max(np.abs(np.subtract(r["losses"], before_losses)))) for r in results["runs"])
+    exact_before, exact_now = (np.array(by_variant[k][0]["losses"]) for k in ("before, dropout 0", "now, dropout 0"))
+    results["dropout_0_max_relative_loss_difference"] = float(np.max(np.abs(exact_now - exact_before) / exact_before))
+    # with dropout: each variant's losses are the same in every repeat (seeded); compare the trajectories
+    mean_loss = {k: float(np.mean(v[0]["losses"])) for k, v in by_variant.items()}
+    results["mean_log_step_loss"] = mean_loss
+    results["dropout_on_max_loss_difference_vs_before"] = max(
+        float(np.max(np.abs(np.subtract(r["losses"], by_variant["before"][0]["losses"])))) for r in results["runs"]
+        if "dropout 0" not in r["variant"])
     base = results["median_items_per_s"]["before"]
     results["ratio_vs_before"] = {k: v / base for k, v in results["median_items_per_s"].items()}
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))

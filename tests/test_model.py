@@ -97,6 +97,115 @@ def test_shared_early_work_changes_no_loss_or_gradient(tiny_data_dir, tmp_path, 
         hook.remove()
 
 
+@pytest.mark.parametrize("method,extra", [("ours", {}), ("st", {}), ("ours", {"models.semantic_sharing.pooling": "cls"}),
+                                          ("wo_t", {})])
+def test_batched_shared_passes_change_no_loss_or_gradient(tiny_data_dir, tmp_path, monkeypatch, method, extra):
+    """All passes of a step go through the shared model in one `forward_many` call per branch: without
+    dropout, the losses and gradients of one call per pass (to float rounding)."""
+    from semshare.methods.semantic_sharing import SemanticSharing
+
+    run = tiny_run(tiny_data_dir, tmp_path / "r", method, **{"model.loss.mask_prob": 0.5, "model.loss.context_weight": 0.5,
+                                                             "models.semantic_sharing.layers": 2, **extra})
+    model, batch = run.model, first_batch(run)
+
+    def step(batched: bool):
+        monkeypatch.setattr(SemanticSharing, "batch_shared_passes", batched)
+        model.zero_grad()
+        losses = model.training_step(batch)
+        losses["loss"].backward()
+        return {k: v.detach() for k, v in losses.items()}, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    (batched_losses, batched_grads), (separate_losses, separate_grads) = step(True), step(False)
+    assert set(batched_losses) == set(separate_losses) and len(batched_losses) >= 3
+    for name in separate_losses:
+        torch.testing.assert_close(batched_losses[name], separate_losses[name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in separate_grads:
+        torch.testing.assert_close(batched_grads[name], separate_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_shared_transformer_equals_torchs_encoder_on_every_real_segment():
+    """forward_many runs torch's TransformerEncoderLayer weights over the real segments of several batches at
+    once: each batch's outputs equal torch's own padded forward (eval; and training without dropout, with the
+    same gradients), padding rows are 0."""
+    from semshare.models.shared_encoder import TransformerSharedEncoder
+
+    torch.manual_seed(0)
+    encoder = TransformerSharedEncoder(16, 2, 4, 32, 0.0)
+    batches = []
+    for items, length in ((5, 3), (4, 7), (6, 1)):
+        mask = torch.arange(length) < torch.randint(1, length + 1, (items, 1))
+        batches.append((torch.randn(items, length, 16, requires_grad=True), mask))
+
+    def torchs(segments, mask):
+        return encoder.norm(encoder.blocks(segments, src_key_padding_mask=~mask))
+
+    for training in (False, True):
+        encoder.train(training)
+        outputs = encoder.forward_many(batches)
+        for (segments, mask), output in zip(batches, outputs):
+            expected = torchs(segments, mask)
+            torch.testing.assert_close(output[mask], expected[mask], rtol=1e-5, atol=1e-5)
+            assert (output[~mask] == 0).all()
+        if training:
+            ours = torch.autograd.grad(sum((o * o).sum() for o in outputs), list(encoder.parameters()))
+            reference = sum(((torchs(s, m) * m.unsqueeze(-1)) ** 2).sum() for s, m in batches)
+            for got, expected in zip(ours, torch.autograd.grad(reference, list(encoder.parameters()))):
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_own_gru_recurrence_equals_torchs_packed_bigru(monkeypatch):
+    """The CPU word encoder's BiGRU (hand-written backward, reversed rows for the backward direction) gives the
+    states of torch's packed nn.GRU and the same gradients, for rows of every length, a row without a real
+    token (clamped to one, as packing does) and padding columns beyond the longest row."""
+    from semshare.models.text_encoders import WordGRUEncoder
+
+    torch.manual_seed(0)
+    encoder = WordGRUEncoder(np.random.default_rng(0).normal(size=(40, 12)).astype(np.float32), 10, 2)
+    lengths = torch.tensor([7, 1, 4, 0, 7, 2])
+    mask = torch.arange(9) < lengths.unsqueeze(1)
+    tokens = torch.randint(4, 40, mask.shape).masked_fill(~mask, 0)
+    weights = torch.randn(len(tokens), 9, 10)
+
+    def run(own: bool):
+        monkeypatch.setattr(WordGRUEncoder, "own_recurrence", own)
+        encoder.zero_grad()
+        states = encoder.recurrent_states(tokens, mask)
+        (states * weights).sum().backward()
+        return states.detach(), {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+
+    (ours, our_grads), (torchs, torch_grads) = run(True), run(False)
+    torch.testing.assert_close(ours, torchs, rtol=1e-5, atol=1e-6)
+    assert (ours[:, 7:] == 0).all() and (ours[1, 1:] == 0).all() and (ours[3, 0] != 0).all()
+    assert set(our_grads) == set(torch_grads) and len(torch_grads) == 9
+    for name in torch_grads:
+        torch.testing.assert_close(our_grads[name], torch_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_cpu_dropout_keeps_1_minus_p_scaled_and_repeats_per_seed():
+    from semshare.models.layers import DROP_STEPS, Dropout, dropout
+
+    x = torch.ones(1000, 1001)
+    torch.manual_seed(0)
+    out = dropout(x, 0.1, True)
+    dropped = round(0.1 * DROP_STEPS)
+    kept = out != 0
+    # the kept fraction within 5 sigma of 1 - p (p rounded to 1/65536), kept values scaled exactly
+    assert abs(kept.float().mean().item() - (1 - dropped / DROP_STEPS)) < 5 * (0.1 * 0.9 / x.numel()) ** 0.5
+    assert torch.equal(out[kept], torch.full((int(kept.sum()),), DROP_STEPS / (DROP_STEPS - dropped)))
+    assert kept[:, -1].float().mean().item() == pytest.approx(0.9, abs=0.05)  # the last, partial word too
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1, True), out)  # same seed, same mask
+    assert not torch.equal(dropout(x, 0.1, True), out)
+    assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+    y = torch.randn(7, 5, requires_grad=True)
+    torch.manual_seed(1)
+    (grad,) = torch.autograd.grad(dropout(y, 0.5, True).sum(), y)
+    torch.manual_seed(1)
+    assert torch.equal(grad, dropout(torch.ones(7, 5), 0.5, True))
+    module = Dropout(0.3)
+    assert repr(module) == repr(torch.nn.Dropout(0.3)) and module.eval()(x) is x
+
+
 def test_masked_prediction_loss_scores_only_masked_positions_with_the_dense_value():
     """The context loss runs its head on the masked positions only: the value and gradients equal the dense
     form (every position scored, the unmasked ones multiplied by 0), an item without a masked one counting 0."""

@@ -206,16 +206,43 @@ class SemanticSharing(TrainedMethod):
             mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
         return segments, mask
 
+    def _shared_inputs(self, batch: Batch, modality: str, with_mask: bool, early: torch.Tensor | None):
+        """-> (segments, mask) for the shared model (with the CLS segment first, if pooled by it), modal mask."""
+        segments, mask = self._modal_segments(batch, modality, with_mask, early)
+        if self.cls_segment is None:
+            return segments, mask, mask
+        cls = self.cls_segment.to(segments.dtype).expand(len(segments), 1, -1)
+        return torch.cat([cls, segments], 1), torch.cat([mask[:, :1], mask], 1), mask
+
+    batch_shared_passes = True  # False: one shared-model call per pass (the reference the tests compare with)
+
+    def _shared_passes(self, passes: list[tuple[Batch, str, bool, torch.Tensor | None]]):
+        """[(batch, modality, with_mask, early)] -> [(hidden (B, S, D) per modal segment, mask (B, S), pooled z
+        (B, D), branch index)]: every pass's segments first, then ONE shared-model call for all passes of a
+        branch (`forward_many`: each op runs once over all their segments); the values of a call per pass."""
+        inputs = [self._shared_inputs(*spec) for spec in passes]
+        branches = [self._branch(modality) for _, modality, _, _ in passes]
+        hiddens: list[torch.Tensor | None] = [None] * len(passes)
+        for branch in sorted(set(branches)):
+            where = [i for i, b in enumerate(branches) if b == branch]
+            shared = self.shared[branch]
+            if self.batch_shared_passes:
+                outputs = shared.forward_many([inputs[i][:2] for i in where])
+            else:
+                outputs = [shared(*inputs[i][:2]) for i in where]
+            for i, hidden in zip(where, outputs):
+                hiddens[i] = hidden
+        results = []
+        for (_, _, mask), hidden, branch in zip(inputs, hiddens, branches):
+            if self.cls_segment is not None:
+                results.append((hidden[:, 1:], mask, hidden[:, 0], branch))
+            else:
+                results.append((hidden, mask, masked_mean(hidden, mask), branch))
+        return results
+
     def _shared_forward(self, batch: Batch, modality: str, with_mask: bool = False, early: torch.Tensor | None = None):
         """-> (hidden (B, S, D) per modal segment, mask (B, S), pooled z (B, D), branch index)."""
-        segments, mask = self._modal_segments(batch, modality, with_mask, early)
-        branch = self._branch(modality)
-        if self.cls_segment is not None:
-            cls = self.cls_segment.to(segments.dtype).expand(len(segments), 1, -1)
-            hidden = self.shared[branch](torch.cat([cls, segments], 1), torch.cat([mask[:, :1], mask], 1))
-            return hidden[:, 1:], mask, hidden[:, 0], branch
-        hidden = self.shared[branch](segments, mask)
-        return hidden, mask, masked_mean(hidden, mask), branch
+        return self._shared_passes([(batch, modality, with_mask, early)])[0]
 
     def _retrieval_embedding(self, hidden, mask, pooled, branch) -> torch.Tensor:
         pooling = self.cfg.pooling
@@ -265,21 +292,23 @@ class SemanticSharing(TrainedMethod):
         masked_regions = self.region_head is not None and bool(batch.img_masked.any())
         masked_words = self.word_head is not None and bool(batch.txt_masked.any())
         early = self._early_work(batch, masked_regions, masked_words) if clean_pass else {}
+        # label prediction sees the clean input, context prediction the masked one
+        wanted = [(m, False) for m in ("image", "text") if clean_pass] + [("image", True)] * masked_regions
+        wanted += [("text", True)] * masked_words
+        passes = dict(zip(wanted, self._shared_passes([(batch, m, masked, early.get((m, masked))) for m, masked in wanted])))
         if clean_pass:
             for modality in ("image", "text"):
-                hidden, mask, z, branch = self._shared_forward(batch, modality, early=early.get((modality, False)))
+                _, _, z, branch = passes[modality, False]
                 pooled[modality] = z
                 if cfg.label_weight > 0:
                     logits = self.classifier[branch](z)
                     losses[f"label_{modality}"] = label_prediction_loss(logits, batch.labels, cfg.label_loss)
-        # context prediction sees the masked input; label prediction above saw the clean one
         if masked_regions:
-            hidden, _, _, _ = self._shared_forward(batch, "image", with_mask=True, early=early.get(("image", True)))
-            losses["context_image"] = _per_item_masked_ce(self.region_head, hidden, batch.img_region_targets,
-                                                          batch.img_masked)
+            losses["context_image"] = _per_item_masked_ce(self.region_head, passes["image", True][0],
+                                                          batch.img_region_targets, batch.img_masked)
         if masked_words:
-            hidden, _, _, _ = self._shared_forward(batch, "text", with_mask=True, early=early.get(("text", True)))
-            losses["context_text"] = _per_item_masked_ce(self.word_head, hidden, batch.txt_tokens, batch.txt_masked)
+            losses["context_text"] = _per_item_masked_ce(self.word_head, passes["text", True][0], batch.txt_tokens,
+                                                         batch.txt_masked)
         if cfg.consistency_weight > 0 and cfg.consistency != "none":
             if cfg.consistency == "triplet":
                 losses["consistency"] = triplet_consistency_loss(pooled["image"], pooled["text"], batch.labels, cfg.margin)

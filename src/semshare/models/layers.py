@@ -5,13 +5,41 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+DROP_STEPS = 65536  # a CPU dropout mask compares 16-bit random lanes: p is rounded to a multiple of 1/65536
 
 
 def masked_mean(segments: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, S, D), (B, S) bool -> (B, D) mean over real segments (zeros for an item without any)."""
     weights = mask.to(segments.dtype).unsqueeze(-1)
     return (segments * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout. On CPU the mask comes from 16-bit lanes of torch.randint words: the same masks for a
+    seed on every CPU, and ~3x faster than torch's CPU Bernoulli, which draws element by element except on
+    Intel CPUs (there MKL draws other masks). p is rounded to a multiple of 1/65536 (0.1 -> 0.1000061).
+    Elsewhere (CUDA) torch's own dropout."""
+    if not training or p == 0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    if not 0 < p < 1:
+        raise ValueError(f"dropout probability: expected a fraction in [0, 1), found {p}")
+    dropped = round(p * DROP_STEPS)
+    count = x.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64)  # 4 lanes a word
+    keep = words.view(torch.int16)[:count].view(x.shape) >= dropped - DROP_STEPS // 2
+    return x * (keep.to(x.dtype) * (DROP_STEPS / (DROP_STEPS - dropped)))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout through `dropout` (same state dict and repr)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -39,7 +67,7 @@ class SegmentProjection(nn.Module):
         super().__init__()
         self.psi1 = nn.Linear(content_dim, dim)
         self.psi2 = nn.Linear(position_dim, dim)
-        self.phi = nn.Sequential(nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim), nn.Dropout(dropout))
+        self.phi = nn.Sequential(nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim), Dropout(dropout))
         # only built when segments get masked, so every parameter of a model is one that trains
         self.mask_embedding = nn.Parameter(torch.randn(dim) * 0.02) if maskable else None
 

@@ -2,23 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from semshare.models.layers import Dropout, dropout
 
 
 class TransformerSharedEncoder(nn.Module):
-    """L transformer encoder blocks over (B, S, dim) segments with a key-padding mask (True = real)."""
+    """L pre-norm transformer encoder blocks over (B, S, dim) segments with a padding mask (True = real).
+
+    The blocks are torch's nn.TransformerEncoderLayer (their parameters, names and initialisation), run by
+    `forward_many`: every linear, norm and dropout sees the real segments of all given batches as one
+    (N, dim) matrix (no padding rows, one call per op however many passes a step makes), and only attention
+    works per batch, on its padded (B, S) layout. Values equal torch's own forward on every real segment
+    (to float rounding; tested); dropout is `layers.dropout`.
+    """
 
     def __init__(self, dim: int, layers: int, heads: int, ffn_dim: int, dropout: float):
         super().__init__()
         block = nn.TransformerEncoderLayer(dim, heads, ffn_dim, dropout, activation="gelu", batch_first=True,
                                            norm_first=True)
-        # nested-tensor fast path changes padded outputs between train and eval; keep one exact path
+        block.dropout, block.dropout1, block.dropout2 = Dropout(dropout), Dropout(dropout), Dropout(dropout)
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
+        self.heads = heads
 
     def forward(self, segments: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.blocks(segments, src_key_padding_mask=~mask))
+        return self.forward_many([(segments, mask)])[0]
+
+    def forward_many(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """[(segments (B, S, dim), mask (B, S))] -> [(B, S, dim) outputs, zero at padding], each batch attending
+        within itself only: the values of one forward per batch."""
+        dim = self.norm.normalized_shape[0]
+        rows = [mask.flatten().nonzero().squeeze(1) for _, mask in batches]  # real slots of each (B * S)
+        x = torch.cat([segments.reshape(-1, dim).index_select(0, where) for (segments, _), where in zip(batches, rows)])
+        sizes = [len(where) for where in rows]
+        for block in self.blocks.layers:
+            x = x + block.dropout1(self._attention(block, block.norm1(x), batches, rows, sizes))
+            x = x + block.dropout2(block.linear2(block.dropout(F.gelu(block.linear1(block.norm2(x))))))
+        x = self.norm(x)
+        return [part.new_zeros(mask.numel(), dim).index_copy(0, where, part).view(*mask.shape, dim)
+                for (_, mask), where, part in zip(batches, rows, x.split(sizes))]
+
+    def _attention(self, block: nn.TransformerEncoderLayer, x: torch.Tensor, batches, rows, sizes) -> torch.Tensor:
+        """Multi-head self-attention of each batch's real segments (keys at padding masked out)."""
+        attention, heads = block.self_attn, self.heads
+        dim = x.shape[1]
+        qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)
+        attended = []
+        for (_, mask), where, part in zip(batches, rows, qkv.split(sizes)):
+            items, length = mask.shape
+            padded = part.new_zeros(items * length, 3 * dim).index_copy(0, where, part)
+            q, k, v = padded.view(items, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+            scores = (q @ k.transpose(-2, -1)) * (dim // heads) ** -0.5
+            weights = scores.masked_fill(~mask[:, None, None, :], float("-inf")).softmax(-1)
+            out = dropout(weights, attention.dropout, self.training) @ v  # (B, heads, S, dim / heads)
+            attended.append(out.transpose(1, 2).reshape(items * length, dim).index_select(0, where))
+        return attention.out_proj(torch.cat(attended))
 
 
 class FeedForwardSharedEncoder(nn.Module):
@@ -28,7 +71,7 @@ class FeedForwardSharedEncoder(nn.Module):
         super().__init__()
         blocks = []
         for _ in range(max(1, layers)):
-            blocks += [nn.LayerNorm(dim), nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)]
+            blocks += [nn.LayerNorm(dim), nn.Linear(dim, ffn_dim), nn.GELU(), Dropout(dropout), nn.Linear(ffn_dim, dim)]
         self.blocks = nn.ModuleList(nn.Sequential(*blocks[i : i + 5]) for i in range(0, len(blocks), 5))
         self.norm = nn.LayerNorm(dim)
 
@@ -36,3 +79,6 @@ class FeedForwardSharedEncoder(nn.Module):
         for block in self.blocks:
             segments = segments + block(segments)
         return self.norm(segments)
+
+    def forward_many(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        return [self(segments, mask) for segments, mask in batches]

@@ -5,10 +5,68 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from semshare.models.layers import SegmentProjection, sinusoidal_positions
+
+
+class BidirectionalGRURecurrence(torch.autograd.Function):
+    """The GRU recurrence of both directions as one (2, B) batch over precomputed input gates, with a
+    hand-written backward: a few ops per time step instead of torch's per-step autograd graph (on CPU the
+    packed nn.GRU spends most of its time there), and the weight gradient as one product over all steps.
+
+    input_gates (T, 2, B, 3H) = W_ih x + b_ih in torch's gate order (r, z, n); weight_hh (2, 3H, H);
+    bias_hh (2, 3H) -> states (T, 2, B, H) from a zero initial state:
+      r, z = sigmoid(gi_rz + gh_rz), n = tanh(gi_n + r * gh_n), h' = (1 - z) * n + z * h, gh = W_hh h + b_hh.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, input_gates: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
+        steps, _, rows, gates = input_gates.shape
+        size = gates // 3
+        states = input_gates.new_zeros(steps + 1, 2, rows, size)
+        hidden_gates = input_gates.new_empty(steps, 2, rows, gates)
+        reset_update = input_gates.new_empty(steps, 2, rows, 2 * size)
+        candidate = input_gates.new_empty(steps, 2, rows, size)
+        weight_t, bias = weight_hh.transpose(1, 2), bias_hh.unsqueeze(1)
+        for t in range(steps):
+            torch.baddbmm(bias, states[t], weight_t, out=hidden_gates[t])
+            torch.sigmoid(input_gates[t, :, :, : 2 * size] + hidden_gates[t, :, :, : 2 * size], out=reset_update[t])
+            reset, update = reset_update[t, :, :, :size], reset_update[t, :, :, size:]
+            torch.tanh(torch.addcmul(input_gates[t, :, :, 2 * size :], reset, hidden_gates[t, :, :, 2 * size :]),
+                       out=candidate[t])
+            torch.lerp(candidate[t], states[t], update, out=states[t + 1])
+        ctx.save_for_backward(weight_hh, states, hidden_gates, reset_update, candidate)
+        return states[1:]
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_states: torch.Tensor):
+        weight_hh, states, hidden_gates, reset_update, candidate = ctx.saved_tensors
+        steps, _, rows, size = candidate.shape
+        reset, update, previous = reset_update[..., :size], reset_update[..., size:], states[:-1]
+        # d(gate pre-activations) / d(new state), every step at once; only the sum over time is sequential
+        to_candidate = (1 - update) * (1 - candidate * candidate)
+        to_update = (previous - candidate) * update * (1 - update)
+        candidate_to_reset = hidden_gates[..., 2 * size :] * reset * (1 - reset)
+        # d(input gates) per gate, contiguous per step; d(hidden gates) differs in the candidate gate only
+        grad_reset, grad_update, grad_candidate = (grad_states.new_empty(steps, 2, rows, size) for _ in range(3))
+        grad_hidden = grad_states.new_empty(steps, 2, rows, 3 * size)
+        carry = grad_states.new_zeros(2, rows, size)
+        for t in reversed(range(steps)):
+            grad = grad_states[t] + carry
+            torch.mul(grad, to_candidate[t], out=grad_candidate[t])
+            torch.mul(grad, to_update[t], out=grad_update[t])
+            torch.mul(grad_candidate[t], candidate_to_reset[t], out=grad_reset[t])
+            torch.cat([grad_reset[t], grad_update[t], grad_candidate[t] * reset[t]], -1, out=grad_hidden[t])
+            carry = torch.baddbmm(grad * update[t], grad_hidden[t], weight_hh)
+        flat_grad = grad_hidden.permute(1, 3, 0, 2).reshape(2, 3 * size, steps * rows)
+        grad_weight = torch.bmm(flat_grad, previous.transpose(0, 1).reshape(2, steps * rows, size))
+        grad_gates = torch.cat([grad_reset, grad_update, grad_candidate], -1)
+        return grad_gates, grad_weight, grad_hidden.sum((0, 2))
 
 
 class WordGRUEncoder(nn.Module):
@@ -44,11 +102,37 @@ class WordGRUEncoder(nn.Module):
         """(B, L) tokens -> (B, L, 2 * (dim // 2)) BiGRU states (masked tokens enter as MASK)."""
         if masked is not None:
             tokens = torch.where(masked, torch.full_like(tokens, self.mask_id), tokens)
+        if self.own_recurrence and tokens.device.type == "cpu":
+            return self._bidirectional_states(tokens, mask.sum(1).clamp_min(1))
         lengths = mask.sum(1).clamp_min(1).cpu()
         packed = pack_padded_sequence(self.embedding(tokens), lengths, batch_first=True, enforce_sorted=False)
         states, _ = self.gru(packed)
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=tokens.shape[1])
         return states
+
+    own_recurrence = True  # on CPU; False: torch's packed nn.GRU there too (the reference the tests compare with)
+
+    def _bidirectional_states(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The packed BiGRU's states (zero at padding) from `BidirectionalGRURecurrence`. Each row's real tokens
+        reversed in place give the backward direction the same start at step 0, so padding only ever follows a
+        row's real steps and never reaches a state that is kept; only real tokens are embedded and projected."""
+        gru, (rows, length) = self.gru, tokens.shape
+        steps = torch.arange(length, device=tokens.device)
+        real = steps < lengths.unsqueeze(1)  # (B, L)
+        reverse = torch.where(real, lengths.unsqueeze(1) - 1 - steps, steps)  # an involution on real slots
+        row, step = real.nonzero(as_tuple=True)
+        back_step = reverse[row, step]
+        gates = F.linear(self.embedding(tokens[row, step]), torch.cat([gru.weight_ih_l0, gru.weight_ih_l0_reverse]),
+                         torch.cat([gru.bias_ih_l0, gru.bias_ih_l0_reverse]))  # (N real, 2 * 3H)
+        size = gru.hidden_size
+        input_gates = gates.new_zeros(length, 2, rows, 3 * size)  # padding steps come last: their gates never count
+        input_gates[step, 0, row] = gates[:, : 3 * size]
+        input_gates[back_step, 1, row] = gates[:, 3 * size :]
+        states = BidirectionalGRURecurrence.apply(input_gates, torch.stack([gru.weight_hh_l0, gru.weight_hh_l0_reverse]),
+                                                  torch.stack([gru.bias_hh_l0, gru.bias_hh_l0_reverse]))
+        out = states.new_zeros(rows, length, 2 * size)
+        out[row, step] = torch.cat([states[step, 0, row], states[back_step, 1, row]], -1)
+        return out
 
     def paired_states(self, tokens: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The clean and the masked tokens' states from one GRU call over both (2B rows): the values of two
