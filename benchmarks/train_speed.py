@@ -146,7 +146,7 @@ def main() -> None:
                 results["runs"].append({"variant": name, **run})
                 print(f"{name}: {run['items_per_s']:.1f} items/s", flush=True)
         for name, root in (("before, dropout 0", before), ("now, dropout 0", ROOT)):
-            run = run_json(root, __file__, "_loop", str(data), str(tmp / f"run-{name}"), str(args.steps), "0", "0")
+            run = run_json(root, __file__, "_loop", str(data), str(tmp / f"run-{name}"), str(args.steps), "none", "0")
             results["runs"].append({"variant": name, **run})
             print(f"{name}: {run['items_per_s']:.1f} items/s", flush=True)
         if args.compile:

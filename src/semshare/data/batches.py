@@ -162,16 +162,17 @@ class BatchBuilder:
             # regions stored real-first (extract and the importers write them so) need no reordering copy
             in_place = bool((order == np.arange(keep)).all())
 
-            def arranged(values: np.ndarray) -> np.ndarray:
-                if in_place:
-                    return values[:, :keep]
+            def arranged(array: np.ndarray) -> np.ndarray:
+                if in_place:  # only the slots kept are read
+                    return gather_rows(array, rows, keep)
+                values = gather_rows(array, rows)
                 return np.take_along_axis(values, order.reshape(order.shape + (1,) * (values.ndim - 2)), axis=1)
 
-            features = arranged(gather_rows(self.dataset.regions, rows)).astype(np.float32)
-            boxes = box_features(arranged(gather_rows(self.dataset.region_boxes, rows)))
-            mask = np.ascontiguousarray(arranged(region_mask))
+            features = arranged(self.dataset.regions).astype(np.float32)
+            boxes = box_features(arranged(self.dataset.region_boxes))
+            mask = np.ascontiguousarray(region_mask[:, :keep] if in_place else np.take_along_axis(region_mask, order, axis=1))
             if self.region_targets is not None:
-                targets = arranged(gather_rows(self.region_targets, rows)).astype(np.int64)
+                targets = arranged(self.region_targets).astype(np.int64)
                 targets[~mask] = -1
             else:
                 targets = np.full(mask.shape, -1, dtype=np.int64)

@@ -598,8 +598,9 @@ def write_meta(root: str | Path, name: str, extra: dict | None = None) -> dict:
     return meta
 
 
-def gather_rows(array: np.ndarray, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Read the given rows of a memory map in sorted order (sequential disk access), returned in request order.
+def gather_rows(array: np.ndarray, rows: Sequence[int] | np.ndarray, leading: int | None = None) -> np.ndarray:
+    """Read the given rows of a memory map in sorted order (sequential disk access), returned in request order;
+    `leading`: only the first that many entries of each row's second axis (the rest is never read).
 
     A whole-file memory map is read through a fresh map of the same file, dropped after the read: pages a
     long-lived map has touched count as the process's resident memory, and over an 18 GB file that grows
@@ -607,9 +608,10 @@ def gather_rows(array: np.ndarray, rows: Sequence[int] | np.ndarray) -> np.ndarr
     """
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
-    out = np.empty((len(rows),) + array.shape[1:], dtype=array.dtype)
+    inner = array.shape[1:] if leading is None else (min(leading, array.shape[1]),) + array.shape[2:]
+    out = np.empty((len(rows),) + inner, dtype=array.dtype)
     source = _fresh_map(array)
-    out[order] = source[rows[order]]
+    out[order] = source[rows[order]] if leading is None else source[rows[order], :leading]
     del source
     return out
 
