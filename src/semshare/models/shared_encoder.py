@@ -34,26 +34,40 @@ class TransformerSharedEncoder(nn.Module):
         return self.forward_many([(segments, mask)])[0]
 
     def forward_many(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-        """[(segments (B, S, dim), mask (B, S))] -> [(B, S, dim) outputs, zero at padding], each batch attending
-        within itself only: the values of one forward per batch."""
+        """[(segments (B, S, dim), mask (B, S))] -> [(B, S, dim) outputs, zero at padding], each item attending
+        within itself only: the values of one forward per batch. Batches of one length S share each attention
+        op (stacked along B, as a step's clean and masked pass of one modality are)."""
         dim = self.norm.normalized_shape[0]
-        rows = [mask.flatten().nonzero().squeeze(1) for _, mask in batches]  # real slots of each (B * S)
-        x = torch.cat([segments.reshape(-1, dim).index_select(0, where) for (segments, _), where in zip(batches, rows)])
+        order = sorted(range(len(batches)), key=lambda i: batches[i][1].shape[1])  # equal lengths adjacent
+        groups: list[list[int]] = []
+        for i in order:
+            if groups and batches[groups[-1][0]][1].shape[1] == batches[i][1].shape[1]:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        masks = [torch.cat([batches[i][1] for i in group]) for group in groups]  # (sum B, S) per group
+        rows = [mask.flatten().nonzero().squeeze(1) for mask in masks]  # real slots of each group's (B * S)
+        x = torch.cat([torch.cat([batches[i][0] for i in group]).reshape(-1, dim).index_select(0, where)
+                       for group, where in zip(groups, rows)])
         sizes = [len(where) for where in rows]
         for block in self.blocks.layers:
-            x = x + block.dropout1(self._attention(block, block.norm1(x), batches, rows, sizes))
+            x = x + block.dropout1(self._attention(block, block.norm1(x), masks, rows, sizes))
             x = x + block.dropout2(block.linear2(block.dropout(F.gelu(block.linear1(block.norm2(x))))))
         x = self.norm(x)
-        return [part.new_zeros(mask.numel(), dim).index_copy(0, where, part).view(*mask.shape, dim)
-                for (_, mask), where, part in zip(batches, rows, x.split(sizes))]
+        outputs: list[torch.Tensor | None] = [None] * len(batches)
+        for group, mask, where, part in zip(groups, masks, rows, x.split(sizes)):
+            padded = part.new_zeros(mask.numel(), dim).index_copy(0, where, part).view(*mask.shape, dim)
+            for i, output in zip(group, padded.split([len(batches[i][1]) for i in group])):
+                outputs[i] = output
+        return outputs
 
-    def _attention(self, block: nn.TransformerEncoderLayer, x: torch.Tensor, batches, rows, sizes) -> torch.Tensor:
-        """Multi-head self-attention of each batch's real segments (keys at padding masked out)."""
+    def _attention(self, block: nn.TransformerEncoderLayer, x: torch.Tensor, masks, rows, sizes) -> torch.Tensor:
+        """Multi-head self-attention of each group's real segments (keys at padding masked out)."""
         attention, heads = block.self_attn, self.heads
         dim = x.shape[1]
         qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)
         attended = []
-        for (_, mask), where, part in zip(batches, rows, qkv.split(sizes)):
+        for mask, where, part in zip(masks, rows, qkv.split(sizes)):
             items, length = mask.shape
             padded = part.new_zeros(items * length, 3 * dim).index_copy(0, where, part)
             q, k, v = padded.view(items, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
