@@ -7,17 +7,23 @@ step of `--steps` steps, no validation inside). Same losses to tolerance: one mo
 now with `models.semantic_sharing.dropout=0` (no random draw left in the model), must give the losses of every log step to
 float rounding; with dropout on the two draw different masks (layers.dropout), so their losses are compared
 as a trajectory (mean over the log steps).
+`--paired` also times the two loops' steps alternately in ONE process (batch build + optimizer step, the
+before-code imported as a renamed copy of its package): machine drift then hits both alike, which it does not
+between processes on a shared machine.
 `--compile` also times the step of the model under torch.compile(dynamic=True) against eager in one process.
 `--dataloader` adds a variant whose batches come from a torch DataLoader with one worker process (measured
 against the prefetch thread; the loop does not offer it: docs/PERFORMANCE.md).
 
-  python benchmarks/train_speed.py [--steps 60 --repeats 3 --before-rev REV --compile --dataloader] [--out docs/train_speed.json]
+  python benchmarks/train_speed.py [--steps 60 --repeats 3 --before-rev REV --paired --compile --dataloader] [--out docs/train_speed.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -68,7 +74,7 @@ def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader
     if dataloader:
         use_dataloader_worker()
     overrides = {"train.max_steps": steps, "train.epochs": 1, "train.progress": False, "train.log_every": 10,
-                 "text.word_dim": 300, "text.word2vec_epochs": 1}
+                 **LOOP_OVERRIDES}
     if prefetch is not None:
         overrides["train.prefetch_batches"] = prefetch
     if dropout is not None:
@@ -77,6 +83,50 @@ def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps_logged = [r for r in records if "train/loss" in r]
     return {"items_per_s": steps_logged[-1]["items_per_s"], "losses": [r["train/loss"] for r in steps_logged]}
+
+
+LOOP_OVERRIDES = {"text.word_dim": 300, "text.word2vec_epochs": 1}
+
+
+def renamed_copy(code_root: Path, folder: Path, name: str = "semshare_before") -> Path:
+    """`code_root`/src/semshare copied to `folder`/`name` with its own imports rewritten, so it imports beside
+    this checkout's semshare in one process; returns `folder` (for sys.path)."""
+    shutil.copytree(code_root / "src" / "semshare", folder / name)
+    own_name = re.compile(r'(^\s*(?:from|import)\s+|resources\.files\(")semshare\b', re.M)
+    for path in (folder / name).rglob("*.py"):
+        path.write_text(own_name.sub(lambda match: match.group(1) + name, path.read_text()))
+    return folder
+
+
+def paired_steps(data: Path, out: Path, steps: int) -> dict:
+    """Both loops' steps (batch built in the step, then train_step), alternating, in this process."""
+    import torch
+
+    torch.set_num_threads(2)
+    loops = {}
+    for label, package in (("before", "semshare_before"), ("now", "semshare")):
+        experiment = importlib.import_module(f"{package}.training.experiment")
+        loop = importlib.import_module(f"{package}.training.loop")
+        batches = importlib.import_module(f"{package}.data.batches")
+        cfg = experiment.resolve_config("ours", "small", overrides=LOOP_OVERRIDES)
+        run = experiment.prepare_run(data, cfg, out / label)
+        training = batches.TrainingBatches(run.builder(True), run.train_rows, cfg.train.batch_size, cfg.train.seed)
+        setup = loop.setup_loop(run.model, training, cfg.train, loop.DistributedContext())
+        loops[label] = (loop, run.model, setup, iter(training.epoch(0)), cfg.train)
+    seconds: dict[str, list[float]] = {label: [] for label in loops}
+    for step in range(steps):
+        for label in ("before", "now") if step % 2 == 0 else ("now", "before"):
+            loop, model, setup, stream, train_cfg = loops[label]
+            started = time.perf_counter()
+            losses, _ = loop.train_step(model, setup, next(stream), train_cfg, train_cfg.lr)
+            float(losses["loss"])
+            seconds[label].append(time.perf_counter() - started)
+    warm = {label: values[5:] for label, values in seconds.items()}  # lazy initialisation in the first steps
+    median = {label: float(np.median(values)) for label, values in warm.items()}
+    return {"steps": steps, "median_step_s": median, "items_per_s": {k: 32 / v for k, v in median.items()},
+            "ratio": median["before"] / median["now"],
+            "ratio_per_10_steps": [float(np.median(warm["before"][i : i + 10]) / np.median(warm["now"][i : i + 10]))
+                                   for i in range(0, len(warm["now"]) - 9, 10)]}
 
 
 def compile_probe(data: Path, steps: int) -> dict:
@@ -119,6 +169,10 @@ def main() -> None:
         print(json.dumps(run_loop(Path(data), Path(out), int(steps), depth, dataloader,
                                   None if dropout == "default" else float(dropout))))
         return
+    if sys.argv[1:2] == ["_paired"]:
+        sys.path.insert(0, sys.argv[2])
+        print(json.dumps(paired_steps(Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))))
+        return
     if sys.argv[1:2] == ["_compile"]:
         print(json.dumps(compile_probe(Path(sys.argv[2]), int(sys.argv[3]))))
         return
@@ -126,6 +180,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before-rev", default="10c95ea")
+    parser.add_argument("--paired", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--dataloader", action="store_true")
     parser.add_argument("--out", type=Path)
@@ -149,6 +204,11 @@ def main() -> None:
             run = run_json(root, __file__, "_loop", str(data), str(tmp / f"run-{name}"), str(args.steps), "none", "0")
             results["runs"].append({"variant": name, **run})
             print(f"{name}: {run['items_per_s']:.1f} items/s", flush=True)
+        if args.paired:
+            renamed = renamed_copy(before, tmp / "paired")
+            results["paired"] = run_json(ROOT, __file__, "_paired", str(renamed), str(data), str(tmp / "paired-runs"),
+                                         str(args.steps))
+            print("paired in one process:", results["paired"], flush=True)
         if args.compile:
             results["compile"] = run_json(ROOT, __file__, "_compile", str(data), "40")
             print("torch.compile:", results["compile"], flush=True)

@@ -43,14 +43,15 @@ def test_every_preset_builds_steps_and_every_parameter_learns(tiny_data_dir, tmp
 
 
 @pytest.mark.parametrize("text_source", ["words", "segments"])
-def test_shared_early_work_changes_no_loss_or_gradient(tiny_data_dir, tmp_path, monkeypatch, text_source):
-    """A step's clean and masked passes share psi1 of the regions (and of token states) and one GRU call over
-    both token copies; with dropout on, the same seed must give the losses and gradients of separate calls
-    (no random draw moved), with psi1 / the GRU really called once."""
+def test_paired_passes_share_psi1_and_the_gru_and_change_no_loss_or_gradient(tiny_data_dir, tmp_path, monkeypatch,
+                                                                             text_source):
+    """A modality's clean and masked pass are one encoder call: psi1 of the regions (and of token states) runs
+    once, the word GRU once over both token copies; without dropout, the losses and gradients equal each pass
+    computed alone (psi1 / the GRU called per pass)."""
     from semshare.methods.semantic_sharing import SemanticSharing
     from semshare.models.text_encoders import WordGRUEncoder
 
-    extra = {"model.loss.mask_prob": 0.5, "models.semantic_sharing.dropout": 0.2, "model.loss.context_weight": 0.5}
+    extra = {"model.loss.mask_prob": 0.5, "model.loss.context_weight": 0.5}
     if text_source == "segments":  # random token states, as extract-text writes them (no encoder needed)
         from semshare.data.dataset import open_dataset
         from test_text_segments import write_fake_segments
@@ -69,16 +70,15 @@ def test_shared_early_work_changes_no_loss_or_gradient(tiny_data_dir, tmp_path, 
     if text_source == "segments":
         hooks.append(model.txt_encoder.project.psi1.register_forward_hook(lambda *_: psi1_calls.append("text")))
 
-    def step(share: bool):
-        monkeypatch.setattr(SemanticSharing, "share_early_work", share)
+    def step(batched: bool):
+        monkeypatch.setattr(SemanticSharing, "batch_passes", batched)
         gru_rows.clear(), psi1_calls.clear()
-        torch.manual_seed(3)
         model.zero_grad()
         losses = model.training_step(batch)
         losses["loss"].backward()
         return {k: v.detach() for k, v in losses.items()}, {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    shared_losses, shared_grads = step(True)
+    paired_losses, paired_grads = step(True)
     if text_source == "words":
         assert gru_rows == [2 * len(batch)] and psi1_calls == ["image"]
     else:
@@ -88,11 +88,11 @@ def test_shared_early_work_changes_no_loss_or_gradient(tiny_data_dir, tmp_path, 
         assert gru_rows == [len(batch), len(batch)] and psi1_calls == ["image", "image"]
     else:
         assert sorted(psi1_calls) == ["image", "image", "text", "text"]
-    assert set(shared_losses) == set(separate_losses) >= {"label_image", "label_text", "context_image", "context_text"}
+    assert set(paired_losses) == set(separate_losses) >= {"label_image", "label_text", "context_image", "context_text"}
     for name in separate_losses:
-        torch.testing.assert_close(shared_losses[name], separate_losses[name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(paired_losses[name], separate_losses[name], rtol=1e-5, atol=1e-6, msg=name)
     for name in separate_grads:
-        torch.testing.assert_close(shared_grads[name], separate_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(paired_grads[name], separate_grads[name], rtol=1e-4, atol=1e-6, msg=name)
     for hook in hooks:
         hook.remove()
 
@@ -100,8 +100,8 @@ def test_shared_early_work_changes_no_loss_or_gradient(tiny_data_dir, tmp_path, 
 @pytest.mark.parametrize("method,extra", [("ours", {}), ("st", {}), ("ours", {"models.semantic_sharing.pooling": "cls"}),
                                           ("wo_t", {})])
 def test_batched_shared_passes_change_no_loss_or_gradient(tiny_data_dir, tmp_path, monkeypatch, method, extra):
-    """All passes of a step go through the shared model in one `forward_many` call per branch: without
-    dropout, the losses and gradients of one call per pass (to float rounding)."""
+    """A step's passes: paired per modality, then one `forward_many` call per branch; without dropout, the
+    losses and gradients of each pass computed alone (to float rounding), for every kind of shared model."""
     from semshare.methods.semantic_sharing import SemanticSharing
 
     run = tiny_run(tiny_data_dir, tmp_path / "r", method, **{"model.loss.mask_prob": 0.5, "model.loss.context_weight": 0.5,
@@ -109,7 +109,7 @@ def test_batched_shared_passes_change_no_loss_or_gradient(tiny_data_dir, tmp_pat
     model, batch = run.model, first_batch(run)
 
     def step(batched: bool):
-        monkeypatch.setattr(SemanticSharing, "batch_shared_passes", batched)
+        monkeypatch.setattr(SemanticSharing, "batch_passes", batched)
         model.zero_grad()
         losses = model.training_step(batch)
         losses["loss"].backward()

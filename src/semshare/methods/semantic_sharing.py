@@ -186,47 +186,75 @@ class SemanticSharing(TrainedMethod):
     def _branch(self, modality: str) -> int:
         return 0 if self.cfg.share or modality == "image" else 1
 
-    def _modal_segments(self, batch: Batch, modality: str, with_mask: bool,
-                        early: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`early`: the modality-specific work computed already for this pass (`_early_work`)."""
+    def _modal_segments(self, batch: Batch, modality: str, with_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass's (segments (B, S, D), mask (B, S)) from the modality-specific encoder."""
         if modality == "image":
             mask = _at_least_one_real(batch.img_mask)
-            segments = self.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked if with_mask else None, early)
+            segments = self.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked if with_mask else None)
         elif self.inputs.text == "words":
             mask = _at_least_one_real(batch.txt_mask)
-            segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None, early)
+            segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None)
         elif self.inputs.text == "segments":
             mask = _at_least_one_real(batch.txt_mask)
-            segments = self.txt_encoder(batch.txt_segments, batch.txt_masked if with_mask else None, early)
+            segments = self.txt_encoder(batch.txt_segments, batch.txt_masked if with_mask else None)
         else:
             segments = self.txt_encoder(batch.txt_vectors)
             mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
-        if not self.cfg.segments and segments.shape[1] > 1:
+        return self._as_segments(segments, mask)
+
+    def _as_segments(self, segments: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.cfg.segments and segments.shape[1] > 1:  # w/o R: one pooled segment per item
             segments = masked_mean(segments, mask).unsqueeze(1)
             mask = torch.ones(segments.shape[:2], dtype=torch.bool, device=segments.device)
         return segments, mask
 
-    def _shared_inputs(self, batch: Batch, modality: str, with_mask: bool, early: torch.Tensor | None):
-        """-> (segments, mask) for the shared model (with the CLS segment first, if pooled by it), modal mask."""
-        segments, mask = self._modal_segments(batch, modality, with_mask, early)
-        if self.cls_segment is None:
-            return segments, mask, mask
-        cls = self.cls_segment.to(segments.dtype).expand(len(segments), 1, -1)
-        return torch.cat([cls, segments], 1), torch.cat([mask[:, :1], mask], 1), mask
+    def _paired_segments(self, batch: Batch, modality: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A modality's clean and masked pass as one encoder call over 2B rows: psi1 of the regions (of real
+        slots only) or of the token states once, since masking replaces a segment after it; the word GRU over
+        both token copies in one call (a loop of small steps, about the cost of one); phi once."""
+        if modality == "image":
+            mask, masked = _at_least_one_real(batch.img_mask), batch.img_masked
+            projected = batch.img_regions.new_zeros(*mask.shape, self.cfg.dim)
+            projected = projected.index_put((mask,), self.img_encoder.project.psi1(batch.img_regions[mask]))
+            both = self.img_encoder(batch.img_regions, batch.img_boxes.repeat(2, 1, 1),
+                                    torch.cat([torch.zeros_like(masked), masked]), projected.repeat(2, 1, 1))
+        elif self.inputs.text == "words":
+            mask = _at_least_one_real(batch.txt_mask)
+            states = torch.cat(self.txt_encoder.paired_states(batch.txt_tokens, mask, batch.txt_masked))
+            both = self.txt_encoder(batch.txt_tokens.repeat(2, 1), mask.repeat(2, 1), None, states)
+        else:  # pretrained token states
+            mask, masked = _at_least_one_real(batch.txt_mask), batch.txt_masked
+            projected = self.txt_encoder.project.psi1(batch.txt_segments)
+            both = self.txt_encoder(batch.txt_segments.repeat(2, 1, 1), torch.cat([torch.zeros_like(masked), masked]),
+                                    projected.repeat(2, 1, 1))
+        return [self._as_segments(half, mask) for half in both.split(len(mask))]
 
-    batch_shared_passes = True  # False: one shared-model call per pass (the reference the tests compare with)
+    batch_passes = True  # False: each pass computed alone (the reference the tests compare with)
 
-    def _shared_passes(self, passes: list[tuple[Batch, str, bool, torch.Tensor | None]]):
-        """[(batch, modality, with_mask, early)] -> [(hidden (B, S, D) per modal segment, mask (B, S), pooled z
-        (B, D), branch index)]: every pass's segments first, then ONE shared-model call for all passes of a
-        branch (`forward_many`: each op runs once over all their segments); the values of a call per pass."""
-        inputs = [self._shared_inputs(*spec) for spec in passes]
-        branches = [self._branch(modality) for _, modality, _, _ in passes]
-        hiddens: list[torch.Tensor | None] = [None] * len(passes)
+    def _shared_passes(self, batch: Batch, wanted: list[tuple[str, bool]]):
+        """[(modality, masked)] -> [(hidden (B, S, D) per modal segment, mask (B, S), pooled z (B, D), branch)].
+
+        Batched (`batch_passes`): a modality's clean and masked pass share one encoder call
+        (`_paired_segments`), then ONE shared-model call per branch takes every pass (`forward_many`: each op
+        runs once over all their segments). The values of each pass computed alone (tested)."""
+        segments: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        for modality in ("image", "text"):
+            if self.batch_passes and (modality, False) in wanted and (modality, True) in wanted:
+                segments[modality, False], segments[modality, True] = self._paired_segments(batch, modality)
+        inputs = []
+        for modality, masked in wanted:
+            modal, mask = segments[modality, masked] if (modality, masked) in segments else self._modal_segments(batch, modality, masked)
+            if self.cls_segment is not None:
+                cls = self.cls_segment.to(modal.dtype).expand(len(modal), 1, -1)
+                inputs.append((torch.cat([cls, modal], 1), torch.cat([mask[:, :1], mask], 1), mask))
+            else:
+                inputs.append((modal, mask, mask))
+        branches = [self._branch(modality) for modality, _ in wanted]
+        hiddens: list[torch.Tensor | None] = [None] * len(wanted)
         for branch in sorted(set(branches)):
             where = [i for i, b in enumerate(branches) if b == branch]
             shared = self.shared[branch]
-            if self.batch_shared_passes:
+            if self.batch_passes:
                 outputs = shared.forward_many([inputs[i][:2] for i in where])
             else:
                 outputs = [shared(*inputs[i][:2]) for i in where]
@@ -240,9 +268,9 @@ class SemanticSharing(TrainedMethod):
                 results.append((hidden, mask, masked_mean(hidden, mask), branch))
         return results
 
-    def _shared_forward(self, batch: Batch, modality: str, with_mask: bool = False, early: torch.Tensor | None = None):
+    def _shared_forward(self, batch: Batch, modality: str, with_mask: bool = False):
         """-> (hidden (B, S, D) per modal segment, mask (B, S), pooled z (B, D), branch index)."""
-        return self._shared_passes([(batch, modality, with_mask, early)])[0]
+        return self._shared_passes(batch, [(modality, with_mask)])[0]
 
     def _retrieval_embedding(self, hidden, mask, pooled, branch) -> torch.Tensor:
         pooling = self.cfg.pooling
@@ -264,26 +292,6 @@ class SemanticSharing(TrainedMethod):
         return self._retrieval_embedding(*self._shared_forward(batch, "text")).float()
 
     # ---- training ----
-    share_early_work = True  # False: each pass computes its own (the reference the tests compare with)
-
-    def _early_work(self, batch: Batch, masked_regions: bool, masked_words: bool) -> dict[tuple[str, bool], torch.Tensor]:
-        """Modality-specific work the clean and the masked pass of a step share, by (modality, masked): the
-        input projection psi1 of regions (and of pretrained token states) once, since a masked segment is
-        replaced after it; the word GRU over both token copies in one call (a loop of small steps, about the
-        cost of one). Neither draws random numbers, so the dropout masks of a seed do not move; the values
-        equal separate calls' (tested)."""
-        early: dict[tuple[str, bool], torch.Tensor] = {}
-        if not self.share_early_work:
-            return early
-        if masked_regions:
-            early["image", False] = early["image", True] = self.img_encoder.project.psi1(batch.img_regions)
-        if masked_words and self.inputs.text == "words":
-            early["text", False], early["text", True] = self.txt_encoder.paired_states(
-                batch.txt_tokens, _at_least_one_real(batch.txt_mask), batch.txt_masked)
-        elif masked_words and self.inputs.text == "segments":  # pretrained token states: psi1 once, as regions
-            early["text", False] = early["text", True] = self.txt_encoder.project.psi1(batch.txt_segments)
-        return early
-
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.loss_cfg
         losses: dict[str, torch.Tensor] = {}
@@ -291,11 +299,10 @@ class SemanticSharing(TrainedMethod):
         clean_pass = cfg.label_weight > 0 or cfg.consistency_weight > 0
         masked_regions = self.region_head is not None and bool(batch.img_masked.any())
         masked_words = self.word_head is not None and bool(batch.txt_masked.any())
-        early = self._early_work(batch, masked_regions, masked_words) if clean_pass else {}
         # label prediction sees the clean input, context prediction the masked one
         wanted = [(m, False) for m in ("image", "text") if clean_pass] + [("image", True)] * masked_regions
         wanted += [("text", True)] * masked_words
-        passes = dict(zip(wanted, self._shared_passes([(batch, m, masked, early.get((m, masked))) for m, masked in wanted])))
+        passes = dict(zip(wanted, self._shared_passes(batch, wanted)))
         if clean_pass:
             for modality in ("image", "text"):
                 _, _, z, branch = passes[modality, False]
