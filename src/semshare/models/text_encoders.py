@@ -115,15 +115,18 @@ class WordGRUEncoder(nn.Module):
     def _bidirectional_states(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The packed BiGRU's states (zero at padding) from `BidirectionalGRURecurrence`. Each row's real tokens
         reversed in place give the backward direction the same start at step 0, so padding only ever follows a
-        row's real steps and never reaches a state that is kept; only real tokens are embedded and projected."""
+        row's real steps and never reaches a state that is kept."""
         gru, (rows, length) = self.gru, tokens.shape
         steps = torch.arange(length, device=tokens.device)
         real = steps < lengths.unsqueeze(1)  # (B, L)
         reverse = torch.where(real, lengths.unsqueeze(1) - 1 - steps, steps)  # an involution on real slots
         row, step = real.nonzero(as_tuple=True)
         back_step = reverse[row, step]
-        gates = F.linear(self.embedding(tokens[row, step]), torch.cat([gru.weight_ih_l0, gru.weight_ih_l0_reverse]),
-                         torch.cat([gru.bias_ih_l0, gru.bias_ih_l0_reverse]))  # (N real, 2 * 3H)
+        # a word's input gates are the same wherever it occurs: project each distinct word of the batch once
+        # (the clean and masked copies of a caption share all but their MASK tokens)
+        words, occurrence = torch.unique(tokens[row, step], return_inverse=True)
+        gates = F.linear(self.embedding(words), torch.cat([gru.weight_ih_l0, gru.weight_ih_l0_reverse]),
+                         torch.cat([gru.bias_ih_l0, gru.bias_ih_l0_reverse]))[occurrence]  # (N real, 2 * 3H)
         size = gru.hidden_size
         input_gates = gates.new_zeros(length, 2, rows, 3 * size)  # padding steps come last: their gates never count
         input_gates[step, 0, row] = gates[:, : 3 * size]
