@@ -32,13 +32,17 @@ class BidirectionalGRURecurrence(torch.autograd.Function):
         reset_update = input_gates.new_empty(steps, 2, rows, 2 * size)
         candidate = input_gates.new_empty(steps, 2, rows, size)
         weight_t, bias = weight_hh.transpose(1, 2), bias_hh.unsqueeze(1)
+        # per-step views made once (indexing in the loop costs more than the small ops it feeds)
+        input_rz, input_n = (part.unbind(0) for part in input_gates.split([2 * size, size], -1))
+        hidden_rz, hidden_n = (part.unbind(0) for part in hidden_gates.split([2 * size, size], -1))
+        reset, update = (part.unbind(0) for part in reset_update.split(size, -1))
+        state, hidden_all = states.unbind(0), hidden_gates.unbind(0)
+        gates_rz, new_candidate = reset_update.unbind(0), candidate.unbind(0)
         for t in range(steps):
-            torch.baddbmm(bias, states[t], weight_t, out=hidden_gates[t])
-            torch.sigmoid(input_gates[t, :, :, : 2 * size] + hidden_gates[t, :, :, : 2 * size], out=reset_update[t])
-            reset, update = reset_update[t, :, :, :size], reset_update[t, :, :, size:]
-            torch.tanh(torch.addcmul(input_gates[t, :, :, 2 * size :], reset, hidden_gates[t, :, :, 2 * size :]),
-                       out=candidate[t])
-            torch.lerp(candidate[t], states[t], update, out=states[t + 1])
+            torch.baddbmm(bias, state[t], weight_t, out=hidden_all[t])
+            torch.sigmoid(input_rz[t] + hidden_rz[t], out=gates_rz[t])
+            torch.tanh(torch.addcmul(input_n[t], reset[t], hidden_n[t]), out=new_candidate[t])
+            torch.lerp(new_candidate[t], state[t], update[t], out=state[t + 1])
         ctx.save_for_backward(weight_hh, states, hidden_gates, reset_update, candidate)
         return states[1:]
 
