@@ -123,6 +123,19 @@ def test_batched_shared_passes_change_no_loss_or_gradient(tiny_data_dir, tmp_pat
         torch.testing.assert_close(batched_grads[name], separate_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("method", ["ours", "st"])
+def test_a_step_under_cpu_bf16_autocast_learns_everywhere(tiny_data_dir, tmp_path, method):
+    """`train.precision=bf16` on CPU: the batched passes, the GRU recurrence and dropout under autocast."""
+    run = tiny_run(tiny_data_dir, tmp_path / "r", method, **{"model.loss.mask_prob": 0.5,
+                                                             "models.semantic_sharing.dropout": 0.1})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = run.model.training_step(first_batch(run))
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"]) and {"context_image", "context_text"} <= set(losses)
+    for name, param in run.model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, name
+
+
 def test_shared_transformer_equals_torchs_encoder_on_every_real_segment():
     """forward_many runs torch's TransformerEncoderLayer weights over the real segments of several batches at
     once: each batch's outputs equal torch's own padded forward (eval; and training without dropout, with the

@@ -214,8 +214,8 @@ class SemanticSharing(TrainedMethod):
         both token copies in one call (a loop of small steps, about the cost of one); phi once."""
         if modality == "image":
             mask, masked = _at_least_one_real(batch.img_mask), batch.img_masked
-            projected = batch.img_regions.new_zeros(*mask.shape, self.cfg.dim)
-            projected = projected.index_put((mask,), self.img_encoder.project.psi1(batch.img_regions[mask]))
+            real = self.img_encoder.project.psi1(batch.img_regions[mask])
+            projected = real.new_zeros(*mask.shape, real.shape[-1]).index_put((mask,), real)
             both = self.img_encoder(batch.img_regions, batch.img_boxes.repeat(2, 1, 1),
                                     torch.cat([torch.zeros_like(masked), masked]), projected.repeat(2, 1, 1))
         elif self.inputs.text == "words":
