@@ -86,9 +86,10 @@ def _per_item_masked_ce(head: nn.Module, hidden: torch.Tensor, targets: torch.Te
     The head scores the masked positions only: every other one would be multiplied by 0 (a word head over
     coco_2k's 4k words at every token was ~8% of a step)."""
     masked = masked[:, : hidden.shape[1]]
-    logits = head(hidden[masked])
-    losses = F.cross_entropy(logits.float(), targets[:, : hidden.shape[1]][masked].clamp_min(0), reduction="none")
-    per_item = losses.new_zeros(masked.shape).masked_scatter(masked, losses).sum(1)  # row-major, as hidden[masked]
+    slots = masked.flatten().nonzero().squeeze(1)  # row-major
+    logits = head(hidden.flatten(0, 1).index_select(0, slots))
+    losses = F.cross_entropy(logits.float(), targets[:, : hidden.shape[1]].flatten()[slots].clamp_min(0), reduction="none")
+    per_item = losses.new_zeros(len(masked)).index_add(0, slots // masked.shape[1], losses)
     return (per_item / masked.sum(1).clamp_min(1)).mean()
 
 
@@ -214,8 +215,9 @@ class SemanticSharing(TrainedMethod):
         both token copies in one call (a loop of small steps, about the cost of one); phi once."""
         if modality == "image":
             mask, masked = _at_least_one_real(batch.img_mask), batch.img_masked
-            real = self.img_encoder.project.psi1(batch.img_regions[mask])
-            projected = real.new_zeros(*mask.shape, real.shape[-1]).index_put((mask,), real)
+            slots = mask.flatten().nonzero().squeeze(1)
+            real = self.img_encoder.project.psi1(batch.img_regions.flatten(0, 1).index_select(0, slots))
+            projected = real.new_zeros(mask.numel(), real.shape[-1]).index_copy(0, slots, real).view(*mask.shape, -1)
             both = self.img_encoder(batch.img_regions, batch.img_boxes.repeat(2, 1, 1),
                                     torch.cat([torch.zeros_like(masked), masked]), projected.repeat(2, 1, 1))
         elif self.inputs.text == "words":

@@ -125,21 +125,24 @@ class WordGRUEncoder(nn.Module):
         real = steps < lengths.unsqueeze(1)  # (B, L)
         reverse = torch.where(real, lengths.unsqueeze(1) - 1 - steps, steps)  # an involution on real slots
         row, step = real.nonzero(as_tuple=True)
-        back_step = reverse[row, step]
         # a word's input gates are the same wherever it occurs: project each distinct word of the batch once
         # (the clean and masked copies of a caption share all but their MASK tokens)
         words, occurrence = torch.unique(tokens[row, step], return_inverse=True)
-        gates = F.linear(self.embedding(words), torch.cat([gru.weight_ih_l0, gru.weight_ih_l0_reverse]),
-                         torch.cat([gru.bias_ih_l0, gru.bias_ih_l0_reverse]))[occurrence]  # (N real, 2 * 3H)
         size = gru.hidden_size
-        input_gates = gates.new_zeros(length, 2, rows, 3 * size)  # padding steps come last: their gates never count
-        input_gates[step, 0, row] = gates[:, : 3 * size]
-        input_gates[back_step, 1, row] = gates[:, 3 * size :]
-        states = BidirectionalGRURecurrence.apply(input_gates, torch.stack([gru.weight_hh_l0, gru.weight_hh_l0_reverse]),
+        gates = F.linear(self.embedding(words), torch.cat([gru.weight_ih_l0, gru.weight_ih_l0_reverse]),
+                         torch.cat([gru.bias_ih_l0, gru.bias_ih_l0_reverse])).index_select(0, occurrence)
+        # flat slots of (L, 2, B): step t of direction d for row b; padding steps come last, their gates 0
+        forward_slot = step * 2 * rows + row
+        backward_slot = reverse[row, step] * 2 * rows + rows + row
+        slots = torch.cat([forward_slot, backward_slot])
+        input_gates = gates.new_zeros(length * 2 * rows, 3 * size).index_copy(
+            0, slots, torch.cat([gates[:, : 3 * size], gates[:, 3 * size :]]))
+        states = BidirectionalGRURecurrence.apply(input_gates.view(length, 2, rows, 3 * size),
+                                                  torch.stack([gru.weight_hh_l0, gru.weight_hh_l0_reverse]),
                                                   torch.stack([gru.bias_hh_l0, gru.bias_hh_l0_reverse]))
-        out = states.new_zeros(rows, length, 2 * size)
-        out[row, step] = torch.cat([states[step, 0, row], states[back_step, 1, row]], -1)
-        return out
+        flat_states = states.reshape(length * 2 * rows, size)
+        kept = torch.cat([flat_states.index_select(0, forward_slot), flat_states.index_select(0, backward_slot)], 1)
+        return kept.new_zeros(rows * length, 2 * size).index_copy(0, row * length + step, kept).view(rows, length, -1)
 
     def paired_states(self, tokens: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The clean and the masked tokens' states from one GRU call over both (2B rows): the values of two
