@@ -52,25 +52,23 @@ class BidirectionalGRURecurrence(torch.autograd.Function):
         weight_hh, states, hidden_gates, reset_update, candidate = ctx.saved_tensors
         steps, _, rows, size = candidate.shape
         reset, update, previous = reset_update[..., :size], reset_update[..., size:], states[:-1]
-        # d(gate pre-activations) / d(new state), every step at once; only the sum over time is sequential
+        # d(gate pre-activations) / d(new state) for the input gates (r, z, n) and the hidden gates (the
+        # candidate's differs by the reset factor), every step at once: only the sum over time is sequential
         to_candidate = (1 - update) * (1 - candidate * candidate)
-        to_update = (previous - candidate) * update * (1 - update)
-        candidate_to_reset = hidden_gates[..., 2 * size :] * reset * (1 - reset)
-        # d(input gates) per gate, contiguous per step; d(hidden gates) differs in the candidate gate only
-        grad_reset, grad_update, grad_candidate = (grad_states.new_empty(steps, 2, rows, size) for _ in range(3))
-        grad_hidden = grad_states.new_empty(steps, 2, rows, 3 * size)
+        to_input = torch.stack([to_candidate * hidden_gates[..., 2 * size :] * reset * (1 - reset),
+                                (previous - candidate) * update * (1 - update), to_candidate], 3)  # (T, 2, B, 3, H)
+        to_hidden = torch.cat([to_input[..., :2, :], (to_candidate * reset).unsqueeze(3)], 3)
+        grad_gates = grad_states.new_empty(steps, 2, rows, 3, size)  # = d(input gates)
+        grad_hidden = grad_states.new_empty(steps, 2, rows, 3, size)  # = d(hidden gates)
         carry = grad_states.new_zeros(2, rows, size)
         for t in reversed(range(steps)):
             grad = grad_states[t] + carry
-            torch.mul(grad, to_candidate[t], out=grad_candidate[t])
-            torch.mul(grad, to_update[t], out=grad_update[t])
-            torch.mul(grad_candidate[t], candidate_to_reset[t], out=grad_reset[t])
-            torch.cat([grad_reset[t], grad_update[t], grad_candidate[t] * reset[t]], -1, out=grad_hidden[t])
-            carry = torch.baddbmm(grad * update[t], grad_hidden[t], weight_hh)
-        flat_grad = grad_hidden.permute(1, 3, 0, 2).reshape(2, 3 * size, steps * rows)
+            torch.mul(grad.unsqueeze(2), to_input[t], out=grad_gates[t])
+            torch.mul(grad.unsqueeze(2), to_hidden[t], out=grad_hidden[t])
+            carry = torch.baddbmm(grad * update[t], grad_hidden[t].view(2, rows, 3 * size), weight_hh)
+        flat_grad = grad_hidden.permute(1, 3, 4, 0, 2).reshape(2, 3 * size, steps * rows)
         grad_weight = torch.bmm(flat_grad, previous.transpose(0, 1).reshape(2, steps * rows, size))
-        grad_gates = torch.cat([grad_reset, grad_update, grad_candidate], -1)
-        return grad_gates, grad_weight, grad_hidden.sum((0, 2))
+        return grad_gates.view(steps, 2, rows, 3 * size), grad_weight, flat_grad.sum(2)
 
 
 class WordGRUEncoder(nn.Module):
