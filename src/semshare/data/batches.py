@@ -170,7 +170,8 @@ class BatchBuilder:
 
             features = arranged(self.dataset.regions).astype(np.float32)
             boxes = box_features(arranged(self.dataset.region_boxes))
-            mask = np.ascontiguousarray(region_mask[:, :keep] if in_place else np.take_along_axis(region_mask, order, axis=1))
+            mask = region_mask[:, :keep] if in_place else np.take_along_axis(region_mask, order, axis=1)
+            mask = np.ascontiguousarray(mask)
             if self.region_targets is not None:
                 targets = arranged(self.region_targets).astype(np.int64)
                 targets[~mask] = -1

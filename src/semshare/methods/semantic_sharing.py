@@ -88,7 +88,8 @@ def _per_item_masked_ce(head: nn.Module, hidden: torch.Tensor, targets: torch.Te
     masked = masked[:, : hidden.shape[1]]
     slots = masked.flatten().nonzero().squeeze(1)  # row-major
     logits = head(hidden.flatten(0, 1).index_select(0, slots))
-    losses = F.cross_entropy(logits.float(), targets[:, : hidden.shape[1]].flatten()[slots].clamp_min(0), reduction="none")
+    chosen = targets[:, : hidden.shape[1]].flatten()[slots].clamp_min(0)
+    losses = F.cross_entropy(logits.float(), chosen, reduction="none")
     per_item = losses.new_zeros(len(masked)).index_add(0, slots // masked.shape[1], losses)
     return (per_item / masked.sum(1).clamp_min(1)).mean()
 
@@ -245,7 +246,9 @@ class SemanticSharing(TrainedMethod):
                 segments[modality, False], segments[modality, True] = self._paired_segments(batch, modality)
         inputs = []
         for modality, masked in wanted:
-            modal, mask = segments[modality, masked] if (modality, masked) in segments else self._modal_segments(batch, modality, masked)
+            if (modality, masked) not in segments:
+                segments[modality, masked] = self._modal_segments(batch, modality, masked)
+            modal, mask = segments[modality, masked]
             if self.cls_segment is not None:
                 cls = self.cls_segment.to(modal.dtype).expand(len(modal), 1, -1)
                 inputs.append((torch.cat([cls, modal], 1), torch.cat([mask[:, :1], mask], 1), mask))
