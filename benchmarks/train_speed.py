@@ -36,6 +36,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from revisions import run_json, source_at  # noqa: E402
 
 
+LOOP_OVERRIDES = {"text.word_dim": 300, "text.word2vec_epochs": 1}  # every variant's config on top of `small`
+
+
 def make_data(folder: Path, steps: int) -> Path:
     from semshare.data.synthetic import make_synthetic, preset
 
@@ -83,9 +86,6 @@ def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps_logged = [r for r in records if "train/loss" in r]
     return {"items_per_s": steps_logged[-1]["items_per_s"], "losses": [r["train/loss"] for r in steps_logged]}
-
-
-LOOP_OVERRIDES = {"text.word_dim": 300, "text.word2vec_epochs": 1}
 
 
 def renamed_copy(code_root: Path, folder: Path, name: str = "semshare_before") -> Path:
@@ -140,7 +140,7 @@ def compile_probe(data: Path, steps: int) -> dict:
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("eager", "compiled"):
-            cfg = resolve_config("ours", "small", overrides={"text.word_dim": 300, "text.word2vec_epochs": 1})
+            cfg = resolve_config("ours", "small", overrides=LOOP_OVERRIDES)
             run = prepare_run(data, cfg, Path(tmp) / mode)
             torch.manual_seed(0)
             model, forward = run.model, run.model

@@ -775,11 +775,11 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
 
 
 def _set_threads(args: argparse.Namespace) -> None:
-    import os
-
     import torch
 
-    threads = args.threads or len(os.sched_getaffinity(0))
+    from semshare.training.loop import usable_cores
+
+    threads = args.threads or usable_cores()
     if threads < 1:
         raise SemshareError(f"--threads: expected an integer >= 1, found {args.threads}")
     torch.set_num_threads(threads)

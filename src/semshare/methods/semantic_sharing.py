@@ -214,22 +214,21 @@ class SemanticSharing(TrainedMethod):
         """A modality's clean and masked pass as one encoder call over 2B rows: psi1 of the regions (of real
         slots only) or of the token states once, since masking replaces a segment after it; the word GRU over
         both token copies in one call (a loop of small steps, about the cost of one); phi once."""
+        masked = batch.img_masked if modality == "image" else batch.txt_masked
+        mask = _at_least_one_real(batch.img_mask if modality == "image" else batch.txt_mask)
+        pass_masked = torch.cat([torch.zeros_like(masked), masked])  # (2B, S): the clean half masks nothing
         if modality == "image":
-            mask, masked = _at_least_one_real(batch.img_mask), batch.img_masked
             slots = mask.flatten().nonzero().squeeze(1)
             real = self.img_encoder.project.psi1(batch.img_regions.flatten(0, 1).index_select(0, slots))
             projected = real.new_zeros(mask.numel(), real.shape[-1]).index_copy(0, slots, real).view(*mask.shape, -1)
-            both = self.img_encoder(batch.img_regions, batch.img_boxes.repeat(2, 1, 1),
-                                    torch.cat([torch.zeros_like(masked), masked]), projected.repeat(2, 1, 1))
+            both = self.img_encoder(batch.img_regions, batch.img_boxes.repeat(2, 1, 1), pass_masked,
+                                    projected.repeat(2, 1, 1))
         elif self.inputs.text == "words":
-            mask = _at_least_one_real(batch.txt_mask)
-            states = torch.cat(self.txt_encoder.paired_states(batch.txt_tokens, mask, batch.txt_masked))
+            states = torch.cat(self.txt_encoder.paired_states(batch.txt_tokens, mask, masked))
             both = self.txt_encoder(batch.txt_tokens.repeat(2, 1), mask.repeat(2, 1), None, states)
         else:  # pretrained token states
-            mask, masked = _at_least_one_real(batch.txt_mask), batch.txt_masked
             projected = self.txt_encoder.project.psi1(batch.txt_segments)
-            both = self.txt_encoder(batch.txt_segments.repeat(2, 1, 1), torch.cat([torch.zeros_like(masked), masked]),
-                                    projected.repeat(2, 1, 1))
+            both = self.txt_encoder(batch.txt_segments.repeat(2, 1, 1), pass_masked, projected.repeat(2, 1, 1))
         return [self._as_segments(half, mask) for half in both.split(len(mask))]
 
     batch_passes = True  # False: each pass computed alone (the reference the tests compare with)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -38,13 +39,9 @@ class TransformerSharedEncoder(nn.Module):
         within itself only: the values of one forward per batch. Batches of one length S share each attention
         op (stacked along B, as a step's clean and masked pass of one modality are)."""
         dim = self.norm.normalized_shape[0]
-        order = sorted(range(len(batches)), key=lambda i: batches[i][1].shape[1])  # equal lengths adjacent
-        groups: list[list[int]] = []
-        for i in order:
-            if groups and batches[groups[-1][0]][1].shape[1] == batches[i][1].shape[1]:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
+        lengths = [mask.shape[1] for _, mask in batches]
+        order = sorted(range(len(batches)), key=lengths.__getitem__)  # equal lengths adjacent
+        groups = [list(group) for _, group in itertools.groupby(order, key=lengths.__getitem__)]
         masks = [torch.cat([batches[i][1] for i in group]) for group in groups]  # (sum B, S) per group
         rows = [mask.flatten().nonzero().squeeze(1) for mask in masks]  # real slots of each group's (B * S)
         x = torch.cat([torch.cat([batches[i][0] for i in group]).reshape(-1, dim).index_select(0, where)

@@ -239,10 +239,14 @@ class LoopSetup:
     prefetch_batches: int = 0
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def auto_prefetch_depth(device: torch.device) -> int:
     """2 batches ahead where the thread has something to overlap without contention, else 0."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    spare_core = cores > torch.get_num_threads()
+    spare_core = usable_cores() > torch.get_num_threads()
     return 2 if device.type == "cuda" or spare_core else 0
 
 
