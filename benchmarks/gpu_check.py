@@ -63,11 +63,13 @@ def throughput(data_dir: Path, preset: str, device: torch.device, batch: int, st
     from torch.utils.flop_counter import FlopCounterMode
 
     from semshare.data.batches import TrainingBatches
-    from semshare.training.experiment import prepare_run, resolve_config
+    from semshare.data.dataset import open_dataset
+    from semshare.training.experiment import prepare_run
+    from semshare.training.recipes import resolve_config
 
     cfg = resolve_config("ours", preset, overrides={"train.batch_size": batch, "inputs.text": "vector",
                                                     "train.progress": False})
-    run = prepare_run(data_dir, cfg, tmp / f"run-{preset}")
+    run = prepare_run(open_dataset(data_dir), cfg, tmp / f"run-{preset}")
     model = run.model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     batches = [b.to(device) for b in TrainingBatches(run.builder(True), run.train_rows, batch, 0).epoch(0)][: steps + 2]
@@ -99,12 +101,14 @@ def throughput(data_dir: Path, preset: str, device: torch.device, batch: int, st
 
 def short_training(data_dir: Path, device: str, precision: str, tmp: Path) -> float:
     """Best validation Ave NDCG@500 of a short seeded run (the one loop, its validation)."""
-    from semshare.training.experiment import resolve_config, train_experiment
+    from semshare.data.dataset import open_dataset
+    from semshare.training.experiment import train_experiment
+    from semshare.training.recipes import resolve_config
 
     cfg = resolve_config("ours", "small", overrides={
         "inputs.text": "vector", "train.epochs": 3, "train.batch_size": 32, "train.seed": 0, "train.device": device,
         "train.precision": precision, "train.progress": False, "models.semantic_sharing.dropout": 0.0})
-    state = train_experiment(data_dir, cfg, tmp / f"short-{device.replace(':', '')}-{precision}")
+    state = train_experiment(open_dataset(data_dir), cfg, tmp / f"short-{device.replace(':', '')}-{precision}")
     return float(state["best_metric"])
 
 

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from semshare.data.dataset import open_dataset  # noqa: E402
 from semshare.evaluation.evaluate import evaluate_run  # noqa: E402
-from semshare.training.experiment import load_run, training_rows  # noqa: E402
+from semshare.training.inputs import training_rows  # noqa: E402
+from semshare.training.experiment import load_run  # noqa: E402
 
 POOLINGS = ("label-segments", "label", "mean")
 
@@ -48,7 +49,7 @@ def _macro_ap(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def diagnose(run_dir: Path, data_dir: str, dataset) -> dict:
-    run = load_run(run_dir, data_dir, dataset=dataset)
+    run = load_run(run_dir, dataset)
     _, val_rows = training_rows(dataset, run.cfg.train)
     saved_pooling = run.model.cfg.pooling
     has_classifier = run.model.cfg.loss.label_weight > 0

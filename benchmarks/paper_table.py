@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from semshare.experiments.benchmark import format_paper_table, inputs_line, row_name  # noqa: E402
 from semshare.experiments.compare import significance_tables  # noqa: E402
-from semshare.methods import PAPER_TABLE_RECIPES  # noqa: E402
+from semshare.experiments.paper import PAPER_TABLE_RECIPES  # noqa: E402
 
 
 def gather(folders: list[Path]) -> list[dict]:

@@ -27,16 +27,18 @@ def run_one(data_dir: str, method: str, seed: int, run_dir: str, overrides: dict
     from semshare.evaluation.evaluate import evaluate_run
     from semshare.evaluation.retrieval import MetricSpec
     from semshare.fileio import atomic_write_json
-    from semshare.training.experiment import load_run, resolve_config, train_experiment
+    from semshare.data.dataset import open_dataset
+    from semshare.training.recipes import resolve_config
+    from semshare.training.experiment import load_run_from_folder, train_experiment
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(threads)
     run_path = Path(run_dir)
     cfg = resolve_config(method, "small", overrides={"train.seed": seed, "train.progress": False, **overrides})
     started = time.time()
-    state = train_experiment(data_dir, cfg, run_path, resume=(run_path / "last").exists())
+    state = train_experiment(open_dataset(data_dir), cfg, run_path, resume=(run_path / "last").exists())
     train_seconds = time.time() - started
-    table, _ = evaluate_run(load_run(run_path, data_dir), spec=MetricSpec(ndcg_k=(500,), map_k=(None,)))
+    table, _ = evaluate_run(load_run_from_folder(run_path, data_dir), spec=MetricSpec(ndcg_k=(500,), map_k=(None,)))
     result = {"method": method, "seed": seed, "data": data_dir, "overrides": overrides, "test": table,
               "best_val_ndcg500": state["best_metric"], "best_epoch": state["best_epoch"], "steps": state["step"],
               "train_seconds": train_seconds}

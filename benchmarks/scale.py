@@ -45,11 +45,13 @@ def child(argv: list[str]) -> tuple[dict, float]:
 
 
 def run_loader(data: str, steps: int, batch_size: int) -> None:
-    from semshare.training.experiment import prepare_run, resolve_config
+    from semshare.data.dataset import open_dataset
+    from semshare.training.recipes import resolve_config
+    from semshare.training.experiment import prepare_run
     from semshare.data.batches import TrainingBatches
 
     cfg = resolve_config("ours", "small", overrides={"train.batch_size": batch_size})
-    run = prepare_run(data, cfg, Path(os.environ.get("SCALE_RUN_DIR", "/tmp/scale_run")) / "loader")
+    run = prepare_run(open_dataset(data), cfg, Path(os.environ.get("SCALE_RUN_DIR", "/tmp/scale_run")) / "loader")
     batches = TrainingBatches(run.builder(training=True), run.train_rows, batch_size, seed=0)
     started, count = time.perf_counter(), 0
     for step, batch in enumerate(batches.epoch(0)):
@@ -62,13 +64,15 @@ def run_loader(data: str, steps: int, batch_size: int) -> None:
 
 def run_train(data: str, steps: int, batch_size: int) -> None:
     from semshare.data.batches import TrainingBatches
-    from semshare.training.experiment import prepare_run, resolve_config
+    from semshare.data.dataset import open_dataset
+    from semshare.training.recipes import resolve_config
+    from semshare.training.experiment import prepare_run
     from semshare.training.loop import fit
 
     cfg = resolve_config("ours", "small", overrides={"train.batch_size": batch_size, "train.max_steps": steps,
                                                       "train.progress": False})
     run_dir = Path(os.environ.get("SCALE_RUN_DIR", "/tmp/scale_run")) / "train"
-    run = prepare_run(data, cfg, run_dir)
+    run = prepare_run(open_dataset(data), cfg, run_dir)
     batches = TrainingBatches(run.builder(training=True), run.train_rows, batch_size, cfg.train.seed)
     started = time.perf_counter()
     fit(run.model, batches, lambda model: {"ave/NDCG@500": 0.0}, cfg.train, run_dir)  # no validation pass

@@ -38,7 +38,9 @@ def main() -> None:
 
     from semshare.data.batches import TrainingBatches
     from semshare.data.synthetic import make_synthetic, preset
-    from semshare.training.experiment import prepare_run, resolve_config
+    from semshare.data.dataset import open_dataset
+    from semshare.training.recipes import resolve_config
+    from semshare.training.experiment import prepare_run
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
@@ -59,7 +61,7 @@ def main() -> None:
                 cfg = resolve_config("ours", preset_name, overrides={
                     "train.batch_size": args.batch, "train.precision": precision, "text.word_dim": 300,
                     "text.word2vec_epochs": 1})
-                run = prepare_run(data, cfg, Path(tmp) / f"run-{preset_name}-{precision}")
+                run = prepare_run(open_dataset(data), cfg, Path(tmp) / f"run-{preset_name}-{precision}")
                 model = run.model
                 optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
                 batches = list(TrainingBatches(run.builder(True), run.train_rows, args.batch, 0).epoch(0))

@@ -71,7 +71,9 @@ def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader
     """train_experiment for `steps` steps (inside the first epoch); items/s and losses from its log."""
     import torch
 
-    from semshare.training.experiment import resolve_config, train_experiment
+    from semshare.data.dataset import open_dataset
+    from semshare.training.recipes import resolve_config
+    from semshare.training.experiment import train_experiment
 
     torch.set_num_threads(2)
     if dataloader:
@@ -82,7 +84,7 @@ def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader
         overrides["train.prefetch_batches"] = prefetch
     if dropout is not None:
         overrides["models.semantic_sharing.dropout"] = dropout
-    train_experiment(data, resolve_config("ours", "small", overrides=overrides), out)
+    train_experiment(open_dataset(data), resolve_config("ours", "small", overrides=overrides), out)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps_logged = [r for r in records if "train/loss" in r]
     return {"items_per_s": steps_logged[-1]["items_per_s"], "losses": [r["train/loss"] for r in steps_logged]}
@@ -106,10 +108,12 @@ def paired_steps(data: Path, out: Path, steps: int) -> dict:
     loops = {}
     for label, package in (("before", "semshare_before"), ("now", "semshare")):
         experiment = importlib.import_module(f"{package}.training.experiment")
+        recipes = importlib.import_module(f"{package}.training.recipes")
+        datasets = importlib.import_module(f"{package}.data.dataset")
         loop = importlib.import_module(f"{package}.training.loop")
         batches = importlib.import_module(f"{package}.data.batches")
-        cfg = experiment.resolve_config("ours", "small", overrides=LOOP_OVERRIDES)
-        run = experiment.prepare_run(data, cfg, out / label)
+        cfg = recipes.resolve_config("ours", "small", overrides=LOOP_OVERRIDES)
+        run = experiment.prepare_run(datasets.open_dataset(data), cfg, out / label)
         training = batches.TrainingBatches(run.builder(True), run.train_rows, cfg.train.batch_size, cfg.train.seed)
         setup = loop.setup_loop(run.model, training, cfg.train, loop.DistributedContext())
         loops[label] = (loop, run.model, setup, iter(training.epoch(0)), cfg.train)
@@ -134,14 +138,16 @@ def compile_probe(data: Path, steps: int) -> dict:
     import torch
 
     from semshare.data.batches import TrainingBatches
-    from semshare.training.experiment import prepare_run, resolve_config
+    from semshare.data.dataset import open_dataset
+    from semshare.training.recipes import resolve_config
+    from semshare.training.experiment import prepare_run
 
     torch.set_num_threads(2)
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("eager", "compiled"):
             cfg = resolve_config("ours", "small", overrides=LOOP_OVERRIDES)
-            run = prepare_run(data, cfg, Path(tmp) / mode)
+            run = prepare_run(open_dataset(data), cfg, Path(tmp) / mode)
             torch.manual_seed(0)
             model, forward = run.model, run.model
             if mode == "compiled":

@@ -3,8 +3,8 @@
 import json
 
 from semshare.cli.main import main
-from semshare.methods import PAPER_TABLE_RECIPES
-from semshare.training.experiment import resolve_config
+from semshare.experiments.paper import PAPER_TABLE_RECIPES
+from semshare.training.recipes import resolve_config
 
 
 def test_benchmark_quick_runs_every_method_and_resumes(tmp_path, capsys):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from semshare.training.experiment import config_dir, known_methods, recipe_names, resolve_config
+from semshare.training.recipes import config_dir, known_methods, recipe_names, resolve_config
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(config_dir("experiment").glob("*.yaml"))
@@ -54,7 +54,8 @@ def test_per_method_overrides_apply_to_their_method_only():
 
 @pytest.mark.parametrize("preset", ["small", "paper"])
 def test_presets_build_a_model(preset, tiny_data_dir, tmp_path):
+    from semshare.data.dataset import open_dataset
     from semshare.training.experiment import prepare_run
 
-    run = prepare_run(tiny_data_dir, resolve_config("ours", preset, overrides={"text.word2vec_epochs": 1}), tmp_path)
+    run = prepare_run(open_dataset(tiny_data_dir), resolve_config("ours", preset, overrides={"text.word2vec_epochs": 1}), tmp_path)
     assert sum(p.numel() for p in run.model.parameters()) > 0

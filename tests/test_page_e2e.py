@@ -12,7 +12,9 @@ import pytest
 
 from semshare.api import load_index
 from semshare.search.gallery import build_gallery
-from semshare.training.experiment import resolve_config, train_experiment
+from semshare.data.dataset import open_dataset
+from semshare.training.recipes import resolve_config
+from semshare.training.experiment import train_experiment
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -36,8 +38,8 @@ def served(tiny_data_dir, tmp_path_factory):
     from semshare.search.service import create_app
 
     root = tmp_path_factory.mktemp("e2e")
-    train_experiment(tiny_data_dir, resolve_config("ours", "small", overrides=TINY), root / "run")
-    build_gallery(root / "run", tiny_data_dir, "image", root / "index")
+    train_experiment(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides=TINY), root / "run")
+    build_gallery(root / "run", open_dataset(tiny_data_dir), "image", root / "index")
     searcher = load_index(root / "index")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))

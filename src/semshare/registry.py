@@ -43,3 +43,6 @@ METHODS: Registry = Registry("method")
 
 # name -> search index backend class (semshare.index): exact torch reference, FAISS flat / HNSW / IVF-PQ
 INDEX_BACKENDS: Registry = Registry("index backend")
+
+# format name -> import function (semshare.importers: each file registers its own; `semshare import FORMAT`)
+IMPORTERS: Registry = Registry("import format")

@@ -16,10 +16,12 @@ import numpy as np
 
 from semshare.data.text import Vocabulary, tokenize
 from semshare.errors import DataFormatError
+from semshare.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 WORD_VECTORS_KEY = "word_vectors"
+LEGACY_WORD_VECTORS_KEY = "vectors"
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,9 @@ def load_word2vec_file(path: str | Path, vocab: Vocabulary, seed: int = 0) -> tu
 
 
 def save_word_vectors(path: str | Path, matrix: np.ndarray) -> None:
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({WORD_VECTORS_KEY: np.ascontiguousarray(matrix, dtype=np.float32)}, str(tmp))
-    tmp.replace(path)
+    atomic_write_bytes(path, save({WORD_VECTORS_KEY: np.ascontiguousarray(matrix, dtype=np.float32)}))
 
 
 def load_word_vectors(path: str | Path, vocab_size: int | None = None) -> np.ndarray:
@@ -119,9 +118,13 @@ def load_word_vectors(path: str | Path, vocab_size: int | None = None) -> np.nda
 
     path = Path(path)
     try:
-        matrix = load_file(str(path))[WORD_VECTORS_KEY]
+        tensors = load_file(str(path))
     except Exception as exc:
         raise DataFormatError(path, WORD_VECTORS_KEY, "a safetensors file with a word_vectors tensor", str(exc)) from None
+    # one layout, two names read: closed-form runs before fitted_inputs.safetensors wrote the key `vectors`
+    matrix = tensors.get(WORD_VECTORS_KEY, tensors.get(LEGACY_WORD_VECTORS_KEY))
+    if matrix is None:
+        raise DataFormatError(path, WORD_VECTORS_KEY, "a tensor named word_vectors", f"tensors {sorted(tensors)}")
     if vocab_size is not None and matrix.shape[0] != vocab_size:
         raise DataFormatError(path, WORD_VECTORS_KEY, f"{vocab_size} rows (the vocabulary size)", f"{matrix.shape[0]}")
     return matrix

@@ -21,9 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
-from semshare.evaluation.report import format_cell
+from semshare.data.dataset import Dataset, open_dataset
+from semshare.data.synthetic import make_synthetic, preset
+from semshare.config import load_yaml, to_dict
 from semshare.errors import SemshareError
-from semshare.fileio import atomic_write_json, atomic_write_text
+from semshare.evaluation.evaluate import evaluate_run
+from semshare.evaluation.plots import plot_pr_curves, plot_training_curves
+from semshare.evaluation.protocols import ProtocolConfig
+from semshare.evaluation.report import format_cell
+from semshare.evaluation.retrieval import MetricSpec
+from semshare.experiments.compare import significance_tables
+from semshare.experiments.paper import DEEP_FEATURES_RECIPE
+from semshare.fileio import atomic_file, atomic_write_json, atomic_write_text
+from semshare.training.experiment import load_run, train_experiment
+from semshare.training.loop import usable_cores
+from semshare.training.recipes import ExperimentConfig, config_dir, resolve_config, unsupported_inputs
+from semshare.training.run_folder import result_differences
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +48,10 @@ def write_per_query(path: Path, directions: dict) -> None:
     """{"i2t/NDCG@500": (Q,), ...} as float32 arrays (no pickle), written atomically."""
     arrays = {f"{d}/{name}": np.asarray(values, dtype=np.float32)
               for d, result in directions.items() for name, values in result.per_query.items()}
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_file(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
 METRIC_SPEC = dict(ndcg_k=(500,), map_k=(None,), pr_points=20)
 
 
@@ -52,7 +66,7 @@ class RunSpec:
     threads: int = 1
     # closed-form methods: "pooled" raw inputs (bag of words), "pooled-word2vec" (mean of Word2Vec vectors
     # learned on the training captions, seeded), or "deep" (the pooled features of a trained run of
-    # semshare.methods.DEEP_FEATURES_RECIPE with the same seed)
+    # semshare.experiments.paper.DEEP_FEATURES_RECIPE with the same seed)
     linear_inputs: str = "pooled"
     # the text side every method reads: "native" (each method's own: words for Ours and ViLBERT, frozen
     # Word2Vec means for DCCA/DSCMR/SCML, bag of words for closed forms) or "minilm" (every method on the
@@ -60,22 +74,25 @@ class RunSpec:
     text_inputs: str = "native"
     segments_dir: str = ""
     config_files: tuple[str, ...] = ()  # experiment YAML files, in order (e.g. quick.yaml, global_features.yaml)
+    cfg: ExperimentConfig | None = field(default=None, compare=False)  # resolved once, when the run is planned
+
+    def resolved(self) -> "RunSpec":
+        """This spec with its config resolved (once: the plan, the finished-run check and the run share it)."""
+        if self.cfg is not None:
+            return self
+        cfg = resolve_config(self.method, self.preset, list(self.config_files),
+                             {"train.seed": self.seed, "train.progress": False, **self.overrides})
+        return replace(self, cfg=cfg)
 
 
-def _config(spec: RunSpec):
-    from semshare.training.experiment import resolve_config
-
-    return resolve_config(spec.method, spec.preset, list(spec.config_files),
-                          {"train.seed": spec.seed, "train.progress": False, **spec.overrides})
-
-
-def run_one_safely(spec: RunSpec, dataset=None) -> dict:
+def run_one_safely(spec: RunSpec, dataset: Dataset | None = None) -> dict:
     """run_one, but a failed run is recorded (RUN/error.json) instead of stopping the whole benchmark;
-    it is retried the next time the benchmark runs."""
+    it is retried the next time the benchmark runs. A worker process (or Ray task) gets no `dataset` and
+    opens the folder itself (shapes checked; the values were checked once when the benchmark started)."""
     import traceback
 
     try:
-        return run_one(spec, dataset)
+        return run_one(spec, dataset or open_dataset(spec.data_dir, check_values=False))
     except Exception as exc:  # one diverging method must not cost the other runs
         error = {"method": spec.method, "data_dir": spec.data_dir, "seed": spec.seed, "error": repr(exc),
                  "traceback": traceback.format_exc()}
@@ -84,10 +101,8 @@ def run_one_safely(spec: RunSpec, dataset=None) -> dict:
         return error
 
 
-def _deep_features_run(spec: RunSpec, dataset) -> str:
+def _deep_features_run(spec: RunSpec, dataset: Dataset) -> str:
     """The trained run whose pooled features a linear method is fitted on (trained first if missing)."""
-    from semshare.methods import DEEP_FEATURES_RECIPE
-
     deep_dir = Path(spec.run_dir).parent / f"{DEEP_FEATURES_RECIPE}-seed{spec.seed}"
     if not (deep_dir / "result.json").exists():
         run_one(RunSpec(spec.data_dir, DEEP_FEATURES_RECIPE, spec.seed, str(deep_dir), spec.preset, spec.overrides,
@@ -96,29 +111,19 @@ def _deep_features_run(spec: RunSpec, dataset) -> str:
     return str(deep_dir.resolve())
 
 
-def run_one(spec: RunSpec, dataset=None) -> dict:
-    """Train (or fit) one method on one dataset with one seed; score the test split; write result.json.
-
-    `dataset`: the folder already opened (and value-checked) by the caller; opened here without the
-    value scan otherwise."""
+def run_one(spec: RunSpec, dataset: Dataset) -> dict:
+    """Train (or fit) one method on one dataset with one seed; score the test split; write result.json."""
     import torch
-
-    from semshare.data.dataset import open_dataset
-    from semshare.evaluation.evaluate import evaluate_run
-    from semshare.evaluation.protocols import ProtocolConfig
-    from semshare.evaluation.retrieval import MetricSpec
-    from semshare.training.experiment import load_run, train_experiment
 
     torch.set_num_threads(spec.threads)
     run_dir = Path(spec.run_dir)
-    dataset = dataset or open_dataset(spec.data_dir, check_values=False)
     started = time.time()
-    cfg = _config(spec)
+    cfg = spec.resolved().cfg
     closed_form = cfg.method_class.closed_form
     if closed_form and spec.linear_inputs == "deep":
         cfg = replace(cfg, text=replace(cfg.text, deep_features_run=_deep_features_run(spec, dataset)))
-    state = train_experiment(spec.data_dir, cfg, run_dir, resume=(run_dir / "last").exists(), dataset=dataset)
-    run = load_run(run_dir, spec.data_dir, dataset=dataset)
+    state = train_experiment(dataset, cfg, run_dir, resume=(run_dir / "last").exists())
+    run = load_run(run_dir, dataset)
     table, folds = evaluate_run(run, ProtocolConfig(), MetricSpec(**METRIC_SPEC))
     seconds = time.time() - started
     pr_curves = {direction: {"recall": folds[0][direction].pr_recall.tolist(),
@@ -132,11 +137,18 @@ def run_one(spec: RunSpec, dataset=None) -> dict:
               "best_epoch": None if closed_form else state["best_epoch"], "pr_curves": pr_curves}
     write_per_query(run_dir / PER_QUERY_FILE, folds[0])
     if (run_dir / "metrics.jsonl").exists():
-        from semshare.evaluation.plots import plot_training_curves
-
         plot_training_curves(run_dir, run_dir / "training_curves.png")
     atomic_write_json(run_dir / "result.json", result)
     return result
+
+
+def quick_setup(out_dir: Path, data_dirs: list[str], config_files: list[str]) -> tuple[list[str], int, list[str]]:
+    """`benchmark --quick`: tiny synthetic data (made once in OUT) unless --data is given, one seed, one short
+    epoch per method (configs/experiment/quick.yaml before the user's files). -> (data dirs, seeds, files)."""
+    quick_data = out_dir / "data-tiny"
+    if not data_dirs and not (quick_data / "meta.json").exists():
+        make_synthetic(quick_data, preset("tiny"), name="synthetic-tiny", overwrite=True, progress=False)
+    return data_dirs or [str(quick_data)], 1, [str(config_dir("experiment") / "quick.yaml")] + list(config_files)
 
 
 def _segments_dir_for(dataset, segments_dirs: list[str], index: int) -> str:
@@ -149,8 +161,6 @@ def _segments_dir_for(dataset, segments_dirs: list[str], index: int) -> str:
 
 def _left_out(cfg, segmented: bool) -> str:
     """Why a method has nothing to work on with these inputs ('' when it runs)."""
-    from semshare.training.experiment import unsupported_inputs
-
     if cfg.needs_segments and not segmented:
         return "its point is a set of segments"
     return unsupported_inputs(cfg)
@@ -160,9 +170,8 @@ def plan_runs(datasets: dict, methods: list[str], seeds: int, out_dir: Path, pre
               overrides: dict, threads: int, linear_inputs: str = "pooled", progress=print,
               text_inputs: str = "native", segments_dirs: list[str] | None = None,
               config_files: tuple[str, ...] = ()) -> list[RunSpec]:
-    """Every (method, dataset, seed) run; `datasets` maps each data folder to its opened Dataset."""
-    from semshare.training.experiment import config_dir
-
+    """Every (method, dataset, seed) run, its config resolved; `datasets` maps each data folder to its
+    opened Dataset."""
     if linear_inputs not in LINEAR_INPUTS:
         raise SemshareError(f"--linear-inputs: expected one of {', '.join(LINEAR_INPUTS)}, got {linear_inputs!r}")
     specs = []
@@ -185,8 +194,8 @@ def plan_runs(datasets: dict, methods: list[str], seeds: int, out_dir: Path, pre
         left_out = []
         for method in methods:
             probe = RunSpec(str(data_dir), method, 0, "", preset, data_overrides, threads, linear_inputs, text_inputs,
-                            segments_dir, files)
-            cfg = _config(probe)
+                            segments_dir, files).resolved()
+            cfg = probe.cfg
             reason = _left_out(cfg, segmented)
             if reason:
                 left_out.append(f"{method} ({reason})")
@@ -195,7 +204,9 @@ def plan_runs(datasets: dict, methods: list[str], seeds: int, out_dir: Path, pre
             # deterministic fits on raw inputs need one seed; on learned features they follow the seeds
             one_seed = cls.deterministic and (not cls.closed_form or linear_inputs == "pooled")
             for seed in range(1 if one_seed else seeds):
-                specs.append(replace(probe, seed=seed, run_dir=str(out_dir / dataset.name / f"{method}-seed{seed}")))
+                seeded = replace(cfg, train=replace(cfg.train, seed=seed))
+                specs.append(replace(probe, seed=seed, run_dir=str(out_dir / dataset.name / f"{method}-seed{seed}"),
+                                     cfg=seeded))
         if left_out:
             progress(f"{dataset.name}: left out {', '.join(left_out)}")
     return specs
@@ -240,14 +251,11 @@ def _run_on_ray(todo: list[RunSpec], workers: int, address: str, report) -> None
 def check_finished_runs(finished: list[RunSpec]) -> None:
     """A finished run is reused only if this benchmark would train it the same way: after a default or a
     recipe changed, its old result must not fill the new table (nothing is deleted: the user decides)."""
-    from semshare.config import load_yaml, to_dict
-    from semshare.training.experiment import result_differences
-
     for spec in finished:
         saved_path = Path(spec.run_dir) / "config.yaml"
         if not saved_path.exists():
             continue
-        for key, old, new in result_differences(load_yaml(saved_path), to_dict(_config(spec))):
+        for key, old, new in result_differences(load_yaml(saved_path), to_dict(spec.resolved().cfg)):
             raise SemshareError(f"{saved_path}: {key}: the finished run has {old!r}, this benchmark gives {new!r}; "
                                 "delete that run folder to rerun it, or use another --out")
 
@@ -264,13 +272,11 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
     local Ray with `workers` CPUs or the cluster at `ray_address`)."""
     if executor not in EXECUTORS:
         raise SemshareError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
-    from semshare.data.dataset import open_dataset
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     datasets = {str(d): open_dataset(d) for d in data_dirs}  # opened and value-checked once per folder
     parallel = workers > 1 or executor == "ray"
-    specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {}, threads or (1 if parallel else 2),
+    specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {}, threads or (1 if parallel else usable_cores()),
                       linear_inputs, progress, text_inputs, segments_dirs, config_files)
     todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
     check_finished_runs([s for s in specs if s not in todo])
@@ -292,8 +298,6 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
         progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "
                  + ", ".join(f"{Path(s.data_dir).name}/{s.method}-seed{s.seed}" for s in failed))
     atomic_write_json(out_dir / "results.json", results)
-    from semshare.experiments.compare import significance_tables
-
     atomic_write_text(out_dir / "table.md", inputs_line(results) + "\n\n" + format_paper_table(results, "NDCG@500")
                       + "\n\n" + format_paper_table(results, "mAP@all") + "\n"
                       + significance_tables(results, reference or None) + "\n")
@@ -308,8 +312,6 @@ def row_name(result: dict) -> str:
 
 def plot_method_pr_curves(results: list[dict], out_dir: Path) -> None:
     """One PNG per dataset: each method's test precision-recall curve (its first seed)."""
-    from semshare.evaluation.plots import plot_pr_curves
-
     for dataset in dict.fromkeys(r["dataset"] for r in results):
         curves = {}
         for result in results:
@@ -335,23 +337,36 @@ def _aggregate(results: list[dict]) -> dict:
     return grouped
 
 
+IMAGE_READINGS = {"regions": "region features", "global": "one global feature"}
+TEXT_READINGS = {"words": "words", "vector": "one text vector", "segments": "MiniLM token states"}
+POOLED_TEXT_READINGS = {"pooled": "bag of words", "pooled-word2vec": "mean of Word2Vec vectors",
+                        "deep": "a trained ST run's pooled features"}
+
+
+def _reading(result: dict) -> tuple[str, str]:
+    """(images, texts) as this result's run read them, from what the result records."""
+    image = IMAGE_READINGS.get(result.get("image_input", "regions"), result.get("image_input", ""))
+    text = TEXT_READINGS.get(result.get("text_input", "words"), result.get("text_input", ""))
+    if result.get("closed_form"):
+        image = "mean of region features" if result.get("image_input") == "regions" else image
+        if result.get("text_inputs") == "minilm":
+            text = "pooled MiniLM sentence vector"
+        elif result.get("text_input") == "words":
+            text = POOLED_TEXT_READINGS.get(result.get("inputs", ""), result.get("inputs", ""))
+    return image, text
+
+
 def inputs_line(results: list[dict]) -> str:
-    """What every row read, stated above each table (equal inputs or not)."""
-    text = sorted({r.get("text_inputs", "native") for r in results})
-    linear = sorted({r["inputs"] for r in results if r.get("closed_form")})
-    described = {"native": "each method's own text input (words for Ours/ViLBERT, frozen Word2Vec means for "
-                           "DCCA/DSCMR/SCML, bag of words for closed forms)",
-                 "minilm": "MiniLM token states for every method (their pooled sentence vector for methods "
-                           "that take one vector)"}
-    line = "Inputs: images = region features (mean of regions for pooled methods); texts = " + \
-        "; ".join(described.get(t, t) for t in text)
-    if linear:
-        line += f"; closed-form methods on {', '.join(linear)} inputs"
-    global_only = sorted({r["dataset"] for r in results if r.get("text_input") == "vector" and r.get("image_input") == "global"})
-    if global_only:
-        line += (f"; {', '.join(global_only)}: one global image feature and one text vector per item, trained "
-                 "methods in their w/o R form, segment-only methods (Ours, w/o T, w/o C, ViLBERT) left out")
-    return line + "."
+    """What every row read, stated above each table from the results' own records (equal inputs or not)."""
+    groups: dict[str, dict[str, list[str]]] = {"images": {}, "texts": {}}
+    for result in results:
+        for side, reading in zip(("images", "texts"), _reading(result)):
+            names = groups[side].setdefault(reading, [])
+            if row_name(result) not in names:
+                names.append(row_name(result))
+    parts = ["; ".join(f"{reading} ({', '.join(names)})" for reading, names in groups[side].items())
+             for side in ("images", "texts")]
+    return f"Inputs: images = {parts[0]}; texts = {parts[1]}."
 
 
 def format_paper_table(results: list[dict], metric: str) -> str:
@@ -374,8 +389,7 @@ def format_paper_table(results: list[dict], metric: str) -> str:
 
 def write_csv(path: Path, results: list[dict]) -> None:
     grouped = _aggregate(results)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "dataset", "metric", "mean", "std", "seeds"])
         for method, per_dataset in grouped.items():
@@ -384,4 +398,3 @@ def write_csv(path: Path, results: list[dict]) -> None:
                     values = np.array([t[key] for t in tables])
                     writer.writerow([method, dataset, key, f"{values.mean():.6f}",
                                      f"{values.std(ddof=1) if len(values) > 1 else 0.0:.6f}", len(values)])
-    tmp.replace(path)

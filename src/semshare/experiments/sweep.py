@@ -7,21 +7,22 @@ runner's data, splits, selection on validation and metrics.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+from semshare.data.dataset import open_dataset
+from semshare.evaluation.plots import plot_sweep
 from semshare.experiments.benchmark import RunSpec, run_one
+from semshare.fileio import atomic_file
 
 PARAM_ALIASES = {"eta": "model.loss.consistency_weight", "lambda": "model.loss.context_weight"}
 
 
 def run_sweep(data_dir: str, method: str, param: str, values: list[float], seeds: int, out_dir: str | Path,
               preset: str = "small", overrides: dict | None = None, progress=print,
-              threads: int = 2) -> list[list[dict]]:
-    import json
-
-    from semshare.evaluation.plots import plot_sweep
-
+              threads: int = 2, config_files: tuple[str, ...] = ()) -> list[list[dict]]:
     out_dir = Path(out_dir)
+    dataset = open_dataset(data_dir)  # opened and value-checked once for every run
     key = PARAM_ALIASES.get(param, param)
     per_value: list[list[dict]] = []
     for value in values:
@@ -30,18 +31,17 @@ def run_sweep(data_dir: str, method: str, param: str, values: list[float], seeds
             run_dir = out_dir / f"{param}={value:g}" / f"seed{seed}"
             if not (run_dir / "result.json").exists():
                 result = run_one(RunSpec(str(data_dir), method, seed, str(run_dir), preset,
-                                         {**(overrides or {}), key: value}, threads=threads))
+                                         {**(overrides or {}), key: value}, threads=threads,
+                                         config_files=config_files), dataset)
                 progress(f"{param}={value:g} seed {seed}: NDCG@500 Ave {100 * result['test']['ave/NDCG@500']:.1f}")
             tables.append(json.loads((run_dir / "result.json").read_text())["test"])
         per_value.append(tables)
-    tmp = out_dir / ".sweep.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_file(out_dir / "sweep.csv") as handle:
         writer = csv.writer(handle)
         keys = list(per_value[0][0])
         writer.writerow([param, "seed"] + keys)
         for value, tables in zip(values, per_value):
             for seed, table in enumerate(tables):
                 writer.writerow([value, seed] + [f"{table[k]:.6f}" for k in keys])
-    tmp.replace(out_dir / "sweep.csv")
     plot_sweep(values, per_value, param, out_dir / "sweep.png", title=f"{method} on {Path(data_dir).name}, test split")
     return per_value

@@ -21,6 +21,7 @@ from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_captions, read_coco_instances, read_karpathy_split
 from semshare.importers.writer import DatasetWriter, seeded_test_split
+from semshare.registry import IMPORTERS
 
 logger = logging.getLogger(__name__)
 FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
@@ -82,6 +83,7 @@ def read_captions_file(path: str | Path) -> dict[int, list[str]]:
     return read_coco_captions([path])[0]
 
 
+@IMPORTERS.register("bottomup-tsv")
 def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captions_file: str | Path,
                         instances_files: list[str | Path] | None = None, labels_file: str | Path | None = None,
                         split_file: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,

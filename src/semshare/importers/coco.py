@@ -13,6 +13,7 @@ import numpy as np
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.writer import DatasetWriter, seeded_test_split
+from semshare.registry import IMPORTERS
 
 logger = logging.getLogger(__name__)
 CHUNK = 4096
@@ -118,6 +119,7 @@ def labels_matrix(instances: CocoInstances, image_ids: list[int]) -> np.ndarray:
     return labels
 
 
+@IMPORTERS.register("coco")
 def import_coco(captions_files: list[str | Path], instances_files: list[str | Path], out_dir: str | Path,
                 split_file: str | Path | None = None, images_dir: str | Path | None = None,
                 test_fraction: float = 0.1, seed: int = 0, name: str = "coco", overwrite: bool = False) -> dict:

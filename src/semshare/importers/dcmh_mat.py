@@ -17,6 +17,7 @@ from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.matfile import read_mat_variable
 from semshare.importers.writer import DatasetWriter
+from semshare.registry import IMPORTERS
 
 CHUNK = 4096
 
@@ -33,6 +34,7 @@ def _read_names(path: str | Path | None, count: int, what: str) -> list[str]:
     return names
 
 
+@IMPORTERS.register("dcmh-mat")
 def import_dcmh_mat(labels_file: str | Path, tags_file: str | Path, tag_list: str | Path, out_dir: str | Path,
                     image_file: str | Path | None = None, labels_key: str = "LAll", tags_key: str = "YAll",
                     image_key: str | None = None, label_list: str | Path | None = None, query: int = 2000,

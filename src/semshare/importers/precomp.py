@@ -15,6 +15,7 @@ from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_instances
 from semshare.importers.writer import DatasetWriter
+from semshare.registry import IMPORTERS
 
 logger = logging.getLogger(__name__)
 SPLITS = {"train": "train", "dev": "val", "test": "test"}  # precomp name -> ours ("testall" is COCO 5K)
@@ -25,6 +26,7 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+@IMPORTERS.register("precomp")
 def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[str | Path] | None = None,
                    labels_file: str | Path | None = None, splits: tuple[str, ...] = ("train", "dev", "test"),
                    name: str = "precomp", overwrite: bool = False, progress: bool = True) -> dict:

@@ -12,6 +12,7 @@ from semshare.errors import DataFormatError
 from semshare.fileio import atomic_directory
 from semshare.importers.matfile import mat_keys, read_mat_variable
 from semshare.importers.writer import DatasetWriter
+from semshare.registry import IMPORTERS
 
 
 def _read_one(path: Path) -> np.ndarray:
@@ -25,6 +26,7 @@ def _read_one(path: Path) -> np.ndarray:
     return read_mat_variable(path, key)
 
 
+@IMPORTERS.register("split-mat")
 def import_split_mat(src: str | Path, out_dir: str | Path, name: str = "split-mat", overwrite: bool = False) -> dict:
     src = Path(src)
     parts = {}

@@ -1,8 +1,13 @@
 """The method protocol: what a retrieval method is, and all that shared code may ask of it.
 
+Every method is built one way, from scratch and on load: `cls(cfg, spec, inputs, fitted)`, where `fitted`
+is the dict of arrays computed once from the training split when the run was prepared (the Word2Vec
+vectors of a words run under "word_vectors", plus whatever the method's own `fit_inputs` returns: a label
+graph, label-name vectors, ...), saved in the run folder and handed back when the run is loaded.
+
 A trained method (`TrainedMethod`) is an nn.Module with `encode_image(batch)` / `encode_text(batch)` -> (B, D)
 and `training_step(batch)` -> dict of named losses with the total under "loss"; the one loop trains it.
-A closed-form method (`ClosedFormMethod`) has `fit(PairedFeatures) -> LinearEncoder`, solved in one step.
+A closed-form method (`ClosedFormMethod`) has `fit(PairedFeatures, seed) -> LinearEncoder`, solved in one step.
 Capabilities are class attributes (and, where they depend on the config, class methods): shared code
 reads them and never a method's name. Each method file registers its class with `@METHODS.register(name)`
 and keeps its config dataclass beside it (`config_class`).
@@ -11,11 +16,16 @@ and keeps its config dataclass beside it (`config_class`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, Mapping
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # annotations only: the data layer sits below methods, nothing is imported at run time
+    from semshare.data.dataset import Dataset
+    from semshare.data.text import Vocabulary
 
 IMAGE_INPUTS = ("regions", "global")
 TEXT_INPUTS = ("words", "vector", "segments")
@@ -43,6 +53,23 @@ class InputConfig:
     # segments (pretrained token states, e.g. MiniLM from `semshare extract-text`)
     text: str = "words"
     max_text_length: int = 64
+
+
+# what a method is built with when nothing was fitted (and what an old run folder without the file loads)
+NOTHING_FITTED: Mapping[str, np.ndarray] = MappingProxyType({})
+WORD_VECTORS = "word_vectors"  # the fitted entry of a words run: (vocab size, word dim) Word2Vec vectors
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a method's `fit_inputs` may read: the run's data, its training rows and the shared text inputs."""
+
+    dataset: "Dataset"
+    train_rows: np.ndarray  # (N,) dataset rows of the training split (validation rows excluded)
+    inputs: InputConfig
+    seed: int
+    vocab: "Vocabulary | None" = None  # the run's vocabulary (words runs)
+    word_vectors: np.ndarray | None = None  # (vocab size, word dim) vectors learned on the training texts
 
 
 @dataclass(frozen=True)
@@ -85,6 +112,13 @@ class MethodBase:
         walk(cfg, "model.")
 
     @classmethod
+    def fit_inputs(cls, cfg, context: FitContext) -> dict[str, np.ndarray]:
+        """Arrays the method computes from the training split before it is built (default: none). They are
+        saved with the run (safetensors) and passed to `__init__` as `fitted` when the run is built and when
+        it is loaded, so the constructor must not compute them again."""
+        return {}
+
+    @classmethod
     def region_targets_wanted(cls, cfg, inputs: InputConfig) -> RegionTargetRequest | None:
         """Region classes to predict in training, or None (nothing is fitted for methods that ask none)."""
         return None
@@ -96,7 +130,7 @@ class MethodBase:
 
 
 class TrainedMethod(MethodBase, nn.Module):
-    """A method the one loop trains. Subclasses build their modules in __init__(cfg, spec, inputs, word_vectors)."""
+    """A method the one loop trains. Subclasses build their modules in __init__(cfg, spec, inputs, fitted)."""
 
     def encode_image(self, batch) -> torch.Tensor:
         """(B, D) retrieval embedding of the batch's images."""
@@ -189,8 +223,10 @@ class ClosedFormMethod(MethodBase):
 
     closed_form = True
 
-    def __init__(self, cfg, seed: int = 0):
-        self.cfg, self.seed = cfg, seed
+    def __init__(self, cfg, spec: ModelSpec | None = None, inputs: InputConfig = InputConfig(),
+                 fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
+        self.cfg, self.spec, self.inputs, self.fitted = cfg, spec, inputs, fitted
 
-    def fit(self, features: PairedFeatures) -> LinearEncoder:
+    def fit(self, features: PairedFeatures, seed: int = 0) -> LinearEncoder:
+        """The encoder solved on the training features (`seed`: for methods that subsample)."""
         raise NotImplementedError

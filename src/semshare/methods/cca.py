@@ -25,24 +25,9 @@ class CCAConfig:
     eigen_power: float = 0.0  # scale component k by rho_k ** power
 
 
-@dataclass
-class CCAModel:
-    mean_x: np.ndarray
-    mean_y: np.ndarray
-    w_x: np.ndarray  # (D_x, dim)
-    w_y: np.ndarray  # (D_y, dim)
-    correlations: np.ndarray  # (dim,) canonical correlations, descending
-    eigen_power: float
-
-    def transform_image(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean_x) @ self.w_x) * self.correlations**self.eigen_power
-
-    def transform_text(self, y: np.ndarray) -> np.ndarray:
-        return ((y - self.mean_y) @ self.w_y) * self.correlations**self.eigen_power
-
-
-def fit_cca(x: np.ndarray, y: np.ndarray, cfg: CCAConfig = CCAConfig()) -> CCAModel:
-    """x (N, D_x) and y (N, D_y): paired training rows."""
+def fit_cca(x: np.ndarray, y: np.ndarray, cfg: CCAConfig = CCAConfig()) -> tuple[LinearEncoder, np.ndarray]:
+    """x (N, D_x) and y (N, D_y): paired training rows -> (the encoder into the first `dim` canonical
+    directions, component k scaled by rho_k ** eigen_power; the (dim,) canonical correlations, descending)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     mean_x, mean_y = x.mean(0), y.mean(0)
@@ -67,7 +52,9 @@ def fit_cca(x: np.ndarray, y: np.ndarray, cfg: CCAConfig = CCAConfig()) -> CCAMo
     # eigh normalises w^T B w = 1 jointly; each view's part has half that norm: rescale to unit variance
     w_x = w[:dx] / np.sqrt(np.maximum(np.einsum("ij,ij->j", w[:dx], c_xx @ w[:dx]), 1e-12))
     w_y = w[dx:] / np.sqrt(np.maximum(np.einsum("ij,ij->j", w[dx:], c_yy @ w[dx:]), 1e-12))
-    return CCAModel(mean_x, mean_y, w_x, w_y, np.clip(values[top], 0, None), cfg.eigen_power)
+    correlations = np.clip(values[top], 0, None)
+    scale = correlations**cfg.eigen_power
+    return LinearEncoder(mean_x, w_x * scale, mean_y, w_y * scale), correlations
 
 
 @METHODS.register("cca")
@@ -78,7 +65,5 @@ class CCA(ClosedFormMethod):
     display_name = "CCA"
     deterministic = True
 
-    def fit(self, features: PairedFeatures) -> LinearEncoder:
-        model = fit_cca(features.img, features.paired_text, self.cfg)
-        scale = model.correlations**model.eigen_power
-        return LinearEncoder(model.mean_x, model.w_x * scale, model.mean_y, model.w_y * scale)
+    def fit(self, features: PairedFeatures, seed: int = 0) -> LinearEncoder:
+        return fit_cca(features.img, features.paired_text, self.cfg)[0]

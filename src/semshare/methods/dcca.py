@@ -12,6 +12,7 @@ checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 
 from semshare.data.batches import Batch
 from semshare.methods.cca import CCAConfig, fit_cca
-from semshare.methods.base import InputConfig, ModelSpec, TrainedMethod
+from semshare.methods.base import NOTHING_FITTED, WORD_VECTORS, InputConfig, ModelSpec, TrainedMethod
 from semshare.models.pooled_inputs import PooledInputs
 from semshare.registry import METHODS
 
@@ -61,10 +62,11 @@ class DCCA(TrainedMethod):
     display_name = "DCCA"
 
     def __init__(self, cfg: DCCAConfig, spec: ModelSpec, inputs: InputConfig,
-                 word_vectors: np.ndarray | None = None):
+                 fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
         super().__init__()
         self.cfg, self.spec = cfg, spec
-        self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
+        self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim,
+                                   fitted.get(WORD_VECTORS))
         self.img_net = _mlp(spec.region_dim, cfg.hidden_dim, cfg.output_dim)
         self.txt_net = _mlp(self.inputs.text_dim, cfg.hidden_dim, cfg.output_dim)
         o = cfg.output_dim
@@ -101,8 +103,8 @@ class DCCA(TrainedMethod):
             img, txt = self._outputs(builder.build(chunk, builder.first_text_ids(chunk)).to(device))
             img_parts.append(img.double().cpu().numpy())
             txt_parts.append(txt.double().cpu().numpy())
-        cca = fit_cca(np.concatenate(img_parts), np.concatenate(txt_parts), CCAConfig(reg=self.cfg.reg))
-        for name, value in (("img_mean", cca.mean_x), ("txt_mean", cca.mean_y), ("img_proj", cca.w_x),
-                            ("txt_proj", cca.w_y)):
+        cca, _ = fit_cca(np.concatenate(img_parts), np.concatenate(txt_parts), CCAConfig(reg=self.cfg.reg))
+        for name, value in (("img_mean", cca.img_mean), ("txt_mean", cca.txt_mean), ("img_proj", cca.img_weight),
+                            ("txt_proj", cca.txt_weight)):
             getattr(self, name).copy_(torch.from_numpy(value).to(getattr(self, name)))
         self.train(was_training)

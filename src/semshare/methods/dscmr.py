@@ -14,13 +14,14 @@ mean of the caption's word vectors (frozen). Model selection is the loop's: on v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.methods.base import InputConfig, ModelSpec, TrainedMethod
+from semshare.methods.base import NOTHING_FITTED, WORD_VECTORS, InputConfig, ModelSpec, TrainedMethod
 from semshare.methods.losses import discrimination_loss
 from semshare.models.pooled_inputs import PooledInputs
 from semshare.registry import METHODS
@@ -56,10 +57,11 @@ class DSCMR(TrainedMethod):
     display_name = "DSCMR"
 
     def __init__(self, cfg: DSCMRConfig, spec: ModelSpec, inputs: InputConfig,
-                 word_vectors: np.ndarray | None = None):
+                 fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
         super().__init__()
         self.cfg, self.spec = cfg, spec
-        self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
+        self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim,
+                                   fitted.get(WORD_VECTORS))
         self.img_net = _mlp(spec.region_dim, cfg.hidden_dim, cfg.dropout)
         self.txt_net = _mlp(self.inputs.text_dim, cfg.hidden_dim, cfg.dropout)
         self.common = nn.Linear(cfg.hidden_dim, cfg.common_dim)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from semshare.methods.base import ClosedFormMethod, LinearEncoder, PairedFeatures
-from semshare.methods.lcfs import LinearProjections, row_norm_weights
+from semshare.methods.lcfs import row_norm_weights
 from semshare.registry import METHODS
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def joint_laplacian_blocks(x: np.ndarray, y: np.ndarray, labels: np.ndarray, k: 
 
 
 def fit_jfssl(x: np.ndarray, y: np.ndarray, labels: np.ndarray, cfg: JFSSLConfig = JFSSLConfig(),
-              seed: int = 0) -> LinearProjections:
+              seed: int = 0) -> LinearEncoder:
     """x (N, D_x) image, y (N, D_y) text, labels (N, C) multi-hot: paired training rows; `seed` picks the
     graph's subsample when there are more than `max_graph_items`."""
     x = np.asarray(x, dtype=np.float64)
@@ -77,7 +77,7 @@ def fit_jfssl(x: np.ndarray, y: np.ndarray, labels: np.ndarray, cfg: JFSSLConfig
                               xc.T @ targets - cfg.l2 * xc.T @ (l_ab @ (yc @ u_b)))
         u_b = np.linalg.solve(gram_b + cfg.l1 * np.diag(row_norm_weights(u_b, cfg.eps)) + cfg.l2 * graph_b,
                               yc.T @ targets - cfg.l2 * yc.T @ (l_ba @ (xc @ u_a)))
-    return LinearProjections(mean_x, mean_y, u_a, u_b)
+    return LinearEncoder(mean_x, u_a, mean_y, u_b)
 
 
 @METHODS.register("jfssl")
@@ -85,6 +85,5 @@ class JFSSL(ClosedFormMethod):
     config_class = JFSSLConfig
     display_name = "JFSSL"
 
-    def fit(self, features: PairedFeatures) -> LinearEncoder:
-        model = fit_jfssl(features.img, features.paired_text, features.img_labels, self.cfg, self.seed)
-        return LinearEncoder(model.mean_x, model.u_x, model.mean_y, model.u_y)
+    def fit(self, features: PairedFeatures, seed: int = 0) -> LinearEncoder:
+        return fit_jfssl(features.img, features.paired_text, features.img_labels, self.cfg, seed)

@@ -28,22 +28,6 @@ class LCFSConfig:
     eps: float = 1e-8
 
 
-@dataclass
-class LinearProjections:
-    """Centred linear maps of each modality into a common space."""
-
-    mean_x: np.ndarray
-    mean_y: np.ndarray
-    u_x: np.ndarray
-    u_y: np.ndarray
-
-    def transform_image(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, dtype=np.float64) - self.mean_x) @ self.u_x
-
-    def transform_text(self, y: np.ndarray) -> np.ndarray:
-        return (np.asarray(y, dtype=np.float64) - self.mean_y) @ self.u_y
-
-
 def row_norm_weights(u: np.ndarray, eps: float) -> np.ndarray:
     """R_ii = 1 / (2 ||u^i||): the half-quadratic weights of the l2,1 norm."""
     return 1.0 / (2.0 * np.maximum(np.linalg.norm(u, axis=1), eps))
@@ -58,7 +42,7 @@ def trace_norm_metric(x: np.ndarray, projected: list[np.ndarray], eps: float) ->
     return (xp / singular[keep]) @ xp.T
 
 
-def fit_lcfs(x: np.ndarray, y: np.ndarray, labels: np.ndarray, cfg: LCFSConfig = LCFSConfig()) -> LinearProjections:
+def fit_lcfs(x: np.ndarray, y: np.ndarray, labels: np.ndarray, cfg: LCFSConfig = LCFSConfig()) -> LinearEncoder:
     """x (N, D_x) image, y (N, D_y) text, labels (N, C) multi-hot: paired training rows."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -75,7 +59,7 @@ def fit_lcfs(x: np.ndarray, y: np.ndarray, labels: np.ndarray, cfg: LCFSConfig =
                             + cfg.l2 * trace_norm_metric(v, coupled, cfg.eps), r)
             for v, g, r, u in zip(views, grams, rhs, projections)
         ]
-    return LinearProjections(mean_x, mean_y, projections[0], projections[1])
+    return LinearEncoder(mean_x, projections[0], mean_y, projections[1])
 
 
 @METHODS.register("lcfs")
@@ -84,6 +68,5 @@ class LCFS(ClosedFormMethod):
     display_name = "LCFS"
     deterministic = True
 
-    def fit(self, features: PairedFeatures) -> LinearEncoder:
-        model = fit_lcfs(features.img, features.paired_text, features.img_labels, self.cfg)
-        return LinearEncoder(model.mean_x, model.u_x, model.mean_y, model.u_y)
+    def fit(self, features: PairedFeatures, seed: int = 0) -> LinearEncoder:
+        return fit_lcfs(features.img, features.paired_text, features.img_labels, self.cfg)

@@ -47,7 +47,7 @@ class Ridge(ClosedFormMethod):
     display_name = "Ridge"
     deterministic = True
 
-    def fit(self, features: PairedFeatures) -> LinearEncoder:
+    def fit(self, features: PairedFeatures, seed: int = 0) -> LinearEncoder:
         strengths = self.cfg.strengths
         candidates = [_encoder(solve_ridge(features.img, features.img_labels, strength),
                                solve_ridge(features.txt, features.txt_labels, strength)) for strength in strengths]

@@ -14,6 +14,7 @@ meet by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.methods.base import InputConfig, ModelSpec, TrainedMethod
+from semshare.methods.base import NOTHING_FITTED, WORD_VECTORS, InputConfig, ModelSpec, TrainedMethod
 from semshare.methods.losses import label_prediction_loss
 from semshare.models.pooled_inputs import PooledInputs
 from semshare.registry import METHODS
@@ -42,10 +43,11 @@ class SCML(TrainedMethod):
     display_name = "SCML"
 
     def __init__(self, cfg: SCMLConfig, spec: ModelSpec, inputs: InputConfig,
-                 word_vectors: np.ndarray | None = None):
+                 fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
         super().__init__()
         self.cfg, self.spec = cfg, spec
-        self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim, word_vectors)
+        self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim,
+                                   fitted.get(WORD_VECTORS))
         text_dim = self.inputs.text_dim
         self.img_net = nn.Sequential(nn.Linear(spec.region_dim, cfg.hidden_dim), nn.ReLU(),
                                      nn.Linear(cfg.hidden_dim, cfg.common_dim))

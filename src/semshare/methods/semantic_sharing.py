@@ -11,6 +11,7 @@ The ablations are recipes of this one class: configs/method/{ours,st,imc,wo_r,wo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.methods.base import InputConfig, ModelSpec, RegionTargetRequest, TrainedMethod
+from semshare.methods.base import (NOTHING_FITTED, WORD_VECTORS, InputConfig, ModelSpec, RegionTargetRequest,
+                                   TrainedMethod)
 from semshare.methods.losses import discrimination_loss, label_prediction_loss
 from semshare.models.image_encoders import RegionEncoder
 from semshare.models.layers import l2_normalize, masked_mean
@@ -152,7 +154,7 @@ class SemanticSharing(TrainedMethod):
         return cfg.loss.mask_prob
 
     def __init__(self, cfg: SemanticSharingConfig, spec: ModelSpec, inputs: InputConfig,
-                 word_vectors: np.ndarray | None = None):
+                 fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
         super().__init__()
         if cfg.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {cfg.pooling!r}; expected one of {POOLINGS}")
@@ -165,7 +167,8 @@ class SemanticSharing(TrainedMethod):
         region_context = wants_context and inputs.image == "regions" and spec.num_region_classes > 0
         self.img_encoder = RegionEncoder(spec.region_dim, dim, cfg.dropout, maskable=region_context)
         if inputs.text == "words":
-            if word_vectors is None:  # rebuilding to load weights: the checkpoint fills the embedding
+            word_vectors = fitted.get(WORD_VECTORS)
+            if word_vectors is None:  # an old run folder rebuilt to load weights: the checkpoint fills the embedding
                 word_vectors = np.zeros((spec.vocab_size, spec.word_dim), dtype=np.float32)
             self.txt_encoder = WordGRUEncoder(word_vectors, dim, spec.mask_id, cfg.dropout)
         elif inputs.text == "vector":

@@ -14,6 +14,7 @@ shares a label (label-wise, not alignment); plus the first-stage label loss on b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.methods.base import InputConfig, ModelSpec, TrainedMethod
+from semshare.methods.base import NOTHING_FITTED, WORD_VECTORS, InputConfig, ModelSpec, TrainedMethod
 from semshare.methods.losses import label_prediction_loss
 from semshare.models.image_encoders import RegionEncoder
 from semshare.models.layers import SegmentProjection, masked_mean, sinusoidal_positions
@@ -73,12 +74,13 @@ class ViLBERT(TrainedMethod):
     text_inputs = ("words",)
 
     def __init__(self, cfg: ViLBERTConfig, spec: ModelSpec, inputs: InputConfig,
-                 word_vectors: np.ndarray | None = None):
+                 fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
         super().__init__()
         self.cfg, self.spec = cfg, spec
         dim = cfg.dim
         self.img_encoder = RegionEncoder(spec.region_dim, dim, cfg.dropout, maskable=False)
-        if word_vectors is None:
+        word_vectors = fitted.get(WORD_VECTORS)
+        if word_vectors is None:  # an old run folder rebuilt to load weights: the checkpoint fills the embedding
             word_vectors = np.zeros((spec.vocab_size, spec.word_dim), dtype=np.float32)
         self.word_embedding = nn.Embedding(spec.vocab_size, spec.word_dim, padding_idx=0)
         with torch.no_grad():

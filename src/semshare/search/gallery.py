@@ -1,4 +1,4 @@
-"""Index folders and the queries run against them.
+"""Index folders: their writer (`build_gallery`) and their reader (`Index`, `load_index`), side by side.
 
 An index folder (written atomically by `build_gallery`):
   manifest.json   kind, search parameters, side, size, dim, the run (folder, checkpoint) and the dataset
@@ -6,8 +6,8 @@ An index folder (written atomically by `build_gallery`):
   items.jsonl     one JSON object per position: id, row, labels (names), captions, image_file
   index.faiss | vectors.safetensors   the backend's own file
 
-`semshare.api.load_index` opens a folder with the run it came from and answers text queries (tokenised
-with the run's vocabulary) and item queries (an image row of the dataset, encoded with the run's image side).
+`load_index` opens a folder with the run it came from and answers text queries (tokenised with the run's
+vocabulary) and item queries (an image row of the dataset, encoded with the run's image side).
 """
 
 from __future__ import annotations
@@ -16,16 +16,23 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from semshare.data.dataset import Dataset
 from semshare.data.text import as_sentence
 from semshare.errors import OutputExistsError, SemshareError
-from semshare.fileio import atomic_directory, atomic_write_json, write_files_manifest
+from semshare.fileio import atomic_directory, atomic_write_json, verify_files_manifest, write_files_manifest
 from semshare.index import build_backend
+from semshare.index.base import load_backend
+from semshare.search.run import MAX_QUERY_CHARS, load_run
+from semshare.training.experiment import load_run as load_trained_or_fitted
+
+__all__ = ["MAX_QUERY_CHARS", "SIDES", "IndexManifest", "SearchHit", "Index", "build_gallery", "load_index",
+           "read_manifest"]
 
 MANIFEST = "manifest.json"
-MAX_QUERY_CHARS = 1000
 SIDES = ("image", "text")
 
 
@@ -94,17 +101,15 @@ def _item_records(dataset, side: str, ids: np.ndarray, item_rows: np.ndarray) ->
     return records
 
 
-def build_gallery(run_dir: str | Path, data_dir: str | Path, side: str, out_dir: str | Path,
+def build_gallery(run_dir: str | Path, dataset: Dataset, side: str, out_dir: str | Path,
                   kind: str = "faiss-flat", params: dict | None = None, split: str = "all",
                   checkpoint: str = "best", overwrite: bool = False, batch_size: int = 256) -> IndexManifest:
-    """Embed the gallery (`side` items of `split`) with the run's model and write an index folder."""
-    from semshare.training.experiment import load_run
-
+    """Embed the gallery (`side` items of `split` of `dataset`) with the run's model and write an index folder."""
     if side not in SIDES:
         raise SemshareError(f"--side must be one of {SIDES}; got {side!r}")
     if Path(out_dir).exists() and not overwrite:  # before the gallery is embedded, not after
         raise OutputExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
-    run = load_run(run_dir, data_dir, checkpoint)
+    run = load_trained_or_fitted(run_dir, dataset, checkpoint)
     rows = _gallery_rows(run.dataset, split)
     img, txt = run.embed(rows, sides=(side,), batch_size=batch_size)
     table = img if side == "image" else txt
@@ -112,7 +117,7 @@ def build_gallery(run_dir: str | Path, data_dir: str | Path, side: str, out_dir:
     backend = build_backend(kind, table.emb, params)
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,
                              run_dir=str(Path(run_dir).resolve()), checkpoint=checkpoint,
-                             data_dir=str(Path(data_dir).resolve()), split=split,
+                             data_dir=str(Path(dataset.root).resolve()), split=split,
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     records = _item_records(run.dataset, side, table.ids, item_rows)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
@@ -139,3 +144,105 @@ def read_manifest(folder: str | Path) -> IndexManifest:
         raise SemshareError(f"{path}: format/side: expected semshare-index with side image|text, found "
                             f"{manifest.format!r} / {manifest.side!r}")
     return manifest
+
+
+class Index:
+    """An index folder plus the run that embedded it: text and image queries -> ranked gallery items."""
+
+
+    def __init__(self, folder: str | Path, search_params: dict | None = None, data_dir: str | Path | None = None):
+        self.folder = Path(folder)
+        self.manifest = read_manifest(folder)
+        verify_files_manifest(self.folder, "index")
+        params = {**{k: v for k, v in self.manifest.params.items() if k in ("ef_search", "nprobe")},
+                  **(search_params or {})}
+        self.backend = load_backend(self.manifest.kind, self.folder, params)
+        self.ids, self.items = _read_ids(self.folder / "ids.npy"), _read_items(self.folder / "items.jsonl")
+        if not (len(self.ids) == len(self.items) == self.backend.size):
+            raise SemshareError(f"{self.folder}: ids.npy ({len(self.ids)}), items.jsonl ({len(self.items)}) and the "
+                                f"index ({self.backend.size}) disagree in size; rebuild the index")
+        self.position_of = {int(item_id): position for position, item_id in enumerate(self.ids.tolist())}
+        self.run = load_run(self.manifest.run_dir, data_dir or self.manifest.data_dir, self.manifest.checkpoint)
+
+    @property
+    def accepts_text(self) -> bool:
+        return self.run.accepts_text
+
+    def item(self, item_id: int) -> dict:
+        if item_id not in self.position_of:
+            raise KeyError(item_id)
+        return self.items[self.position_of[item_id]]
+
+    def encode_text(self, text: str) -> tuple[np.ndarray, list[str]]:
+        """(D,) query embedding and the query's unknown (dropped) words."""
+        return self.run.encode_text(text)
+
+    def image_row_error(self, row: int) -> SemshareError | None:
+        """Why `row` cannot be an image query (None when it can)."""
+        dataset = self.run.dataset
+        if 0 <= row < dataset.num_items:
+            return None
+        return SemshareError(f"image id {row} is not a row of dataset {dataset.name} (0..{dataset.num_items - 1})")
+
+    def encode_image_row(self, row: int) -> np.ndarray:
+        error = self.image_row_error(row)
+        if error is not None:
+            raise error
+        return self.run.encode_images(rows=[row])[0]
+
+    def encode_image_file(self, path: str | Path) -> np.ndarray:
+        return self.run.encode_image_files([path])[0]
+
+    def search(self, query: np.ndarray, k: int) -> list[SearchHit]:
+        """The k best gallery items for a (D,) query embedding."""
+        return self.search_batch(np.asarray(query)[None], [k])[0]
+
+    def search_batch(self, queries: np.ndarray, ks: Sequence[int]) -> list[list[SearchHit]]:
+        """(Q, D) query embeddings, each with its own k: one backend search for all of them."""
+        scores, positions = self.backend.search(np.ascontiguousarray(queries, dtype=np.float32), max(ks))
+        return [[SearchHit(rank=rank, score=float(score), id=int(self.ids[position]), item=self.items[position])
+                 for rank, (score, position) in enumerate(zip(row_scores[:k], row_positions[:k]), start=1)
+                 if position >= 0] for row_scores, row_positions, k in zip(scores, positions, ks)]
+
+    def search_text(self, text: str, k: int = 10) -> list[SearchHit]:
+        return self.search(self.encode_text(text)[0], k)
+
+    def search_image(self, row: int, k: int = 10) -> list[SearchHit]:
+        """Query with image `row` of the index's dataset."""
+        return self.search(self.encode_image_row(row), k)
+
+    def search_image_file(self, path: str | Path, k: int = 10) -> list[SearchHit]:
+        return self.search(self.encode_image_file(path), k)
+
+
+def _read_ids(path: Path) -> np.ndarray:
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SemshareError(f"{path}: file: expected the gallery's item ids, found no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise SemshareError(f"{path}: ids: expected a NumPy int64 array, found an unreadable file ({exc})") from None
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise SemshareError(f"{path}: ids: expected a 1-D integer array, found shape {ids.shape} dtype {ids.dtype}")
+    return ids
+
+
+def _read_items(path: Path) -> list[dict]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SemshareError(f"{path}: file: expected one JSON record per gallery item, found no such file") from None
+    except UnicodeDecodeError:
+        raise SemshareError(f"{path}: text: expected UTF-8 JSON lines, found other bytes") from None
+    items = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise SemshareError(f"{path}: line {number}: expected a JSON record, found {line[:60]!r} (truncated?)") from None
+    return items
+
+
+def load_index(index_dir: str | Path, data_dir: str | Path | None = None, search_params: dict | None = None) -> Index:
+    """Open an index folder made by `semshare index build` (`data_dir` when the dataset moved since)."""
+    return Index(index_dir, search_params, data_dir)

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
-from semshare.search.gallery import MAX_QUERY_CHARS
+from semshare.search.run import MAX_QUERY_CHARS
 
 MAX_K = 1000
 MAX_BODY_BYTES = 16 * 1024
@@ -157,7 +157,7 @@ def without_paths(message: str) -> str:
 
 def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str | Path | None = None,
                max_pending: int = 1024, max_batch: int = 64):
-    """`searcher`: a semshare.api.Index. Image files are served only when listed for an item and inside
+    """`searcher`: a search.gallery.Index. Image files are served only when listed for an item and inside
     `image_root` (default: the dataset's image root, docs/DATA.md)."""
     from fastapi import FastAPI, HTTPException
     from fastapi.exceptions import RequestValidationError
@@ -228,13 +228,11 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     return app
 
 
-def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path | None = None,
-          image_root: str | Path | None = None, max_pending: int = 1024, max_batch: int = 64) -> None:
+def serve(searcher, host: str = "127.0.0.1", port: int = 8000, image_root: str | Path | None = None,
+          max_pending: int = 1024, max_batch: int = 64) -> None:
+    """Run the service over `searcher` (a search.gallery.Index, opened by the caller) until interrupted."""
     import uvicorn
 
-    from semshare.api import load_index
-
-    app = create_app(load_index(folder, data_dir=data_dir), image_root=image_root, max_pending=max_pending,
-                     max_batch=max_batch)
+    app = create_app(searcher, image_root=image_root, max_pending=max_pending, max_batch=max_batch)
     # a backlog as deep as the queue: a burst of connections is accepted, then answered or refused with 503
     uvicorn.run(app, host=host, port=port, log_level="warning", backlog=max(2048, max_pending))

@@ -1,8 +1,9 @@
 """Closed-form methods as runs: pooled features of the training split -> one `fit` -> a run folder.
 
 The run folder has what a trained run has (config.yaml, model_spec.json, splits.json, `best/` with the
-weights in safetensors and a state.json) plus the feature space's own files (vocab.json for bag-of-words
-or Word2Vec text, word_vectors.safetensors), so `evaluate`, `benchmark` and `index build` load it alike.
+weights in safetensors and a state.json, fitted_inputs.safetensors) plus vocab.json for bag-of-words or
+Word2Vec text, so `evaluate`, `benchmark` and `index build` load it alike. The vocabulary and word vectors
+come from the same recipe as a trained run's (training/inputs.py: every `text.*` key holds).
 Choices: fits use the whole train split (nothing is carved off: only ridge selects, on the val split when
 the data has one); text features are one per text item, the first caption of each image pairs it.
 """
@@ -12,25 +13,27 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save
 
 from semshare.config import to_dict
-from semshare.data.dataset import Dataset, TextItems, open_dataset
+from semshare.data.dataset import Dataset, TextItems
 from semshare.data.pooled import pooled_image_features, pooled_text_features
 from semshare.data.text import Vocabulary
-from semshare.data.text_segments import default_segments_dir, open_text_segments
-from semshare.data.word_vectors import Word2VecConfig, train_word2vec
 from semshare.errors import SemshareError
 from semshare.evaluation.protocols import EmbeddingTable
-from semshare.fileio import atomic_write_json, verify_files_manifest, write_files_manifest
-from semshare.methods.base import LinearEncoder, ModelSpec, PairedFeatures
-from semshare.registry import METHODS
-from semshare.training.checkpoint import CHECKPOINT_FORMAT_VERSION
+from semshare.fileio import atomic_write_bytes, atomic_write_json, verify_files_manifest, write_files_manifest
+from semshare.methods.base import WORD_VECTORS, FitContext, LinearEncoder, ModelSpec, PairedFeatures
+from semshare.training.checkpoint import CHECKPOINT_FORMAT_VERSION, _read_tensors
+from semshare.training.inputs import (build_method, build_vocabulary, build_word_vectors, fit_method_inputs, load_fitted_inputs,
+                                      load_vocabulary, open_segments, save_fitted_inputs, save_text_inputs,
+                                      training_texts)
+from semshare.training.recipes import ExperimentConfig
+from semshare.training.run_folder import read_split_rows, save_run_description
 
-WORD_VECTORS_FILE = "word_vectors.safetensors"
 ENCODER_FILE = "model.safetensors"
 
 
@@ -63,31 +66,26 @@ class FeatureSpace:
                                for i in range(0, len(ids), batch_size)])
 
 
-def _feature_space(cfg, dataset: Dataset, train_rows: np.ndarray, vocab: Vocabulary | None = None,
-                   word_vectors: np.ndarray | None = None) -> FeatureSpace:
-    """The features the run's inputs name; vocabulary and word vectors are built on `train_rows` unless given."""
-    if cfg.text.deep_features_run:
-        from semshare.training.experiment import load_run
-
-        deep_run = load_run(cfg.text.deep_features_run, dataset.root, dataset=dataset)
+def feature_space(cfg: ExperimentConfig, dataset: Dataset, train_rows: np.ndarray, vocab: Vocabulary | None = None,
+                  word_vectors: np.ndarray | None = None, deep_run=None) -> FeatureSpace:
+    """The features the run's inputs name; vocabulary and word vectors are built on `train_rows` unless given
+    (a loaded run gives its saved ones). `deep_run`: the trained run of `text.deep_features_run`."""
+    if deep_run is not None:
         return FeatureSpace("deep", "deep", deep_run.text_source, deep_run=deep_run)
     image_source = "regions-mean" if cfg.inputs.image == "regions" and dataset.has_regions else "global"
     if cfg.inputs.text == "vector" or not dataset.has_captions:
         return FeatureSpace(image_source, "vectors", "vectors")
     if cfg.inputs.text == "segments":  # the pooled form of the token states the neural methods read
-        folder = cfg.text.segments_dir or default_segments_dir(dataset.root, cfg.text.segments_encoder)
-        store = open_text_segments(folder, int(dataset.caption_offsets[-1]))
+        store = open_segments(dataset, cfg.text)
         return FeatureSpace(image_source, "item-vectors", "captions", item_vectors=np.asarray(store.sentence, dtype=np.float32))
     if cfg.text.pooled not in ("bow", "word2vec"):
         raise SemshareError(f"text.pooled: expected bow or word2vec, found {cfg.text.pooled!r}")
     if vocab is None:
-        vocab = Vocabulary.build(dataset.text_items(train_rows).texts)
+        vocab = build_vocabulary(training_texts(dataset, train_rows), cfg.text)
     if cfg.text.pooled == "bow":
         return FeatureSpace(image_source, "bow", "captions", vocab=vocab)
     if word_vectors is None:
-        word_vectors = train_word2vec(dataset.text_items(train_rows).texts, vocab,
-                                      Word2VecConfig(dim=cfg.text.word_dim, epochs=cfg.text.word2vec_epochs),
-                                      seed=cfg.train.seed)
+        word_vectors = build_word_vectors(training_texts(dataset, train_rows), vocab, cfg.text, cfg.train.seed)
     return FeatureSpace(image_source, "word-vectors", "captions", vocab=vocab, word_vectors=word_vectors)
 
 
@@ -102,7 +100,7 @@ def paired_features(space: FeatureSpace, dataset: Dataset, rows: np.ndarray) -> 
 class ClosedFormRun:
     """A fitted closed-form method: the same questions as a PreparedRun answers, on pooled features."""
 
-    cfg: object
+    cfg: ExperimentConfig
     dataset: Dataset
     space: FeatureSpace
     encoder: LinearEncoder
@@ -110,10 +108,20 @@ class ClosedFormRun:
     val_rows: np.ndarray
 
     pairwise_scoring = False
+    reads_token_states = False  # free text is pooled over the run's vocabulary
+    reads_image_features = False  # pooled features of dataset rows only: no extractor path for new files
 
     @property
     def text_source(self) -> str:
         return self.space.caption_source
+
+    @property
+    def vocab(self) -> Vocabulary | None:
+        return self.space.vocab
+
+    @property
+    def accepts_text(self) -> bool:
+        return self.space.text_source in ("bow", "word-vectors")
 
     def embed(self, rows: np.ndarray, sides: tuple[str, ...] = ("image", "text"), device="cpu",
               batch_size: int = 256) -> tuple[EmbeddingTable, EmbeddingTable]:
@@ -127,53 +135,60 @@ class ClosedFormRun:
             txt = EmbeddingTable(items.item_ids, self.encoder.transform_text(self.space.text(self.dataset, items)))
         return img, txt
 
+    def encode_word_queries(self, texts: Sequence[list[str]]) -> np.ndarray:
+        """(N, D) raw embeddings of tokenised free texts, each pooled and projected on its own."""
+        out = []
+        for known in texts:
+            items = TextItems(rows=np.zeros(1, dtype=np.int64), item_ids=np.zeros(1, dtype=np.int64), texts=[known])
+            out.append(self.encoder.transform_text(self.space.text(self.dataset, items))[0])
+        return np.stack(out) if out else np.zeros((0, 0))
 
-def fit_closed_form_run(data_dir: str | Path, cfg, run_dir: str | Path, dataset: Dataset | None = None) -> dict:
-    """Fit the method on the whole train split (ridge selects on val) and write the run folder."""
-    from semshare.training.experiment import save_run_description
+    def encode_segment_queries(self, *arrays) -> np.ndarray:
+        raise SemshareError("this run was fitted in closed form on pooled features; it reads no token states")
 
-    dataset = dataset or open_dataset(data_dir)
-    run_dir = Path(run_dir)
+    def encode_image_queries(self, *arrays) -> np.ndarray:
+        raise SemshareError("image files need a trained run; this run was fitted in closed form")
+
+
+def fit_closed_form_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: Path, deep_run=None) -> dict:
+    """Fit the method on the whole train split (ridge selects on val) and write the run folder.
+    `deep_run`: the trained run whose pooled features are the inputs (`text.deep_features_run`)."""
     train_rows, val_rows = dataset.split("train"), dataset.split("val")
-    space = _feature_space(cfg, dataset, train_rows)
-    if space.deep_run is not None:  # fitted where the features were learned
-        train_rows = space.deep_run.train_rows
+    space = feature_space(cfg, dataset, train_rows, deep_run=deep_run)
+    if deep_run is not None:  # fitted where the features were learned
+        train_rows = deep_run.train_rows
     features = paired_features(space, dataset, train_rows)
     if len(val_rows):
         features.val = paired_features(space, dataset, val_rows)
-    method = METHODS.build(cfg.method, cfg.model, cfg.train.seed)
-    encoder = method.fit(features)
     spec = ModelSpec(num_labels=dataset.num_labels, region_dim=int(features.img.shape[1]),
                      text_dim=int(features.txt.shape[1]))
+    shared = {WORD_VECTORS: space.word_vectors} if space.word_vectors is not None else {}
+    fitted = fit_method_inputs(cfg, FitContext(dataset, train_rows, cfg.inputs, cfg.train.seed, space.vocab,
+                                               space.word_vectors), shared)
+    method = build_method(cfg, spec, fitted)
+    encoder = method.fit(features, cfg.train.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if space.vocab is not None:
-        space.vocab.save(run_dir / "vocab.json")
-    if space.word_vectors is not None:
-        save_file({"vectors": torch.from_numpy(np.ascontiguousarray(space.word_vectors))}, str(run_dir / WORD_VECTORS_FILE))
+    save_text_inputs(run_dir, space.vocab)
+    if fitted:
+        save_fitted_inputs(run_dir, fitted)
     save_run_description(run_dir, cfg, spec, dataset, train_rows, val_rows)
     state = {"step": 0, "epoch": 0, "best_epoch": 0, "best_metric": None, "format_version": CHECKPOINT_FORMAT_VERSION}
     best = run_dir / "best"
     best.mkdir(exist_ok=True)
-    save_file(encoder.to_tensors(), str(best / ENCODER_FILE),
-              metadata={"config": json.dumps(to_dict(cfg)), "model_spec": json.dumps(to_dict(spec))})
+    metadata = {"config": json.dumps(to_dict(cfg)), "model_spec": json.dumps(to_dict(spec))}
+    atomic_write_bytes(best / ENCODER_FILE, save(encoder.to_tensors(), metadata=metadata))
     atomic_write_json(best / "state.json", state)
     write_files_manifest(best)
     return state
 
 
-def load_closed_form_run(run_dir: Path, cfg, dataset: Dataset) -> ClosedFormRun:
-    from semshare.training.checkpoint import _read_tensors
-
+def load_closed_form_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, deep_run=None) -> ClosedFormRun:
     weights = run_dir / "best" / ENCODER_FILE
     if not weights.exists():
         raise SemshareError(f"{weights}: no such file; the closed-form fit did not finish (rerun `semshare train`)")
     verify_files_manifest(run_dir / "best", "checkpoint")
-    vocab = Vocabulary.load(run_dir / "vocab.json") if (run_dir / "vocab.json").exists() else None
-    word_vectors = None
-    if (run_dir / WORD_VECTORS_FILE).exists():
-        word_vectors = load_file(str(run_dir / WORD_VECTORS_FILE))["vectors"].numpy()
-    splits = json.loads((run_dir / "splits.json").read_text())
-    train_rows = np.array(splits["train"], dtype=np.int64)
-    space = _feature_space(cfg, dataset, train_rows, vocab, word_vectors)
-    return ClosedFormRun(cfg, dataset, space, LinearEncoder.from_tensors(_read_tensors(weights, "the fitted encoder")), train_rows,
-                         np.array(splits["val"], dtype=np.int64))
+    fitted = load_fitted_inputs(run_dir)
+    train_rows, val_rows = read_split_rows(run_dir)
+    space = feature_space(cfg, dataset, train_rows, load_vocabulary(run_dir), fitted.get(WORD_VECTORS), deep_run)
+    return ClosedFormRun(cfg, dataset, space, LinearEncoder.from_tensors(_read_tensors(weights, "the fitted encoder")),
+                         train_rows, val_rows)

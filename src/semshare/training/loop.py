@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from semshare.fileio import atomic_file, atomic_write_text
 from semshare.training.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -142,8 +143,6 @@ def truncate_metrics(path: Path, step: int | None) -> None:
     if step is not None:
         lines = path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if line.strip() and _record_step(line) <= step]
-    from semshare.fileio import atomic_write_text
-
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
@@ -158,12 +157,10 @@ def write_metrics_csv(path: Path, records: list[dict]) -> None:
     import csv
 
     columns = list(dict.fromkeys(key for record in records for key in record))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(records)
-    tmp.replace(path)
 
 
 def _tensorboard_writer(folder: Path):

@@ -1,0 +1,94 @@
+"""Flags and helpers several subcommands share, declared once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from semshare.errors import SemshareError
+
+
+def add_config_flags(parser: argparse.ArgumentParser, set_help: str = "") -> None:
+    """--preset, --config (repeatable) and --set KEY=VALUE (repeatable): the config layers of a run."""
+    parser.add_argument("--preset", default="small", help="size preset in configs/preset/ (small, paper)")
+    parser.add_argument("--config", type=Path, action="append", default=[],
+                        help="YAML file of config overrides (repeatable, applied in order; per-method settings "
+                             "under models: NAME:)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=set_help or "override a config field, e.g. --set train.lr=3e-4 (repeatable)")
+
+
+def parse_overrides(args: argparse.Namespace) -> dict:
+    from semshare.config import parse_assignments
+
+    return parse_assignments(args.overrides)
+
+
+def parse_params(assignments: list[str]) -> dict:
+    from semshare.config import parse_assignments
+
+    return parse_assignments(assignments)
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (default 0: the cores this process may use, one per run when runs go "
+                             "in parallel; 1 beside other jobs)")
+
+
+def thread_count(args: argparse.Namespace) -> int:
+    """--threads, with 0 read as the cores this process may use."""
+    from semshare.training.loop import usable_cores
+
+    if args.threads < 0:
+        raise SemshareError(f"--threads: expected an integer >= 0, found {args.threads}")
+    return args.threads or usable_cores()
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(thread_count(args))
+
+
+def add_protocol_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", default="test", help="query split (also the gallery unless --gallery-split)")
+    parser.add_argument("--gallery-split", default=None)
+    parser.add_argument("--text-source", default="captions", choices=["captions", "vectors"])
+    parser.add_argument("--folds", type=int, default=1, help="5 gives COCO 1K from a 5K test split")
+    parser.add_argument("--dedupe-texts", action="store_true")
+    parser.add_argument("--k", type=int, nargs="+", default=[500], help="NDCG cutoffs")
+    parser.add_argument("--gain", default="linear", choices=["linear", "exponential"])
+    parser.add_argument("--json", type=Path, default=None, help="also write the metric table as JSON here")
+
+
+def protocol_from_args(args: argparse.Namespace):
+    from semshare.evaluation.protocols import ProtocolConfig
+    from semshare.evaluation.retrieval import MetricSpec
+
+    protocol = ProtocolConfig(query_split=args.split, gallery_split=args.gallery_split,
+                              text_source=args.text_source, folds=args.folds, dedupe_texts=args.dedupe_texts)
+    return protocol, MetricSpec(ndcg_k=tuple(args.k), map_k=(None,), precision_k=(10,), gain=args.gain)
+
+
+def print_table(table: dict, json_path: Path | None) -> None:
+    from semshare.fileio import atomic_write_json
+
+    width = max(len(k) for k in table)
+    for key, value in table.items():
+        print(f"{key:<{width}}  {100 * value:6.2f}")
+    if json_path:
+        atomic_write_json(json_path, table)
+
+
+def open_data(data_dir: Path, check_values: bool = True):
+    from semshare.data.dataset import open_dataset
+
+    return open_dataset(data_dir, check_values=check_values)
+
+
+def run_data_dir(args: argparse.Namespace) -> Path:
+    """--data, or the dataset folder the run recorded (splits.json)."""
+    from semshare.training.run_folder import recorded_data_dir
+
+    return args.data if args.data is not None else Path(recorded_data_dir(args.run_dir))

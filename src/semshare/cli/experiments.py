@@ -1,0 +1,159 @@
+"""Experiment subcommands: benchmark (Table 1), sweep (Figure 1), compare, plot, demo."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from semshare.cli.common import add_config_flags, add_threads, parse_overrides, set_threads, thread_count
+from semshare.errors import SemshareError
+
+
+def add_benchmark(sub: argparse._SubParsersAction) -> None:
+    from semshare.experiments.paper import PAPER_TABLE_RECIPES
+
+    parser = sub.add_parser("benchmark", help="train and test every method on every dataset over seeds; Table 1",
+                            description="Every method x dataset x seed on the same splits and metrics; writes "
+                                        "results.json, table.md (the paper's Table 1 layout) and table.csv. "
+                                        "Finished runs are skipped, so an interrupted benchmark resumes.")
+    parser.add_argument("--data", type=Path, action="append", default=[], help="dataset folder (repeatable)")
+    parser.add_argument("--methods", default="all", help=f"comma list or 'all' ({','.join(PAPER_TABLE_RECIPES)})")
+    parser.add_argument("--seeds", type=int, default=3)
+    add_config_flags(parser, "override for every run, e.g. train.epochs=5 or models.semantic_sharing.dim=64")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="parallel runs (one thread each when > 1); with --executor ray: a local Ray's CPUs")
+    parser.add_argument("--executor", default="local", choices=["local", "ray"],
+                        help="local: this process or a process pool; ray: one Ray task per run (pip install "
+                             "'semshare[ray]'; docs/SCALE.md)")
+    parser.add_argument("--ray-address", default="", help="a running Ray cluster (e.g. auto, or ray://HOST:10001); "
+                                                          "default: start a local Ray")
+    add_threads(parser)
+    parser.add_argument("--linear-inputs", default="pooled", choices=["pooled", "pooled-word2vec", "deep"],
+                        help="inputs of cca/lcfs/jfssl: pooled raw features (regions mean + bag of words), "
+                             "regions mean + mean of Word2Vec vectors learned on the training captions, or a "
+                             "trained model's pooled features (the ST recipe, same seed)")
+    parser.add_argument("--text-inputs", default="native", choices=["native", "minilm"],
+                        help="native: each method's own text input; minilm: every method on the same MiniLM token "
+                             "states (pooled for one-vector methods), made by `semshare extract-text`")
+    parser.add_argument("--segments-dir", action="append", default=[], metavar="DIR",
+                        help="MiniLM segments folder per --data, in order (default DATA/text_segments/minilm)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true",
+                        help="CI check: tiny synthetic data, one seed, one short epoch per method")
+    parser.add_argument("--reference", default="",
+                        help="the method every other is compared with (paired test over queries and seeds; "
+                             "default: the default recipe)")
+    parser.set_defaults(handler=_run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from semshare.experiments.benchmark import quick_setup, run_benchmark
+    from semshare.experiments.paper import PAPER_TABLE_RECIPES
+
+    methods = list(PAPER_TABLE_RECIPES) if args.methods == "all" else args.methods.split(",")
+    data_dirs, seeds, config_files = [str(d) for d in args.data], args.seeds, [str(f) for f in args.config]
+    if args.quick:
+        data_dirs, seeds, config_files = quick_setup(args.out, data_dirs, config_files)
+    if not data_dirs:
+        raise SemshareError("give at least one --data folder (or --quick)")
+    started = time.time()
+    run_benchmark(data_dirs, methods, seeds, args.out, args.preset, parse_overrides(args), args.workers,
+                  linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir,
+                  threads=args.threads, config_files=tuple(config_files), executor=args.executor,
+                  ray_address=args.ray_address, reference=args.reference)
+    print((args.out / "table.md").read_text())
+    print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
+    return 0
+
+
+def add_sweep(sub: argparse._SubParsersAction) -> None:
+    from semshare.experiments.paper import FIGURE1_RECIPE
+
+    parser = sub.add_parser("sweep", help="sweep one parameter (eta, lambda, or any config key): PNG + CSV",
+                            description="Reproduce the paper's Figure 1 (NDCG vs consistency weight eta) or sweep "
+                                        "lambda or any config key; every value x seed is a resumable run.")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--method", default=FIGURE1_RECIPE, help="recipe to sweep (default: the paper's Figure 1)")
+    parser.add_argument("--param", default="eta", help="eta, lambda, or a config key such as train.lr")
+    parser.add_argument("--values", default="0,0.001,0.01,0.1,1,10")
+    parser.add_argument("--seeds", type=int, default=3)
+    add_config_flags(parser, "override for every run of the sweep (repeatable)")
+    add_threads(parser)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.set_defaults(handler=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from semshare.experiments.sweep import run_sweep
+
+    try:
+        values = [float(v) for v in args.values.split(",")]
+    except ValueError:
+        raise SemshareError(f"--values expects comma-separated numbers, got {args.values!r}") from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    per_value = run_sweep(str(args.data), args.method, args.param, values, args.seeds, args.out, args.preset,
+                          parse_overrides(args), threads=thread_count(args), config_files=tuple(map(str, args.config)))
+    for value, tables in zip(values, per_value):
+        mean = sum(t["ave/NDCG@500"] for t in tables) / len(tables)
+        print(f"{args.param}={value:g}: NDCG@500 Ave {100 * mean:.1f} ({len(tables)} seeds)")
+    print(f"wrote {args.out / 'sweep.png'} and {args.out / 'sweep.csv'}")
+    return 0
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("compare", help="paired comparison of two benchmark result folders on the same data",
+                            description="For every (dataset, method) both folders hold: the difference of the Ave "
+                                        "metric (A minus B), a 95%% paired-bootstrap CI and a sign-flip permutation "
+                                        "p-value over the same test queries and seeds.")
+    parser.add_argument("results_a", type=Path, metavar="RES_A")
+    parser.add_argument("results_b", type=Path, metavar="RES_B")
+    parser.add_argument("--metric", default="NDCG@500", choices=["NDCG@500", "mAP@all"])
+    parser.add_argument("--resamples", type=int, default=10_000)
+    parser.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from semshare.experiments.compare import compare_result_folders
+
+    if args.resamples < 100:
+        raise SemshareError(f"--resamples: expected an integer >= 100, found {args.resamples}")
+    print(compare_result_folders(args.results_a, args.results_b, args.metric, args.resamples))
+    return 0
+
+
+def add_plot(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("plot", help="training curves of one or several runs to a PNG",
+                            description="Train loss per step and a validation metric per epoch, from each "
+                                        "RUN/metrics.jsonl, one line per run.")
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN")
+    parser.add_argument("--out", type=Path, default=Path("curves.png"), help="PNG to write (default curves.png)")
+    parser.add_argument("--metric", default="ave/NDCG@500", help="validation metric, e.g. ave/mAP@all")
+    parser.set_defaults(handler=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from semshare.evaluation.plots import plot_runs
+
+    plot_runs(args.run_dirs, args.out, args.metric)
+    print(f"wrote {args.out} ({len(args.run_dirs)} runs, validation {args.metric})")
+    return 0
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="make synthetic data, train, print the results table",
+                            description="The main job on built-in data: write the synthetic 'small' preset, "
+                                        "fit what semshare has, and print the test table.")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the data and runs")
+    parser.add_argument("--preset", default="small", choices=["tiny", "small"])
+    parser.add_argument("--seed", type=int, default=0)
+    add_threads(parser)
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from semshare.experiments.demo import run_demo
+
+    set_threads(args)
+    print(run_demo(args.out, args.preset, args.seed, progress=lambda line: print(line, flush=True)))
+    return 0

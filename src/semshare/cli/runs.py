@@ -1,0 +1,147 @@
+"""Run subcommands: train, evaluate, embed, evaluate-embeddings."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from semshare.cli.common import (add_config_flags, add_protocol_flags, add_threads, open_data, parse_overrides,
+                                 print_table, protocol_from_args, run_data_dir, set_threads)
+from semshare.errors import SemshareError
+
+
+def add_evaluate_embeddings(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate-embeddings", help="score image and text embedding files on a dataset",
+                            description="Score embeddings: .npz files with 'emb' (M, D) and 'ids' (M,) (image rows "
+                                        "/ global text item ids), or .npy files with one row per dataset item.")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--img-emb", type=Path, required=True)
+    parser.add_argument("--txt-emb", type=Path, required=True)
+    add_protocol_flags(parser)
+    parser.set_defaults(handler=_run_evaluate_embeddings)
+
+
+def _run_evaluate_embeddings(args: argparse.Namespace) -> int:
+    from semshare.evaluation.protocols import evaluate_tables, load_embedding_table
+
+    dataset = open_data(args.data, check_values=False)
+    protocol, spec = protocol_from_args(args)
+    num_text = dataset.num_items if protocol.text_source == "vectors" else int(dataset.caption_offsets[-1])
+    img = load_embedding_table(args.img_emb, dataset.num_items, "image embeddings")
+    txt = load_embedding_table(args.txt_emb, num_text, "text embeddings")
+    table, _ = evaluate_tables(dataset, img, txt, protocol, spec)
+    print_table(table, args.json)
+    return 0
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    from semshare.methods import DEFAULT_RECIPE
+    from semshare.training.recipes import known_methods
+
+    parser = sub.add_parser("train", help="train a method (Semantic Sharing, an ablation, a baseline) with the one loop",
+                            description="Train on --data, select on its val split (carved from train when absent), "
+                                        "write checkpoints, config and metrics to --out. Closed-form methods are "
+                                        "fitted in one step into the same run folder. Runs under torchrun too.")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--method", default=DEFAULT_RECIPE, metavar="NAME",
+                        help=f"a recipe in configs/method/ or a registered method ({', '.join(known_methods())})")
+    add_config_flags(parser)
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN_DIR/last: config and data must be the run's own (checked first)")
+    parser.add_argument("--allow-change", action="append", default=[], metavar="FIELD",
+                        help="a config field that may differ on --resume, e.g. train.epochs (repeatable; none by default)")
+    add_threads(parser)
+    parser.set_defaults(handler=_run_train)
+
+
+def _distributed_context():
+    """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK: read here, at the edge, and handed to the library."""
+    import os
+
+    from semshare.training.distributed import start_distributed
+
+    return start_distributed(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                             int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from semshare.training.distributed import stop_distributed
+    from semshare.training.experiment import train_experiment
+    from semshare.training.recipes import resolve_config
+
+    cfg = resolve_config(args.method, args.preset, args.config, parse_overrides(args))
+    set_threads(args)
+    finished = (args.out / "last").exists() or (cfg.method_class.closed_form and (args.out / "best").exists())
+    if finished and not args.resume:
+        raise SemshareError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    dataset = open_data(args.data)
+    context = _distributed_context()
+    started = time.time()
+    try:
+        state = train_experiment(dataset, cfg, args.out, resume=args.resume, context=context,
+                                 allow_change=tuple(args.allow_change))
+    finally:
+        stop_distributed(context)
+    if not context.is_main:
+        return 0
+    if cfg.method_class.closed_form:
+        print(f"fitted {args.method} in closed form in {time.time() - started:.1f} s; run in {args.out}")
+        return 0
+    selection = (f"best val NDCG@500 (Ave) {100 * state['best_metric']:.2f} at epoch {state['best_epoch']}"
+                 if state["best_epoch"] > 0 else "no epoch finished, so no validation yet (best = last)")
+    print(f"trained {args.method} for {state['step']} steps in {time.time() - started:.0f} s; {selection}; "
+          f"run in {args.out}")
+    return 0
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate", help="score a trained run on a split (metric table, JSON too)",
+                            description="Load RUN_DIR/best, embed the split's images and texts, print the table.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data", type=Path, help="dataset folder (default: the one the run was trained on)")
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    add_protocol_flags(parser)
+    add_threads(parser)
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from semshare.evaluation.evaluate import evaluate_run
+    from semshare.training.experiment import load_run
+
+    set_threads(args)
+    run = load_run(args.run_dir, open_data(run_data_dir(args), check_values=False), args.checkpoint)
+    protocol, spec = protocol_from_args(args)
+    table, _ = evaluate_run(run, protocol, spec)
+    print_table(table, args.json or args.run_dir / f"eval_{args.split}.json")
+    return 0
+
+
+def add_embed(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("embed", help="write a trained run's image and text embeddings of a split",
+                            description="Write img_emb.npz and txt_emb.npz (arrays 'emb' and 'ids') for a split.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data", type=Path, help="dataset folder (default: the one the run was trained on)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    parser.add_argument("--out", type=Path, default=None, help="folder (default RUN_DIR/embeddings/SPLIT)")
+    parser.set_defaults(handler=_run_embed)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from semshare.fileio import atomic_file
+    from semshare.training.experiment import load_run
+
+    run = load_run(args.run_dir, open_data(run_data_dir(args), check_values=False), args.checkpoint)
+    img, txt = run.embed(run.dataset.split(args.split))
+    out = args.out or args.run_dir / "embeddings" / args.split
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in (("img_emb.npz", img), ("txt_emb.npz", txt)):
+        with atomic_file(out / name, "wb") as handle:
+            np.savez(handle, emb=table.emb.astype(np.float32), ids=table.ids)
+    print(f"wrote {len(img.ids)} image and {len(txt.ids)} text embeddings ({img.emb.shape[1]}-d) to {out}")
+    return 0

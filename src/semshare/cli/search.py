@@ -1,0 +1,121 @@
+"""Search subcommands: index build, search, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from semshare.cli.common import add_threads, open_data, parse_params, run_data_dir, set_threads
+from semshare.errors import SemshareError
+
+
+def add_index(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("index", help="build a search index of a gallery with a trained run",
+                            description="Search indexes over a trained run's embeddings (docs/SEARCH.md).")
+    index_sub = parser.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    build = index_sub.add_parser("build", help="embed a gallery and write an index folder",
+                                 description="Embed the gallery items (images or texts) of DATA with the run's "
+                                             "model and write an index folder: FAISS index (or torch vectors), "
+                                             "item ids, metadata, manifest. Written atomically.")
+    build.add_argument("run_dir", type=Path)
+    build.add_argument("--data", type=Path, help="dataset folder the gallery comes from (default: the run's own)")
+    build.add_argument("--side", required=True, choices=["image", "text"], help="which modality the gallery holds")
+    build.add_argument("--out", type=Path, required=True, help="index folder to write")
+    build.add_argument("--kind", default="faiss-flat", choices=["faiss-flat", "faiss-hnsw", "faiss-ivfpq", "exact-torch"],
+                       help="faiss-flat: exact inner product (default); faiss-hnsw / faiss-ivfpq: approximate, "
+                            "for large galleries; exact-torch: the reference")
+    build.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                       help="backend parameter, e.g. m=32, ef_search=64 (hnsw), nlist=1024, nprobe=16 (ivfpq)")
+    build.add_argument("--split", default="all", help="gallery rows: all (default) or a split name")
+    build.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    build.add_argument("--overwrite", action="store_true")
+    add_threads(build)
+    build.set_defaults(handler=_run_index_build)
+
+
+def _run_index_build(args: argparse.Namespace) -> int:
+    from semshare.search.gallery import build_gallery
+
+    set_threads(args)
+    started = time.time()
+    manifest = build_gallery(args.run_dir, open_data(run_data_dir(args), check_values=False), args.side, args.out, args.kind, parse_params(args.params),
+                             args.split, args.checkpoint, args.overwrite)
+    print(f"indexed {manifest.size} {args.side} items ({manifest.dim}-d, {manifest.kind}) in "
+          f"{time.time() - started:.1f} s -> {args.out}")
+    return 0
+
+
+def add_search(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("search", help="query an index folder with a sentence or a dataset image",
+                            description="Rank the index's gallery for one query: --text (tokenised with the "
+                                        "run's vocabulary) or --image-id (a row of the dataset).")
+    parser.add_argument("index_dir", type=Path)
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="a sentence or tag words")
+    query.add_argument("--image-id", type=int, help="row of the index's dataset whose image is the query")
+    query.add_argument("--image-file", type=Path, help="a new image, encoded as `semshare extract` made the data")
+    parser.add_argument("-k", type=int, default=10, help="results to show (default 10)")
+    parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                        help="search-time parameter: ef_search (hnsw), nprobe (ivfpq)")
+    parser.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(handler=_run_search)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from semshare.search.gallery import load_index
+
+    if not 1 <= args.k <= 1000:
+        raise SemshareError(f"-k must be between 1 and 1000; got {args.k}")
+    searcher = load_index(args.index_dir, args.data, parse_params(args.params))
+    if args.text is not None:
+        query, unknown = searcher.encode_text(args.text)
+    elif args.image_file is not None:
+        query, unknown = searcher.encode_image_file(args.image_file), []
+    else:
+        query, unknown = searcher.encode_image_row(args.image_id), []
+    hits = searcher.search(query, args.k)
+    if args.json:
+        print(json.dumps({"unknown_words": unknown, "results": [asdict(h) for h in hits]}, indent=2))
+        return 0
+    if unknown:
+        print(f"unknown words (ignored): {', '.join(unknown)}")
+    print(f"{'rank':>4}  {'score':>7}  {'id':>6}  labels | caption")
+    for hit in hits:
+        caption = (hit.item.get("captions") or [""])[0]
+        print(f"{hit.rank:>4}  {hit.score:7.4f}  {hit.id:>6}  {', '.join(hit.item['labels'])} | {caption}")
+    return 0
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("serve", help="HTTP search service and results page over an index folder",
+                            description="Serve POST /search, GET /items/{id}, GET /health and a results page at / "
+                                        "(FastAPI + uvicorn). Loopback only unless --host says otherwise.")
+    parser.add_argument("index_dir", type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
+    parser.add_argument("--image-root", type=Path,
+                        help="serve image files only from inside this folder (default: the dataset's image root)")
+    parser.add_argument("--max-batch", type=int, default=64, help="queries encoded together (default 64)")
+    parser.add_argument("--max-pending", type=int, default=1024,
+                        help="queries that may wait; more get 503 at once (default 1024)")
+    add_threads(parser)
+    parser.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from semshare.search.gallery import load_index
+    from semshare.search.service import serve
+
+    if not (args.max_batch >= 1 and args.max_pending >= 1):
+        raise SemshareError(f"--max-batch and --max-pending: expected integers >= 1, found {args.max_batch} and "
+                            f"{args.max_pending}")
+    set_threads(args)
+    serve(load_index(args.index_dir, data_dir=args.data), args.host, args.port, args.image_root, args.max_pending,
+          args.max_batch)
+    return 0

@@ -1,0 +1,162 @@
+"""A finished run as the Python API and the search service use it: free texts, dataset images and new image
+files -> unit-norm embeddings. Trained and closed-form runs answer through one interface (nothing here
+asks which kind a run is); nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from semshare.data.dataset import WORD, Dataset, open_dataset
+from semshare.data.text import tokenize
+from semshare.errors import SemshareError
+from semshare.index.base import normalize_rows
+from semshare.training.experiment import load_run as load_trained_or_fitted
+from semshare.training.run_folder import recorded_data_dir
+
+MAX_QUERY_CHARS = 1000
+
+
+class Run:
+    """A finished run (trained or closed-form: both answer the same questions) and what it needs to embed
+    new queries.
+
+    `config` is the run's resolved ExperimentConfig; `dataset` the data folder it was opened with;
+    `loaded` the run as the library holds it (training.experiment.load_run: a PreparedRun with its `model`,
+    or a ClosedFormRun)."""
+
+    def __init__(self, loaded, run_dir: str | Path, checkpoint: str = "best"):
+        self.loaded, self._run_dir, self._checkpoint = loaded, Path(run_dir), checkpoint
+        self.config = loaded.cfg
+        self.dataset: Dataset = loaded.dataset
+        self._segment_encoder = None  # loaded on the first free text of a run on pretrained token states
+
+    @property
+    def accepts_text(self) -> bool:
+        """Whether free text can be embedded (runs on text.npy vectors read no words)."""
+        return self.loaded.accepts_text
+
+    @property
+    def vocabulary(self):
+        return self.loaded.vocab
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) unit-norm embeddings of free texts; words outside the run's vocabulary are dropped."""
+        encoded = self.encode_text_batch(texts)
+        for emb, _ in encoded:
+            if isinstance(emb, SemshareError):
+                raise emb
+        return np.stack([emb for emb, _ in encoded]) if encoded else np.zeros((0, 0), np.float32)
+
+    @torch.no_grad()
+    def encode_text_batch(self, texts: Sequence[str]) -> list[tuple[np.ndarray | SemshareError, list[str]]]:
+        """Per text, its (D,) embedding (or the SemshareError that refuses it) and its unknown words; the
+        texts that tokenise through the run's vocabulary go through the model in one batch."""
+        results: list = []
+        batched: list[tuple[int, list[str]]] = []
+        for position, text in enumerate(texts):
+            try:
+                known, unknown = self._known_words(text)
+            except SemshareError as exc:
+                results.append((exc, []))
+                continue
+            if known is None:  # queries through the run's pretrained token encoder: one at a time
+                results.append(self.encode_text(text))
+            else:
+                results.append((None, unknown))
+                batched.append((position, known))
+        if batched:
+            embs = normalize_rows(self.loaded.encode_word_queries([known for _, known in batched]).astype(np.float32))
+            for (position, _), emb in zip(batched, embs):
+                results[position] = (emb, results[position][1])
+        return results
+
+    def _known_words(self, text: str) -> tuple[list[str] | None, list[str]]:
+        """Checks a free text; (its known words, its unknown words) for a words run, (None, []) otherwise."""
+        if not self.accepts_text:
+            raise SemshareError("this run reads precomputed text vectors (text.npy), not words: free-text "
+                                "queries need a run trained on captions")
+        text = text.strip()
+        if not text:
+            raise SemshareError("the text query is empty")
+        if not WORD.search(text):
+            raise SemshareError(f"the text query {text[:40]!r} has no word to search for")
+        if len(text) > MAX_QUERY_CHARS:
+            raise SemshareError(f"the text query has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
+        if self.loaded.reads_token_states:
+            return None, []
+        vocab = self.vocabulary
+        unknown = vocab.unknown_tokens(text)
+        # unknown words are dropped, not fed as UNK: the query means what its known words say
+        known = [token for token in tokenize(text) if token not in set(unknown)]
+        if not known:
+            raise SemshareError(f"none of the query's words is in the run's vocabulary ({len(vocab)} words): "
+                                + ", ".join(unknown))
+        return known, unknown
+
+    @torch.no_grad()
+    def encode_text(self, text: str) -> tuple[np.ndarray, list[str]]:
+        """(D,) unit-norm embedding of one free text, and its words missing from the run's vocabulary."""
+        known, unknown = self._known_words(text)
+        if known is None:
+            return self._encode_with_segment_encoder(text.strip()), []
+        emb = self.loaded.encode_word_queries([known])
+        return normalize_rows(np.asarray(emb, dtype=np.float32))[0], unknown
+
+    def _encode_with_segment_encoder(self, text: str) -> np.ndarray:
+        """Runs on pretrained token states (MiniLM): the query goes through the same encoder first."""
+        from semshare.data.text_segments import SegmentEncoder
+
+        store = self.loaded.text_segments
+        if self._segment_encoder is None:
+            self._segment_encoder = SegmentEncoder(store.meta["encoder"], int(store.meta["max_length"]))
+        states, real, ids = self._segment_encoder([text])
+        keep = max(1, int(real.sum()))
+        states, real = states[:, :keep].astype(np.float32), real[:, :keep]
+        sentence = states.sum(1) / keep  # as the store's sentence vector: the normalised mean of the states
+        sentence /= max(float(np.linalg.norm(sentence)), 1e-12)
+        return normalize_rows(self.loaded.encode_segment_queries(states, real, ids[:, :keep].astype(np.int64), sentence))[0]
+
+    def encode_images(self, dataset: Dataset | str | Path | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
+        """(len(rows), D) unit-norm embeddings of images of a dataset (default: the run's; all rows)."""
+        loaded = self.loaded
+        if dataset is not None:
+            dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset, check_values=False)
+            if dataset.root != self.dataset.root:
+                loaded = load_trained_or_fitted(self._run_dir, dataset, self._checkpoint)
+        data = loaded.dataset
+        rows = np.arange(data.num_items) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= data.num_items):
+            raise SemshareError(f"image rows must lie in 0..{data.num_items - 1} of {data.root}; got "
+                                f"{int(rows.min())}..{int(rows.max())}")
+        img, _ = loaded.embed(rows, sides=("image",))
+        return normalize_rows(np.asarray(img.emb, dtype=np.float32))
+
+    @torch.no_grad()
+    def encode_image_files(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """(N, D) unit-norm embeddings of new image files, through the extractor that made the run's data
+        (`semshare extract`: its backbone, weights and region settings are in the dataset's meta.json)."""
+        from semshare.features.extract import features_of_image_file
+
+        if not self.loaded.reads_image_features:
+            raise SemshareError("image files need a trained run; this run was fitted in closed form")
+        out = []
+        for path in paths:
+            global_feature, regions, boxes, mask = features_of_image_file(path, self.dataset.meta)
+            if self.config.inputs.image == "global":
+                regions, boxes, mask = global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32), np.ones(1, dtype=bool)
+            out.append(normalize_rows(self.loaded.encode_image_queries(regions[None], boxes[None], mask[None]))[0])
+        return np.stack(out) if out else np.zeros((0, 0), np.float32)
+
+
+def load_run(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best") -> Run:
+    """Open a finished run folder (config.yaml, model_spec.json, safetensors weights: nothing is unpickled).
+
+    `data_dir`: the dataset folder; default the one the run was trained on (recorded in splits.json)."""
+    data_dir = data_dir if data_dir is not None else recorded_data_dir(run_dir)
+    dataset = open_dataset(data_dir, check_values=False)
+    return Run(load_trained_or_fitted(run_dir, dataset, checkpoint), run_dir, checkpoint)

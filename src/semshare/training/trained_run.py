@@ -1,0 +1,113 @@
+"""A trained method's run as the library holds it: config, data, model and the inputs its batches come from.
+
+It answers the questions every run answers (ClosedFormRun answers them too, on pooled features): `embed`
+rows of its dataset, `encode_word_queries` / `encode_segment_queries` / `encode_image_queries` for new
+queries, `accepts_text`, `reads_token_states`, `vocab`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from semshare.data.batches import BatchBuilder, BatchOptions, text_source_for
+from semshare.data.dataset import Dataset
+from semshare.data.text import Vocabulary
+from semshare.data.text_segments import TextSegments
+from semshare.evaluation.embed import embed_rows
+from semshare.evaluation.evaluate import evaluate_run
+from semshare.evaluation.protocols import EmbeddingTable
+from semshare.evaluation.retrieval import MetricSpec
+from semshare.training.recipes import ExperimentConfig
+
+
+@dataclass
+class PreparedRun:
+    """A trained method's run: config, data, model and the inputs its batches are built from."""
+
+    cfg: ExperimentConfig
+    dataset: Dataset
+    model: torch.nn.Module
+    vocab: Vocabulary | None
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    region_targets: np.ndarray | None
+    text_segments: TextSegments | None = None
+    segment_targets: np.ndarray | None = None  # word-piece id -> masked-word class
+
+    @property
+    def pairwise_scoring(self) -> bool:
+        return self.cfg.method_class.pairwise_scoring
+
+    @property
+    def text_source(self) -> str:
+        return text_source_for(self.cfg.inputs.text)
+
+    @property
+    def accepts_text(self) -> bool:
+        """Whether free text can be embedded (runs on text.npy vectors read no words)."""
+        return self.cfg.inputs.text in ("words", "segments")
+
+    @property
+    def reads_token_states(self) -> bool:
+        """Free text goes through the pretrained encoder of the run's segments first (no vocabulary)."""
+        return self.cfg.inputs.text == "segments"
+
+    @property
+    def reads_image_features(self) -> bool:
+        """New image files can be embedded (through the extractor that made the run's data)."""
+        return True
+
+    def batch_options(self, training: bool) -> BatchOptions:
+        mask_prob = self.cfg.method_class.training_mask_prob(self.cfg.model) if training else 0.0
+        return BatchOptions(image_input=self.cfg.inputs.image, text_input=self.cfg.inputs.text,
+                            max_text_length=self.cfg.inputs.max_text_length, mask_prob=mask_prob,
+                            sentence_segment=self.cfg.text.segments_sentence)
+
+    def builder(self, training: bool) -> BatchBuilder:
+        return BatchBuilder(self.dataset, self.vocab, self.batch_options(training),
+                            self.region_targets if training else None, self.text_segments, self.segment_targets)
+
+    @cached_property
+    def _query_builder(self) -> BatchBuilder:
+        return self.builder(training=False)
+
+    def embed(self, rows: np.ndarray, sides: tuple[str, ...] = ("image", "text"), device="cpu",
+              batch_size: int = 256) -> tuple[EmbeddingTable, EmbeddingTable]:
+        """(image table, text table) of `rows` and all their text items."""
+        return embed_rows(self.model, self.builder(training=False), rows, batch_size, device, sides)
+
+    @torch.no_grad()
+    def encode_word_queries(self, texts: Sequence[list[str]]) -> np.ndarray:
+        """(N, D) raw embeddings of tokenised free texts (known words only), one batch."""
+        return self.model.encode_text(self._query_builder.build_query_words(list(texts))).numpy()
+
+    @torch.no_grad()
+    def encode_segment_queries(self, states: np.ndarray, real: np.ndarray, word_pieces: np.ndarray,
+                               sentence: np.ndarray) -> np.ndarray:
+        """(N, D) raw embeddings of free texts already through the run's pretrained token encoder."""
+        batch = self._query_builder.build_query_segments(states, real, word_pieces, sentence)
+        return self.model.encode_text(batch).numpy()
+
+    @torch.no_grad()
+    def encode_image_queries(self, regions: np.ndarray, boxes: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, D) raw embeddings of new images given as region features (N, R, D), boxes (N, R, 4), mask (N, R)."""
+        return self.model.encode_image(self._query_builder.build_query_images(regions, boxes, mask)).numpy()
+
+
+def validation_function(run: PreparedRun, batch_size: int = 256):
+    """Model selection on the validation rows: Ave NDCG@500 and mAP@all, pair scorers re-ranking."""
+    builder = run.builder(training=False)
+    spec = MetricSpec(ndcg_k=(500,), map_k=(None,))
+
+    def validate(model) -> dict[str, float]:
+        device = next(model.parameters()).device
+        model.fit_retrieval(builder, run.train_rows)
+        return evaluate_run(run, spec=spec, rows=run.val_rows, validation=True, device=device,
+                            batch_size=batch_size)[0]
+
+    return validate
