@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from semshare.cli.main import main
-from semshare.methods.base import InputConfig, ModelSpec, TrainedMethod
+from semshare.methods.base import NOTHING_FITTED, InputConfig, ModelSpec, TrainedMethod
 from semshare.methods.losses import label_prediction_loss
 from semshare.models.layers import masked_mean
 from semshare.registry import METHODS
@@ -35,7 +35,7 @@ class ToyBag(TrainedMethod):
     display_name = "Toy bag"
     text_inputs = ("words",)
 
-    def __init__(self, cfg: ToyConfig, spec: ModelSpec, inputs: InputConfig, word_vectors=None):
+    def __init__(self, cfg: ToyConfig, spec: ModelSpec, inputs: InputConfig, fitted=NOTHING_FITTED):
         super().__init__()
         self.spec = spec
         self.img_net = nn.Linear(spec.region_dim, cfg.dim)

@@ -161,6 +161,60 @@ def _voc_objects(path: Path) -> list[tuple[float, float, float, float, str]]:
     return objects
 
 
+def _read_jsonl_items(captions_file: Path) -> list[ExtractItem]:
+    items = []
+    for line_number, line in enumerate(captions_file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if not isinstance(record.get("file_name"), str) or not isinstance(record.get("captions"), list):
+            raise DataFormatError(captions_file, f"line {line_number}", '{"file_name": str, "captions": [str]}',
+                                  f"keys {sorted(record)}")
+        items.append(ExtractItem(record["file_name"], [str(c) for c in record["captions"]],
+                                 set(record.get("labels", [])), split=record.get("split")))
+    return items
+
+
+def _attach_coco_instances(items: list[ExtractItem], coco_ids: list[int], instances: list[str | Path],
+                           notes: dict) -> tuple[list[ExtractItem], list[int], list[str]]:
+    """Labels and boxes from COCO instances; images without annotations are dropped (counted in notes)."""
+    coco = read_coco_instances(instances)
+    kept_items, kept_ids = [], []
+    for item, image_id in zip(items, coco_ids):
+        columns = coco.labels.get(image_id)
+        if not columns:
+            continue
+        item.labels = {coco.category_names[c] for c in columns}
+        item.boxes = [(x, y, x + w, y + h, coco.category_names[c]) for x, y, w, h, c in coco.boxes.get(image_id, [])]
+        kept_items.append(item)
+        kept_ids.append(image_id)
+    notes["dropped_without_annotations"] = len(items) - len(kept_items)
+    notes["coco_image_ids"] = kept_ids
+    return kept_items, kept_ids, coco.category_names
+
+
+def _attach_yolo(items: list[ExtractItem], yolo_dir: str | Path, label_names_file, notes: dict) -> list[str]:
+    yolo_dir = Path(yolo_dir)
+    if not yolo_dir.is_dir():
+        raise DataFormatError(yolo_dir, "--yolo-labels", "a folder of <stem>.txt label files", "no such folder")
+    names = read_label_names(label_names_file or _find_yolo_names(yolo_dir))
+    _attach_yolo_labels(items, yolo_dir, names)
+    notes["yolo_classes"] = len(names)
+    # every class of data.yaml is a label column, in its id order, even one no image here shows
+    return names + sorted({n for item in items for n in item.labels} - set(names))
+
+
+def _attach_voc(items: list[ExtractItem], voc_dir: str | Path | None) -> list[str]:
+    if voc_dir:
+        for item in items:
+            xml = Path(voc_dir) / (Path(item.file_name).stem + ".xml")
+            if not xml.exists():
+                raise DataFormatError(xml, "file", f"the VOC annotation of {item.file_name}", "no such file")
+            item.boxes = _voc_objects(xml)
+            item.labels |= {name for *_, name in item.boxes}
+    return sorted({name for item in items for name in item.labels})
+
+
 def read_items(captions_file: str | Path, instances: list[str | Path] | None = None,
                voc_dir: str | Path | None = None, split_file: str | Path | None = None,
                yolo_dir: str | Path | None = None, label_names_file: str | Path | None = None,
@@ -170,17 +224,7 @@ def read_items(captions_file: str | Path, instances: list[str | Path] | None = N
     captions_file = Path(captions_file)
     notes: dict = {}
     if captions_file.suffix == ".jsonl":
-        items = []
-        for line_number, line in enumerate(captions_file.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if not isinstance(record.get("file_name"), str) or not isinstance(record.get("captions"), list):
-                raise DataFormatError(captions_file, f"line {line_number}", '{"file_name": str, "captions": [str]}',
-                                      f"keys {sorted(record)}")
-            items.append(ExtractItem(record["file_name"], [str(c) for c in record["captions"]],
-                                     set(record.get("labels", [])), split=record.get("split")))
-        coco_ids = None
+        items, coco_ids = _read_jsonl_items(captions_file), None
     else:
         captions, names, _ = read_coco_captions([captions_file])
         coco_ids = sorted(i for i in captions if i in names)
@@ -188,39 +232,13 @@ def read_items(captions_file: str | Path, instances: list[str | Path] | None = N
     if instances:
         if coco_ids is None:
             raise SemshareError("--instances goes with a COCO captions JSON (image ids); with .jsonl use labels/VOC XML")
-        coco = read_coco_instances(instances)
-        kept_items, kept_ids = [], []
-        for item, image_id in zip(items, coco_ids):
-            columns = coco.labels.get(image_id)
-            if not columns:
-                continue
-            item.labels = {coco.category_names[c] for c in columns}
-            item.boxes = [(x, y, x + w, y + h, coco.category_names[c]) for x, y, w, h, c in coco.boxes.get(image_id, [])]
-            kept_items.append(item)
-            kept_ids.append(image_id)
-        notes["dropped_without_annotations"] = len(items) - len(kept_items)
-        items, coco_ids, label_names = kept_items, kept_ids, coco.category_names
-        notes["coco_image_ids"] = coco_ids
+        items, coco_ids, label_names = _attach_coco_instances(items, coco_ids, instances, notes)
     elif yolo_dir:
         if voc_dir:
             raise SemshareError("give --voc-annotations or --yolo-labels, not both")
-        yolo_dir = Path(yolo_dir)
-        if not yolo_dir.is_dir():
-            raise DataFormatError(yolo_dir, "--yolo-labels", "a folder of <stem>.txt label files", "no such folder")
-        names = read_label_names(label_names_file or _find_yolo_names(yolo_dir))
-        _attach_yolo_labels(items, yolo_dir, names)
-        # every class of data.yaml is a label column, in its id order, even one no image here shows
-        label_names = names + sorted({n for item in items for n in item.labels} - set(names))
-        notes["yolo_classes"] = len(names)
+        label_names = _attach_yolo(items, yolo_dir, label_names_file, notes)
     else:
-        if voc_dir:
-            for item in items:
-                xml = Path(voc_dir) / (Path(item.file_name).stem + ".xml")
-                if not xml.exists():
-                    raise DataFormatError(xml, "file", f"the VOC annotation of {item.file_name}", "no such file")
-                item.boxes = _voc_objects(xml)
-                item.labels |= {name for *_, name in item.boxes}
-        label_names = sorted({name for item in items for name in item.labels})
+        label_names = _attach_voc(items, voc_dir)
     if not label_names:
         raise SemshareError("no labels: give --instances, --voc-annotations, or 'labels' in the .jsonl lines")
     if split_file:
@@ -417,6 +435,29 @@ def _resume_point(partial: Path, config_record: dict, overwrite: bool, total: in
     return 0
 
 
+def _present_items(items: list[ExtractItem], images_dir: Path, captions_file, notes: dict) -> list[ExtractItem]:
+    """The items whose image file is there (the rest counted in notes); none at all is an error."""
+    present = [item for item in items if (images_dir / item.file_name).is_file()]
+    notes["missing_image_files"] = len(items) - len(present)
+    if not present:
+        raise SemshareError(f"{images_dir}: none of the images named in {captions_file} is there")
+    return present
+
+
+def _write_chunk(writer: DatasetWriter, start: int, chunk: list[ExtractItem], prepared: list, images_dir: Path,
+                 encoder, region_count: int, use_boxes: bool, cfg: ExtractConfig, column: dict[str, int],
+                 num_labels: int) -> None:
+    """Encode one chunk of decoded images and write its rows (features, boxes, labels) from `start`."""
+    for item, p in zip(chunk, prepared):
+        if p.error:
+            raise DataFormatError(images_dir / item.file_name, "image", "a readable image file", p.error)
+    arrays = _chunk_arrays(prepared, encoder, region_count, use_boxes, cfg)
+    labels = np.zeros((len(chunk), num_labels), dtype=np.uint8)
+    for i, item in enumerate(chunk):
+        labels[i, [column[n] for n in item.labels if n in column]] = 1
+    writer.write_rows(start, labels=labels, **arrays)
+
+
 def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: str | Path,
                     cfg: ExtractConfig = ExtractConfig(), instances: list[str | Path] | None = None,
                     voc_dir: str | Path | None = None, split_file: str | Path | None = None, name: str | None = None,
@@ -433,11 +474,7 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     if out_dir.exists() and not overwrite:
         raise SemshareError(f"{out_dir} already exists; pass --overwrite to replace it")
     items, label_names, notes = read_items(captions_file, instances, voc_dir, split_file, yolo_dir, label_names_file)
-    present = [item for item in items if (images_dir / item.file_name).is_file()]
-    notes["missing_image_files"] = len(items) - len(present)
-    items = present
-    if not items:
-        raise SemshareError(f"{images_dir}: none of the images named in {captions_file} is there")
+    items = _present_items(items, images_dir, captions_file, notes)
     use_boxes = cfg.regions == "boxes" or (cfg.regions == "auto" and any(item.boxes for item in items))
     if cfg.regions not in ("auto", "boxes", "grid"):
         raise SemshareError(f"--regions must be auto, boxes or grid; got {cfg.regions!r}")
@@ -461,14 +498,8 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     for chunks, prepared in enumerate(loader, start=1):
         start = done + (chunks - 1) * cfg.chunk_images
         chunk = items[start : start + len(prepared)]
-        for item, p in zip(chunk, prepared):
-            if p.error:
-                raise DataFormatError(images_dir / item.file_name, "image", "a readable image file", p.error)
-        arrays = _chunk_arrays(prepared, encoder, region_count, use_boxes, cfg)
-        labels = np.zeros((len(chunk), len(label_names)), dtype=np.uint8)
-        for i, item in enumerate(chunk):
-            labels[i, [column[n] for n in item.labels if n in column]] = 1
-        writer.write_rows(start, labels=labels, **arrays)
+        _write_chunk(writer, start, chunk, prepared, images_dir, encoder, region_count, use_boxes, cfg, column,
+                     len(label_names))
         atomic_write_json(state_path, {"config": config_record, "done": start + len(chunk)})
         bar.update(len(chunk))
         if stop_after_chunks is not None and chunks >= stop_after_chunks and start + len(chunk) < len(items):

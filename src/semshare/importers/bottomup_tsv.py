@@ -83,15 +83,8 @@ def read_captions_file(path: str | Path) -> dict[int, list[str]]:
     return read_coco_captions([path])[0]
 
 
-@IMPORTERS.register("bottomup-tsv")
-def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captions_file: str | Path,
-                        instances_files: list[str | Path] | None = None, labels_file: str | Path | None = None,
-                        split_file: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
-                        name: str = "bottomup", overwrite: bool = False, progress: bool = True) -> dict:
-    if bool(instances_files) == bool(labels_file):
-        raise SemshareError("bottomup-tsv import needs labels: --instances (COCO instances JSON) or --labels FILE.npy")
-    captions = read_captions_file(captions_file)
-    # pass 1: which images, how many boxes, what feature size (streamed; features not decoded)
+def _scan(tsv_files: list[str | Path]) -> tuple[list[tuple[int, int]], int]:
+    """Pass 1, streamed (features not decoded): (image id, box count) per TSV line, and the feature size."""
     entries, dim = [], None
     for path in map(Path, tsv_files):
         for line_number, fields in _rows(path):
@@ -105,18 +98,83 @@ def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captio
             entries.append((image_id, num_boxes))
     if dim is None:
         raise SemshareError(f"{', '.join(map(str, tsv_files))}: no rows")
+    return entries, dim
+
+
+def _read_line(path: Path, line_number: int, fields: list[str], dim: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(image id, (count, dim) float16 features, (count, 4) boxes scaled to [0, 1]) of one checked TSV line."""
+    image_id, width, height, count = int(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
+    if width <= 0 or height <= 0:
+        raise DataFormatError(path, f"line {line_number} 'image_w'/'image_h'", "positive sizes", f"{width} x {height}")
+    features = _decode(path, line_number, "features", fields[5], count)
+    boxes = _decode(path, line_number, "boxes", fields[4], count)
+    if features.shape[1] != dim or boxes.shape[1] != 4:
+        raise DataFormatError(path, f"line {line_number} 'features'/'boxes'",
+                              f"({count}, {dim}) features and ({count}, 4) boxes", f"{features.shape} and {boxes.shape}")
+    if not np.isfinite(features).all():
+        raise DataFormatError(path, f"line {line_number} 'features'", "finite values", "NaN or inf")
+    inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]) | ~np.isfinite(boxes).all(1))
+    if len(inverted):  # checked here, on the TSV line, not later on the written temporary arrays
+        x0, y0, x1, y1 = (float(v) for v in boxes[inverted[0]])
+        raise DataFormatError(path, f"line {line_number} 'boxes' box {int(inverted[0])}",
+                              "x0 <= x1 and y0 <= y1 (pixels)", f"{x0:g} {y0:g} {x1:g} {y1:g}")
+    scaled = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
+    return image_id, features.astype(np.float16), scaled
+
+
+class _BlockWriter:
+    """Collects checked TSV lines and writes them CHUNK rows at a time (regions padded to `region_count`)."""
+
+    def __init__(self, writer: DatasetWriter, region_count: int, dim: int, captions: dict, labels_of, bar):
+        self.writer, self.region_count, self.dim, self.captions = writer, region_count, dim, captions
+        self.labels_of, self.bar, self.block = labels_of, bar, []
+
+    def add(self, row: int, line_index: int, image_id: int, features: np.ndarray, boxes: np.ndarray) -> None:
+        self.block.append((row, line_index, image_id, features, boxes))
+        if len(self.block) == CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.block:
+            return
+        count = len(self.block)
+        feats = np.zeros((count, self.region_count, self.dim), dtype=np.float16)
+        boxes = np.zeros((count, self.region_count, 4), dtype=np.float32)
+        mask = np.zeros((count, self.region_count), dtype=np.uint8)
+        for i, (_, _, _, f, b) in enumerate(self.block):
+            feats[i, : len(f)], boxes[i, : len(b)], mask[i, : len(f)] = f, b, 1
+        image_ids = [image_id for _, _, image_id, _, _ in self.block]
+        labels = self.labels_of([line_index for _, line_index, *_ in self.block], image_ids)
+        self.writer.write_rows(self.block[0][0], regions=feats, region_boxes=boxes, region_mask=mask, labels=labels)
+        self.writer.write_captions([self.captions[i] for i in image_ids])
+        self.bar.update(count)
+        self.block.clear()
+
+
+def _labels_source(labels_file, instances_files, num_lines: int):
+    """(label names, labels_of(line indexes, image ids) -> (B, C)) from a labels .npy or COCO instances."""
+    if labels_file:
+        labels_all = load_npy(labels_file, "labels")
+        if labels_all.ndim != 2 or len(labels_all) != num_lines:
+            raise DataFormatError(labels_file, "shape", f"({num_lines}, C): one row per TSV line", str(labels_all.shape))
+        return [f"label_{i}" for i in range(labels_all.shape[1])], lambda lines, _: np.asarray(labels_all[lines])
+    instances = read_coco_instances(instances_files)
+    return instances.category_names, lambda _, image_ids: labels_matrix(instances, image_ids)
+
+
+@IMPORTERS.register("bottomup-tsv")
+def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captions_file: str | Path,
+                        instances_files: list[str | Path] | None = None, labels_file: str | Path | None = None,
+                        split_file: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
+                        name: str = "bottomup", overwrite: bool = False, progress: bool = True) -> dict:
+    if bool(instances_files) == bool(labels_file):
+        raise SemshareError("bottomup-tsv import needs labels: --instances (COCO instances JSON) or --labels FILE.npy")
+    captions = read_captions_file(captions_file)
+    entries, dim = _scan(tsv_files)
     keep = [i for i, (image_id, _) in enumerate(entries) if image_id in captions]
     if not keep:
         raise DataFormatError(captions_file, "image ids", "captions for the TSV's images", "none match")
-    dropped_no_caption = len(entries) - len(keep)
-    if labels_file:
-        labels_all = load_npy(labels_file, "labels")
-        if labels_all.ndim != 2 or len(labels_all) != len(entries):
-            raise DataFormatError(labels_file, "shape", f"({len(entries)}, C): one row per TSV line", str(labels_all.shape))
-        label_names = [f"label_{i}" for i in range(labels_all.shape[1])]
-    else:
-        instances = read_coco_instances(instances_files)
-        label_names = instances.category_names
+    label_names, labels_of = _labels_source(labels_file, instances_files, len(entries))
     ids = [entries[i][0] for i in keep]
     region_count = max(entries[i][1] for i in keep)
     if split_file:
@@ -126,57 +184,18 @@ def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captio
         splits = seeded_test_split(len(ids), test_fraction, seed)
     wanted = {line_index: row for row, line_index in enumerate(keep)}
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        writer = DatasetWriter(tmp, len(ids), len(label_names), regions=(region_count, dim))
-        block: list = []
         bar = tqdm(total=len(ids), unit="image", desc="import bottomup-tsv", disable=not progress)
-
-        def flush():
-            if not block:
-                return
-            start = block[0][0]
-            feats = np.zeros((len(block), region_count, dim), dtype=np.float16)
-            boxes = np.zeros((len(block), region_count, 4), dtype=np.float32)
-            mask = np.zeros((len(block), region_count), dtype=np.uint8)
-            for i, (_, _, f, b) in enumerate(block):
-                feats[i, : len(f)], boxes[i, : len(b)], mask[i, : len(f)] = f, b, 1
-            rows_ids = [image_id for _, image_id, _, _ in block]
-            labels = (np.asarray(labels_all[[keep[r] for r, *_ in block]]) if labels_file
-                      else labels_matrix(instances, rows_ids))
-            writer.write_rows(start, regions=feats, region_boxes=boxes, region_mask=mask, labels=labels)
-            writer.write_captions([captions[i] for i in rows_ids])
-            bar.update(len(block))
-            block.clear()
-
+        block = _BlockWriter(DatasetWriter(tmp, len(ids), len(label_names), regions=(region_count, dim)),
+                             region_count, dim, captions, labels_of, bar)
         line_index = -1
         for path in map(Path, tsv_files):
             for line_number, fields in _rows(path):
                 line_index += 1
-                if line_index not in wanted:
-                    continue
-                image_id, width, height, count = int(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
-                if width <= 0 or height <= 0:
-                    raise DataFormatError(path, f"line {line_number} 'image_w'/'image_h'", "positive sizes",
-                                          f"{width} x {height}")
-                features = _decode(path, line_number, "features", fields[5], count)
-                boxes = _decode(path, line_number, "boxes", fields[4], count)
-                if features.shape[1] != dim or boxes.shape[1] != 4:
-                    raise DataFormatError(path, f"line {line_number} 'features'/'boxes'",
-                                          f"({count}, {dim}) features and ({count}, 4) boxes",
-                                          f"{features.shape} and {boxes.shape}")
-                if not np.isfinite(features).all():
-                    raise DataFormatError(path, f"line {line_number} 'features'", "finite values", "NaN or inf")
-                inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]) | ~np.isfinite(boxes).all(1))
-                if len(inverted):  # checked here, on the TSV line, not later on the written temporary arrays
-                    x0, y0, x1, y1 = (float(v) for v in boxes[inverted[0]])
-                    raise DataFormatError(path, f"line {line_number} 'boxes' box {int(inverted[0])}",
-                                          "x0 <= x1 and y0 <= y1 (pixels)", f"{x0:g} {y0:g} {x1:g} {y1:g}")
-                scaled = np.clip(boxes / np.array([width, height, width, height], dtype=np.float32), 0.0, 1.0)
-                block.append((wanted[line_index], image_id, features.astype(np.float16), scaled))
-                if len(block) == CHUNK:
-                    flush()
-        flush()
+                if line_index in wanted:
+                    block.add(wanted[line_index], line_index, *_read_line(path, line_number, fields, dim))
+        block.flush()
         bar.close()
-        meta = writer.finish(splits, label_names, name, {
-            "source": "bottomup-tsv", "coco_image_ids": ids, "dropped_without_captions": dropped_no_caption,
+        meta = block.writer.finish(splits, label_names, name, {
+            "source": "bottomup-tsv", "coco_image_ids": ids, "dropped_without_captions": len(entries) - len(keep),
             "boxes": "pixel boxes divided by image_w / image_h, clipped to [0, 1]"})
     return meta

@@ -26,6 +26,65 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def _read_split(src: Path, split: str) -> tuple:
+    """(split, region features (N, R, D) map, captions, captions per image, COCO ids or None) of one split."""
+    ims_path, caps_path = src / f"{split}_ims.npy", src / f"{split}_caps.txt"
+    if not ims_path.exists():
+        raise DataFormatError(ims_path, f"{split}_ims.npy", "region features (N, R, D)", "no such file")
+    if not caps_path.exists():
+        raise DataFormatError(caps_path, f"{split}_caps.txt", "captions, k per image", "no such file")
+    ims = load_npy(ims_path, "image features")
+    if ims.ndim != 3:
+        raise DataFormatError(ims_path, "shape", "(N, R, D) region features", str(ims.shape))
+    caps = _read_lines(caps_path)
+    if len(caps) % len(ims):
+        raise DataFormatError(caps_path, "lines", f"a multiple of the {len(ims)} images of {ims_path.name}",
+                              f"{len(caps)} captions")
+    per = len(caps) // len(ims)
+    ids = None
+    ids_path = src / f"{split}_ids.txt"
+    if ids_path.exists():
+        ids = [int(x) for x in _read_lines(ids_path) if x]
+        if len(ids) == len(caps) and per > 1:
+            ids = ids[::per]
+        if len(ids) != len(ims):
+            raise DataFormatError(ids_path, "lines", f"{len(ims)} ids (one per image) or {len(caps)} (per caption)",
+                                  str(len(ids)))
+    return split, ims, caps, per, ids
+
+
+def _write_parts(writer: DatasetWriter, src: Path, parts: list[tuple], labels_all: np.ndarray | None, instances,
+                 region_count: int, progress: bool) -> dict[str, list[int]]:
+    """Stream every split's rows into `writer` in chunks; labels from `labels_all` rows or COCO `instances`.
+    -> our split name -> rows."""
+    row, our_splits = 0, {}
+    total = sum(len(p[1]) for p in parts)
+    whole_image = np.tile(np.array([0, 0, 1, 1], dtype=np.float32), (CHUNK, region_count, 1))
+    bar = tqdm(total=total, unit="image", desc="import precomp", disable=not progress)
+    for split, ims, caps, per, ids in parts:
+        our_splits[SPLITS.get(split, split)] = list(range(row, row + len(ims)))
+        for start in range(0, len(ims), CHUNK):
+            stop = min(len(ims), start + CHUNK)
+            # a map per chunk, dropped after it: read pages leave the process (flat memory at any N)
+            source = load_npy(src / f"{split}_ims.npy", "image features")
+            block = np.asarray(source[start:stop], dtype=np.float32)
+            del source
+            if not np.isfinite(block).all():
+                raise DataFormatError(src / f"{split}_ims.npy", f"rows {start}..{stop - 1}", "finite values",
+                                      "NaN or inf")
+            labels = (np.asarray(labels_all[row + start : row + stop]) if labels_all is not None
+                      else labels_matrix(instances, ids[start:stop]))
+            # precomp carries no boxes: every region is given the whole image
+            writer.write_rows(row + start, regions=block.astype(np.float16),
+                              region_mask=np.ones((stop - start, region_count), dtype=np.uint8),
+                              region_boxes=whole_image[: stop - start], labels=labels)
+            writer.write_captions([caps[i * per : (i + 1) * per] for i in range(start, stop)])
+            bar.update(stop - start)
+        row += len(ims)
+    bar.close()
+    return our_splits
+
+
 @IMPORTERS.register("precomp")
 def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[str | Path] | None = None,
                    labels_file: str | Path | None = None, splits: tuple[str, ...] = ("train", "dev", "test"),
@@ -33,31 +92,7 @@ def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[s
     src = Path(src)
     if bool(instances_files) == bool(labels_file):
         raise SemshareError("precomp import needs labels: --instances (COCO instances JSON) or --labels FILE.npy")
-    parts = []
-    for split in splits:
-        ims_path, caps_path = src / f"{split}_ims.npy", src / f"{split}_caps.txt"
-        if not ims_path.exists():
-            raise DataFormatError(ims_path, f"{split}_ims.npy", "region features (N, R, D)", "no such file")
-        if not caps_path.exists():
-            raise DataFormatError(caps_path, f"{split}_caps.txt", "captions, k per image", "no such file")
-        ims = load_npy(ims_path, "image features")
-        if ims.ndim != 3:
-            raise DataFormatError(ims_path, "shape", "(N, R, D) region features", str(ims.shape))
-        caps = _read_lines(caps_path)
-        if len(caps) % len(ims):
-            raise DataFormatError(caps_path, "lines", f"a multiple of the {len(ims)} images of {ims_path.name}",
-                                  f"{len(caps)} captions")
-        per = len(caps) // len(ims)
-        ids = None
-        ids_path = src / f"{split}_ids.txt"
-        if ids_path.exists():
-            ids = [int(x) for x in _read_lines(ids_path) if x]
-            if len(ids) == len(caps) and per > 1:
-                ids = ids[::per]
-            if len(ids) != len(ims):
-                raise DataFormatError(ids_path, "lines", f"{len(ims)} ids (one per image) or {len(caps)} (per caption)",
-                                      str(len(ids)))
-        parts.append((split, ims, caps, per, ids))
+    parts = [_read_split(src, split) for split in splits]
     region_count, dim = parts[0][1].shape[1:]
     for split, ims, *_ in parts:
         if ims.shape[1:] != (region_count, dim):
@@ -79,30 +114,8 @@ def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[s
                                   "no such file")
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         writer = DatasetWriter(tmp, total, len(label_names), regions=(region_count, dim))
-        row, our_splits = 0, {}
-        whole_image = np.tile(np.array([0, 0, 1, 1], dtype=np.float32), (CHUNK, region_count, 1))
-        bar = tqdm(total=total, unit="image", desc="import precomp", disable=not progress)
-        for split, ims, caps, per, ids in parts:
-            our_splits[SPLITS.get(split, split)] = list(range(row, row + len(ims)))
-            for start in range(0, len(ims), CHUNK):
-                stop = min(len(ims), start + CHUNK)
-                # a map per chunk, dropped after it: read pages leave the process (flat memory at any N)
-                source = load_npy(src / f"{split}_ims.npy", "image features")
-                block = np.asarray(source[start:stop], dtype=np.float32)
-                del source
-                if not np.isfinite(block).all():
-                    raise DataFormatError(src / f"{split}_ims.npy", f"rows {start}..{stop - 1}", "finite values",
-                                          "NaN or inf")
-                labels = (np.asarray(labels_all[row + start : row + stop]) if labels_file
-                          else labels_matrix(instances, ids[start:stop]))
-                # precomp carries no boxes: every region is given the whole image
-                writer.write_rows(row + start, regions=block.astype(np.float16),
-                                  region_mask=np.ones((stop - start, region_count), dtype=np.uint8),
-                                  region_boxes=whole_image[: stop - start], labels=labels)
-                writer.write_captions([caps[i * per : (i + 1) * per] for i in range(start, stop)])
-                bar.update(stop - start)
-            row += len(ims)
-        bar.close()
+        our_splits = _write_parts(writer, src, parts, labels_all if labels_file else None,
+                                  None if labels_file else instances, region_count, progress)
         meta = writer.finish(our_splits, label_names, name, {
             "source": "precomp", "boxes": "unknown in precomp: every region is given the whole image",
             "captions_per_image": {p[0]: p[3] for p in parts}})

@@ -155,29 +155,61 @@ def without_paths(message: str) -> str:
     return re.sub(r"(?<![\w.])/(?:[^\s/:'\"]+/)*([^\s/:'\"]+)", r"\1", message)
 
 
+def _present(item: dict) -> dict:
+    """A gallery item as the client sees it: no file path, the URL of its image when it has one."""
+    shown = {key: value for key, value in item.items() if key != "image_file"}
+    shown["image_url"] = f"/items/{item['id']}/image" if item.get("image_file") else None
+    return shown
+
+
+async def _invalid_request(request, exc):
+    """422 naming each invalid field; the default handler echoes the input back and fails (500) on bytes that
+    are not UTF-8."""
+    from fastapi.responses import JSONResponse
+
+    errors = [{"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", "")),
+               "type": str(error.get("type", ""))} for error in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": errors})
+
+
+def _add_item_routes(app, searcher, root: Path) -> None:
+    """GET /items/{id} and /items/{id}/image: image files only from inside `root`."""
+    from fastapi import HTTPException
+    from fastapi.responses import FileResponse
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int) -> dict:
+        try:
+            return _present(searcher.item(item_id))
+        except KeyError:
+            raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
+
+    @app.get("/items/{item_id}/image")
+    def item_image(item_id: int):
+        try:
+            listed = searcher.item(item_id).get("image_file")
+        except KeyError:
+            raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
+        path = Path(listed).resolve() if listed else None
+        # never a file outside the image root, whatever items.jsonl or image_files.txt say
+        if path is None or not path.is_relative_to(root) or not path.is_file():
+            raise HTTPException(status_code=404, detail=f"gallery item {item_id} has no image file")
+        return FileResponse(path)
+
+
 def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str | Path | None = None,
                max_pending: int = 1024, max_batch: int = 64):
     """`searcher`: a search.gallery.Index. Image files are served only when listed for an item and inside
     `image_root` (default: the dataset's image root, docs/DATA.md)."""
     from fastapi import FastAPI, HTTPException
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
 
     app = FastAPI(title="semshare search", version="1")
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
     batcher = QueryBatcher(searcher, max_batch, max_pending)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request, exc: RequestValidationError):
-        # the default handler echoes the input back and fails (500) on bytes that are not UTF-8
-        errors = [{"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", "")),
-                   "type": str(error.get("type", ""))} for error in exc.errors()]
-        return JSONResponse(status_code=422, content={"detail": errors})
-
-    def present(item: dict) -> dict:
-        shown = {key: value for key, value in item.items() if key != "image_file"}
-        shown["image_url"] = f"/items/{item['id']}/image" if item.get("image_file") else None
-        return shown
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
     @app.get("/", response_class=HTMLResponse)
     def index_page() -> str:
@@ -201,29 +233,9 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
         # plain JSON types already: a JSONResponse skips FastAPI's slower generic encoder
         return JSONResponse({"query": {"text": request.text, "item_id": request.item_id, "k": request.k},
                              "gallery_side": searcher.manifest.side, "unknown_words": answer["unknown"],
-                             "results": [{"rank": h.rank, "score": h.score, **present(h.item)} for h in answer["hits"]]})
+                             "results": [{"rank": h.rank, "score": h.score, **_present(h.item)} for h in answer["hits"]]})
 
-    @app.get("/items/{item_id}")
-    def item(item_id: int) -> dict:
-        try:
-            return present(searcher.item(item_id))
-        except KeyError:
-            raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
-
-    root = Path(image_root).resolve() if image_root else searcher.run.dataset.image_root
-
-    @app.get("/items/{item_id}/image")
-    def item_image(item_id: int):
-        try:
-            listed = searcher.item(item_id).get("image_file")
-        except KeyError:
-            raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
-        path = Path(listed).resolve() if listed else None
-        # never a file outside the image root, whatever items.jsonl or image_files.txt say
-        if path is None or not path.is_relative_to(root) or not path.is_file():
-            raise HTTPException(status_code=404, detail=f"gallery item {item_id} has no image file")
-        return FileResponse(path)
-
+    _add_item_routes(app, searcher, Path(image_root).resolve() if image_root else searcher.run.dataset.image_root)
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
     return app
 

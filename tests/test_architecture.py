@@ -1,0 +1,107 @@
+"""The house's rules, checked on the source: imports point down with no cycle (function-level imports
+included), the CLI stays thin, and no function grows past 60 lines."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "semshare"
+MAX_FUNCTION_LINES = 60
+MAX_CLI_FILE_LINES = 350
+# packages that sit below the Python API and the command line: none of them may import either
+LOWER_PACKAGES = ("search", "index", "training", "methods", "data", "evaluation")
+
+
+def _module_name(path: Path) -> str:
+    parts = ("semshare",) + path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """Every semshare module `path` imports, at module level or inside a function."""
+    found = set()
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for name in names:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name:
+                found.add(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = sorted(SRC.rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    graph = {_module_name(p): _imports(p, modules) - {_module_name(p)} for p in paths}
+    # `import semshare.x.y` also runs the packages above it; a package's own __init__ is not an edge to itself
+    return {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state:
+                cycle = visit(dep)
+                if cycle:
+                    return cycle
+        state[node] = 2
+        stack.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return []
+
+
+def test_the_import_graph_has_no_cycle():
+    cycle = find_cycle(import_graph())
+    assert not cycle, " -> ".join(cycle)
+
+
+def test_a_cycle_is_found_when_there_is_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_lower_layer_imports_the_api_or_the_cli():
+    upward = [f"{module} -> {dep}" for module, deps in import_graph().items()
+              if module.count(".") and module.split(".")[1] in LOWER_PACKAGES
+              for dep in deps if dep == "semshare.api" or dep.startswith("semshare.cli")]
+    assert not upward, "\n".join(upward)
+
+
+def test_cli_files_stay_short():
+    long_files = {p.name: n for p in (SRC / "cli").glob("*.py") if (n := len(p.read_text().splitlines())) > MAX_CLI_FILE_LINES}
+    assert not long_files, long_files
+
+
+def test_no_function_is_longer_than_60_lines():
+    long_functions = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long_functions, "\n".join(long_functions)
