@@ -1,4 +1,5 @@
-"""Markdown table of finished runs (RUN/result.json written by run_methods.py), one row per method.
+"""Markdown table of finished runs (RUN/result.json written by `semshare benchmark`), one row per method
+(and dataset, when the folder holds several).
 
   python benchmarks/collect_results.py RESULTS_DIR [--order ours,st,...] [--label-prefix text]
 """
@@ -23,10 +24,12 @@ def main() -> None:
     args = parser.parse_args()
     by_method: dict[str, list[dict]] = defaultdict(list)
     seconds: dict[str, list[float]] = defaultdict(list)
-    for path in sorted(args.results_dir.glob("*/result.json")):
-        result = json.loads(path.read_text())
-        by_method[result["method"]].append(result["test"])
-        seconds[result["method"]].append(result["train_seconds"])
+    results = [json.loads(path.read_text()) for path in sorted(args.results_dir.rglob("result.json"))]
+    several = len({r["dataset"] for r in results}) > 1
+    for result in results:
+        key = f"{result['dataset']}/{result['method']}" if several else result["method"]
+        by_method[key].append(result["test"])
+        seconds[key].append(result["train_seconds"])
     order = [m for m in args.order.split(",") if m in by_method] + sorted(set(by_method) - set(args.order.split(",")))
     rows = {f"{args.label_prefix}{m} ({len(by_method[m])} seeds)": by_method[m] for m in order}
     print(format_markdown_table(rows))

@@ -55,8 +55,16 @@ def test_evaluate_embeddings_wrong_row_count_is_a_clear_error(tiny_data_dir, tmp
 
 
 def test_prepare_text(tiny_data_dir, tmp_path):
+    from semshare.data.text import Vocabulary
+    from semshare.data.word_vectors import load_word_vectors
+
     assert main(["prepare-text", str(tiny_data_dir), "--out", str(tmp_path / "t"), "--dim", "8", "--epochs", "1"]) == 0
-    assert (tmp_path / "t" / "vocab.json").exists() and (tmp_path / "t" / "word_vectors.safetensors").exists()
+    vocab = Vocabulary.load(tmp_path / "t" / "vocab.json")
+    assert load_word_vectors(tmp_path / "t" / "word_vectors.safetensors", len(vocab)).shape == (len(vocab), 8)
+    # the run's own recipe: --min-count prunes as text.min_count does in training
+    assert main(["prepare-text", str(tiny_data_dir), "--out", str(tmp_path / "p"), "--dim", "8", "--epochs", "1",
+                 "--min-count", "1000"]) == 0
+    assert len(Vocabulary.load(tmp_path / "p" / "vocab.json")) == 4
 
 
 def test_train_evaluate_embed_end_to_end(tiny_data_dir, tmp_path, capsys):
@@ -71,7 +79,10 @@ def test_train_evaluate_embed_end_to_end(tiny_data_dir, tmp_path, capsys):
     assert main(["evaluate", str(run), "--data", str(tiny_data_dir), "--split", "test"]) == 0
     table = json.loads((run / "eval_test.json").read_text())
     assert 0 <= table["ave/NDCG@500"] <= 1 and "i2t/mAP@all" in table
-    assert main(["embed", str(run), "--data", str(tiny_data_dir), "--split", "test"]) == 0
+    # without --data: the dataset the run recorded (splits.json), the same digits
+    assert main(["evaluate", str(run), "--split", "test", "--json", str(tmp_path / "again.json")]) == 0
+    assert json.loads((tmp_path / "again.json").read_text()) == table
+    assert main(["embed", str(run), "--split", "test"]) == 0
     emb = np.load(run / "embeddings" / "test" / "txt_emb.npz")
     # the default retrieval embedding is the label space: one score per label (the tiny data has 8)
     assert emb["emb"].shape == (40, 8) and list(emb["ids"][:2]) == sorted(emb["ids"][:2])
