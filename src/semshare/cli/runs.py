@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from semshare.cli.common import (add_config_flags, add_protocol_flags, add_threads, open_data, parse_overrides,
-                                 print_table, protocol_from_args, run_data_dir, set_threads)
+from semshare.cli.common import (add_config_flags, add_protocol_flags, add_run_flags, add_threads, load_run_of,
+                                 open_data, parse_overrides, print_table, protocol_from_args, set_threads)
 from semshare.errors import SemshareError
 
 
@@ -99,9 +99,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("evaluate", help="score a trained run on a split (metric table, JSON too)",
                             description="Load RUN_DIR/best, embed the split's images and texts, print the table.")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", type=Path, help="dataset folder (default: the one the run was trained on)")
-    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    add_run_flags(parser)
     add_protocol_flags(parser)
     add_threads(parser)
     parser.set_defaults(handler=_run_evaluate)
@@ -109,10 +107,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from semshare.evaluation.evaluate import evaluate_run
-    from semshare.training.experiment import load_run
 
     set_threads(args)
-    run = load_run(args.run_dir, open_data(run_data_dir(args), check_values=False), args.checkpoint)
+    run = load_run_of(args)
     protocol, spec = protocol_from_args(args)
     table, _ = evaluate_run(run, protocol, spec)
     print_table(table, args.json or args.run_dir / f"eval_{args.split}.json")
@@ -122,10 +119,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def add_embed(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("embed", help="write a trained run's image and text embeddings of a split",
                             description="Write img_emb.npz and txt_emb.npz (arrays 'emb' and 'ids') for a split.")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data", type=Path, help="dataset folder (default: the one the run was trained on)")
+    add_run_flags(parser)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
     parser.add_argument("--out", type=Path, default=None, help="folder (default RUN_DIR/embeddings/SPLIT)")
     parser.set_defaults(handler=_run_embed)
 
@@ -134,9 +129,8 @@ def _run_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from semshare.fileio import atomic_file
-    from semshare.training.experiment import load_run
 
-    run = load_run(args.run_dir, open_data(run_data_dir(args), check_values=False), args.checkpoint)
+    run = load_run_of(args)
     img, txt = run.embed(run.dataset.split(args.split))
     out = args.out or args.run_dir / "embeddings" / args.split
     out.mkdir(parents=True, exist_ok=True)

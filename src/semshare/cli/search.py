@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from semshare.cli.common import add_threads, open_data, parse_params, run_data_dir, set_threads
+from semshare.cli.common import add_run_flags, add_threads, load_run_of, parse_params, set_threads
 from semshare.errors import SemshareError
 
 
@@ -19,8 +19,7 @@ def add_index(sub: argparse._SubParsersAction) -> None:
                                  description="Embed the gallery items (images or texts) of DATA with the run's "
                                              "model and write an index folder: FAISS index (or torch vectors), "
                                              "item ids, metadata, manifest. Written atomically.")
-    build.add_argument("run_dir", type=Path)
-    build.add_argument("--data", type=Path, help="dataset folder the gallery comes from (default: the run's own)")
+    add_run_flags(build, "dataset folder the gallery comes from")
     build.add_argument("--side", required=True, choices=["image", "text"], help="which modality the gallery holds")
     build.add_argument("--out", type=Path, required=True, help="index folder to write")
     build.add_argument("--kind", default="faiss-flat", choices=["faiss-flat", "faiss-hnsw", "faiss-ivfpq", "exact-torch"],
@@ -29,19 +28,21 @@ def add_index(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
                        help="backend parameter, e.g. m=32, ef_search=64 (hnsw), nlist=1024, nprobe=16 (ivfpq)")
     build.add_argument("--split", default="all", help="gallery rows: all (default) or a split name")
-    build.add_argument("--checkpoint", default="best", choices=["best", "last"])
     build.add_argument("--overwrite", action="store_true")
     add_threads(build)
     build.set_defaults(handler=_run_index_build)
 
 
 def _run_index_build(args: argparse.Namespace) -> int:
+    from semshare.errors import OutputExistsError
     from semshare.search.gallery import build_gallery
 
+    if args.out.exists() and not args.overwrite:  # before the run is loaded and the gallery embedded
+        raise OutputExistsError(f"{args.out} already exists; pass --overwrite to replace it")
     set_threads(args)
     started = time.time()
-    manifest = build_gallery(args.run_dir, open_data(run_data_dir(args), check_values=False), args.side, args.out, args.kind, parse_params(args.params),
-                             args.split, args.checkpoint, args.overwrite)
+    manifest = build_gallery(load_run_of(args), args.side, args.out, args.kind, parse_params(args.params), args.split,
+                             args.overwrite)
     print(f"indexed {manifest.size} {args.side} items ({manifest.dim}-d, {manifest.kind}) in "
           f"{time.time() - started:.1f} s -> {args.out}")
     return 0

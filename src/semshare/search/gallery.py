@@ -20,14 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
-from semshare.data.dataset import Dataset
 from semshare.data.text import as_sentence
 from semshare.errors import OutputExistsError, SemshareError
 from semshare.fileio import atomic_directory, atomic_write_json, verify_files_manifest, write_files_manifest
 from semshare.index import build_backend
 from semshare.index.base import load_backend
 from semshare.search.run import MAX_QUERY_CHARS, load_run
-from semshare.training.experiment import load_run as load_trained_or_fitted
 
 __all__ = ["MAX_QUERY_CHARS", "SIDES", "IndexManifest", "SearchHit", "Index", "build_gallery", "load_index",
            "read_manifest"]
@@ -101,23 +99,22 @@ def _item_records(dataset, side: str, ids: np.ndarray, item_rows: np.ndarray) ->
     return records
 
 
-def build_gallery(run_dir: str | Path, dataset: Dataset, side: str, out_dir: str | Path,
-                  kind: str = "faiss-flat", params: dict | None = None, split: str = "all",
-                  checkpoint: str = "best", overwrite: bool = False, batch_size: int = 256) -> IndexManifest:
-    """Embed the gallery (`side` items of `split` of `dataset`) with the run's model and write an index folder."""
+def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat", params: dict | None = None,
+                  split: str = "all", overwrite: bool = False, batch_size: int = 256) -> IndexManifest:
+    """Embed the gallery (`side` items of `split` of the run's dataset) with a loaded run
+    (training.experiment.load_run) and write an index folder."""
     if side not in SIDES:
         raise SemshareError(f"--side must be one of {SIDES}; got {side!r}")
     if Path(out_dir).exists() and not overwrite:  # before the gallery is embedded, not after
         raise OutputExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
-    run = load_trained_or_fitted(run_dir, dataset, checkpoint)
     rows = _gallery_rows(run.dataset, split)
     img, txt = run.embed(rows, sides=(side,), batch_size=batch_size)
     table = img if side == "image" else txt
     item_rows = table.ids if side == "image" else run.dataset.text_items(rows, run.text_source).rows
     backend = build_backend(kind, table.emb, params)
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,
-                             run_dir=str(Path(run_dir).resolve()), checkpoint=checkpoint,
-                             data_dir=str(Path(dataset.root).resolve()), split=split,
+                             run_dir=str(Path(run.run_dir).resolve()), checkpoint=run.checkpoint,
+                             data_dir=str(Path(run.dataset.root).resolve()), split=split,
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     records = _item_records(run.dataset, side, table.ids, item_rows)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:

@@ -106,6 +106,8 @@ class ClosedFormRun:
     encoder: LinearEncoder
     train_rows: np.ndarray
     val_rows: np.ndarray
+    run_dir: Path | None = None  # the folder it was loaded from
+    checkpoint: str = "best"
 
     pairwise_scoring = False
     reads_token_states = False  # free text is pooled over the run's vocabulary
@@ -191,4 +193,4 @@ def load_closed_form_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset,
     train_rows, val_rows = read_split_rows(run_dir)
     space = feature_space(cfg, dataset, train_rows, load_vocabulary(run_dir), fitted.get(WORD_VECTORS), deep_run)
     return ClosedFormRun(cfg, dataset, space, LinearEncoder.from_tensors(_read_tensors(weights, "the fitted encoder")),
-                         train_rows, val_rows)
+                         train_rows, val_rows, run_dir)

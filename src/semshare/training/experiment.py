@@ -80,6 +80,8 @@ def load_run(run_dir: str | Path, dataset: Dataset, checkpoint: str = "best") ->
     if dataset.num_labels != spec.num_labels:
         raise SemshareError(f"{dataset.root}: {dataset.num_labels} labels, but the run was trained on {spec.num_labels}")
     if cfg.method_class.closed_form:
+        if checkpoint != "best":
+            raise SemshareError(f"{run_dir}: a closed-form run has one fit, in best/; there is no {checkpoint!r} checkpoint")
         return load_closed_form_run(run_dir, cfg, dataset, _deep_features_run(cfg, dataset))
     text_segments, segment_targets = None, None
     if cfg.inputs.text == "segments":
@@ -90,7 +92,7 @@ def load_run(run_dir: str | Path, dataset: Dataset, checkpoint: str = "best") ->
     model.eval()
     train_rows, val_rows = read_split_rows(run_dir)
     return PreparedRun(cfg, dataset, model, load_vocabulary(run_dir), train_rows, val_rows, None, text_segments,
-                       segment_targets)
+                       segment_targets, run_dir, checkpoint)
 
 
 def load_run_from_folder(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best") -> LoadedRun:

@@ -8,6 +8,7 @@ queries, `accepts_text`, `reads_token_states`, `vocab`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from functools import cached_property
 from typing import Sequence
 
@@ -38,6 +39,8 @@ class PreparedRun:
     region_targets: np.ndarray | None
     text_segments: TextSegments | None = None
     segment_targets: np.ndarray | None = None  # word-piece id -> masked-word class
+    run_dir: Path | None = None  # the folder it was loaded from (None while it is being trained)
+    checkpoint: str = "best"
 
     @property
     def pairwise_scoring(self) -> bool:
