@@ -140,8 +140,8 @@ def test_benchmark_on_equal_minilm_inputs(tiny_data_dir, fake_segments, tmp_path
     assert config["text"]["segments_dir"] == str(fake_segments) and config["inputs"]["text"] == "segments"
     # what each row read, stated from the results' own records
     inputs = (out / "table.md").read_text().splitlines()[0]
-    assert inputs.startswith("Inputs: images = ") and "region features (Ours, DSCMR)" in inputs
-    assert "MiniLM token states (Ours, DSCMR)" in inputs and "pooled MiniLM sentence vector (Ridge, LCFS)" in inputs
+    assert inputs.startswith("Inputs: images = ") and "region features (Ours / DSCMR)" in inputs
+    assert "MiniLM token states (Ours / DSCMR)" in inputs and "pooled MiniLM sentence vector (Ridge / LCFS)" in inputs
     # no segments folder for this data: refused before any run, with the command that makes one
     assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "ours", "--text-inputs", "minilm",
                  "--out", str(tmp_path / "b2")]) == 2

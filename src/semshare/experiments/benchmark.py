@@ -364,7 +364,8 @@ def inputs_line(results: list[dict]) -> str:
             names = groups[side].setdefault(reading, [])
             if row_name(result) not in names:
                 names.append(row_name(result))
-    parts = ["; ".join(f"{reading} ({', '.join(names)})" for reading, names in groups[side].items())
+    # names joined by " / ": a display name may hold a comma ("Ours, pooled z")
+    parts = ["; ".join(f"{reading} ({' / '.join(names)})" for reading, names in groups[side].items())
              for side in ("images", "texts")]
     return f"Inputs: images = {parts[0]}; texts = {parts[1]}."
 
