@@ -147,14 +147,22 @@ def test_old_run_folders_load_with_their_legacy_word_vector_files(tiny_data_dir,
         np.testing.assert_array_equal(old.emb, new.emb)
 
 
-def test_every_registered_method_is_built_by_the_one_constructor():
-    """cls(cfg, spec, inputs, fitted) for trained and closed-form methods alike."""
+def test_every_registered_method_is_built_by_the_one_constructor(tiny_data_dir):
+    """cls(cfg, spec, inputs, fitted) for trained and closed-form methods alike, `fitted` from its own hook."""
+    from semshare.data.text import Vocabulary
     from semshare.methods.base import InputConfig, ModelSpec
 
-    spec = ModelSpec(num_labels=3, region_dim=6, text_dim=5, vocab_size=12, word_dim=4)
+    dataset = open_dataset(tiny_data_dir)
+    rows = dataset.split("train")
+    vocab = Vocabulary.build(dataset.text_items(rows).texts)
+    word_vectors = np.random.default_rng(0).standard_normal((len(vocab), 4)).astype(np.float32)
+    spec = ModelSpec(num_labels=dataset.num_labels, region_dim=int(dataset.regions.shape[2]), text_dim=5,
+                     vocab_size=len(vocab), word_dim=4)
     for name in METHODS.names():
         cls = METHODS.get(name)
         inputs = InputConfig(image=cls.image_inputs[0], text=cls.text_inputs[0])
-        fitted = {WORD_VECTORS: np.zeros((12, 4), np.float32)} if inputs.text == "words" else NOTHING_FITTED
+        shared = {WORD_VECTORS: word_vectors} if inputs.text == "words" else {}
+        context = FitContext(dataset, rows, inputs, 0, vocab, word_vectors if shared else None)
+        fitted = {**shared, **cls.fit_inputs(cls.config_class(), context)}
         method = cls(cls.config_class(), spec, inputs, fitted)
         assert isinstance(method, (TrainedMethod, ClosedFormMethod)), name

@@ -23,7 +23,7 @@ import numpy as np
 
 from semshare.data.dataset import Dataset, open_dataset
 from semshare.data.synthetic import make_synthetic, preset
-from semshare.config import load_yaml, to_dict
+from semshare.config import to_dict
 from semshare.errors import SemshareError
 from semshare.evaluation.evaluate import evaluate_run
 from semshare.evaluation.plots import plot_pr_curves, plot_training_curves
@@ -36,7 +36,7 @@ from semshare.fileio import atomic_file, atomic_write_json, atomic_write_text
 from semshare.training.experiment import load_run, train_experiment
 from semshare.training.loop import usable_cores
 from semshare.training.recipes import ExperimentConfig, config_dir, resolve_config, unsupported_inputs
-from semshare.training.run_folder import result_differences
+from semshare.training.run_folder import result_differences, saved_config
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def check_finished_runs(finished: list[RunSpec]) -> None:
         saved_path = Path(spec.run_dir) / "config.yaml"
         if not saved_path.exists():
             continue
-        for key, old, new in result_differences(load_yaml(saved_path), to_dict(spec.resolved().cfg)):
+        for key, old, new in result_differences(saved_config(saved_path), to_dict(spec.resolved().cfg)):
             raise SemshareError(f"{saved_path}: {key}: the finished run has {old!r}, this benchmark gives {new!r}; "
                                 "delete that run folder to rerun it, or use another --out")
 

@@ -6,7 +6,8 @@ runs is a recipe, `configs/method/NAME.yaml` (a registered method + its settings
 decided above, in `semshare.experiments.paper`.
 """
 
-from semshare.methods import cca, dcca, dscmr, jfssl, lcfs, ridge, scml, semantic_sharing, vilbert  # noqa: F401
+from semshare.methods import (cca, dcca, dscmr, jfssl, label_gcn, lcfs, ridge, scml,  # noqa: F401
+                              semantic_sharing, vilbert)
 
 # what `semshare train` runs without --method, and the registered method behind it
 DEFAULT_RECIPE, DEFAULT_METHOD = "ours", "semantic_sharing"

@@ -157,6 +157,15 @@ class TrainedMethod(MethodBase, nn.Module):
     def fit_retrieval(self, builder, train_rows: np.ndarray) -> None:
         """Fit a retrieval space on the trained outputs before evaluation (DCCA's linear CCA); default none."""
 
+    def retrieval_spaces(self) -> tuple[str, ...]:
+        """Retrieval spaces validation should choose between (each scored on every validation, the best kept
+        with the checkpoint, all logged); default none: the method retrieves one way."""
+        return ()
+
+    def use_retrieval_space(self, name: str) -> None:
+        """Retrieve in `name` (one of `retrieval_spaces()`) from now on; kept in the model's state."""
+        raise NotImplementedError
+
     def rerank_shortlist(self, validation: bool) -> int:
         """Pair scorers: first-stage candidates per query that `score_pairs` re-orders."""
         return 0

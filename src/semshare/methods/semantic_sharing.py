@@ -19,10 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.methods.base import (NOTHING_FITTED, WORD_VECTORS, InputConfig, ModelSpec, RegionTargetRequest,
-                                   TrainedMethod)
+from semshare.methods.base import (NOTHING_FITTED, WORD_VECTORS, FitContext, InputConfig, ModelSpec,
+                                   RegionTargetRequest, TrainedMethod)
 from semshare.methods.losses import discrimination_loss, label_prediction_loss
 from semshare.models.image_encoders import RegionEncoder
+from semshare.models.label_graph import (LabelGraphClassifier, LabelGraphConfig, check_label_graph_config,
+                                         fit_label_graph)
 from semshare.models.layers import l2_normalize, masked_mean
 from semshare.models.shared_encoder import FeedForwardSharedEncoder, TransformerSharedEncoder
 from semshare.registry import METHODS
@@ -30,6 +32,7 @@ from semshare.models.text_encoders import PretrainedSegmentEncoder, TextVectorEn
 
 SHARED_MODELS = ("transformer", "fc")
 POOLINGS = ("mean", "cls", "label-segments", "label")
+CLASSIFIERS = ("linear", "label-graph")
 CONSISTENCY = ("none", "triplet", "discrimination")
 
 
@@ -61,6 +64,10 @@ class SemanticSharingConfig:
     # retrieval embedding: label-segments (the authors': mean over segments of the sigmoid label scores) |
     # label (sigmoid scores of the pooled z) | mean (the pooled z) | cls
     pooling: str = "label-segments"
+    # the shared multi-label classifier g: linear (the paper's) | label-graph (one classifier per label made by
+    # a GCN over the training labels' co-occurrence graph, models/label_graph.py; settings under graph)
+    classifier: str = "linear"
+    graph: LabelGraphConfig = field(default_factory=LabelGraphConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
 
@@ -134,7 +141,8 @@ class SemanticSharing(TrainedMethod):
         for key, value, options in (("pooling", cfg.pooling, POOLINGS), ("shared_model", cfg.shared_model, SHARED_MODELS),
                                     ("loss.consistency", cfg.loss.consistency, CONSISTENCY),
                                     ("loss.label_loss", cfg.loss.label_loss, ("bce", "eq4")),
-                                    ("loss.region_targets", cfg.loss.region_targets, ("auto", "labels", "kmeans"))):
+                                    ("loss.region_targets", cfg.loss.region_targets, ("auto", "labels", "kmeans")),
+                                    ("classifier", cfg.classifier, CLASSIFIERS)):
             if value not in options:
                 raise ConfigError(f"model.{key}: expected one of {', '.join(options)}, found {value!r}")
         for key in ("dim", "layers", "heads", "ffn_dim"):
@@ -145,6 +153,8 @@ class SemanticSharing(TrainedMethod):
         if cfg.pooling in ("label", "label-segments") and cfg.loss.label_weight <= 0:
             raise ConfigError(f"model.pooling: {cfg.pooling} retrieves with the label classifier, which "
                               "model.loss.label_weight=0 leaves untrained; expected pooling mean or cls")
+        if cfg.classifier == "label-graph":
+            check_label_graph_config(cfg.graph, "model.graph.")
         if not 0 <= cfg.loss.mask_prob < 1 or not 0 <= cfg.dropout < 1:
             raise ConfigError(f"model.loss.mask_prob / model.dropout: expected fractions in [0, 1), found "
                               f"{cfg.loss.mask_prob} / {cfg.dropout}")
@@ -152,6 +162,10 @@ class SemanticSharing(TrainedMethod):
     @classmethod
     def training_mask_prob(cls, cfg: SemanticSharingConfig) -> float:
         return cfg.loss.mask_prob
+
+    @classmethod
+    def fit_inputs(cls, cfg: SemanticSharingConfig, context: FitContext) -> dict[str, np.ndarray]:
+        return fit_label_graph(cfg.graph, context) if cfg.classifier == "label-graph" else {}
 
     def __init__(self, cfg: SemanticSharingConfig, spec: ModelSpec, inputs: InputConfig,
                  fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
@@ -180,12 +194,18 @@ class SemanticSharing(TrainedMethod):
         copies = 1 if cfg.share else 2  # index 0: image (and text when shared), 1: text
         self.shared = nn.ModuleList(_shared_encoder(cfg) for _ in range(copies))
         uses_classifier = loss_cfg.label_weight > 0 or cfg.pooling in ("label", "label-segments")
-        self.classifier = (nn.ModuleList(nn.Linear(dim, spec.num_labels) for _ in range(copies))
+        self.classifier = (nn.ModuleList(self._classifier(cfg, fitted, spec.num_labels) for _ in range(copies))
                            if uses_classifier else None)
         self.cls_segment = nn.Parameter(torch.randn(dim) * 0.02) if cfg.pooling == "cls" else None
         self.region_head = nn.Linear(dim, spec.num_region_classes) if region_context else None
         word_context = wants_context and inputs.text in ("words", "segments") and spec.vocab_size > 0
         self.word_head = nn.Linear(dim, spec.vocab_size) if word_context else None
+
+    @staticmethod
+    def _classifier(cfg: SemanticSharingConfig, fitted: Mapping[str, np.ndarray], num_labels: int) -> nn.Module:
+        if cfg.classifier == "label-graph":
+            return LabelGraphClassifier(cfg.graph, fitted, num_labels, cfg.dim)
+        return nn.Linear(cfg.dim, num_labels)
 
     # ---- segments through the shared model ----
     def _branch(self, modality: str) -> int:

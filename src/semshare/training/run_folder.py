@@ -62,10 +62,16 @@ def result_differences(old: dict, new: dict) -> list[tuple[str, object, object]]
     return [d for d in config_differences(old, new) if d[0] not in RESULT_NEUTRAL_KEYS]
 
 
+def saved_config(path: Path) -> dict:
+    """A saved config.yaml as today's full dict: a field added since the run was written reads as its default
+    (the value the run had, as the field did not exist), so it is no difference."""
+    return to_dict(experiment_config_from_dict(load_yaml(path), str(path)))
+
+
 def check_resume(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, allow_change: tuple[str, ...] = ()) -> None:
     """A resumed run must be the run it continues: same resolved config (but for `allow_change` fields)
     and same data. Checked before anything is written; the error names the field and both values."""
-    saved = load_yaml(run_dir / "config.yaml")
+    saved = saved_config(run_dir / "config.yaml")
     for key, old, new in result_differences(saved, to_dict(cfg)):
         if not any(key == field or key.startswith(field + ".") for field in allow_change):
             raise ConfigError(f"{run_dir / 'config.yaml'}: {key}: the run has {old!r}, this command gives {new!r}; "

@@ -102,15 +102,32 @@ class PreparedRun:
         return self.model.encode_image(self._query_builder.build_query_images(regions, boxes, mask)).numpy()
 
 
+SELECTION_METRIC = "ave/NDCG@500"  # the loop's model-selection metric (training.loop.fit's default)
+
+
 def validation_function(run: PreparedRun, batch_size: int = 256):
-    """Model selection on the validation rows: Ave NDCG@500 and mAP@all, pair scorers re-ranking."""
+    """Model selection on the validation rows: Ave NDCG@500 and mAP@all, pair scorers re-ranking. A method
+    with several retrieval spaces has each scored; the best one is kept in the model, all are returned
+    (`SPACE/ave/NDCG@500`, ...) so the log holds both."""
     builder = run.builder(training=False)
     spec = MetricSpec(ndcg_k=(500,), map_k=(None,))
+
+    def score(model, device) -> dict[str, float]:
+        return evaluate_run(run, spec=spec, rows=run.val_rows, validation=True, device=device,
+                            batch_size=batch_size)[0]
 
     def validate(model) -> dict[str, float]:
         device = next(model.parameters()).device
         model.fit_retrieval(builder, run.train_rows)
-        return evaluate_run(run, spec=spec, rows=run.val_rows, validation=True, device=device,
-                            batch_size=batch_size)[0]
+        spaces = model.retrieval_spaces()
+        if not spaces:
+            return score(model, device)
+        tables = {}
+        for space in spaces:
+            model.use_retrieval_space(space)
+            tables[space] = score(model, device)
+        best = max(spaces, key=lambda space: tables[space][SELECTION_METRIC])  # ties: the first listed
+        model.use_retrieval_space(best)
+        return {**tables[best], **{f"{space}/{key}": value for space in spaces for key, value in tables[space].items()}}
 
     return validate
