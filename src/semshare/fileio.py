@@ -47,6 +47,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         handle.write(data)
 
 
+def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file whose header is in a fixed order (metadata keys sorted, then tensors by name), so
+    equal tensors and metadata give equal bytes: the library writes its metadata map in an order that varies
+    from call to call, and a file hash (files.json) should not."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__").items()))} if "__metadata__" in header else {}
+    ordered.update((name, header[name]) for name in sorted(header))
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads its header to 8 bytes with spaces
+    return len(text).to_bytes(8, "little") + text + raw[8 + size :]
+
+
 def atomic_write_json(path: str | Path, payload: object) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from semshare.cli.common import (add_config_flags, add_protocol_flags, add_run_flags, add_threads, load_run_of,
                                  open_data, parse_overrides, print_table, protocol_from_args, set_threads)
-from semshare.errors import SemshareError
 
 
 def add_evaluate_embeddings(sub: argparse._SubParsersAction) -> None:
@@ -73,9 +72,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args.method, args.preset, args.config, parse_overrides(args))
     set_threads(args)
-    finished = (args.out / "last").exists() or (cfg.method_class.closed_form and (args.out / "best").exists())
-    if finished and not args.resume:
-        raise SemshareError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
     dataset = open_data(args.data)
     context = _distributed_context()
     started = time.time()

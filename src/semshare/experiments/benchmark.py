@@ -36,7 +36,8 @@ from semshare.fileio import atomic_file, atomic_write_json, atomic_write_text
 from semshare.training.experiment import load_run, train_experiment
 from semshare.training.loop import usable_cores
 from semshare.training.recipes import ExperimentConfig, config_dir, resolve_config, unsupported_inputs
-from semshare.training.run_folder import result_differences, saved_config
+from semshare.training.run_folder import (FINGERPRINT_FILE, config_differences, data_fingerprint, result_differences,
+                                          saved_config)
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
     closed_form = cfg.method_class.closed_form
     if closed_form and spec.linear_inputs == "deep":
         cfg = replace(cfg, text=replace(cfg.text, deep_features_run=_deep_features_run(spec, dataset)))
-    state = train_experiment(dataset, cfg, run_dir, resume=(run_dir / "last").exists())
+    # an unfinished run of this benchmark continues (checked to be the same run: config and data)
+    state = train_experiment(dataset, cfg, run_dir, resume=True)
     run = load_run(run_dir, dataset)
     table, folds = evaluate_run(run, ProtocolConfig(), MetricSpec(**METRIC_SPEC))
     seconds = time.time() - started
@@ -248,9 +250,11 @@ def _run_on_ray(todo: list[RunSpec], workers: int, address: str, report) -> None
             ray.shutdown()
 
 
-def check_finished_runs(finished: list[RunSpec]) -> None:
-    """A finished run is reused only if this benchmark would train it the same way: after a default or a
-    recipe changed, its old result must not fill the new table (nothing is deleted: the user decides)."""
+def check_finished_runs(finished: list[RunSpec], datasets: dict) -> None:
+    """A finished run is reused only if this benchmark would train it the same way, on the same data: after a
+    default or a recipe changed, or when another dataset of the same name comes in, its old result must not
+    fill the new table (nothing is deleted: the user decides)."""
+    fingerprints: dict[str, dict] = {}
     for spec in finished:
         saved_path = Path(spec.run_dir) / "config.yaml"
         if not saved_path.exists():
@@ -258,6 +262,18 @@ def check_finished_runs(finished: list[RunSpec]) -> None:
         for key, old, new in result_differences(saved_config(saved_path), to_dict(spec.resolved().cfg)):
             raise SemshareError(f"{saved_path}: {key}: the finished run has {old!r}, this benchmark gives {new!r}; "
                                 "delete that run folder to rerun it, or use another --out")
+        data_path = Path(spec.run_dir) / FINGERPRINT_FILE
+        if not data_path.exists():
+            continue
+        if spec.data_dir not in fingerprints:
+            fingerprints[spec.data_dir] = data_fingerprint(datasets[spec.data_dir])
+        saved = json.loads(data_path.read_text())
+        # the data's content, wherever its folder is: sizes and the hashes of labels and splits
+        for key, old, new in config_differences({k: v for k, v in saved.items() if k != "path"},
+                                                {k: v for k, v in fingerprints[spec.data_dir].items() if k != "path"}):
+            raise SemshareError(f"{data_path}: {key}: the finished run was trained on {saved.get('path')} "
+                                f"({old!r}), this benchmark's --data {spec.data_dir} gives {new!r}; datasets of one "
+                                "name cannot share a benchmark folder: use another --out")
 
 
 def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir: str | Path, preset: str = "small",
@@ -279,7 +295,7 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
     specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {}, threads or (1 if parallel else usable_cores()),
                       linear_inputs, progress, text_inputs, segments_dirs, config_files)
     todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
-    check_finished_runs([s for s in specs if s not in todo])
+    check_finished_runs([s for s in specs if s not in todo], datasets)
     progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
     started, done = time.time(), [0]
 

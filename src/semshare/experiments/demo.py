@@ -27,7 +27,7 @@ def run_demo(out_dir: Path, preset_name: str = "small", seed: int = 0, progress=
         run_dir = out_dir / f"{method}-seed{seed}"
         cfg = resolve_config(method, "small", config_dir("experiment") / "demo.yaml", {"train.seed": seed})
         progress(f"training {method} -> {run_dir}")
-        train_experiment(dataset, cfg, run_dir, resume=(run_dir / "last").exists())
+        train_experiment(dataset, cfg, run_dir, resume=True)  # a rerun continues (or reuses) its own runs
         rows[cfg.row_name] = [evaluate_run(load_run(run_dir, dataset))[0]]
     return (f"\nsynthetic '{preset_name}' test split, x100, selection on val ({time.time() - started:.0f} s)\n\n"
             + format_markdown_table(rows))

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from semshare.errors import SemshareError
-import torch
-from safetensors.torch import save_file
-
 from semshare.evaluation.metrics import top_k_indices
+from semshare.fileio import safetensors_bytes
 from semshare.index.base import check_queries, pad_results
 from semshare.registry import INDEX_BACKENDS
 
@@ -53,7 +52,7 @@ class ExactTorchIndex:
         return pad_results(scores_out, positions_out, k)
 
     def save(self, folder: Path) -> None:
-        save_file({"vectors": self.vectors.contiguous()}, str(Path(folder) / VECTORS_FILE))
+        (Path(folder) / VECTORS_FILE).write_bytes(safetensors_bytes({"vectors": self.vectors.contiguous()}))
 
     @classmethod
     def load(cls, folder: Path, query_chunk: int = 1024) -> "ExactTorchIndex":

@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from semshare.errors import SemshareError
-from semshare.fileio import verify_files_manifest, write_files_manifest
+from semshare.fileio import safetensors_bytes, verify_files_manifest, write_files_manifest
 
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -59,10 +59,10 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     partial.mkdir(parents=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {key: json.dumps(value) for key, value in (metadata or {}).items()}
-    save_file(weights, str(partial / "model.safetensors"), metadata=header or None)
+    (partial / "model.safetensors").write_bytes(safetensors_bytes(weights, header or None))
     if optimizer is not None:
         tensors, structure = _optimizer_to_flat(optimizer)
-        save_file(tensors, str(partial / "optimizer.safetensors"))
+        (partial / "optimizer.safetensors").write_bytes(safetensors_bytes(tensors))
         (partial / "optimizer.json").write_text(json.dumps(structure))
     full_state = dict(state, format_version=CHECKPOINT_FORMAT_VERSION)
     full_state["torch_rng_state"] = torch.get_rng_state().tolist()

@@ -17,7 +17,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import save
 
 from semshare.config import to_dict
 from semshare.data.dataset import Dataset, TextItems
@@ -25,7 +24,8 @@ from semshare.data.pooled import pooled_image_features, pooled_text_features
 from semshare.data.text import Vocabulary
 from semshare.errors import SemshareError
 from semshare.evaluation.protocols import EmbeddingTable
-from semshare.fileio import atomic_write_bytes, atomic_write_json, verify_files_manifest, write_files_manifest
+from semshare.fileio import (atomic_write_bytes, atomic_write_json, safetensors_bytes, verify_files_manifest,
+                             write_files_manifest)
 from semshare.methods.base import WORD_VECTORS, FitContext, LinearEncoder, ModelSpec, PairedFeatures
 from semshare.training.checkpoint import CHECKPOINT_FORMAT_VERSION, _read_tensors
 from semshare.training.inputs import (build_method, build_vocabulary, build_word_vectors, fit_method_inputs, load_fitted_inputs,
@@ -178,10 +178,23 @@ def fit_closed_form_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: Path, 
     best = run_dir / "best"
     best.mkdir(exist_ok=True)
     metadata = {"config": json.dumps(to_dict(cfg)), "model_spec": json.dumps(to_dict(spec))}
-    atomic_write_bytes(best / ENCODER_FILE, save(encoder.to_tensors(), metadata=metadata))
+    atomic_write_bytes(best / ENCODER_FILE, safetensors_bytes(encoder.to_tensors(), metadata))
     atomic_write_json(best / "state.json", state)
     write_files_manifest(best)
     return state
+
+
+def closed_form_fit_complete(run_dir: Path) -> bool:
+    """The fit finished: its encoder and state are in best/ and match best/files.json."""
+    best = run_dir / "best"
+    if not ((best / ENCODER_FILE).exists() and (best / "state.json").exists()):
+        return False
+    verify_files_manifest(best, "checkpoint")
+    return True
+
+
+def read_fit_state(run_dir: Path) -> dict:
+    return json.loads((run_dir / "best" / "state.json").read_text())
 
 
 def load_closed_form_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, deep_run=None) -> ClosedFormRun:

@@ -13,19 +13,20 @@ from pathlib import Path
 
 import torch
 
-from semshare.config import to_dict
+from semshare.config import save_yaml, to_dict
 from semshare.data.batches import TrainingBatches
 from semshare.data.dataset import Dataset, open_dataset
 from semshare.data.text import Vocabulary
 from semshare.errors import ConfigError, SemshareError
 from semshare.training.checkpoint import checkpoint_exists, load_checkpoint
-from semshare.training.closed_form import ClosedFormRun, fit_closed_form_run, load_closed_form_run
+from semshare.training.closed_form import (ClosedFormRun, closed_form_fit_complete, fit_closed_form_run,
+                                          load_closed_form_run, read_fit_state)
 from semshare.training.inputs import (VOCAB_FILE, build_method, load_fitted_inputs, load_segment_targets,
                                       load_vocabulary, open_segments, prepare_trained_inputs, save_fitted_inputs,
                                       save_text_inputs, training_rows)
 from semshare.training.loop import DistributedContext, fit
 from semshare.training.recipes import ExperimentConfig, unsupported_inputs
-from semshare.training.run_folder import (check_resume, check_same_spec, read_run_config, read_split_rows,
+from semshare.training.run_folder import (check_existing_run, check_same_spec, read_run_config, read_split_rows,
                                           save_run_description)
 from semshare.training.trained_run import PreparedRun, validation_function
 
@@ -104,14 +105,18 @@ def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Pat
                      context: DistributedContext = DistributedContext(), allow_change: tuple[str, ...] = ()) -> dict:
     """Prepare the run, then fit it: the one loop, or one closed-form fit.
 
-    `resume` with a checkpoint in RUN/last: the config (but for `allow_change` fields), the data and the
-    prepared inputs must equal the run's; nothing in the folder is rewritten."""
+    An existing run in RUN is never overwritten: without `resume` it is an error; with it, the config (but
+    for `allow_change` fields) and the data must equal the run's, then a trained run continues from RUN/last
+    and a finished closed-form fit is returned as it is. Checked before anything is written."""
     run_dir = Path(run_dir)
+    existing = check_existing_run(run_dir, cfg, dataset, resume, allow_change)
+    if existing and allow_change:
+        save_yaml(run_dir / "config.yaml", cfg)  # the run's config says what it now continues with
     if cfg.method_class.closed_form:
+        if existing and closed_form_fit_complete(run_dir):
+            return read_fit_state(run_dir)
         return fit_closed_form_run(dataset, cfg, run_dir, _deep_features_run(cfg, dataset))
-    resuming = resume and checkpoint_exists(run_dir / "last") and (run_dir / "config.yaml").exists()
-    if resuming:
-        check_resume(run_dir, cfg, dataset, allow_change)
+    resuming = existing and checkpoint_exists(run_dir / "last")
     run = prepare_run(dataset, cfg, run_dir, write=not resuming)
     if cfg.train.batch_size > len(run.train_rows):
         raise SemshareError(f"batch size {cfg.train.batch_size} exceeds the {len(run.train_rows)} training items; "

@@ -16,7 +16,7 @@ import numpy as np
 
 from semshare.config import from_dict, load_yaml, save_yaml, to_dict
 from semshare.data.dataset import Dataset
-from semshare.errors import ConfigError, SemshareError
+from semshare.errors import ConfigError, OutputExistsError, SemshareError
 from semshare.fileio import atomic_write_json
 from semshare.methods.base import ModelSpec
 from semshare.training.checkpoint import _read_json
@@ -82,6 +82,27 @@ def check_resume(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, allow_c
         for key, old, new in config_differences(saved_data, data_fingerprint(dataset)):
             raise SemshareError(f"{fingerprint_path}: {key}: the run was trained on {old!r}, --data gives {new!r}; "
                                 "resume with the run's own data")
+
+
+def check_existing_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, resume: bool,
+                       allow_change: tuple[str, ...] = ()) -> bool:
+    """Whether RUN already holds this run (every run kind goes through here before anything is written).
+
+    A folder with a config.yaml is a run: without `resume` it is refused (never overwritten); with it, its
+    config (but for `allow_change` fields) and data must be this command's. Checkpoints without a
+    config.yaml cannot be proven to be this run either way: refused. Anything else (no folder, an empty
+    one, a failed benchmark run's error.json) is a new run."""
+    if (run_dir / "config.yaml").exists():
+        if not resume:
+            raise OutputExistsError(f"{run_dir} already holds a run (config.yaml); pass --resume to continue it "
+                                    "or choose another --out")
+        check_resume(run_dir, cfg, dataset, allow_change)
+        return True
+    for name in ("last", "best"):
+        if (run_dir / name).exists():
+            raise SemshareError(f"{run_dir / 'config.yaml'}: file: expected the config of the run whose checkpoint "
+                                f"is in {name}/, found none; it cannot be resumed or replaced: choose another --out")
+    return False
 
 
 def check_same_spec(run_dir: Path, spec: ModelSpec) -> None:

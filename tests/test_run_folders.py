@@ -1,0 +1,102 @@
+"""A run is never overwritten: every run kind goes through the same checks before anything is written; a
+benchmark never reuses a run trained on other data; equal weights give equal bytes."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from semshare.cli.main import main
+from semshare.data.synthetic import make_synthetic, preset
+
+FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "text.word_dim=8",
+        "--set", "text.word2vec_epochs=1", "--set", "train.progress=false"]
+OURS = FAST + ["--set", "model.dim=16", "--set", "model.heads=2", "--set", "model.ffn_dim=32"]
+
+
+def _digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def other_data_dir(tmp_path_factory):
+    """The same preset with another seed: same name, same sizes, other labels."""
+    return make_synthetic(tmp_path_factory.mktemp("other") / "tiny", preset("tiny", seed=7), name="tiny", progress=False)
+
+
+def test_a_closed_form_run_is_not_rewritten_by_another_config_or_other_data(tiny_data_dir, other_data_dir, tmp_path,
+                                                                            capsys):
+    run = tmp_path / "cca"
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "cca", "--out", str(run), *FAST]) == 0
+    before = _digest(run)
+    assert main(["train", "--data", str(other_data_dir), "--method", "cca", "--set", "model.dim=7", "--out", str(run),
+                 "--resume", *FAST]) == 2
+    assert "model.dim" in capsys.readouterr().err
+    assert main(["train", "--data", str(other_data_dir), "--method", "cca", "--out", str(run), "--resume", *FAST]) == 2
+    assert "data_fingerprint.json: path: the run was trained on" in capsys.readouterr().err
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "cca", "--out", str(run), *FAST]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    # the same run resumed: its finished fit is returned as it is
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "cca", "--out", str(run), "--resume", *FAST]) == 0
+    assert _digest(run) == before
+
+
+def test_a_trained_run_without_last_is_not_retrained_over_its_best(tiny_data_dir, tmp_path, capsys):
+    run = tmp_path / "ours"
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *OURS]) == 0
+    shutil.rmtree(run / "last")
+    before = _digest(run)
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *OURS]) == 2
+    assert "already holds a run" in capsys.readouterr().err and _digest(run) == before
+
+
+def test_checkpoints_without_their_config_are_not_resumed_from_scratch(tiny_data_dir, tmp_path, capsys):
+    run = tmp_path / "ours"
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *OURS]) == 0
+    (run / "config.yaml").unlink()
+    before = _digest(run)
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), "--resume", *OURS]) == 2
+    assert "config.yaml: file: expected the config of the run" in capsys.readouterr().err and _digest(run) == before
+
+
+def test_an_allowed_change_is_what_config_yaml_then_says(tiny_data_dir, tmp_path):
+    import yaml
+
+    run = tmp_path / "ours"
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *OURS]) == 0
+    longer = [a if a != "train.epochs=1" else "train.epochs=2" for a in OURS]
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), "--resume", "--allow-change", "train.epochs",
+                 *longer]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 2
+
+
+def test_a_benchmark_never_reports_a_run_trained_on_other_data_of_the_same_name(tiny_data_dir, other_data_dir,
+                                                                                tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "cca", "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert main(["benchmark", "--quick", "--data", str(other_data_dir), "--methods", "cca", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "data_fingerprint.json: labels_sha256" in error and str(tiny_data_dir) in error and str(other_data_dir) in error
+    assert (out / "table.md").read_text() == table
+
+
+def test_equal_weights_give_equal_bytes(tmp_path):
+    from semshare.training.checkpoint import read_checkpoint_metadata, save_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    metadata = {"config": {"b": 1, "a": [1, 2]}, "model_spec": {"x": 1}, "zeta": "z", "alpha": "w"}
+    files = []
+    for name in ("one", "two"):
+        save_checkpoint(tmp_path / name, model, None, {"step": 1}, metadata)
+        files.append((tmp_path / name / "model.safetensors").read_bytes())
+    assert files[0] == files[1]
+    assert torch.equal(load_file(str(tmp_path / "one" / "model.safetensors"))["weight"], model.weight.detach())
+    assert read_checkpoint_metadata(tmp_path / "one")["config"] == {"b": 1, "a": [1, 2]}
+    manifest = json.loads((tmp_path / "one" / "files.json").read_text())["files"]
+    assert manifest["model.safetensors"] == json.loads((tmp_path / "two" / "files.json").read_text())["files"]["model.safetensors"]
