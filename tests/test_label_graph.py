@@ -113,3 +113,17 @@ def test_semantic_sharing_with_the_label_graph_classifier_learns(tiny_data_dir, 
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert np.isfinite(losses).all() and np.mean(losses[-4:]) < np.mean(losses[:4])
+
+
+def test_a_label_gcn_run_indexes_and_answers_queries_like_every_other(tiny_data_dir, tmp_path):
+    from semshare.api import load_index
+    from semshare.search.gallery import build_gallery
+
+    dataset = open_dataset(tiny_data_dir)
+    train_experiment(dataset, resolve_config("label_gcn", overrides={**FAST, "train.epochs": 1}), tmp_path / "run")
+    build_gallery(load_run(tmp_path / "run", dataset), "image", tmp_path / "index")
+    index = load_index(tmp_path / "index")
+    caption = dataset.captions[int(dataset.split("test")[0])][0]
+    hits = index.search_text(caption, k=5)
+    assert len(hits) == 5 and hits[0].score >= hits[-1].score
+    assert len(index.search_image(int(dataset.split("test")[1]), k=3)) == 3
