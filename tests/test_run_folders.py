@@ -100,3 +100,16 @@ def test_equal_weights_give_equal_bytes(tmp_path):
     assert read_checkpoint_metadata(tmp_path / "one")["config"] == {"b": 1, "a": [1, 2]}
     manifest = json.loads((tmp_path / "one" / "files.json").read_text())["files"]
     assert manifest["model.safetensors"] == json.loads((tmp_path / "two" / "files.json").read_text())["files"]["model.safetensors"]
+
+
+@pytest.mark.parametrize("param, shown", [("m=-3", "m: expected an integer in 2..256, found -3"),
+                                          ("m=abc", "m: expected an integer in 2..256, found 'abc'"),
+                                          ("ef_search=0", "ef_search: expected an integer in 1..100000, found 0"),
+                                          ("m=1.5", "m: expected an integer in 2..256, found 1.5")])
+def test_index_parameters_are_range_checked_before_faiss_sees_them(tiny_data_dir, tmp_path, capsys, param, shown):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "cca", "--out", str(run), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["index", "build", str(run), "--side", "image", "--kind", "faiss-hnsw", "--param", param,
+                 "--out", str(tmp_path / "index")]) == 2
+    assert shown in capsys.readouterr().err and not (tmp_path / "index").exists()

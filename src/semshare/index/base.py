@@ -61,12 +61,24 @@ def pad_results(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.n
     return scores, positions
 
 
+# the range every backend parameter must lie in, checked before FAISS sees it (a negative HNSW m grows memory
+# without bound, a string is a FAISS traceback); 0 is "choose for me" where a default is 0
+PARAM_LIMITS = {"m": (2, 256), "ef_construction": (1, 100_000), "ef_search": (1, 100_000), "nlist": (0, 1 << 20),
+                "subquantizers": (0, 4096), "nbits": (1, 16), "nprobe": (1, 1 << 20), "seed": (0, 2**32 - 1),
+                "query_chunk": (1, 1 << 20)}
+
+
 def _check_params(kind: str, function, params: dict, skip: int) -> None:
     accepted = [name for name in list(inspect.signature(function).parameters)[skip:] if not name.startswith("_")]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise SemshareError(f"index backend {kind!r}: unknown parameter(s) {', '.join(unknown)}; "
                             f"accepted: {', '.join(accepted) or 'none'}")
+    for name, value in params.items():
+        low, high = PARAM_LIMITS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise SemshareError(f"index backend {kind!r}: --param {name}: expected an integer in {low}..{high}, "
+                                f"found {value!r}")
 
 
 def build_backend(kind: str, vectors: np.ndarray, params: dict | None = None) -> SearchIndex:
