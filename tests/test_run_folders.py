@@ -113,3 +113,16 @@ def test_index_parameters_are_range_checked_before_faiss_sees_them(tiny_data_dir
     assert main(["index", "build", str(run), "--side", "image", "--kind", "faiss-hnsw", "--param", param,
                  "--out", str(tmp_path / "index")]) == 2
     assert shown in capsys.readouterr().err and not (tmp_path / "index").exists()
+
+
+def test_serve_on_a_port_in_use_or_out_of_range_is_one_line(tmp_path, capsys):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tmp_path / "no-index"), "--port", str(port)]) == 2
+        assert f"--port {port}: expected a free port on 127.0.0.1, found it unavailable" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "no-index"), "--port", "70000"]) == 2
+    assert "--port: expected an integer in 1..65535, found 70000" in capsys.readouterr().err

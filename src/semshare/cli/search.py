@@ -109,6 +109,21 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_serve)
 
 
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise SemshareError(f"--port: expected an integer in 1..65535, found {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SemshareError(f"--port {port}: expected a free port on {host}, found it unavailable "
+                                f"({exc.strerror})") from None
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     from semshare.search.gallery import load_index
     from semshare.search.service import serve
@@ -116,6 +131,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if not (args.max_batch >= 1 and args.max_pending >= 1):
         raise SemshareError(f"--max-batch and --max-pending: expected integers >= 1, found {args.max_batch} and "
                             f"{args.max_pending}")
+    _check_port(args.host, args.port)  # before the index is loaded: a busy port fails in a second, in one line
     set_threads(args)
     serve(load_index(args.index_dir, data_dir=args.data), args.host, args.port, args.image_root, args.max_pending,
           args.max_batch)
