@@ -126,3 +126,11 @@ def test_serve_on_a_port_in_use_or_out_of_range_is_one_line(tmp_path, capsys):
         assert f"--port {port}: expected a free port on 127.0.0.1, found it unavailable" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "no-index"), "--port", "70000"]) == 2
     assert "--port: expected an integer in 1..65535, found 70000" in capsys.readouterr().err
+
+
+def test_a_killed_commands_partial_folder_is_removed_by_the_next_run(tmp_path):
+    stale = tmp_path / ".data.partial-999999999"  # no process has this id
+    stale.mkdir()
+    (stale / "labels.npy").write_bytes(b"half")
+    assert main(["make-synthetic", str(tmp_path / "data"), "--preset", "tiny"]) == 0
+    assert not stale.exists() and (tmp_path / "data" / "meta.json").exists()

@@ -67,6 +67,20 @@ def atomic_write_json(path: str | Path, payload: object) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
+def _remove_stale_partials(final_dir: Path) -> None:
+    """Temporary folders of this output left by a killed process (its PID no longer runs) are removed."""
+    for partial in final_dir.parent.glob(f".{final_dir.name}.partial-*"):
+        pid = partial.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(partial, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            pass
+
+
 @contextmanager
 def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `final_dir`; rename it into place only if the block succeeds.
@@ -77,6 +91,7 @@ def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator
     if final_dir.exists() and not overwrite:
         raise OutputExistsError(f"{final_dir} already exists; pass --overwrite to replace it")
     final_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(final_dir)
     tmp = final_dir.with_name(f".{final_dir.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
