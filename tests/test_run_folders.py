@@ -134,3 +134,24 @@ def test_a_killed_commands_partial_folder_is_removed_by_the_next_run(tmp_path):
     (stale / "labels.npy").write_bytes(b"half")
     assert main(["make-synthetic", str(tmp_path / "data"), "--preset", "tiny"]) == 0
     assert not stale.exists() and (tmp_path / "data" / "meta.json").exists()
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["train", "--set", "train.seed=-1"], "train.seed: expected an integer in 0..4294967295, found -1"),
+    (["train", "--set", "train.seed=99999999999999999999"], "train.seed: expected an integer in 0..4294967295"),
+    (["benchmark", "--quick", "--seeds", "0"], "--seeds: expected an integer >= 1, found 0"),
+    (["benchmark", "--quick", "--seeds", "-2"], "--seeds: expected an integer >= 1, found -2"),
+    (["evaluate", "RUN", "--k", "-5"], "--folds / --k: expected integers >= 1, found 1 / -5"),
+    (["evaluate", "RUN", "--folds", "0"], "--folds / --k: expected integers >= 1, found 0 / 500"),
+    (["make-synthetic", "OUT", "--seed", "-1"], "--seed: expected an integer in 0..4294967295, found -1"),
+])
+def test_out_of_range_numbers_are_one_line_not_a_traceback(tiny_data_dir, tmp_path, capsys, argv, shown):
+    run = tmp_path / "run"
+    if "RUN" in argv:
+        assert main(["train", "--data", str(tiny_data_dir), "--method", "cca", "--out", str(run), *FAST]) == 0
+        capsys.readouterr()
+    argv = [str(run) if a == "RUN" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    if argv[0] in ("train", "benchmark"):
+        argv += ["--data", str(tiny_data_dir), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert shown in capsys.readouterr().err and not (tmp_path / "out").exists()

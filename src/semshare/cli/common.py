@@ -66,6 +66,9 @@ def protocol_from_args(args: argparse.Namespace):
     from semshare.evaluation.protocols import ProtocolConfig
     from semshare.evaluation.retrieval import MetricSpec
 
+    if args.folds < 1 or min(args.k) < 1:
+        raise SemshareError(f"--folds / --k: expected integers >= 1, found {args.folds} / {' '.join(map(str, args.k))}")
+
     protocol = ProtocolConfig(query_split=args.split, gallery_split=args.gallery_split,
                               text_source=args.text_source, folds=args.folds, dedupe_texts=args.dedupe_texts)
     return protocol, MetricSpec(ndcg_k=tuple(args.k), map_k=(None,), precision_k=(10,), gain=args.gain)

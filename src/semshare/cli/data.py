@@ -27,6 +27,8 @@ def _run_make_synthetic(args: argparse.Namespace) -> int:
     from semshare.config import merge, parse_assignments
     from semshare.data.synthetic import make_synthetic, preset
 
+    if not 0 <= args.seed < 2**32:
+        raise SemshareError(f"--seed: expected an integer in 0..4294967295, found {args.seed}")
     cfg = merge(preset(args.preset, seed=args.seed), parse_assignments(args.overrides))
     if args.out.exists() and not args.overwrite:
         raise SemshareError(f"{args.out} already exists; pass --overwrite to replace it")

@@ -51,6 +51,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     from semshare.experiments.benchmark import quick_setup, run_benchmark
     from semshare.experiments.paper import PAPER_TABLE_RECIPES
 
+    if args.seeds < 1:
+        raise SemshareError(f"--seeds: expected an integer >= 1, found {args.seeds}")
     methods = list(PAPER_TABLE_RECIPES) if args.methods == "all" else args.methods.split(",")
     data_dirs, seeds, config_files = [str(d) for d in args.data], args.seeds, [str(f) for f in args.config]
     if args.quick:

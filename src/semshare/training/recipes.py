@@ -159,6 +159,8 @@ def check_values(cfg: ExperimentConfig) -> None:
                             ("log_every", t.log_every, 1), ("patience", t.patience, 0),
                             ("warmup_steps", t.warmup_steps, 0)):
         _expect(value >= low, f"train.{key}", f"an integer >= {low}", value)
+    # numpy and torch seed from 32-bit words: a negative or larger seed is a traceback deep inside them
+    _expect(0 <= t.seed < 2**32, "train.seed", "an integer in 0..4294967295", t.seed)
     _expect(t.lr > 0 and np.isfinite(t.lr), "train.lr", "a positive number", t.lr)
     _expect(0 < t.val_fraction < 1, "train.val_fraction", "a fraction between 0 and 1", t.val_fraction)
     for key in ("grad_clip", "weight_decay"):
