@@ -138,24 +138,24 @@ def add_import(sub: argparse._SubParsersAction) -> None:
     # each flag's dest is the registered import function's parameter of that name (semshare.registry.IMPORTERS)
     precomp = formats.add_parser("precomp", help="SCAN/VSE precomp folder ({split}_ims.npy, {split}_caps.txt)")
     precomp.add_argument("src", type=Path)
-    precomp.add_argument("--instances", dest="instances_files", type=Path, action="append", default=[],
+    precomp.add_argument("--instances", dest="instances_files", metavar="FILE", type=Path, action="append", default=[],
                          help="COCO instances JSON (labels)")
-    precomp.add_argument("--labels", dest="labels_file", type=Path, help="labels .npy, one row per image, splits in order")
+    precomp.add_argument("--labels", dest="labels_file", metavar="FILE", type=Path, help="labels .npy, one row per image, splits in order")
     precomp.add_argument("--splits", type=_names, default=("train", "dev", "test"), help="precomp split names, in row order")
     tsv = formats.add_parser("bottomup-tsv", help="bottom-up-attention TSV files (base64 boxes and features)")
     tsv.add_argument("tsv_files", type=Path, nargs="+", metavar="src")
-    tsv.add_argument("--captions", dest="captions_file", type=Path, required=True,
+    tsv.add_argument("--captions", dest="captions_file", metavar="FILE", type=Path, required=True,
                      help="COCO captions JSON or .jsonl {image_id, captions}")
-    tsv.add_argument("--instances", dest="instances_files", type=Path, action="append", default=[])
-    tsv.add_argument("--labels", dest="labels_file", type=Path, help="labels .npy, one row per TSV line")
+    tsv.add_argument("--instances", dest="instances_files", metavar="FILE", type=Path, action="append", default=[])
+    tsv.add_argument("--labels", dest="labels_file", metavar="FILE", type=Path, help="labels .npy, one row per TSV line")
     tsv.add_argument("--split-file", type=Path, help="Karpathy dataset_coco.json")
     tsv.add_argument("--test-fraction", type=float, default=0.1)
     dcmh = formats.add_parser("dcmh-mat", help="MIRFlickr-25K / NUS-WIDE .mat files of the DCMH code (v7.3 or older)")
-    dcmh.add_argument("--labels", dest="labels_file", type=Path, required=True, help=".mat with LAll (N, C)")
-    dcmh.add_argument("--tags", dest="tags_file", type=Path, required=True, help=".mat with YAll (N, V)")
+    dcmh.add_argument("--labels", dest="labels_file", metavar="FILE", type=Path, required=True, help=".mat with LAll (N, C)")
+    dcmh.add_argument("--tags", dest="tags_file", metavar="FILE", type=Path, required=True, help=".mat with YAll (N, V)")
     dcmh.add_argument("--tag-list", type=Path, required=True, help="V tag words, one per line")
     dcmh.add_argument("--label-list", type=Path, help="C label names, one per line")
-    dcmh.add_argument("--image-features", dest="image_file", type=Path, help=".mat or .npy (N, D) image features")
+    dcmh.add_argument("--image-features", dest="image_file", metavar="FILE", type=Path, help=".mat or .npy (N, D) image features")
     dcmh.add_argument("--image-key", help="variable name in --image-features (default: its only variable)")
     dcmh.add_argument("--query", type=int, default=2000)
     dcmh.add_argument("--train", type=int, default=10000)
@@ -163,17 +163,17 @@ def add_import(sub: argparse._SubParsersAction) -> None:
     split_mat = formats.add_parser("split-mat", help="{train,test}_{img,txt,lab}.mat (GNN4CMR / ALGCN style)")
     split_mat.add_argument("src", type=Path)
     coco = formats.add_parser("coco", help="COCO captions + instances JSON -> texts and 80-label multi-hot")
-    coco.add_argument("--captions", dest="captions_files", type=Path, action="append", required=True,
+    coco.add_argument("--captions", dest="captions_files", metavar="FILE", type=Path, action="append", required=True,
                       help="captions JSON (repeatable)")
-    coco.add_argument("--instances", dest="instances_files", type=Path, action="append", required=True,
+    coco.add_argument("--instances", dest="instances_files", metavar="FILE", type=Path, action="append", required=True,
                       help="instances JSON (repeatable)")
     coco.add_argument("--split-file", type=Path, help="Karpathy dataset_coco.json (train/restval/val/test)")
-    coco.add_argument("--images", dest="images_dir", type=Path, help="image folder: recorded in image_files.txt for thumbnails")
+    coco.add_argument("--images", dest="images_dir", metavar="DIR", type=Path, help="image folder: recorded in image_files.txt for thumbnails")
     coco.add_argument("--test-fraction", type=float, default=0.1)
     coco.add_argument("--seed", type=int, default=0)
     for format_parser in (precomp, tsv, dcmh, split_mat, coco):
         options = tuple(action.dest for action in format_parser._actions if action.dest != "help")
-        format_parser.add_argument("--out", dest="out_dir", type=Path, required=True, help="dataset folder to write")
+        format_parser.add_argument("--out", dest="out_dir", metavar="DIR", type=Path, required=True, help="dataset folder to write")
         format_parser.add_argument("--name", help="dataset name in meta.json (default: the folder name)")
         format_parser.add_argument("--overwrite", action="store_true")
         format_parser.set_defaults(handler=_run_import, import_options=options)
