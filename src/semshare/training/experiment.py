@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.distributed
 
 from semshare.config import save_yaml, to_dict
 from semshare.data.batches import TrainingBatches
@@ -110,6 +111,8 @@ def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Pat
     and a finished closed-form fit is returned as it is. Checked before anything is written."""
     run_dir = Path(run_dir)
     existing = check_existing_run(run_dir, cfg, dataset, resume, allow_change)
+    if context.world_size > 1:  # every rank has looked at the folder before any rank writes to it
+        torch.distributed.barrier()
     if existing and allow_change:
         save_yaml(run_dir / "config.yaml", cfg)  # the run's config says what it now continues with
     if cfg.method_class.closed_form:
