@@ -34,7 +34,7 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def build(self, name: str, *args, **kwargs):
-        """Lookup + call: `METHODS.build("dscmr", cfg, spec, inputs)`."""
+        """Lookup + call: `METHODS.build("dscmr", cfg, spec, inputs, fitted)`."""
         return self.get(name)(*args, **kwargs)
 
 

@@ -99,8 +99,6 @@ def add_run_flags(parser: argparse.ArgumentParser, data_help: str = "dataset fol
 
 def load_run_of(args: argparse.Namespace):
     """The run of `add_run_flags`, on --data or the dataset folder the run recorded (splits.json)."""
-    from semshare.training.experiment import load_run
-    from semshare.training.run_folder import recorded_data_dir
+    from semshare.training.experiment import load_run_from_folder
 
-    data_dir = args.data if args.data is not None else Path(recorded_data_dir(args.run_dir))
-    return load_run(args.run_dir, open_data(data_dir, check_values=False), args.checkpoint)
+    return load_run_from_folder(args.run_dir, args.data, args.checkpoint)

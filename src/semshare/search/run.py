@@ -15,8 +15,7 @@ from semshare.data.dataset import WORD, Dataset, open_dataset
 from semshare.data.text import tokenize
 from semshare.errors import SemshareError
 from semshare.index.base import normalize_rows
-from semshare.training.experiment import load_run as load_trained_or_fitted
-from semshare.training.run_folder import recorded_data_dir
+from semshare.training.experiment import load_run as load_trained_or_fitted, load_run_from_folder
 
 MAX_QUERY_CHARS = 1000
 
@@ -157,6 +156,4 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint
     """Open a finished run folder (config.yaml, model_spec.json, safetensors weights: nothing is unpickled).
 
     `data_dir`: the dataset folder; default the one the run was trained on (recorded in splits.json)."""
-    data_dir = data_dir if data_dir is not None else recorded_data_dir(run_dir)
-    dataset = open_dataset(data_dir, check_values=False)
-    return Run(load_trained_or_fitted(run_dir, dataset, checkpoint), run_dir, checkpoint)
+    return Run(load_run_from_folder(run_dir, data_dir, checkpoint), run_dir, checkpoint)

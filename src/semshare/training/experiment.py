@@ -28,7 +28,7 @@ from semshare.training.inputs import (VOCAB_FILE, build_method, load_fitted_inpu
 from semshare.training.loop import DistributedContext, fit
 from semshare.training.recipes import ExperimentConfig, unsupported_inputs
 from semshare.training.run_folder import (check_existing_run, check_same_spec, read_run_config, read_split_rows,
-                                          save_run_description)
+                                          recorded_data_dir, save_run_description)
 from semshare.training.trained_run import PreparedRun, validation_function
 
 LoadedRun = PreparedRun | ClosedFormRun
@@ -97,8 +97,10 @@ def load_run(run_dir: str | Path, dataset: Dataset, checkpoint: str = "best") ->
                        segment_targets, run_dir, checkpoint)
 
 
-def load_run_from_folder(run_dir: str | Path, data_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
-    """load_run with the dataset folder opened here (shapes checked, no value scan: it was checked in training)."""
+def load_run_from_folder(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best") -> LoadedRun:
+    """load_run with the dataset folder opened here (shapes checked, no value scan: it was checked in training);
+    `data_dir` defaults to the folder the run recorded (splits.json)."""
+    data_dir = data_dir if data_dir is not None else recorded_data_dir(run_dir)
     return load_run(run_dir, open_dataset(data_dir, check_values=False), checkpoint)
 
 

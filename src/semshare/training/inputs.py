@@ -26,6 +26,7 @@ from semshare.data.word_vectors import Word2VecConfig, load_word2vec_file, load_
 from semshare.errors import ConfigError, DataFormatError, SemshareError
 from semshare.fileio import atomic_write_bytes, atomic_write_json
 from semshare.methods.base import NOTHING_FITTED, WORD_VECTORS, FitContext, ModelSpec, RegionTargetRequest
+from semshare.registry import METHODS
 from semshare.training.loop import TrainConfig
 from semshare.training.recipes import ExperimentConfig, TextConfig
 
@@ -120,7 +121,7 @@ class TrainedInputs:
 
 def build_method(cfg: ExperimentConfig, spec: ModelSpec, fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
     """The one way a method is constructed, for a new run and for a loaded one alike."""
-    return cfg.method_class(cfg.model, spec, cfg.inputs, fitted)
+    return METHODS.build(cfg.method, cfg.model, spec, cfg.inputs, fitted)
 
 
 def fit_method_inputs(cfg: ExperimentConfig, context: FitContext,

@@ -112,7 +112,7 @@ def validation_function(run: PreparedRun, batch_size: int = 256):
     builder = run.builder(training=False)
     spec = MetricSpec(ndcg_k=(500,), map_k=(None,))
 
-    def score(model, device) -> dict[str, float]:
+    def score(device) -> dict[str, float]:
         return evaluate_run(run, spec=spec, rows=run.val_rows, validation=True, device=device,
                             batch_size=batch_size)[0]
 
@@ -121,11 +121,11 @@ def validation_function(run: PreparedRun, batch_size: int = 256):
         model.fit_retrieval(builder, run.train_rows)
         spaces = model.retrieval_spaces()
         if not spaces:
-            return score(model, device)
+            return score(device)
         tables = {}
         for space in spaces:
             model.use_retrieval_space(space)
-            tables[space] = score(model, device)
+            tables[space] = score(device)
         best = max(spaces, key=lambda space: tables[space][SELECTION_METRIC])  # ties: the first listed
         model.use_retrieval_space(best)
         return {**tables[best], **{f"{space}/{key}": value for space in spaces for key, value in tables[space].items()}}
