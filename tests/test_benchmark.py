@@ -132,5 +132,5 @@ def test_ray_executor_gives_the_local_tables(tmp_path, capsys):
     assert main(["benchmark", "--quick", "--methods", "ridge,wo_c", "--executor", "ray", "--workers", "2",
                  "--set", "train.batch_size=5000", "--out", str(failing)]) == 0
     assert "1 runs failed" in capsys.readouterr().out
-    assert "batch size 5000" in json.loads((failing / "synthetic-tiny" / "wo_c-seed0" / "error.json").read_text())["error"]
+    assert "train.batch_size: expected at most the 80 training items" in json.loads((failing / "synthetic-tiny" / "wo_c-seed0" / "error.json").read_text())["error"]
     assert [r["method"] for r in json.loads((failing / "results.json").read_text())] == ["ridge"]

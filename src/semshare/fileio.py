@@ -147,3 +147,20 @@ def verify_files_manifest(folder: str | Path, what: str) -> None:
         if _sha256(file) != entry["sha256"]:
             raise SemshareError(f"{file}: sha256: expected {entry['sha256'][:12]}..., found other bytes (this {what} "
                                 "was changed after it was written)")
+
+
+def read_json_object(path: str | Path, what: str) -> dict:
+    """A JSON object file, or one SemshareError naming the file, what it should hold and what it holds."""
+    import json
+
+    path = Path(path)
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SemshareError(f"{path}: file: expected {what}, found no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SemshareError(f"{path}: JSON: expected {what}, found an unreadable file ({type(exc).__name__} at "
+                            f"{getattr(exc, 'pos', '?')}: truncated?)") from None
+    if not isinstance(loaded, dict):
+        raise SemshareError(f"{path}: JSON: expected {what} as an object, found {type(loaded).__name__}")
+    return loaded

@@ -115,6 +115,12 @@ def _check_finite(path: Path, field_name: str, array: np.ndarray) -> None:
             )
 
 
+def _check_not_all_zero(path: Path, field_name: str, array: np.ndarray, expected: str) -> None:
+    """A dataset whose every label (or every region) is off has nothing to learn or retrieve from."""
+    if not any(chunk.any() for _, chunk in iterate_row_chunks(array)):
+        raise DataFormatError(path, field_name, expected, f"all {array.shape[0]} rows zero")
+
+
 def _check_binary(path: Path, field_name: str, array: np.ndarray) -> None:
     for start, chunk in iterate_row_chunks(array):
         bad = (chunk != 0) & (chunk != 1)
@@ -384,10 +390,10 @@ def _read_splits(root: Path, num_items: int) -> dict[str, np.ndarray]:
             raise DataFormatError(path, f"split {name!r}", f"one of {list(SPLIT_NAMES)}", repr(name))
         if not isinstance(rows, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in rows):
             raise DataFormatError(path, f"split {name!r}", "a list of integer row indices", repr(rows)[:60])
+        outside = [r for r in rows if not 0 <= r < num_items]  # checked as Python ints: 2**70 fits no int64
+        if outside:
+            raise DataFormatError(path, f"split {name!r}", f"row indices in [0, {num_items})", f"{outside[0]}")
         array = np.asarray(rows, dtype=np.int64)
-        if len(array) and (array.min() < 0 or array.max() >= num_items):
-            bad = array[(array < 0) | (array >= num_items)][0]
-            raise DataFormatError(path, f"split {name!r}", f"row indices in [0, {num_items})", f"{bad}")
         if len(np.unique(array)) != len(array):
             raise DataFormatError(path, f"split {name!r}", "distinct row indices", "a repeated row index")
         splits[name] = array
@@ -503,6 +509,7 @@ def _open_labels(root: Path, check_values: bool) -> np.ndarray:
     _expect_dtype(labels_path, "labels", labels, "biuf", "a numeric or bool dtype")
     if check_values:
         _check_binary(labels_path, "labels", labels)
+        _check_not_all_zero(labels_path, "labels", labels, "at least one item with a label")
     return labels
 
 
@@ -541,6 +548,7 @@ def _open_regions(dataset: Dataset, check_values: bool) -> None:
     if check_values:
         _check_finite(regions_path, "regions", regions)
         _check_binary(mask_path, "region_mask", region_mask)
+        _check_not_all_zero(mask_path, "region_mask", region_mask, "at least one region marked present")
         _check_boxes(boxes_path, boxes, region_mask)
         if dataset.region_labels is not None:
             _check_region_labels(region_labels_path, dataset.region_labels)

@@ -32,11 +32,11 @@ from semshare.evaluation.report import format_cell
 from semshare.evaluation.retrieval import MetricSpec
 from semshare.experiments.compare import significance_tables
 from semshare.experiments.paper import DEEP_FEATURES_RECIPE
-from semshare.fileio import atomic_file, atomic_write_json, atomic_write_text
+from semshare.fileio import atomic_file, atomic_write_json, atomic_write_text, read_json_object
 from semshare.training.experiment import load_run, train_experiment
 from semshare.training.loop import usable_cores
 from semshare.training.recipes import ExperimentConfig, config_dir, resolve_config, unsupported_inputs
-from semshare.training.run_folder import (FINGERPRINT_FILE, config_differences, data_fingerprint, result_differences,
+from semshare.training.run_folder import (FINGERPRINT_FILE, data_differences, data_fingerprint, result_differences,
                                           saved_config)
 
 logger = logging.getLogger(__name__)
@@ -267,10 +267,9 @@ def check_finished_runs(finished: list[RunSpec], datasets: dict) -> None:
             continue
         if spec.data_dir not in fingerprints:
             fingerprints[spec.data_dir] = data_fingerprint(datasets[spec.data_dir])
-        saved = json.loads(data_path.read_text())
-        # the data's content, wherever its folder is: sizes and the hashes of labels and splits
-        for key, old, new in config_differences({k: v for k, v in saved.items() if k != "path"},
-                                                {k: v for k, v in fingerprints[spec.data_dir].items() if k != "path"}):
+        saved = read_json_object(data_path, "the fingerprint of the run's data")
+        # the data's content, wherever its folder is: sizes and the hashes of labels, splits and files
+        for key, old, new in data_differences(saved, fingerprints[spec.data_dir]):
             raise SemshareError(f"{data_path}: {key}: the finished run was trained on {saved.get('path')} "
                                 f"({old!r}), this benchmark's --data {spec.data_dir} gives {new!r}; datasets of one "
                                 "name cannot share a benchmark folder: use another --out")

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from semshare.errors import SemshareError
-from semshare.fileio import safetensors_bytes, verify_files_manifest, write_files_manifest
+from semshare.fileio import read_json_object, safetensors_bytes, verify_files_manifest, write_files_manifest
 
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -91,7 +91,7 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
         else:
             raise SemshareError(f"{folder}: no checkpoint here (state.json missing)")
     verify_files_manifest(folder, "checkpoint")
-    state = _read_json(folder / "state.json", "the checkpoint state (step, epoch, RNG)")
+    state = read_json_object(folder / "state.json", "the checkpoint state (step, epoch, RNG)")
     if state.get("format_version", 0) > CHECKPOINT_FORMAT_VERSION:
         raise SemshareError(f"{folder}: checkpoint format {state['format_version']} is newer than this semshare")
     weights = _read_tensors(folder / "model.safetensors", "the model weights")
@@ -105,7 +105,7 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
         raise SemshareError(f"{folder / 'model.safetensors'}: tensors: expected the model's {len(missing)} missing "
                             f"{missing[:3]} / found {len(unexpected)} unexpected {unexpected[:3]}")
     if optimizer is not None:
-        structure = _read_json(folder / "optimizer.json", "the optimizer structure")
+        structure = read_json_object(folder / "optimizer.json", "the optimizer structure")
         try:
             saved = _optimizer_from_flat(_read_tensors(folder / "optimizer.safetensors", "the optimizer state"), structure)
             for saved_group, group in zip(saved["param_groups"], optimizer.param_groups):
@@ -128,19 +128,6 @@ def read_checkpoint_metadata(folder: str | Path) -> dict:
     with safe_open(str(Path(folder) / "model.safetensors"), framework="pt") as handle:
         header = handle.metadata() or {}
     return {key: json.loads(value) for key, value in header.items()}
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SemshareError(f"{path}: file: expected {what}, found no such file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SemshareError(f"{path}: JSON: expected {what}, found an unreadable file ({type(exc).__name__} at "
-                            f"{getattr(exc, 'pos', '?')}: truncated?)") from None
-    if not isinstance(loaded, dict):
-        raise SemshareError(f"{path}: JSON: expected {what} as an object, found {type(loaded).__name__}")
-    return loaded
 
 
 def _read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:

@@ -24,8 +24,8 @@ from semshare.data.pooled import pooled_image_features, pooled_text_features
 from semshare.data.text import Vocabulary
 from semshare.errors import SemshareError
 from semshare.evaluation.protocols import EmbeddingTable
-from semshare.fileio import (atomic_write_bytes, atomic_write_json, safetensors_bytes, verify_files_manifest,
-                             write_files_manifest)
+from semshare.fileio import (atomic_write_bytes, atomic_write_json, read_json_object, safetensors_bytes,
+                             verify_files_manifest, write_files_manifest)
 from semshare.methods.base import WORD_VECTORS, FitContext, LinearEncoder, ModelSpec, PairedFeatures
 from semshare.training.checkpoint import CHECKPOINT_FORMAT_VERSION, _read_tensors
 from semshare.training.inputs import (build_method, build_vocabulary, build_word_vectors, fit_method_inputs, load_fitted_inputs,
@@ -194,7 +194,7 @@ def closed_form_fit_complete(run_dir: Path) -> bool:
 
 
 def read_fit_state(run_dir: Path) -> dict:
-    return json.loads((run_dir / "best" / "state.json").read_text())
+    return read_json_object(run_dir / "best" / "state.json", "the state of the finished fit")
 
 
 def load_closed_form_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, deep_run=None) -> ClosedFormRun:
@@ -203,7 +203,9 @@ def load_closed_form_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset,
         raise SemshareError(f"{weights}: no such file; the closed-form fit did not finish (rerun `semshare train`)")
     verify_files_manifest(run_dir / "best", "checkpoint")
     fitted = load_fitted_inputs(run_dir)
-    train_rows, val_rows = read_split_rows(run_dir)
-    space = feature_space(cfg, dataset, train_rows, load_vocabulary(run_dir), fitted.get(WORD_VECTORS), deep_run)
+    train_rows, val_rows = read_split_rows(run_dir, dataset.num_items)
+    # a pooled-words run must bring its own vocabulary: one rebuilt from the data now may not be the fitted one
+    vocab = load_vocabulary(run_dir, required=deep_run is None and cfg.inputs.text == "words" and dataset.has_captions)
+    space = feature_space(cfg, dataset, train_rows, vocab, fitted.get(WORD_VECTORS), deep_run)
     return ClosedFormRun(cfg, dataset, space, LinearEncoder.from_tensors(_read_tensors(weights, "the fitted encoder")),
                          train_rows, val_rows, run_dir)

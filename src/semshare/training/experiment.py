@@ -9,12 +9,14 @@ the opened Dataset; both build the method the same way, from its config, sizes a
 from __future__ import annotations
 
 import json
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed
 
-from semshare.config import save_yaml, to_dict
+from semshare.config import to_dict
 from semshare.data.batches import TrainingBatches
 from semshare.data.dataset import Dataset, open_dataset
 from semshare.data.text import Vocabulary
@@ -28,7 +30,7 @@ from semshare.training.inputs import (VOCAB_FILE, build_method, load_fitted_inpu
 from semshare.training.loop import DistributedContext, fit
 from semshare.training.recipes import ExperimentConfig, unsupported_inputs
 from semshare.training.run_folder import (check_existing_run, check_same_spec, read_run_config, read_split_rows,
-                                          recorded_data_dir, save_run_description)
+                                          recorded_data_dir, save_run_description, update_run_description)
 from semshare.training.trained_run import PreparedRun, validation_function
 
 LoadedRun = PreparedRun | ClosedFormRun
@@ -62,7 +64,10 @@ def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, wr
 
 
 def _check_same_vocabulary(run_dir: Path, vocab: Vocabulary | None) -> None:
-    if vocab is not None and (run_dir / VOCAB_FILE).exists():
+    if vocab is not None:
+        if not (run_dir / VOCAB_FILE).exists():
+            raise SemshareError(f"{run_dir / VOCAB_FILE}: file: expected the vocabulary the run was trained with, "
+                                "found no such file; the run cannot be resumed")
         if Vocabulary.load(run_dir / VOCAB_FILE).tokens != vocab.tokens:
             raise SemshareError(f"{run_dir / VOCAB_FILE}: tokens: the training captions now give another vocabulary")
 
@@ -72,6 +77,16 @@ def _deep_features_run(cfg: ExperimentConfig, dataset: Dataset) -> PreparedRun |
     if not cfg.text.deep_features_run:
         return None
     return load_run(cfg.text.deep_features_run, dataset)
+
+
+@contextmanager
+def _removed_on_error(run_dir: Path, made_here: bool):
+    try:
+        yield
+    except SemshareError:
+        if made_here:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def load_run(run_dir: str | Path, dataset: Dataset, checkpoint: str = "best") -> LoadedRun:
@@ -92,9 +107,10 @@ def load_run(run_dir: str | Path, dataset: Dataset, checkpoint: str = "best") ->
     model = build_method(cfg, spec, load_fitted_inputs(run_dir))
     load_checkpoint(run_dir / checkpoint, model)
     model.eval()
-    train_rows, val_rows = read_split_rows(run_dir)
-    return PreparedRun(cfg, dataset, model, load_vocabulary(run_dir), train_rows, val_rows, None, text_segments,
-                       segment_targets, run_dir, checkpoint)
+    train_rows, val_rows = read_split_rows(run_dir, dataset.num_items)
+    vocab = load_vocabulary(run_dir, required=cfg.inputs.text == "words")
+    return PreparedRun(cfg, dataset, model, vocab, train_rows, val_rows, None, text_segments, segment_targets, run_dir,
+                       checkpoint)
 
 
 def load_run_from_folder(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best") -> LoadedRun:
@@ -115,17 +131,21 @@ def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Pat
     existing = check_existing_run(run_dir, cfg, dataset, resume, allow_change)
     if context.world_size > 1:  # every rank has looked at the folder before any rank writes to it
         torch.distributed.barrier()
-    if existing and allow_change:
-        save_yaml(run_dir / "config.yaml", cfg)  # the run's config says what it now continues with
-    if cfg.method_class.closed_form:
-        if existing and closed_form_fit_complete(run_dir):
-            return read_fit_state(run_dir)
-        return fit_closed_form_run(dataset, cfg, run_dir, _deep_features_run(cfg, dataset))
-    resuming = existing and checkpoint_exists(run_dir / "last")
-    run = prepare_run(dataset, cfg, run_dir, write=not resuming)
-    if cfg.train.batch_size > len(run.train_rows):
-        raise SemshareError(f"batch size {cfg.train.batch_size} exceeds the {len(run.train_rows)} training items; "
-                            "lower --set train.batch_size")
+    if not cfg.method_class.closed_form:
+        count = len(training_rows(dataset, cfg.train)[0])
+        if cfg.train.batch_size > count:
+            raise ConfigError(f"train.batch_size: expected at most the {count} training items of {dataset.root}, "
+                              f"found {cfg.train.batch_size}")
+    if existing:
+        update_run_description(run_dir, cfg, dataset, allow_change)
+    # a folder this command makes is removed again if the run cannot even start: no half-made run is left
+    with _removed_on_error(run_dir, made_here=not run_dir.exists() and context.is_main):
+        if cfg.method_class.closed_form:
+            if existing and closed_form_fit_complete(run_dir):
+                return read_fit_state(run_dir)
+            return fit_closed_form_run(dataset, cfg, run_dir, _deep_features_run(cfg, dataset))
+        resuming = existing and checkpoint_exists(run_dir / "last")
+        run = prepare_run(dataset, cfg, run_dir, write=not resuming)
     batches = TrainingBatches(run.builder(training=True), run.train_rows, cfg.train.batch_size, cfg.train.seed,
                               context.rank, context.world_size)
     return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resuming, context,

@@ -137,6 +137,7 @@ def fit_method_inputs(cfg: ExperimentConfig, context: FitContext,
 def prepare_trained_inputs(dataset: Dataset, cfg: ExperimentConfig, train_rows: np.ndarray) -> TrainedInputs:
     """Vocabulary and word vectors or token segments, region targets, sizes and fitted arrays of a trained run."""
     vocab, word_vectors, segments, word_pieces, segment_targets = None, None, None, None, None
+    image_dim(dataset, cfg.inputs.image)  # the image input is there before anything is fitted to it
     if cfg.inputs.text == "words":
         texts = training_texts(dataset, train_rows)
         vocab = build_vocabulary(texts, cfg.text)
@@ -175,8 +176,14 @@ def save_text_inputs(run_dir: Path, vocab: Vocabulary | None, segments: TextSegm
                                                          "word_pieces": word_pieces.tolist()})
 
 
-def load_vocabulary(run_dir: Path) -> Vocabulary | None:
-    return Vocabulary.load(run_dir / VOCAB_FILE) if (run_dir / VOCAB_FILE).exists() else None
+def load_vocabulary(run_dir: Path, required: bool = False) -> Vocabulary | None:
+    """The run's vocabulary; None for a run that has none (`required`: a run that reads words must)."""
+    path = run_dir / VOCAB_FILE
+    if path.exists():
+        return Vocabulary.load(path)
+    if required:
+        raise SemshareError(f"{path}: file: expected the vocabulary of a run that reads words, found no such file")
+    return None
 
 
 def load_segment_targets(run_dir: Path) -> np.ndarray:

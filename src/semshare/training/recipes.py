@@ -8,7 +8,7 @@ its own method's block (so one preset or experiment file sizes every method).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -84,15 +84,32 @@ def _split_per_method(layer: dict, method: str) -> dict:
     layer = dict(layer)
     per_method = layer.pop("models", None) or {}
     dotted = {k: layer.pop(k) for k in [k for k in layer if k.startswith("models.")]}
-    for key, value in dotted.items():
-        _, name, rest = (key.split(".", 2) + [""])[:3]
-        if name == method and rest:
-            layer[f"model.{rest}"] = value
     if not isinstance(per_method, dict):
         raise ConfigError(f"models: expected a mapping of method name -> settings, got {per_method!r}")
+    for key, value in dotted.items():
+        _, name, rest = (key.split(".", 2) + [""])[:3]
+        _check_method_key(key, name, rest.split(".")[0])
+        if name == method and rest:
+            layer[f"model.{rest}"] = value
+    for name, settings in per_method.items():
+        if not isinstance(settings, dict):
+            raise ConfigError(f"models.{name}: expected a mapping of settings, got {settings!r}")
+        for key in settings:
+            _check_method_key(f"models.{name}.{key}", name, str(key))
     if method in per_method:
         layer = {**layer, "model": {**(layer.get("model") or {}), **per_method[method]}}
     return layer
+
+
+def _check_method_key(key: str, name: str, field_name: str) -> None:
+    """A `models.NAME.FIELD` setting names a registered method and one of its config's fields (a setting for
+    another method is kept for that method, but a typo is never silently ignored)."""
+    if name not in METHODS:
+        raise ConfigError(f"{key}: expected a registered method after 'models.', found {name!r}; "
+                          f"known: {', '.join(METHODS.names())}")
+    known = [f.name for f in fields(METHODS.get(name).config_class)]
+    if field_name not in known:
+        raise ConfigError(f"{key}: expected a field of {name}'s config, found {field_name!r}; known: {', '.join(known)}")
 
 
 def experiment_config_from_dict(values: dict, where: str = "config") -> ExperimentConfig:
@@ -172,6 +189,11 @@ def check_values(cfg: ExperimentConfig) -> None:
         _expect(value in options, key, f"one of {', '.join(options)}", value)
     _expect(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
             "auto, cpu, cuda or cuda:N", t.device)
+    if t.device.startswith("cuda"):
+        import torch
+
+        _expect(torch.cuda.is_available(), "train.device", "auto or cpu on this machine (this torch "
+                f"{torch.__version__} sees no CUDA device)", t.device)
     _expect(cfg.inputs.max_text_length >= 1, "inputs.max_text_length", "an integer >= 1", cfg.inputs.max_text_length)
     for key in ("min_count", "word_dim", "word2vec_epochs"):
         _expect(getattr(cfg.text, key) >= 1, f"text.{key}", "an integer >= 1", getattr(cfg.text, key))

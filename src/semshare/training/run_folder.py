@@ -3,7 +3,7 @@
   config.yaml            the resolved ExperimentConfig (also inside every checkpoint)
   model_spec.json        the sizes read from the data, to rebuild the model for its weights
   splits.json            the dataset folder and the train / val rows the run used
-  data_fingerprint.json  the data's sizes and the hashes of its labels and splits (checked on resume)
+  data_fingerprint.json  the data's sizes and the hashes of its labels, splits and files (checked on resume)
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import numpy as np
 from semshare.config import from_dict, load_yaml, save_yaml, to_dict
 from semshare.data.dataset import Dataset
 from semshare.errors import ConfigError, OutputExistsError, SemshareError
-from semshare.fileio import atomic_write_json
+from semshare.fileio import atomic_write_json, read_json_object
 from semshare.methods.base import ModelSpec
-from semshare.training.checkpoint import _read_json
 from semshare.training.recipes import ExperimentConfig, experiment_config_from_dict
 
 FINGERPRINT_FILE = "data_fingerprint.json"
@@ -30,14 +29,45 @@ SPLITS_FILE = "splits.json"
 RESULT_NEUTRAL_KEYS = ("train.progress", "train.log_every", "train.tensorboard", "train.prefetch_batches")
 
 
+# the dataset's own files (docs/DATA.md), hashed whole: any edit to what a run reads is a difference; meta.json
+# and image_files.txt hold paths, which a moved folder changes without changing the data
+DATA_FILE_SUFFIXES = (".npy", ".jsonl", ".json", ".txt")
+PATH_FILES = ("meta.json", "image_files.txt")
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def data_fingerprint(dataset: Dataset) -> dict:
-    """What a run was trained on: the folder, its sizes, and hashes of its labels and splits."""
+    """What a run was trained on: the folder, its sizes, hashes of its labels and splits, and of every data
+    file in the folder."""
     labels = hashlib.sha256()
     for start in range(0, dataset.num_items, 65536):
         labels.update(np.ascontiguousarray(dataset.labels[start : start + 65536]).tobytes())
     splits = hashlib.sha256(json.dumps({k: np.asarray(v).tolist() for k, v in sorted(dataset.splits.items())}).encode())
     return {"path": str(Path(dataset.root).resolve()), "num_items": dataset.num_items,
-            "num_labels": dataset.num_labels, "labels_sha256": labels.hexdigest(), "splits_sha256": splits.hexdigest()}
+            "num_labels": dataset.num_labels, "labels_sha256": labels.hexdigest(), "splits_sha256": splits.hexdigest(),
+            "files": {p.name: _file_sha256(p) for p in sorted(Path(dataset.root).iterdir())
+                      if p.is_file() and p.suffix in DATA_FILE_SUFFIXES and p.name not in PATH_FILES}}
+
+
+def data_differences(saved: dict, current: dict) -> list[tuple[str, object, object]]:
+    """(key, saved, current) where the data differs from what the run recorded, its folder's path aside. Only
+    what the run recorded is compared: an older fingerprint without file hashes, or a file added to the
+    folder since, is no difference."""
+    found = []
+    for key, old in saved.items():
+        if key == "path":
+            continue
+        if key == "files" and isinstance(old, dict):
+            now = current.get("files") or {}
+            found += [(f"files.{name}", digest, now.get(name, "no such file")) for name, digest in old.items()
+                      if now.get(name) != digest]
+        elif current.get(key) != old:
+            found.append((key, old, current.get(key)))
+    return found
 
 
 def save_run_description(run_dir: Path, cfg: ExperimentConfig, spec: ModelSpec, dataset: Dataset,
@@ -77,11 +107,52 @@ def check_resume(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, allow_c
             raise ConfigError(f"{run_dir / 'config.yaml'}: {key}: the run has {old!r}, this command gives {new!r}; "
                               f"--resume continues the run as it was (use another --out, or --allow-change {key})")
     fingerprint_path = run_dir / FINGERPRINT_FILE
+    if not fingerprint_path.exists():
+        return
+    saved_data = read_json_object(fingerprint_path, "the fingerprint of the run's data")
+    current = data_fingerprint(dataset)
+    for key, old, new in data_differences(saved_data, current):
+        raise SemshareError(f"{fingerprint_path}: {key}: the run was trained on {saved_data.get('path')} ({old!r}), "
+                            f"--data {dataset.root} gives {new!r}; resume with the run's own data")
+    # the same content in another folder is the same data when the run recorded its files' hashes; an older
+    # fingerprint (no file hashes) can only vouch for its own folder, unless the user says it moved
+    moved = saved_data.get("path") != current["path"]
+    if moved and "files" not in saved_data and "path" not in allow_change:
+        raise SemshareError(f"{fingerprint_path}: path: the run was trained on {saved_data.get('path')!r}, --data gives "
+                            f"{current['path']!r}; resume with the run's own data (or --allow-change path if the "
+                            "folder was moved)")
+
+
+def update_run_description(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset,
+                           allow_change: tuple[str, ...]) -> None:
+    """After a resume was allowed: config.yaml holds the values the run continues with, and splits.json /
+    data_fingerprint.json the folder its data is now in."""
+    if allow_change:
+        save_yaml(run_dir / "config.yaml", cfg)
+    fingerprint_path, splits_path = run_dir / FINGERPRINT_FILE, run_dir / SPLITS_FILE
+    here = str(Path(dataset.root).resolve())
     if fingerprint_path.exists():
-        saved_data = json.loads(fingerprint_path.read_text())
-        for key, old, new in config_differences(saved_data, data_fingerprint(dataset)):
-            raise SemshareError(f"{fingerprint_path}: {key}: the run was trained on {old!r}, --data gives {new!r}; "
-                                "resume with the run's own data")
+        saved = read_json_object(fingerprint_path, "the fingerprint of the run's data")
+        if saved.get("path") != here:
+            atomic_write_json(fingerprint_path, {**saved, "path": here})
+    if splits_path.exists():
+        splits = read_json_object(splits_path, "the dataset folder and rows of the run")
+        if splits.get("data_dir") != here:
+            atomic_write_json(splits_path, {**splits, "data_dir": here})
+
+
+def _dotted_keys(values: dict, prefix: str = "") -> list[str]:
+    return [k for key, value in values.items()
+            for k in (_dotted_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])]
+
+
+def check_allowed_changes(cfg: ExperimentConfig, allow_change: tuple[str, ...]) -> None:
+    """Every --allow-change FIELD names a config key (or a section of keys), or `path` (the data's folder)."""
+    keys = _dotted_keys(to_dict(cfg))
+    for field in allow_change:
+        if field != "path" and not any(key == field or key.startswith(field + ".") for key in keys):
+            raise ConfigError(f"--allow-change {field}: expected a config key such as train.epochs (or path), "
+                              f"found no key {field!r}")
 
 
 def check_existing_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, resume: bool,
@@ -92,6 +163,7 @@ def check_existing_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, r
     config (but for `allow_change` fields) and data must be this command's. Checkpoints without a
     config.yaml cannot be proven to be this run either way: refused. Anything else (no folder, an empty
     one, a failed benchmark run's error.json) is a new run."""
+    check_allowed_changes(cfg, allow_change)
     if (run_dir / "config.yaml").exists():
         if not resume:
             raise OutputExistsError(f"{run_dir} already holds a run (config.yaml); pass --resume to continue it "
@@ -107,7 +179,7 @@ def check_existing_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, r
 
 def check_same_spec(run_dir: Path, spec: ModelSpec) -> None:
     """The sizes the data gives now equal the run's saved ones (a resume rebuilds the same model)."""
-    saved_spec = json.loads((run_dir / "model_spec.json").read_text())
+    saved_spec = read_json_object(run_dir / "model_spec.json", "the model's sizes (ModelSpec)")
     for key, old, new in config_differences(saved_spec, to_dict(spec)):
         raise SemshareError(f"{run_dir / 'model_spec.json'}: {key}: the run has {old!r}, the data now gives {new!r}")
 
@@ -117,16 +189,29 @@ def read_run_config(run_dir: Path) -> tuple[ExperimentConfig, ModelSpec]:
         raise SemshareError(f"{run_dir}: not a run folder (config.yaml missing)")
     cfg = experiment_config_from_dict(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
     try:
-        spec = from_dict(ModelSpec, _read_json(run_dir / "model_spec.json", "the model's sizes (ModelSpec)"))
+        spec = from_dict(ModelSpec, read_json_object(run_dir / "model_spec.json", "the model's sizes (ModelSpec)"))
     except ConfigError as exc:
         raise ConfigError(f"{run_dir / 'model_spec.json'}: {exc}") from None
     return cfg, spec
 
 
-def read_split_rows(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, val rows) the run used."""
-    splits = json.loads((run_dir / SPLITS_FILE).read_text())
-    return np.array(splits["train"], dtype=np.int64), np.array(splits["val"], dtype=np.int64)
+def read_split_rows(run_dir: Path, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, val rows) the run used: lists of row numbers of its dataset (0 .. num_items - 1)."""
+    path = run_dir / SPLITS_FILE
+    splits = read_json_object(path, "the dataset folder and the train / val rows of the run")
+    rows = []
+    for name in ("train", "val"):
+        values = splits.get(name)
+        if not isinstance(values, list) or not all(type(v) is int and 0 <= v < num_items for v in values):
+            raise SemshareError(f"{path}: {name}: expected a list of row numbers in 0..{num_items - 1}, found "
+                                f"{_shown(values)}")
+        rows.append(np.array(values, dtype=np.int64))
+    return rows[0], rows[1]
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def recorded_data_dir(run_dir: str | Path) -> str:
@@ -134,4 +219,8 @@ def recorded_data_dir(run_dir: str | Path) -> str:
     path = Path(run_dir) / SPLITS_FILE
     if not path.exists():
         raise SemshareError(f"{run_dir}: not a run folder (splits.json missing)")
-    return json.loads(path.read_text())["data_dir"]
+    data_dir = read_json_object(path, "the dataset folder and the train / val rows of the run").get("data_dir")
+    if not isinstance(data_dir, str) or not data_dir:
+        raise SemshareError(f"{path}: data_dir: expected the dataset folder the run was trained on, found "
+                            f"{_shown(data_dir)}")
+    return data_dir
