@@ -136,10 +136,24 @@ def verify_files_manifest(folder: str | Path, what: str) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise SemshareError(f"{path}: files: expected the JSON manifest of this {what}, found an unreadable file "
                             f"({type(exc).__name__})") from None
+    if not isinstance(entries, dict):
+        raise SemshareError(f"{path}: files: expected a mapping of file name -> size and sha256, found "
+                            f"{type(entries).__name__}")
+    for name, entry in entries.items():
+        # names of this folder's own files only: a manifest can never make us read (or describe) another file
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise SemshareError(f"{path}: files: expected names of files in this folder, found {name!r}")
+        if not (isinstance(entry, dict) and type(entry.get("bytes")) is int and isinstance(entry.get("sha256"), str)):
+            raise SemshareError(f"{path}: files.{name}: expected {{\"bytes\": int, \"sha256\": str}}, found {entry!r}"[:300])
+    unlisted = sorted(p.name for p in folder.iterdir() if p.name != FILES_MANIFEST and p.name not in entries)
+    if unlisted:  # an emptied or edited manifest cannot turn the check off
+        raise SemshareError(f"{folder / unlisted[0]}: file: expected only the files listed in {FILES_MANIFEST}, found "
+                            f"one it does not list (this {what} was changed after it was written)")
     for name, entry in entries.items():
         file = folder / name
-        if not file.is_file():
-            raise SemshareError(f"{file}: file: expected a file of this {what} ({entry['bytes']} bytes), found none")
+        if file.is_symlink() or not file.is_file():
+            raise SemshareError(f"{file}: file: expected a file of this {what} ({entry['bytes']} bytes), found "
+                                f"{'a link' if file.is_symlink() else 'none'}")
         size = file.stat().st_size
         if size != entry["bytes"]:
             raise SemshareError(f"{file}: size: expected {entry['bytes']} bytes, found {size} (truncated or replaced; "

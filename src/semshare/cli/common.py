@@ -68,6 +68,10 @@ def protocol_from_args(args: argparse.Namespace):
 
     if args.folds < 1 or min(args.k) < 1:
         raise SemshareError(f"--folds / --k: expected integers >= 1, found {args.folds} / {' '.join(map(str, args.k))}")
+    json_path = getattr(args, "json", None)
+    if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):
+        raise SemshareError(f"--json {json_path}: expected a file path in an existing folder, found "
+                            f"{'a folder' if json_path.is_dir() else 'no folder ' + str(json_path.parent)}")
 
     protocol = ProtocolConfig(query_split=args.split, gallery_split=args.gallery_split,
                               text_source=args.text_source, folds=args.folds, dedupe_texts=args.dedupe_texts)

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence, Union
 
 import numpy as np
 
-from semshare.errors import DataFormatError
+from semshare.errors import ConfigError, DataFormatError
 from semshare.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ class Dataset:
     def split(self, name: str) -> np.ndarray:
         """Row indices (sorted as stored) of one split; an empty array when the split is absent."""
         if name not in SPLIT_NAMES:
-            raise ValueError(f"unknown split {name!r}; expected one of {SPLIT_NAMES}")
+            raise ConfigError(f"split {name!r}: expected one of {', '.join(SPLIT_NAMES)}, found no such split name")
         return self.splits.get(name, np.zeros(0, dtype=np.int64))
 
     def text_items(self, rows: np.ndarray, source: str = "captions") -> TextItems:

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from semshare.data.dataset import write_meta
+from semshare.errors import SemshareError
 from semshare.fileio import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -243,11 +244,30 @@ def _make_caption(cfg: SyntheticConfig, world: _World, labels: np.ndarray, cross
     return sentence[0].upper() + sentence[1:] + "."
 
 
+def check_synthetic_config(cfg: SyntheticConfig) -> None:
+    """Every generator field in range (one line naming the field), before anything is written."""
+    def expect(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise SemshareError(f"{key}: expected {expected}, found {getattr(cfg, key)!r}")
+
+    for key, low in (("num_items", 2), ("num_labels", 1), ("num_regions", 1), ("region_dim", 1), ("captions_per_item", 1),
+                     ("val_items", 0), ("test_items", 0), ("num_scenes", 1), ("max_labels", 1), ("background_classes", 1),
+                     ("noise_words", 1)):
+        expect(isinstance(getattr(cfg, key), int) and getattr(cfg, key) >= low, key, f"an integer >= {low}")
+    for key in ("relational_fraction", "unlabeled_fraction", "image_strength", "text_strength"):
+        expect(0 <= getattr(cfg, key) <= 1, key, "a number in 0..1")
+    for key in ("zipf_exponent", "mean_extra_labels", "confuser_ratio"):
+        expect(0 <= getattr(cfg, key) < float("inf"), key, "a number >= 0")
+    expect(cfg.dtype in ("float16", "float32"), "dtype", "float16 or float32")
+    expect(0 <= cfg.seed < 2**32, "seed", "an integer in 0..4294967295")
+    expect(cfg.val_items + cfg.test_items < cfg.num_items, "num_items", f"more than val_items + test_items "
+           f"({cfg.val_items} + {cfg.test_items}), to leave training items")
+
+
 def make_synthetic(out_dir: str | Path, cfg: SyntheticConfig, name: str = "synthetic", overwrite: bool = False,
                    progress: bool = True) -> Path:
     """Write a synthetic dataset folder in the semshare format (atomically: all of it or nothing)."""
-    if cfg.val_items + cfg.test_items >= cfg.num_items:
-        raise ValueError("val_items + test_items must leave training items")
+    check_synthetic_config(cfg)
     out_dir = Path(out_dir)
     world = _build_world(cfg)
     confuser_p = _confuser_probability(cfg, world)

@@ -96,6 +96,10 @@ def load_word2vec_file(path: str | Path, vocab: Vocabulary, seed: int = 0) -> tu
     except Exception as exc:  # gensim raises many types on malformed files
         kind = "binary" if binary else "text"
         raise DataFormatError(path, "word vectors", f"a word2vec {kind} file", f"unreadable ({exc})") from None
+    bad = np.flatnonzero(~np.isfinite(vectors.vectors).all(axis=1))
+    if len(bad):  # a NaN here would surface later as a diverging loss, blamed on the learning rate
+        raise DataFormatError(path, f"vector of {vectors.index_to_key[bad[0]]!r}", "finite numbers",
+                              f"NaN or inf ({len(bad)} words)")
     matrix = np.zeros((len(vocab), vectors.vector_size), dtype=np.float32)
     found = np.zeros(len(vocab), dtype=bool)
     for i, token in enumerate(vocab.tokens):

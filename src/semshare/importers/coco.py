@@ -21,8 +21,8 @@ CHUNK = 4096
 
 def _load_json(path: str | Path) -> object:
     path = Path(path)
-    if not path.exists():
-        raise DataFormatError(path, "file", "a JSON file", "no such file")
+    if not path.is_file():
+        raise DataFormatError(path, "file", "a JSON file", "a folder" if path.is_dir() else "no such file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -35,6 +35,13 @@ def _field(path, record: dict, key: str, where: str):
     if not isinstance(record, dict) or key not in record:
         raise DataFormatError(path, f"{where} '{key}'", f"a '{key}' field", f"keys {sorted(record) if isinstance(record, dict) else type(record).__name__}")
     return record[key]
+
+
+def _integer(path, record: dict, key: str, where: str) -> int:
+    value = _field(path, record, key, where)
+    if type(value) is not int:  # a string id or a float would silently become another image's id
+        raise DataFormatError(path, f"{where} '{key}'", "an integer id", repr(value)[:60])
+    return value
 
 
 @dataclass
@@ -51,26 +58,27 @@ def read_coco_instances(paths: list[str | Path]) -> CocoInstances:
     result = None
     for path in paths:
         data = _load_json(path)
-        categories = sorted(_field(path, data, "categories", "top level"), key=lambda c: int(_field(path, c, "id", "category")))
-        ids = [int(c["id"]) for c in categories]
+        categories = sorted(_field(path, data, "categories", "top level"), key=lambda c: _integer(path, c, "id", "category"))
+        ids = [c["id"] for c in categories]
         if result is None:
             result = CocoInstances(ids, [str(_field(path, c, "name", "category")) for c in categories])
         elif ids != result.category_ids:
             raise DataFormatError(path, "categories", f"the same categories as {paths[0]}", f"{len(ids)} different ones")
         column = {cid: i for i, cid in enumerate(result.category_ids)}
         for image in _field(path, data, "images", "top level"):
-            result.images[int(_field(path, image, "id", "images[]"))] = {
+            result.images[_integer(path, image, "id", "images[]")] = {
                 "file_name": image.get("file_name"), "width": image.get("width"), "height": image.get("height")}
         for index, annotation in enumerate(_field(path, data, "annotations", "top level")):
             where = f"annotations[{index}]"
-            category = int(_field(path, annotation, "category_id", where))
+            category = _integer(path, annotation, "category_id", where)
             if category not in column:
                 raise DataFormatError(path, f"{where} 'category_id'", "one of the listed categories", str(category))
-            image_id = int(_field(path, annotation, "image_id", where))
+            image_id = _integer(path, annotation, "image_id", where)
             result.labels.setdefault(image_id, set()).add(column[category])
             bbox = annotation.get("bbox")
             if bbox is not None:
-                if not (isinstance(bbox, list) and len(bbox) == 4):
+                if not (isinstance(bbox, list) and len(bbox) == 4
+                        and all(type(v) in (int, float) and np.isfinite(v) for v in bbox)):
                     raise DataFormatError(path, f"{where} 'bbox'", "[x, y, width, height]", repr(bbox)[:60])
                 result.boxes.setdefault(image_id, []).append((*map(float, bbox), column[category]))
     if result is None:
@@ -86,11 +94,11 @@ def read_coco_captions(paths: list[str | Path]) -> tuple[dict[int, list[str]], d
     for file_index, path in enumerate(paths):
         data = _load_json(path)
         for image in data.get("images", []) if isinstance(data, dict) else []:
-            if "id" in image and "file_name" in image:
-                names[int(image["id"])] = str(image["file_name"])
+            if isinstance(image, dict) and "id" in image and "file_name" in image:
+                names[_integer(path, image, "id", "images[]")] = str(image["file_name"])
         for index, annotation in enumerate(_field(path, data, "annotations", "top level")):
             where = f"annotations[{index}]"
-            image_id = int(_field(path, annotation, "image_id", where))
+            image_id = _integer(path, annotation, "image_id", where)
             caption = _field(path, annotation, "caption", where)
             if not isinstance(caption, str):
                 raise DataFormatError(path, f"{where} 'caption'", "a string", type(caption).__name__)
@@ -105,8 +113,8 @@ def read_karpathy_split(path: str | Path) -> dict[int, str]:
     result = {}
     for index, image in enumerate(_field(path, data, "images", "top level")):
         split = str(_field(path, image, "split", f"images[{index}]"))
-        image_id = int(image.get("cocoid", image.get("id", -1)))
-        if image_id < 0:
+        image_id = image.get("cocoid", image.get("id", -1)) if isinstance(image, dict) else -1
+        if type(image_id) is not int or image_id < 0:
             raise DataFormatError(path, f"images[{index}] 'cocoid'", "a COCO image id", f"keys {sorted(image)}")
         result[image_id] = {"restval": "train"}.get(split, split)
     return result

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semshare.data.dataset import load_npy
+from semshare.data.dataset import load_npy, read_text_file
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.matfile import read_mat_variable
@@ -28,7 +28,7 @@ def _read_names(path: str | Path | None, count: int, what: str) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise DataFormatError(path, "file", f"{count} {what} names, one per line", "no such file")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text_file(path, path.name).splitlines() if line.strip()]
     if len(names) != count:
         raise DataFormatError(path, "lines", f"{count} {what} names (columns of the matrix)", str(len(names)))
     return names

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from semshare.data.dataset import load_npy
+from semshare.data.dataset import load_npy, read_text_file
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_instances
@@ -23,7 +23,7 @@ CHUNK = 512
 
 
 def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line.strip() for line in read_text_file(path, path.name).splitlines()]
 
 
 def _read_split(src: Path, split: str) -> tuple:
@@ -44,7 +44,11 @@ def _read_split(src: Path, split: str) -> tuple:
     ids = None
     ids_path = src / f"{split}_ids.txt"
     if ids_path.exists():
-        ids = [int(x) for x in _read_lines(ids_path) if x]
+        lines = [x for x in _read_lines(ids_path) if x]
+        bad = next((i for i, x in enumerate(lines) if not x.isdigit()), None)
+        if bad is not None:
+            raise DataFormatError(ids_path, f"line {bad + 1}", "a COCO image id (a non-negative integer)", repr(lines[bad])[:60])
+        ids = [int(x) for x in lines]
         if len(ids) == len(caps) and per > 1:
             ids = ids[::per]
         if len(ids) != len(ims):

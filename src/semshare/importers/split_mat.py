@@ -26,6 +26,9 @@ def _read_one(path: Path) -> np.ndarray:
     return read_mat_variable(path, key)
 
 
+MAX_CLASSES = 100_000
+
+
 @IMPORTERS.register("split-mat")
 def import_split_mat(src: str | Path, out_dir: str | Path, name: str = "split-mat", overwrite: bool = False) -> dict:
     src = Path(src)
@@ -49,6 +52,14 @@ def import_split_mat(src: str | Path, out_dir: str | Path, name: str = "split-ma
                 raise DataFormatError(src / f"{split}_lab.mat", "labels", "0/1 multi-hot rows",
                                       f"values {np.unique(values)[:5].tolist()}")
     elif not any(multi):
+        for split in parts:
+            values = parts[split][2].reshape(-1)
+            bad = values[~np.isfinite(values) | (values != np.round(values))] if values.dtype.kind == "f" else []
+            if len(bad):
+                raise DataFormatError(src / f"{split}_lab.mat", "labels", "integer class indices", f"{float(bad[0]):g}")
+            if len(values) and np.abs(values).max() > MAX_CLASSES:  # one-hot columns: 1e9 would be 888 PiB
+                raise DataFormatError(src / f"{split}_lab.mat", "labels", f"class indices up to {MAX_CLASSES}",
+                                      f"{float(np.abs(values).max()):g}")
         indices = {s: parts[s][2].reshape(-1).astype(np.int64) for s in parts}
         low = min(int(i.min()) for i in indices.values())
         if low not in (0, 1):
