@@ -140,13 +140,13 @@ def test_thumbnails_come_from_the_dataset_image_files(trained_run, tiny_data_dir
     shutil.copytree(tiny_data_dir, data)
     num_items = len(json.loads((data / "meta.json").read_text()) and np.load(data / "labels.npy"))
     (data / "images").mkdir()
-    (data / "images" / "0.png").write_bytes(b"\x89PNG fake")
+    (data / "images" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n fake")
     (data / "image_files.txt").write_text("images/0.png\n" + "\n" * (num_items - 1))
     build_gallery(load_run(trained_run, open_dataset(data)), "image", tmp_path / "idx")
     client = TestClient(create_app(load_index(tmp_path / "idx")))
     item = client.get("/items/0").json()
     assert item["image_url"] == "/items/0/image" and "image_file" not in item
-    assert client.get(item["image_url"]).content == b"\x89PNG fake"
+    assert client.get(item["image_url"]).content == b"\x89PNG\r\n\x1a\n fake"
     assert client.get("/items/1").json()["image_url"] is None
 
 
@@ -162,7 +162,7 @@ def test_the_server_serves_only_listed_files_inside_the_image_root(trained_run, 
     shutil.copytree(tiny_data_dir, data)
     num_items = len(np.load(data / "labels.npy"))
     (data / "images").mkdir()
-    (data / "images" / "0.png").write_bytes(b"\x89PNG fake")
+    (data / "images" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n fake")
     secret = tmp_path / "secret.txt"
     secret.write_text("do not serve")
     entries = ["images/0.png", "/etc/passwd", "../secret.txt", "images/../../secret.txt", "images/missing.png"]
@@ -173,7 +173,7 @@ def test_the_server_serves_only_listed_files_inside_the_image_root(trained_run, 
     build_gallery(load_run(trained_run, open_dataset(data)), "image", tmp_path / "idx")
     index = load_index(tmp_path / "idx")
     client = TestClient(create_app(index))
-    assert client.get("/items/0/image").content == b"\x89PNG fake"
+    assert client.get("/items/0/image").content == b"\x89PNG\r\n\x1a\n fake"
     for item_id in range(1, 5):
         response = client.get(f"/items/{item_id}/image")
         assert response.status_code == 404 and "do not serve" not in response.text and "root:" not in response.text
@@ -186,6 +186,40 @@ def test_the_server_serves_only_listed_files_inside_the_image_root(trained_run, 
     response = client.post("/search", json={"item_id": 10**6, "k": 3})
     assert response.status_code == 422 and str(tmp_path) not in response.text and "/" not in response.json()["detail"]
     assert client.post("/search", json={"text": "!!! ???", "k": 3}).status_code == 422
+
+
+def test_a_datasets_image_root_can_only_narrow_what_is_served_and_only_images_are_served(trained_run, tiny_data_dir,
+                                                                                        tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from semshare.search.service import create_app
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    num_items = len(np.load(data / "labels.npy"))
+    (data / "images").mkdir()
+    (data / "images" / "0.jpg").write_bytes(b"\xff\xd8\xff\xe0 a jpeg")
+    (data / "images" / "fake.png").write_text("not an image, whatever its name says")
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps({**meta, "image_root": "/"}))  # a downloaded dataset asks for all
+    entries = ["images/0.jpg", "/etc/passwd", "meta.json", "images/fake.png"]
+    (data / "image_files.txt").write_text("\n".join(entries) + "\n" * (num_items - len(entries) + 1))
+    build_gallery(load_run(trained_run, open_dataset(data)), "image", tmp_path / "idx")
+    index = load_index(tmp_path / "idx")
+    client = TestClient(create_app(index))  # default: the dataset folder, not the "/" meta.json asks for
+    response = client.get("/items/0/image")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    for item_id in (1, 2, 3):  # /etc/passwd, a JSON file, a text file named .png
+        assert client.get(f"/items/{item_id}/image").status_code == 404
+    # the person serving may widen the root: /etc/passwd is still no image, so still not served
+    wide = TestClient(create_app(index, image_root="/"))
+    assert wide.get("/items/0/image").status_code == 200 and wide.get("/items/1/image").status_code == 404
+    # a narrower root than the dataset folder serves nothing outside it
+    narrow = tmp_path / "elsewhere"
+    narrow.mkdir()
+    assert TestClient(create_app(index, image_root=narrow)).get("/items/0/image").status_code == 404
 
 
 def test_queries_are_batched_off_the_event_loop_and_a_full_queue_answers_503(image_index, monkeypatch):

@@ -350,6 +350,9 @@ class Dataset:
                                    "missing": sum(1 for _, p in problems if "does not exist" in p)}
             if problems:
                 info["image_files"]["first_problem"] = f"row {problems[0][0]}: {problems[0][1]}"
+            if not self.image_root.is_relative_to(self.root.resolve()):
+                info["image_files"]["note"] = ("image_root is outside the dataset folder: `serve` shows these images "
+                                               "only when given --image-root to a folder that holds it")
         if self.has_captions:
             counts = np.diff(self.caption_offsets)
             tag_rows = sum(1 for texts in self.captions if texts and isinstance(texts[0], list))

@@ -554,7 +554,9 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     state_path.unlink()
     writer.finish(_splits(items, cfg), label_names, name or out_dir.name, {
         "source": "semshare extract", "image_root": str(images_dir.resolve()), "backbone": cfg.backbone, "regions_from": "boxes" if use_boxes else f"{cfg.grid}x{cfg.grid} grid",
-        "extract": asdict(cfg), **notes})
+        "extract": asdict(cfg), **notes},
+        sources={"captions.jsonl": captions_file, "labels.npy": instances or voc_dir or yolo_dir or captions_file,
+                 "split.json": split_file or captions_file})
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(partial, out_dir)

@@ -205,5 +205,7 @@ def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captio
         bar.close()
         meta = block.writer.finish(splits, label_names, name, {
             "source": "bottomup-tsv", "coco_image_ids": ids, "dropped_without_captions": len(entries) - len(keep),
-            "boxes": "pixel boxes divided by image_w / image_h, clipped to [0, 1]"})
+            "boxes": "pixel boxes divided by image_w / image_h, clipped to [0, 1]"},
+            sources={"captions.jsonl": captions_file, "labels.npy": labels_file or instances_files,
+                     **{f: tsv_files for f in ("regions.npy", "region_boxes.npy", "region_mask.npy")}})
     return meta

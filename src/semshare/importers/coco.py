@@ -161,5 +161,6 @@ def import_coco(captions_files: list[str | Path], instances_files: list[str | Pa
         meta = writer.finish(splits, instances.category_names, name, {
             **({"image_root": str(Path(images_dir).resolve())} if images_dir else {}),
             "source": "coco", "coco_image_ids": annotated, "dropped_without_annotations": dropped,
-            "split_source": "karpathy" if split_file else ("files" if len(captions_files) > 1 else f"seeded {test_fraction}")})
+            "split_source": "karpathy" if split_file else ("files" if len(captions_files) > 1 else f"seeded {test_fraction}")},
+            sources={"captions.jsonl": captions_files, "labels.npy": instances_files, "split.json": split_file})
     return meta

@@ -58,6 +58,8 @@ def import_dcmh_mat(labels_file: str | Path, tags_file: str | Path, tag_list: st
             raise DataFormatError(image_file, image_key or "features", f"({len(labels)}, D) image features "
                                   "(raw images: run `semshare extract` first)", str(image.shape))
     n = len(labels)
+    if query < 1 or train < 1:
+        raise SemshareError(f"--query / --train: expected integers >= 1, found {query} / {train}")
     if query + train > n:
         raise SemshareError(f"--query {query} + --train {train} exceed the {n} items")
     order = np.random.default_rng(seed).permutation(n)
@@ -82,5 +84,6 @@ def import_dcmh_mat(labels_file: str | Path, tags_file: str | Path, tag_list: st
         meta = writer.finish({"train": train_rows.tolist(), "test": query_rows.tolist(),
                               "database": database.tolist()}, label_names, name, {
             "source": "dcmh-mat", "items_without_tags": empty, "split": f"DCMH: {query} query (test), "
-            f"{n - query} database, {train} train from the database, seed {seed}"})
+            f"{n - query} database, {train} train from the database, seed {seed}"},
+            sources={"labels.npy": labels_file, "captions.jsonl": [tags_file, tag_list], "image.npy": image_file})
     return meta

@@ -122,5 +122,8 @@ def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[s
                                   None if labels_file else instances, region_count, progress)
         meta = writer.finish(our_splits, label_names, name, {
             "source": "precomp", "boxes": "unknown in precomp: every region is given the whole image",
-            "captions_per_image": {p[0]: p[3] for p in parts}})
+            "captions_per_image": {p[0]: p[3] for p in parts}},
+            sources={"captions.jsonl": [src / f"{p[0]}_caps.txt" for p in parts],
+                     "regions.npy": [src / f"{p[0]}_ims.npy" for p in parts],
+                     "labels.npy": labels_file or instances_files})
     return meta

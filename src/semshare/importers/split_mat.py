@@ -77,5 +77,8 @@ def import_split_mat(src: str | Path, out_dir: str | Path, name: str = "split-ma
             img, txt, _ = parts[split]
             writer.write_rows(start, image=img.astype(np.float32), text=txt.astype(np.float32), labels=labels[split])
         meta = writer.finish({"train": list(range(num_train)), "test": list(range(num_train, num_train + num_test))},
-                             [f"label_{i}" for i in range(labels["train"].shape[1])], name, {"source": "split-mat"})
+                             [f"label_{i}" for i in range(labels["train"].shape[1])], name, {"source": "split-mat"},
+                             sources={"image.npy": [src / "train_img.mat", src / "test_img.mat"],
+                                      "text.npy": [src / "train_txt.mat", src / "test_txt.mat"],
+                                      "labels.npy": [src / "train_lab.mat", src / "test_lab.mat"]})
     return meta

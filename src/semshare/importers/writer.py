@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from semshare.data.dataset import open_dataset, write_meta
-from semshare.errors import SemshareError
+from semshare.errors import DataFormatError, SemshareError
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,12 @@ class DatasetWriter:
     def write_image_files(self, paths: list[str]) -> None:
         (self.folder / "image_files.txt").write_text("".join(f"{p or ''}\n" for p in paths), encoding="utf-8")
 
-    def finish(self, splits: dict[str, list[int]], label_names: list[str], name: str, extra: dict | None = None) -> dict:
-        """Write split.json, label_names.txt and meta.json, then validate the whole folder."""
+    def finish(self, splits: dict[str, list[int]], label_names: list[str], name: str, extra: dict | None = None,
+               sources: dict[str, object] | None = None) -> dict:
+        """Write split.json, label_names.txt and meta.json, then validate the whole folder.
+
+        `sources`: the user's input file(s) each written file came from ({"captions.jsonl": path, ...}): a
+        problem the validation finds is reported on them, never on the temporary folder about to be removed."""
         if self._captions is not None:
             self._captions.close()
             if self._caption_rows != self.num_items:
@@ -90,9 +94,24 @@ class DatasetWriter:
         (self.folder / "split.json").write_text(json.dumps({k: [int(i) for i in v] for k, v in splits.items()}) + "\n",
                                                 encoding="utf-8")
         (self.folder / "label_names.txt").write_text("".join(f"{n}\n" for n in label_names), encoding="utf-8")
-        meta = write_meta(self.folder, name=name, extra=extra)
-        open_dataset(self.folder)  # every check of the format, before the folder is renamed into place
+        try:
+            meta = write_meta(self.folder, name=name, extra=extra)
+            open_dataset(self.folder)  # every check of the format, before the folder is renamed into place
+        except DataFormatError as exc:
+            raise _on_the_input(exc, self.folder, sources or {}) from None
         return meta
+
+
+def _on_the_input(exc: DataFormatError, folder: Path, sources: dict[str, object]) -> DataFormatError:
+    """The validation error of a written file, told about the input it was written from."""
+    written = Path(exc.path)
+    if written.parent != folder:
+        return exc
+    source = sources.get(written.name)
+    if isinstance(source, (list, tuple)):
+        source = ", ".join(map(str, source))
+    where = str(source) if source else "the imported data"
+    return DataFormatError(where, f"{exc.field} (as written to {written.name})", exc.expected, exc.found)
 
 
 def seeded_test_split(count: int, test_fraction: float, seed: int) -> dict[str, list[int]]:

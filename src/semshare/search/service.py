@@ -12,6 +12,7 @@ refused with 413 before they are read whole; k is 1..1000 and text at most 1,000
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
 from semshare.search.run import MAX_QUERY_CHARS
+
+logger = logging.getLogger(__name__)
 
 MAX_K = 1000
 MAX_BODY_BYTES = 16 * 1024
@@ -172,6 +175,35 @@ async def _invalid_request(request, exc):
     return JSONResponse(status_code=422, content={"detail": errors})
 
 
+# the image formats served, by their first bytes: a listed file that is not one of them is never sent
+IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF87a", "image/gif"),
+                    (b"GIF89a", "image/gif"), (b"BM", "image/bmp"))
+
+
+def image_kind(path: Path) -> str:
+    """The media type of an image file by its signature ('' when it is not an image we serve)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return ""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for signature, kind in IMAGE_SIGNATURES if head.startswith(signature)), "")
+
+
+def serving_root(dataset, image_root: str | Path | None) -> Path:
+    """The folder images are served from: the person serving chooses it (`--image-root`, else the dataset
+    folder); the dataset's own `image_root` (meta.json) may only narrow it, never widen it."""
+    chosen = Path(image_root).resolve() if image_root else Path(dataset.root).resolve()
+    narrowed = dataset.image_root
+    if narrowed.is_relative_to(chosen):
+        return narrowed
+    logger.warning("the dataset's image_root %s is outside %s: its images are not served (serve --image-root %s "
+                   "to serve them)", narrowed, chosen, narrowed)
+    return chosen
+
+
 def _add_item_routes(app, searcher, root: Path) -> None:
     """GET /items/{id} and /items/{id}/image: image files only from inside `root`."""
     from fastapi import HTTPException
@@ -191,16 +223,17 @@ def _add_item_routes(app, searcher, root: Path) -> None:
         except KeyError:
             raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
         path = Path(listed).resolve() if listed else None
-        # never a file outside the image root, whatever items.jsonl or image_files.txt say
-        if path is None or not path.is_relative_to(root) or not path.is_file():
+        # never a file outside the image root, whatever items.jsonl or image_files.txt say, and images only
+        if path is None or not path.is_relative_to(root) or not path.is_file() or not image_kind(path):
             raise HTTPException(status_code=404, detail=f"gallery item {item_id} has no image file")
-        return FileResponse(path)
+        return FileResponse(path, media_type=image_kind(path))
 
 
 def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str | Path | None = None,
                max_pending: int = 1024, max_batch: int = 64):
-    """`searcher`: a search.gallery.Index. Image files are served only when listed for an item and inside
-    `image_root` (default: the dataset's image root, docs/DATA.md)."""
+    """`searcher`: a search.gallery.Index. Image files are served only when listed for an item, inside the
+    serving root (`image_root`, default the dataset folder; the dataset's own image root may narrow it) and
+    recognised as images by their first bytes."""
     from fastapi import FastAPI, HTTPException
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
@@ -235,7 +268,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
                              "gallery_side": searcher.manifest.side, "unknown_words": answer["unknown"],
                              "results": [{"rank": h.rank, "score": h.score, **_present(h.item)} for h in answer["hits"]]})
 
-    _add_item_routes(app, searcher, Path(image_root).resolve() if image_root else searcher.run.dataset.image_root)
+    _add_item_routes(app, searcher, serving_root(searcher.run.dataset, image_root))
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
     return app
 
