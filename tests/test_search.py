@@ -268,3 +268,50 @@ def test_index_build_refuses_an_existing_folder_before_embedding(trained_run, ti
     assert main(["index", "build", str(trained_run), "--data", str(tiny_data_dir), "--side", "image",
                  "--out", str(out)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_slow_or_partial_requests_are_cut_off_and_a_chunked_body_over_the_limit_is_413(image_index):
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from semshare.search.service import create_app, request_deadline_protocol
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(load_index(image_index), max_body_bytes=4096), host="127.0.0.1",
+                                           port=port,
+                                           log_level="warning", http=request_deadline_protocol(0.5)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+    try:
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        for connection in slow:  # a request head that never ends
+            connection.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(1.5)
+        for connection in slow:
+            connection.settimeout(2)
+            assert connection.recv(100) == b""  # closed by the server
+            connection.close()
+        # a chunked body larger than the limit: 413, not the 400 of a body cut short
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            chunk = b"x" * 1000
+            head = b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            connection.sendall(head + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(10)) + b"0\r\n\r\n")
+            connection.settimeout(5)
+            assert connection.recv(100).startswith(b"HTTP/1.1 413")
+        # a normal request still gets its answer on a connection that is quick
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            connection.settimeout(5)
+            assert connection.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -111,37 +111,41 @@ class QueryBatcher:
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a body longer than the limit, by its Content-Length or as it streams in."""
+    """ASGI middleware: 413 for a body longer than the limit, by its Content-Length or as it streams in
+    (chunked): the body is read here, up to the limit, and handed to the app whole."""
 
     def __init__(self, app, max_body_bytes: int):
         self.app = app
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             return await _send_413(send, self.max_body_bytes)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
+        parts, received = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            parts.append(message.get("body", b""))
+            received += len(parts[-1])
+            if received > self.max_body_bytes:
+                return await _send_413(send, self.max_body_bytes)
+            if not message.get("more_body"):
+                break
+        whole = {"type": "http.request", "body": b"".join(parts), "more_body": False}
+        delivered = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _send_413(send, self.max_body_bytes)
+        async def replay():
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: the app waits for the disconnect
+            delivered = True
+            return whole
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _send_413(send, limit: int) -> None:
@@ -273,11 +277,55 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     return app
 
 
+def request_deadline_protocol(seconds: float):
+    """uvicorn's h11 protocol with a deadline per request: a connection that has not sent a whole request
+    (head and body) within `seconds` of opening, or of its last response, is closed. uvicorn alone waits for
+    partial headers forever, so a few hundred slow clients could hold every connection."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class RequestDeadlineProtocol(H11Protocol):
+        _deadline = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE and self.conn.their_state is not h11.SEND_BODY:
+                self._disarm()  # the whole request is in: answering it may take as long as it takes
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # the next request on this connection gets its own deadline
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return RequestDeadlineProtocol
+
+
 def serve(searcher, host: str = "127.0.0.1", port: int = 8000, image_root: str | Path | None = None,
-          max_pending: int = 1024, max_batch: int = 64) -> None:
+          max_pending: int = 1024, max_batch: int = 64, request_timeout: float = 10.0) -> None:
     """Run the service over `searcher` (a search.gallery.Index, opened by the caller) until interrupted."""
     import uvicorn
 
     app = create_app(searcher, image_root=image_root, max_pending=max_pending, max_batch=max_batch)
     # a backlog as deep as the queue: a burst of connections is accepted, then answered or refused with 503
-    uvicorn.run(app, host=host, port=port, log_level="warning", backlog=max(2048, max_pending))
+    uvicorn.run(app, host=host, port=port, log_level="warning", backlog=max(2048, max_pending),
+                http=request_deadline_protocol(request_timeout))
