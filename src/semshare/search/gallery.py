@@ -140,6 +140,13 @@ def read_manifest(folder: str | Path) -> IndexManifest:
     if manifest.format != "semshare-index" or manifest.side not in SIDES:
         raise SemshareError(f"{path}: format/side: expected semshare-index with side image|text, found "
                             f"{manifest.format!r} / {manifest.side!r}")
+    for key, kind, low in (("size", int, 1), ("dim", int, 1), ("version", int, 1), ("params", dict, None),
+                           ("kind", str, None), ("run_dir", str, None), ("checkpoint", str, None),
+                           ("data_dir", str, None), ("split", str, None)):
+        value = getattr(manifest, key)
+        if type(value) is not kind or (low is not None and value < low):
+            expected = f"an integer >= {low}" if kind is int else f"a {kind.__name__}"
+            raise SemshareError(f"{path}: {key}: expected {expected}, found {value!r}"[:300])
     return manifest
 
 
@@ -155,9 +162,13 @@ class Index:
                   **(search_params or {})}
         self.backend = load_backend(self.manifest.kind, self.folder, params)
         self.ids, self.items = _read_ids(self.folder / "ids.npy"), _read_items(self.folder / "items.jsonl")
-        if not (len(self.ids) == len(self.items) == self.backend.size):
-            raise SemshareError(f"{self.folder}: ids.npy ({len(self.ids)}), items.jsonl ({len(self.items)}) and the "
-                                f"index ({self.backend.size}) disagree in size; rebuild the index")
+        if not (len(self.ids) == len(self.items) == self.backend.size == self.manifest.size):
+            raise SemshareError(f"{self.folder}: ids.npy ({len(self.ids)}), items.jsonl ({len(self.items)}), the "
+                                f"index ({self.backend.size}) and {MANIFEST} ({self.manifest.size}) disagree in size; "
+                                "rebuild the index")
+        if self.backend.dim != self.manifest.dim:
+            raise SemshareError(f"{self.folder / MANIFEST}: dim: expected the index's vector size {self.backend.dim}, "
+                                f"found {self.manifest.dim}; rebuild the index")
         self.position_of = {int(item_id): position for position, item_id in enumerate(self.ids.tolist())}
         self.run = load_run(self.manifest.run_dir, data_dir or self.manifest.data_dir, self.manifest.checkpoint)
 

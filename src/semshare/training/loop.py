@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from semshare.fileio import atomic_file, atomic_write_text
-from semshare.training.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from semshare.training.checkpoint import checkpoint_exists, load_checkpoint, read_checkpoint_metadata, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +325,16 @@ def end_epoch(model: nn.Module, state: dict, validate: Callable[[nn.Module], dic
                 state["best_metric"], state["best_epoch"])
 
 
-def resume_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+def resume_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, cfg: TrainConfig) -> None:
+    from safetensors import SafetensorError
+
+    try:
+        saved_optimizer = read_checkpoint_metadata(folder).get("config", {}).get("train", {}).get("optimizer", cfg.optimizer)
+    except (SafetensorError, OSError, ValueError, AttributeError):  # load_checkpoint below names what is wrong
+        saved_optimizer = cfg.optimizer
+    if saved_optimizer != cfg.optimizer:  # allowed by --allow-change train.optimizer: another optimizer's moments
+        logger.info("the optimizer changed (%s -> %s): it starts with fresh state", saved_optimizer, cfg.optimizer)
+        optimizer = None
     saved = load_checkpoint(folder, model, optimizer, restore_rng=True)
     state.update({k: saved[k] for k in state if k in saved})
     logger.info("resumed from %s at step %d (epoch %d)", folder, state["step"], state["epoch"])
@@ -352,7 +361,7 @@ def fit(
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": -math.inf, "best_epoch": -1,
              "validations_without_improvement": 0, "stopped_early": False}
     if resume and checkpoint_exists(run_dir / "last"):
-        resume_state(run_dir / "last", model, loop.optimizer, state)
+        resume_state(run_dir / "last", model, loop.optimizer, state, cfg)
     if context.is_main:  # the log continues from the checkpoint: later records of a killed run go
         truncate_metrics(run_dir / "metrics.jsonl", state["step"] if state["step"] else None)
     log = MetricsLog(run_dir / "metrics.jsonl" if context.is_main else None, cfg.tensorboard)
