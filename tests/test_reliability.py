@@ -272,3 +272,94 @@ def test_extract_killed_at_a_random_point_resumes_to_the_same_arrays(tmp_path):
                       tmp_path, Path("killed"))
     for name in ("regions.npy", "region_boxes.npy", "region_mask.npy", "image.npy", "labels.npy", "captions.jsonl"):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+
+
+def _writing_time(command: list[str], cwd: Path, marker: str, done: str) -> float:
+    """Seconds from the first path matching `marker` to the `done` path, in one uninterrupted run: the span
+    in which a kill interrupts the writing (not Python's start-up or exit)."""
+    process = subprocess.Popen(command, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    began = ended = None
+    while process.poll() is None and ended is None:
+        now = time.perf_counter()
+        if began is None and list(cwd.glob(marker)):
+            began = now
+        if began is not None and (cwd / done).exists():
+            ended = now
+        time.sleep(0.001)
+    assert process.wait() == 0 and began is not None
+    return (ended or time.perf_counter()) - began
+
+
+def _kill_while_writing(command: list[str], rerun: list[str] | None, cwd: Path, marker: str, work: float,
+                        fraction: float) -> None:
+    """Start `command`, wait until it has begun writing (a path matching `marker` exists: the start-up of
+    Python and torch is not what is tested), SIGKILL it `fraction` of its writing time later, then run
+    `rerun` to the end (None: nothing to rerun). The kill must really have happened."""
+    for attempt in range(4):
+        process = subprocess.Popen(command, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while process.poll() is None and not list(cwd.glob(marker)):
+            time.sleep(0.002)
+        time.sleep(fraction * work / 2**attempt)
+        process.send_signal(signal.SIGKILL)
+        if process.wait() == -signal.SIGKILL:
+            break
+    else:
+        raise AssertionError("the command always finished before the kill")
+    if rerun is not None:
+        subprocess.run(rerun, cwd=cwd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _files(folder: Path) -> dict:
+    """Every file's bytes; JSON files without their creation time (the one thing two runs may differ in)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != "files.json":
+            content = path.read_bytes()
+            if path.suffix == ".json":
+                loaded = json.loads(content)
+                content = {k: v for k, v in loaded.items() if k != "created"} if isinstance(loaded, dict) else loaded
+            found[str(path.relative_to(folder))] = content
+    return found
+
+
+WRITE_FRACTIONS = np.random.default_rng(26).uniform(0.2, 0.8, 4)
+
+
+@pytest.mark.parametrize("case", ["make-synthetic", "import coco", "closed-form train", "index build"])
+def test_a_command_killed_while_writing_ends_as_an_uninterrupted_one(tiny_data_dir, tmp_path, case):
+    """SIGKILL while writing, then the same command (train: --resume): the same output as a straight run, and
+    no temporary folder left behind."""
+    from semshare.search.gallery import load_index
+
+    if case == "make-synthetic":
+        args, rerun_extra = ["make-synthetic", "--preset", "tiny", "--set", "num_items=4000"], []
+    elif case == "import coco":
+        from test_importers import write_coco
+
+        caps, inst, _ = write_coco(tmp_path, list(range(1, 3001)))
+        args, rerun_extra = ["import", "coco", "--captions", str(caps), "--instances", str(inst)], []
+    elif case == "closed-form train":
+        args, rerun_extra = ["train", "--data", str(tiny_data_dir), "--method", "cca", "--threads", "1", *TRAIN], ["--resume"]
+    else:
+        run = tmp_path / "run"
+        assert main(["train", "--data", str(tiny_data_dir), "--method", "ridge", "--out", str(run), *TRAIN]) == 0
+        args, rerun_extra = ["index", "build", str(run), "--side", "text", "--kind", "exact-torch", "--threads", "1"], []
+
+    def command(out: str) -> list[str]:
+        return _cli(args[0], out, *args[1:]) if case == "make-synthetic" else _cli(*args, "--out", out)
+
+    done = "straight/best/state.json" if case == "closed-form train" else "straight/meta.json" if case != "index build" \
+        else "straight/manifest.json"
+    writing = _writing_time(command("straight"), tmp_path, "*straight*", done)
+    fraction = WRITE_FRACTIONS[["make-synthetic", "import coco", "closed-form train", "index build"].index(case)]
+    _kill_while_writing(command("killed"), None, tmp_path, "*killed*", writing, fraction)
+    # a folder written through a temporary sibling is there whole or not at all; a run folder is resumed
+    if rerun_extra or not (tmp_path / "killed").exists():
+        subprocess.run(command("killed") + rerun_extra, cwd=tmp_path, env=ENV, check=True, capture_output=True)
+    assert _files(tmp_path / "killed") == {
+        name: (content.replace(b"straight", b"killed") if isinstance(content, bytes) else
+               json.loads(json.dumps(content).replace("straight", "killed")))
+        for name, content in _files(tmp_path / "straight").items()}
+    assert not list(tmp_path.glob(".killed*"))
+    if case == "index build":
+        load_index(tmp_path / "killed")  # its files.json vouches for what the rerun wrote
