@@ -117,3 +117,73 @@ def test_any_item_path_is_404_or_422(client, path):
     response = client.get(f"/items/{quote(path, safe='')}/image")  # the text as one path segment
     assert response.status_code in (404, 405, 422, 307), (path, response.status_code)
     assert "root:" not in response.text
+
+
+def _config_keys() -> list[str]:
+    from semshare.config import to_dict
+    from semshare.training.recipes import resolve_config
+
+    def dotted(values, prefix=""):
+        return [k for key, value in values.items()
+                for k in (dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])]
+    return dotted(to_dict(resolve_config("ours")))
+
+
+SET_VALUES = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                       st.text(max_size=12), st.sampled_from(["[]", "{}", "[1, 2]", "{a: 1}", "null", "true", "-1", "0",
+                                                              "1e400", "nan", "cuda", "'x'"]))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.one_of(st.sampled_from(_config_keys()), st.sampled_from(["models.cca.dim", "models.nope.dim", "train",
+                                                                       "model", "x.y.z", "inputs"])),
+       value=SET_VALUES)
+def test_any_set_value_is_one_line_before_anything_is_made(tmp_path_factory, capsys, key, value):
+    out = tmp_path_factory.mktemp("set") / "run"
+    code = main(["train", "--data", str(out.parent / "no-data"), "--out", str(out), "--set", f"{key}={value}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.count("semshare: error:") == 1, err
+    assert not out.exists()
+
+
+RUN_FILES = ["config.yaml", "model_spec.json", "splits.json", "data_fingerprint.json", "vocab.json",
+             "best/state.json", "best/files.json", "best/model.safetensors", "fitted_inputs.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("props") / "run"
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), "--set", "train.epochs=1",
+                 "--set", "train.batch_size=16", "--set", "text.word_dim=8", "--set", "text.word2vec_epochs=1",
+                 "--set", "train.progress=false", "--set", "model.dim=16", "--set", "model.heads=2"]) == 0
+    assert main(["evaluate", str(run), "--data", str(tiny_data_dir)]) == 0  # the unbroken run evaluates
+    return run
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(RUN_FILES), how=st.sampled_from(["delete", "truncate", "random bytes", "json value"]),
+       fraction=st.floats(0.0, 1.0), junk=st.binary(min_size=1, max_size=200),
+       value=st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                          max_leaves=6))
+def test_a_broken_run_folder_is_one_line_or_fine(tiny_data_dir, small_run, tmp_path_factory, capsys, name, how,
+                                                fraction, junk, value):
+    import json
+
+    run = tmp_path_factory.mktemp("broken-run") / "run"
+    shutil.copytree(small_run, run)
+    path = run / name
+    if path.exists():
+        if how == "delete":
+            path.unlink()
+        elif how == "truncate":
+            path.write_bytes(path.read_bytes()[: int(path.stat().st_size * fraction)])
+        elif how == "random bytes":
+            path.write_bytes(junk)
+        else:
+            path.write_text(json.dumps(value))
+    capsys.readouterr()
+    code = main(["evaluate", str(run), "--data", str(tiny_data_dir)])
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err, err
+    assert code == 0 or err.count("semshare: error:") == 1

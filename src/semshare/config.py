@@ -75,11 +75,17 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 def from_dict(cls: type[T], values: dict, prefix: str = "") -> T:
     """Build dataclass `cls` from a (nested) dict; unknown keys and wrong types are errors."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping for {cls.__name__}, got {values!r}")
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown config key {prefix}{unknown[0]}; valid keys: {', '.join(prefix + n for n in sorted(names))}")
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING and f.name not in values]
+    if required:
+        raise ConfigError(f"missing config key {prefix}{required[0]} ({cls.__name__} needs it)")
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in values.items()}
     return cls(**kwargs)
 
@@ -157,6 +163,8 @@ def load_yaml(path: str | Path) -> dict:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read YAML config ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: YAML: expected UTF-8 text, found other bytes (at byte {exc.start})") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -110,14 +110,20 @@ class Vocabulary:
         path = Path(path)
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataFormatError(path, "vocabulary", "a JSON vocabulary file", f"unreadable ({exc})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataFormatError(path, "vocabulary", "a JSON vocabulary file", f"unreadable ({type(exc).__name__})") from None
         if not isinstance(payload, dict) or payload.get("format") != VOCAB_FORMAT:
             raise DataFormatError(path, "format", repr(VOCAB_FORMAT), repr(payload.get("format") if isinstance(payload, dict) else payload)[:40])
         tokens = payload.get("tokens")
-        if not isinstance(tokens, list) or tuple(tokens[:4]) != SPECIAL_TOKENS:
-            raise DataFormatError(path, "tokens", f"a list starting with {list(SPECIAL_TOKENS)}", repr(tokens)[:60])
-        return cls(tokens=tokens, min_count=int(payload.get("min_count", 1)), counts=payload.get("counts"))
+        if (not isinstance(tokens, list) or tuple(tokens[:4]) != SPECIAL_TOKENS
+                or not all(isinstance(t, str) for t in tokens) or len(set(tokens)) != len(tokens)):
+            raise DataFormatError(path, "tokens", f"distinct strings starting with {list(SPECIAL_TOKENS)}", repr(tokens)[:60])
+        min_count, counts = payload.get("min_count", 1), payload.get("counts")
+        if type(min_count) is not int or not (counts is None or (isinstance(counts, list) and len(counts) == len(tokens)
+                                                                 and all(type(c) is int for c in counts))):
+            raise DataFormatError(path, "min_count / counts", "an integer and one integer count per token",
+                                  f"{min_count!r} / {repr(counts)[:40]}")
+        return cls(tokens=tokens, min_count=min_count, counts=counts)
 
 
 def encode_texts(vocab: Vocabulary, texts: Sequence, max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -95,7 +95,15 @@ def result_differences(old: dict, new: dict) -> list[tuple[str, object, object]]
 def saved_config(path: Path) -> dict:
     """A saved config.yaml as today's full dict: a field added since the run was written reads as its default
     (the value the run had, as the field did not exist), so it is no difference."""
-    return to_dict(experiment_config_from_dict(load_yaml(path), str(path)))
+    return to_dict(experiment_config_from_dict(_run_config_values(path), str(path)))
+
+
+def _run_config_values(path: Path) -> dict:
+    """A run's config.yaml as a dict; an empty one (truncated) is an error, not the defaults."""
+    values = load_yaml(path)
+    if not values:
+        raise ConfigError(f"{path}: config: expected the resolved config of the run, found an empty file")
+    return values
 
 
 def check_resume(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, allow_change: tuple[str, ...] = ()) -> None:
@@ -187,7 +195,7 @@ def check_same_spec(run_dir: Path, spec: ModelSpec) -> None:
 def read_run_config(run_dir: Path) -> tuple[ExperimentConfig, ModelSpec]:
     if not (run_dir / "config.yaml").exists():
         raise SemshareError(f"{run_dir}: not a run folder (config.yaml missing)")
-    cfg = experiment_config_from_dict(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    cfg = experiment_config_from_dict(_run_config_values(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
     try:
         spec = from_dict(ModelSpec, read_json_object(run_dir / "model_spec.json", "the model's sizes (ModelSpec)"))
     except ConfigError as exc:
