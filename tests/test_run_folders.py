@@ -155,3 +155,54 @@ def test_out_of_range_numbers_are_one_line_not_a_traceback(tiny_data_dir, tmp_pa
         argv += ["--data", str(tiny_data_dir), "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     assert shown in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_resume_checks_every_data_file_and_follows_a_moved_dataset(tiny_data_dir, tmp_path, capsys):
+    import numpy as np
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    run = tmp_path / "ours"
+    assert main(["train", "--data", str(data), "--out", str(run), *OURS]) == 0
+    longer = [a if a != "train.epochs=1" else "train.epochs=2" for a in OURS]
+    resume = ["train", "--out", str(run), "--resume", "--allow-change", "train.epochs", *longer]
+    # noise in the regions or an edited caption: other data, refused, and the run is left as it was
+    noisy = tmp_path / "noisy"
+    shutil.copytree(data, noisy)
+    regions = np.load(noisy / "regions.npy")
+    np.save(noisy / "regions.npy", regions + np.float32(1e-3))
+    edited = tmp_path / "edited"
+    shutil.copytree(data, edited)
+    lines = (edited / "captions.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["captions"][0] = first["captions"][0].replace(" ", "  ", 1) + " again"
+    (edited / "captions.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    before = _digest(run)
+    for other, name in ((noisy, "regions.npy"), (edited, "captions.jsonl")):
+        assert main([*resume, "--data", str(other)]) == 2
+        assert f"data_fingerprint.json: files.{name}: the run was trained on" in capsys.readouterr().err
+        assert _digest(run) == before
+    # the same files in another folder are the same data: the run resumes there and records the new place
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    assert main([*resume, "--data", str(moved)]) == 0
+    assert json.loads((run / "splits.json").read_text())["data_dir"] == str(moved.resolve())
+    assert json.loads((run / "data_fingerprint.json").read_text())["path"] == str(moved.resolve())
+    assert main(["evaluate", str(run)]) == 0  # --data defaults to the recorded, moved folder
+
+
+def test_an_older_fingerprint_without_file_hashes_moves_only_when_told(tiny_data_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    run = tmp_path / "ours"
+    assert main(["train", "--data", str(data), "--out", str(run), *OURS]) == 0
+    fingerprint = json.loads((run / "data_fingerprint.json").read_text())
+    del fingerprint["files"]  # as written before file hashes were recorded
+    (run / "data_fingerprint.json").write_text(json.dumps(fingerprint))
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    longer = [a if a != "train.epochs=1" else "train.epochs=2" for a in OURS]
+    resume = ["train", "--data", str(moved), "--out", str(run), "--resume", "--allow-change", "train.epochs", *longer]
+    assert main(resume) == 2
+    assert "data_fingerprint.json: path: the run was trained on" in capsys.readouterr().err
+    assert main([*resume, "--allow-change", "path"]) == 0
