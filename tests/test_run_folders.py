@@ -206,3 +206,30 @@ def test_an_older_fingerprint_without_file_hashes_moves_only_when_told(tiny_data
     assert main(resume) == 2
     assert "data_fingerprint.json: path: the run was trained on" in capsys.readouterr().err
     assert main([*resume, "--allow-change", "path"]) == 0
+
+
+def test_a_run_folder_being_written_is_not_written_by_a_second_command(tiny_data_dir, tmp_path, capsys):
+    from semshare.fileio import folder_lock
+
+    run = tmp_path / "ours"
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *OURS]) == 0
+    before = _digest(run)
+    longer = [a if a != "train.epochs=1" else "train.epochs=2" for a in OURS]
+    with folder_lock(run):  # as a train of this run still going would hold it
+        assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), "--resume", "--allow-change",
+                     "train.epochs", *longer]) == 2
+        assert "another semshare process is writing this run now" in capsys.readouterr().err
+        assert _digest(run) == before
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), "--resume", "--allow-change",
+                 "train.epochs", *longer]) == 0
+
+
+def test_a_benchmark_folder_in_use_is_refused(tiny_data_dir, tmp_path, capsys):
+    from semshare.fileio import folder_lock
+
+    out = tmp_path / "bench"
+    out.mkdir()
+    with folder_lock(out):
+        assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "cca", "--out", str(out)]) == 2
+        assert "another semshare process is writing this benchmark now" in capsys.readouterr().err
+    assert list(out.iterdir()) == []

@@ -178,3 +178,25 @@ def read_json_object(path: str | Path, what: str) -> dict:
     if not isinstance(loaded, dict):
         raise SemshareError(f"{path}: JSON: expected {what} as an object, found {type(loaded).__name__}")
     return loaded
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (flock on the directory itself: no lock file is written) while the
+    block runs; a second process that asks for it meanwhile gets one SemshareError at once. Released when
+    the process ends, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock, as before
+        yield
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SemshareError(f"{folder}: another semshare process is writing this {what} now; wait for it to "
+                                "finish, or choose another --out") from None
+        yield
+    finally:
+        os.close(handle)

@@ -32,7 +32,7 @@ from semshare.evaluation.report import format_cell
 from semshare.evaluation.retrieval import MetricSpec
 from semshare.experiments.compare import significance_tables
 from semshare.experiments.paper import DEEP_FEATURES_RECIPE
-from semshare.fileio import atomic_file, atomic_write_json, atomic_write_text, read_json_object
+from semshare.fileio import atomic_file, atomic_write_json, atomic_write_text, folder_lock, read_json_object
 from semshare.training.experiment import load_run, train_experiment
 from semshare.training.loop import usable_cores
 from semshare.training.recipes import ExperimentConfig, config_dir, resolve_config, unsupported_inputs
@@ -289,36 +289,38 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
         raise SemshareError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    datasets = {str(d): open_dataset(d) for d in data_dirs}  # opened and value-checked once per folder
-    parallel = workers > 1 or executor == "ray"
-    specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {}, threads or (1 if parallel else usable_cores()),
-                      linear_inputs, progress, text_inputs, segments_dirs, config_files)
-    todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
-    check_finished_runs([s for s in specs if s not in todo], datasets)
-    progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
-    started, done = time.time(), [0]
+    # one benchmark at a time per folder: two would train the same runs and write the same tables
+    with folder_lock(out_dir, "benchmark"):
+        datasets = {str(d): open_dataset(d) for d in data_dirs}  # opened and value-checked once per folder
+        parallel = workers > 1 or executor == "ray"
+        specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {}, threads or (1 if parallel else usable_cores()),
+                          linear_inputs, progress, text_inputs, segments_dirs, config_files)
+        todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
+        check_finished_runs([s for s in specs if s not in todo], datasets)
+        progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
+        started, done = time.time(), [0]
 
-    def report(result: dict) -> None:
-        done[0] += 1
-        progress(_progress_line(done[0], len(todo), result, started))
+        def report(result: dict) -> None:
+            done[0] += 1
+            progress(_progress_line(done[0], len(todo), result, started))
 
-    if executor == "ray" and todo:
-        _run_on_ray(todo, workers, ray_address, report)
-    else:
-        _run_local(todo, datasets, workers, report)
-    results = [json.loads((Path(s.run_dir) / "result.json").read_text()) for s in specs
-               if (Path(s.run_dir) / "result.json").exists()]
-    failed = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
-    if failed:
-        progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "
-                 + ", ".join(f"{Path(s.data_dir).name}/{s.method}-seed{s.seed}" for s in failed))
-    atomic_write_json(out_dir / "results.json", results)
-    atomic_write_text(out_dir / "table.md", inputs_line(results) + "\n\n" + format_paper_table(results, "NDCG@500")
-                      + "\n\n" + format_paper_table(results, "mAP@all") + "\n"
-                      + significance_tables(results, reference or None) + "\n")
-    write_csv(out_dir / "table.csv", results)
-    plot_method_pr_curves(results, out_dir)
-    return results
+        if executor == "ray" and todo:
+            _run_on_ray(todo, workers, ray_address, report)
+        else:
+            _run_local(todo, datasets, workers, report)
+        results = [json.loads((Path(s.run_dir) / "result.json").read_text()) for s in specs
+                   if (Path(s.run_dir) / "result.json").exists()]
+        failed = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
+        if failed:
+            progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "
+                     + ", ".join(f"{Path(s.data_dir).name}/{s.method}-seed{s.seed}" for s in failed))
+        atomic_write_json(out_dir / "results.json", results)
+        atomic_write_text(out_dir / "table.md", inputs_line(results) + "\n\n" + format_paper_table(results, "NDCG@500")
+                          + "\n\n" + format_paper_table(results, "mAP@all") + "\n"
+                          + significance_tables(results, reference or None) + "\n")
+        write_csv(out_dir / "table.csv", results)
+        plot_method_pr_curves(results, out_dir)
+        return results
 
 
 def row_name(result: dict) -> str:

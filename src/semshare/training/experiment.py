@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from semshare.data.batches import TrainingBatches
 from semshare.data.dataset import Dataset, open_dataset
 from semshare.data.text import Vocabulary
 from semshare.errors import ConfigError, SemshareError
+from semshare.fileio import folder_lock
 from semshare.training.checkpoint import checkpoint_exists, load_checkpoint
 from semshare.training.closed_form import (ClosedFormRun, closed_form_fit_complete, fit_closed_form_run,
                                           load_closed_form_run, read_fit_state)
@@ -128,25 +129,30 @@ def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Pat
     for `allow_change` fields) and the data must equal the run's, then a trained run continues from RUN/last
     and a finished closed-form fit is returned as it is. Checked before anything is written."""
     run_dir = Path(run_dir)
-    existing = check_existing_run(run_dir, cfg, dataset, resume, allow_change)
-    if context.world_size > 1:  # every rank has looked at the folder before any rank writes to it
-        torch.distributed.barrier()
-    if not cfg.method_class.closed_form:
-        count = len(training_rows(dataset, cfg.train)[0])
-        if cfg.train.batch_size > count:
-            raise ConfigError(f"train.batch_size: expected at most the {count} training items of {dataset.root}, "
-                              f"found {cfg.train.batch_size}")
-    if existing:
-        update_run_description(run_dir, cfg, dataset, allow_change)
-    # a folder this command makes is removed again if the run cannot even start: no half-made run is left
-    with _removed_on_error(run_dir, made_here=not run_dir.exists() and context.is_main):
-        if cfg.method_class.closed_form:
-            if existing and closed_form_fit_complete(run_dir):
-                return read_fit_state(run_dir)
-            return fit_closed_form_run(dataset, cfg, run_dir, _deep_features_run(cfg, dataset))
-        resuming = existing and checkpoint_exists(run_dir / "last")
-        run = prepare_run(dataset, cfg, run_dir, write=not resuming)
-    batches = TrainingBatches(run.builder(training=True), run.train_rows, cfg.train.batch_size, cfg.train.seed,
-                              context.rank, context.world_size)
-    return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resuming, context,
-               metadata={"config": to_dict(cfg), "model_spec": json.loads((run_dir / "model_spec.json").read_text())})
+    made_here = context.is_main and not run_dir.exists()
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    # one writer per run folder: a second train / resume of it while this one runs is refused at once
+    with folder_lock(run_dir, "run") if context.is_main else nullcontext():
+        with _removed_on_error(run_dir, made_here):  # a run that cannot even start leaves no folder behind
+            existing = check_existing_run(run_dir, cfg, dataset, resume, allow_change)
+            if context.world_size > 1:  # every rank has looked at the folder before any rank writes to it
+                torch.distributed.barrier()
+            if not cfg.method_class.closed_form:
+                count = len(training_rows(dataset, cfg.train)[0])
+                if cfg.train.batch_size > count:
+                    raise ConfigError(f"train.batch_size: expected at most the {count} training items of "
+                                      f"{dataset.root}, found {cfg.train.batch_size}")
+            if existing:
+                update_run_description(run_dir, cfg, dataset, allow_change)
+            if cfg.method_class.closed_form:
+                if existing and closed_form_fit_complete(run_dir):
+                    return read_fit_state(run_dir)
+                return fit_closed_form_run(dataset, cfg, run_dir, _deep_features_run(cfg, dataset))
+            resuming = existing and checkpoint_exists(run_dir / "last")
+            run = prepare_run(dataset, cfg, run_dir, write=not resuming)
+        batches = TrainingBatches(run.builder(training=True), run.train_rows, cfg.train.batch_size, cfg.train.seed,
+                                  context.rank, context.world_size)
+        return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resuming, context,
+                   metadata={"config": to_dict(cfg),
+                             "model_spec": json.loads((run_dir / "model_spec.json").read_text())})
