@@ -105,3 +105,28 @@ def test_no_function_is_longer_than_60_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long_functions.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long_functions, "\n".join(long_functions)
+
+
+def test_the_command_line_and_every_subcommands_help_start_without_torch():
+    """`semshare --help` and `semshare CMD --help` only read argparse and the YAML recipe names: no torch, NumPy
+    or other heavy import (they took ~1.8 s when the parser imported the methods to list their names)."""
+    import subprocess
+    import sys
+
+    probe = """
+import contextlib, io, sys
+from semshare.cli.main import build_parser
+parser = build_parser()
+commands = [a for a in parser._subparsers._group_actions[0].choices]
+for argv in [["--help"]] + [[c, "--help"] for c in commands] + [["index", "build", "--help"]]:
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pass
+heavy = [m for m in ("torch", "numpy", "scipy", "sklearn", "faiss", "fastapi", "gensim", "matplotlib") if m in sys.modules]
+print(len(commands), heavy)
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    count, heavy = result.stdout.split(" ", 1)
+    assert int(count) >= 18 and heavy.strip() == "[]", result.stdout

@@ -157,6 +157,18 @@ def parse_assignments(assignments: list[str]) -> dict:
     return parsed
 
 
+def config_dir(kind: str) -> Path:
+    """The shipped YAML folder of one kind (configs/method, configs/preset, configs/experiment)."""
+    from importlib import resources
+
+    return Path(str(resources.files("semshare") / "configs" / kind))
+
+
+def recipe_names() -> list[str]:
+    """The shipped recipes (configs/method/NAME.yaml), read from the files: no method is imported."""
+    return sorted(p.stem for p in config_dir("method").glob("*.yaml"))
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:

@@ -8,6 +8,10 @@ from semshare.errors import ConfigError
 
 T = TypeVar("T")
 
+# the default recipe (configs/method/ours.yaml) and the registered method it runs: named here, in a module
+# that imports nothing heavy, so the command line can show them without importing torch
+DEFAULT_RECIPE, DEFAULT_METHOD = "ours", "semantic_sharing"
+
 
 class Registry(Generic[T]):
     def __init__(self, kind: str):

@@ -35,8 +35,8 @@ def _run_evaluate_embeddings(args: argparse.Namespace) -> int:
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    from semshare.methods import DEFAULT_RECIPE
-    from semshare.training.recipes import known_methods
+    from semshare.config import recipe_names
+    from semshare.registry import DEFAULT_METHOD, DEFAULT_RECIPE
 
     parser = sub.add_parser("train", help="train a method (Semantic Sharing, an ablation, a baseline) with the one loop",
                             description="Train on --data, select on its val split (carved from train when absent), "
@@ -44,7 +44,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                                         "fitted in one step into the same run folder. Runs under torchrun too.")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--method", default=DEFAULT_RECIPE, metavar="NAME",
-                        help=f"a recipe in configs/method/ or a registered method ({', '.join(known_methods())})")
+                        help=f"a recipe in configs/method/ ({', '.join(recipe_names())}) or a registered method "
+                             f"with its defaults (e.g. {DEFAULT_METHOD})")
     add_config_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--resume", action="store_true",

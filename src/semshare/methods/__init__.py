@@ -9,5 +9,5 @@ decided above, in `semshare.experiments.paper`.
 from semshare.methods import (cca, dcca, dscmr, jfssl, label_gcn, lcfs, ridge, scml,  # noqa: F401
                               semantic_sharing, vilbert)
 
-# what `semshare train` runs without --method, and the registered method behind it
-DEFAULT_RECIPE, DEFAULT_METHOD = "ours", "semantic_sharing"
+# what `semshare train` runs without --method, and the registered method behind it (named in registry.py)
+from semshare.registry import DEFAULT_METHOD, DEFAULT_RECIPE  # noqa: F401 (re-exported)

@@ -9,13 +9,12 @@ its own method's block (so one preset or experiment file sizes every method).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from semshare.config import apply_overrides, from_dict, load_yaml, to_dict
+from semshare.config import apply_overrides, config_dir, from_dict, load_yaml, recipe_names, to_dict  # noqa: F401
 from semshare.errors import ConfigError
 from semshare.methods import DEFAULT_METHOD, DEFAULT_RECIPE  # importing semshare.methods registers every method
 from semshare.methods.base import IMAGE_INPUTS, TEXT_INPUTS, InputConfig
@@ -24,15 +23,6 @@ from semshare.training.loop import TrainConfig
 
 CONFIG_KINDS = ("method", "preset", "experiment")
 TEXT_SOURCES = {"word2vec-bigru": "words", "sentence-vector": "vector", "minilm": "segments"}
-
-
-def config_dir(kind: str) -> Path:
-    """The shipped YAML folder of one kind (configs/method, configs/preset, configs/experiment)."""
-    return Path(str(resources.files("semshare") / "configs" / kind))
-
-
-def recipe_names() -> list[str]:
-    return sorted(p.stem for p in config_dir("method").glob("*.yaml"))
 
 
 def known_methods() -> list[str]:
