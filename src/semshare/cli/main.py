@@ -17,12 +17,14 @@ from semshare.errors import SemshareError, plain
 logger = logging.getLogger("semshare")
 
 EXIT_USER_ERROR = 2
+QUIET_COMMANDS = ("search", "index", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semshare", description="Label-wise cross-modal retrieval with Semantic Sharing.")
     parser.add_argument("--version", action="version", version=f"semshare {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging (search, index and serve log nothing below warnings without it)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (data.add_make_synthetic, data.add_inspect, data.add_import, data.add_extract, data.add_prepare_text,
@@ -36,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # the commands that answer a question print the answer only; their INFO lines come with -v
+    quiet = args.command in QUIET_COMMANDS
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # also when logging was configured before (a second main() in a process)
     if not args.verbose:
         logging.getLogger("gensim").setLevel(logging.WARNING)
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)

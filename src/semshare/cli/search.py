@@ -133,6 +133,9 @@ def _run_serve(args: argparse.Namespace) -> int:
                             f"{args.max_pending}")
     _check_port(args.host, args.port)  # before the index is loaded: a busy port fails in a second, in one line
     set_threads(args)
-    serve(load_index(args.index_dir, data_dir=args.data), args.host, args.port, args.image_root, args.max_pending,
-          args.max_batch)
+    index = load_index(args.index_dir, data_dir=args.data)
+    shown_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving http://{shown_host}:{args.port}/ (API: http://{shown_host}:{args.port}/docs); Ctrl-C stops",
+          flush=True)
+    serve(index, args.host, args.port, args.image_root, args.max_pending, args.max_batch)
     return 0

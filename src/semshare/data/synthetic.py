@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from semshare.data.dataset import write_meta
 from semshare.errors import SemshareError
 from semshare.fileio import atomic_directory
+from semshare.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def make_synthetic(out_dir: str | Path, cfg: SyntheticConfig, name: str = "synth
         for array_name, (shape, dtype) in shapes.items():
             np.lib.format.open_memmap(tmp / f"{array_name}.npy", mode="w+", dtype=dtype, shape=shape).flush()
         with open(tmp / "captions.jsonl", "w", encoding="utf-8") as captions_file, \
-                tqdm(total=N, desc="synthetic items", unit="item", disable=not progress) as bar:
+                progress_bar(progress, total=N, desc="synthetic items", unit="item") as bar:
             for chunk_index, start in enumerate(range(0, N, CHUNK_ITEMS)):
                 rng = np.random.default_rng([cfg.seed, 1, chunk_index])
                 stop = min(N, start + CHUNK_ITEMS)

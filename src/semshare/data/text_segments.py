@@ -77,7 +77,7 @@ def extract_text_segments(dataset, out_dir: str | Path | None = None, encoder: s
                           max_length: int = 48, batch_size: int = 64, overwrite: bool = False,
                           progress: bool = True) -> Path:
     """Encode every text item of `dataset`; write the folder atomically; return its path."""
-    from tqdm import tqdm
+    from semshare.progress import progress_bar
 
     if not dataset.has_captions:
         raise SemshareError(f"{dataset.root}: extract-text needs captions.jsonl (texts to encode)")
@@ -91,7 +91,7 @@ def extract_text_segments(dataset, out_dir: str | Path | None = None, encoder: s
         mask = np.lib.format.open_memmap(tmp / "mask.npy", "w+", np.bool_, (count, max_length))
         token_ids = np.lib.format.open_memmap(tmp / "token_ids.npy", "w+", np.int32, (count, max_length))
         sentence = np.lib.format.open_memmap(tmp / "sentence.npy", "w+", np.float16, (count, hidden))
-        bar = tqdm(total=count, unit="text", desc=f"extract-text {encoder}", disable=not progress)
+        bar = progress_bar(progress, total=count, unit="text", desc=f"extract-text {encoder}")
         for start in range(0, count, batch_size):
             chunk = texts[start : start + batch_size]
             states, real, ids = segment_encoder(chunk)

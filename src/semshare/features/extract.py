@@ -29,11 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.data
-from tqdm import tqdm
 
 from semshare.errors import DataFormatError, SemshareError
 from semshare.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from semshare.fileio import atomic_write_json
+from semshare.progress import progress_bar
 from semshare.data.dataset import read_text_file
 from semshare.importers.coco import read_coco_captions, read_coco_instances, read_karpathy_split
 from semshare.importers.writer import DatasetWriter, seeded_test_split
@@ -537,18 +537,16 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     inputs = _ImageInputs(items[done:], images_dir, use_boxes, cfg.max_regions, column, encoder.image_size)
     loader = torch.utils.data.DataLoader(inputs, batch_size=cfg.chunk_images, num_workers=workers, collate_fn=list,
                                          prefetch_factor=2 if workers else None)
-    bar = tqdm(total=len(items), initial=done, unit="image", desc=f"extract {cfg.backbone}", disable=not progress)
-    for chunks, prepared in enumerate(loader, start=1):
-        start = done + (chunks - 1) * cfg.chunk_images
-        chunk = items[start : start + len(prepared)]
-        _write_chunk(writer, start, chunk, prepared, images_dir, encoder, region_count, use_boxes, cfg, column,
-                     len(label_names))
-        atomic_write_json(state_path, {"config": config_record, "done": start + len(chunk)})
-        bar.update(len(chunk))
-        if stop_after_chunks is not None and chunks >= stop_after_chunks and start + len(chunk) < len(items):
-            bar.close()
-            return None
-    bar.close()
+    with progress_bar(progress, total=len(items), initial=done, unit="image", desc=f"extract {cfg.backbone}") as bar:
+        for chunks, prepared in enumerate(loader, start=1):
+            start = done + (chunks - 1) * cfg.chunk_images
+            chunk = items[start : start + len(prepared)]
+            _write_chunk(writer, start, chunk, prepared, images_dir, encoder, region_count, use_boxes, cfg, column,
+                         len(label_names))
+            atomic_write_json(state_path, {"config": config_record, "done": start + len(chunk)})
+            bar.update(len(chunk))
+            if stop_after_chunks is not None and chunks >= stop_after_chunks and start + len(chunk) < len(items):
+                return None
     writer.write_captions([item.captions for item in items])
     writer.write_image_files([str((images_dir / item.file_name).resolve()) for item in items])
     state_path.unlink()

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from semshare.data.dataset import load_npy
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_captions, read_coco_instances, read_karpathy_split
 from semshare.importers.writer import DatasetWriter, seeded_test_split
+from semshare.progress import progress_bar
 from semshare.registry import IMPORTERS
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captio
         splits = seeded_test_split(len(ids), test_fraction, seed)
     wanted = {line_index: row for row, line_index in enumerate(keep)}
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        bar = tqdm(total=len(ids), unit="image", desc="import bottomup-tsv", disable=not progress)
+        bar = progress_bar(progress, total=len(ids), unit="image", desc="import bottomup-tsv")
         block = _BlockWriter(DatasetWriter(tmp, len(ids), len(label_names), regions=(region_count, dim)),
                              region_count, dim, captions, labels_of, bar)
         line_index = -1

@@ -8,13 +8,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from semshare.data.dataset import load_npy, read_text_file
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_instances
 from semshare.importers.writer import DatasetWriter
+from semshare.progress import progress_bar
 from semshare.registry import IMPORTERS
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def _write_parts(writer: DatasetWriter, src: Path, parts: list[tuple], labels_al
     row, our_splits = 0, {}
     total = sum(len(p[1]) for p in parts)
     whole_image = np.tile(np.array([0, 0, 1, 1], dtype=np.float32), (CHUNK, region_count, 1))
-    bar = tqdm(total=total, unit="image", desc="import precomp", disable=not progress)
+    bar = progress_bar(progress, total=total, unit="image", desc="import precomp")
     for split, ims, caps, per, ids in parts:
         our_splits[SPLITS.get(split, split)] = list(range(row, row + len(ims)))
         for start in range(0, len(ims), CHUNK):

@@ -19,9 +19,9 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from semshare.fileio import atomic_file, atomic_write_text
+from semshare.progress import logs_through, progress_bar
 from semshare.training.checkpoint import checkpoint_exists, load_checkpoint, read_checkpoint_metadata, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -297,15 +297,17 @@ def read_losses(losses: dict, grad_norm: torch.Tensor, step: int) -> tuple[dict[
 
 def log_step(log: MetricsLog, progress, losses: dict, grad_norm: torch.Tensor, state: dict, epoch: int, lr: float,
              items_per_s: float) -> None:
+    """Write one metrics record (and the bar's postfix)."""
     values, norm = read_losses(losses, grad_norm, state["step"])
-    progress.set_postfix(loss=f"{values['loss']:.4f}", items_s=f"{items_per_s:.0f}", epoch=epoch)
+    progress.set_postfix(loss=f"{values['loss']:.4f}", items_s=f"{items_per_s:.0f}", epoch=epoch + 1)  # as the log
     log.write({"step": state["step"], "epoch": epoch, "lr": lr, "grad_norm": norm, "items_per_s": items_per_s,
                **{f"train/{k}": v for k, v in values.items()}})
 
 
 def end_epoch(model: nn.Module, state: dict, validate: Callable[[nn.Module], dict[str, float]], cfg: TrainConfig,
-              selection_metric: str, save: Callable[[str], None], log: MetricsLog) -> None:
-    """Validate, select `best` on the validation split, count towards early stopping."""
+              selection_metric: str, save: Callable[[str], None], log: MetricsLog, summary: str = ":") -> None:
+    """Validate, select `best` on the validation split, count towards early stopping; one log line says how
+    the epoch went (`summary`: its training loss and speed), the line a log file gets instead of a bar."""
     state["epoch"] += 1
     state["step_in_epoch"] = 0
     model.eval()
@@ -321,7 +323,7 @@ def end_epoch(model: nn.Module, state: dict, validate: Callable[[nn.Module], dic
     log.write({"step": state["step"], "epoch": state["epoch"], **{f"val/{k}": v for k, v in metrics.items()},
                "best_epoch": state["best_epoch"]})
     log.flush()
-    logger.info("epoch %d: val %s %.4f (best %.4f at epoch %d)", state["epoch"], selection_metric, score,
+    logger.info("epoch %d%s val %s %.4f (best %.4f at epoch %d)", state["epoch"], summary, selection_metric, score,
                 state["best_metric"], state["best_epoch"])
 
 
@@ -338,6 +340,37 @@ def resume_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimize
     saved = load_checkpoint(folder, model, optimizer, restore_rng=True)
     state.update({k: saved[k] for k in state if k in saved})
     logger.info("resumed from %s at step %d (epoch %d)", folder, state["step"], state["epoch"])
+
+
+def _train_epochs(model: nn.Module, batches, validate, cfg: TrainConfig, loop: LoopSetup, state: dict, log: MetricsLog,
+                  progress, save: Callable[[str], None], context: DistributedContext, selection_metric: str) -> None:
+    """The steps and epoch ends until the run is done; `state` is updated in place."""
+    started, items_seen = time.perf_counter(), 0
+    total_epochs = math.ceil(loop.total_steps / max(1, loop.steps_per_epoch))
+    while state["step"] < loop.total_steps and not state["stopped_early"]:
+        epoch = state["epoch"]
+        model.on_epoch_start(epoch)
+        losses, grad_norm = None, None
+        for batch in prefetched(batches.epoch(epoch, start_step=state["step_in_epoch"]), loop.prefetch_batches):
+            lr = learning_rate(cfg, state["step"], loop.total_steps)
+            losses, grad_norm = train_step(model, loop, batch.to(loop.device), cfg, lr)
+            state["step"] += 1
+            state["step_in_epoch"] += 1
+            items_seen += len(batch) * context.world_size
+            progress.update(1)
+            if state["step"] % cfg.log_every == 0 or state["step"] == 1:
+                items_per_s = items_seen / max(1e-9, time.perf_counter() - started)
+                log_step(log, progress, losses, grad_norm, state, epoch, lr, items_per_s)
+            if state["step"] >= loop.total_steps:
+                break
+        summary = f"/{total_epochs}:"
+        if losses is not None:  # a non-finite step since the last log is caught before anything is saved
+            last_loss = read_losses(losses, grad_norm, state["step"])[0]["loss"]
+            summary = (f"/{total_epochs}: train loss {last_loss:.4f} (last step), "
+                       f"{items_seen / max(1e-9, time.perf_counter() - started):.0f} items/s;")
+        if state["step_in_epoch"] >= loop.steps_per_epoch:  # a whole epoch is done
+            end_epoch(model, state, validate, cfg, selection_metric, save, log, summary)
+        save("last")
 
 
 def fit(
@@ -370,31 +403,10 @@ def fit(
         if context.is_main:
             save_checkpoint(run_dir / name, model, loop.optimizer if name == "last" else None, state, metadata)
 
-    progress = tqdm(total=loop.total_steps, initial=state["step"], desc="train", unit="step",
-                    disable=not (cfg.progress and context.is_main), dynamic_ncols=True)
-    started, items_seen = time.perf_counter(), 0
-    while state["step"] < loop.total_steps and not state["stopped_early"]:
-        epoch = state["epoch"]
-        model.on_epoch_start(epoch)
-        losses, grad_norm = None, None
-        for batch in prefetched(batches.epoch(epoch, start_step=state["step_in_epoch"]), loop.prefetch_batches):
-            lr = learning_rate(cfg, state["step"], loop.total_steps)
-            losses, grad_norm = train_step(model, loop, batch.to(loop.device), cfg, lr)
-            state["step"] += 1
-            state["step_in_epoch"] += 1
-            items_seen += len(batch) * context.world_size
-            progress.update(1)
-            if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-                items_per_s = items_seen / max(1e-9, time.perf_counter() - started)
-                log_step(log, progress, losses, grad_norm, state, epoch, lr, items_per_s)
-            if state["step"] >= loop.total_steps:
-                break
-        if losses is not None:  # a non-finite step since the last log is caught before anything is saved
-            read_losses(losses, grad_norm, state["step"])
-        if state["step_in_epoch"] >= loop.steps_per_epoch:  # a whole epoch is done
-            end_epoch(model, state, validate, cfg, selection_metric, save, log)
-        save("last")
-    progress.close()
+    progress = progress_bar(cfg.progress and context.is_main, total=loop.total_steps, initial=state["step"],
+                            desc="train", unit="step")
+    with progress, logs_through(progress):
+        _train_epochs(model, batches, validate, cfg, loop, state, log, progress, save, context, selection_metric)
     log.close()
     if context.is_main and not checkpoint_exists(run_dir / "best"):
         # stopped before any validation (max_steps inside the first epoch): the last weights stand in

@@ -1,0 +1,67 @@
+"""What the command line prints: a bar only on a terminal (a log file gets one line per epoch), answers
+without INFO noise for search / index / serve (-v brings it back), the URL `serve` listens on."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from semshare.cli.main import main
+
+FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "text.word_dim=8",
+        "--set", "text.word2vec_epochs=1", "--set", "model.dim=16", "--set", "model.heads=2"]
+
+
+@pytest.fixture(scope="module")
+def index_dir(tiny_data_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli-output")
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "cca", "--out", str(folder / "run")]) == 0
+    assert main(["index", "build", str(folder / "run"), "--side", "image", "--kind", "exact-torch",
+                 "--out", str(folder / "index")]) == 0
+    return folder / "index"
+
+
+def test_training_into_a_log_file_writes_epoch_lines_not_bar_frames(tiny_data_dir, tmp_path):
+    """stderr is a file here, as with `semshare train ... 2> train.log`: no carriage-return frames; each
+    epoch is one line counted as the bar and metrics.jsonl count it (from 1)."""
+    log = tmp_path / "train.log"
+    with open(log, "w") as stderr:
+        subprocess.run([sys.executable, "-m", "semshare.cli", "train", "--data", str(tiny_data_dir), "--out",
+                        str(tmp_path / "run"), *FAST], stderr=stderr, stdout=subprocess.DEVNULL, check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    text = log.read_text()
+    assert "\r" not in text and "it/s" not in text
+    epochs = [line.split("semshare.training.loop: ")[1] for line in text.splitlines() if ": epoch " in line]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all("train loss" in e and "items/s" in e and "val ave/NDCG@500" in e for e in epochs)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({r["epoch"] for r in records if "val/ave/NDCG@500" in r}) == [1, 2]
+
+
+def test_search_prints_the_answer_without_info_lines_unless_verbose(index_dir):
+    def search(*flags):
+        return subprocess.run([sys.executable, "-m", "semshare.cli", *flags, "search", str(index_dir), "--image-id", "3",
+                               "-k", "2"], capture_output=True, text=True, check=True)
+
+    quiet, verbose = search(), search("-v")
+    assert quiet.stdout.startswith("rank") and quiet.stderr == ""
+    assert verbose.stdout == quiet.stdout and " INFO semshare.data.dataset: opened dataset" in verbose.stderr
+
+
+def test_serve_says_where_it_listens(index_dir):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "semshare.cli", "serve", str(index_dir), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"serving http://127.0.0.1:{port}/") and f"http://127.0.0.1:{port}/docs" in line
+    finally:
+        process.kill()
+        process.wait()
+        stderr = process.stderr.read()
+    assert " INFO " not in stderr
