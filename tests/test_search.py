@@ -315,3 +315,25 @@ def test_slow_or_partial_requests_are_cut_off_and_a_chunked_body_over_the_limit_
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_one_hit_schema_for_the_cli_python_and_http(image_index, capsys):
+    from fastapi.testclient import TestClient
+
+    from semshare.cli.main import main
+    from semshare.search.service import create_app
+
+    searcher = load_index(image_index)
+    python = [hit.as_dict() for hit in searcher.search_image(4, k=5)]
+    assert main(["search", str(image_index), "--image-id", "4", "-k", "5", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    client = TestClient(create_app(searcher))
+    http = client.post("/search", json={"item_id": 4, "k": 5}).json()
+    assert cli == http and cli["results"] == python
+    assert set(python[0]) == {"rank", "score", "id", "row", "labels", "captions", "image_url"}
+    assert cli["query"] == {"text": None, "item_id": 4, "k": 5} and cli["gallery_side"] == "image"
+    # the schema is typed in the OpenAPI document /docs shows
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(schemas["HitOut"]["properties"]) == set(python[0])
+    assert schemas["SearchResponse"]["properties"]["results"]["items"]["$ref"].endswith("/HitOut")
+    assert client.get("/docs").status_code == 200

@@ -66,9 +66,7 @@ def add_search(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from semshare.search.gallery import load_index
+    from semshare.search.gallery import load_index, search_response
 
     if not 1 <= args.k <= 1000:
         raise SemshareError(f"-k must be between 1 and 1000; got {args.k}")
@@ -80,8 +78,9 @@ def _run_search(args: argparse.Namespace) -> int:
     else:
         query, unknown = searcher.encode_image_row(args.image_id), []
     hits = searcher.search(query, args.k)
-    if args.json:
-        print(json.dumps({"unknown_words": unknown, "results": [asdict(h) for h in hits]}, indent=2))
+    if args.json:  # the schema HTTP /search answers with (docs/SEARCH.md)
+        print(json.dumps(search_response(args.text, args.image_id, args.k, searcher.manifest.side, unknown, hits),
+                         indent=2))
         return 0
     if unknown:
         print(f"unknown words (ignored): {', '.join(unknown)}")

@@ -70,7 +70,28 @@ class SearchHit:
 
     @property
     def image_file(self) -> str | None:
+        """The image's file on this machine (None without one); never serialised: see `as_dict`."""
         return self.item.get("image_file")
+
+    def as_dict(self) -> dict:
+        """The one hit schema, for `semshare search --json`, HTTP /search and Python alike: rank, score, id,
+        row, labels, captions and image_url (the path a semshare server of this index serves the image at;
+        None without an image file). No file path of this machine is in it."""
+        return item_record(self.item) | {"rank": self.rank, "score": self.score}
+
+
+def item_record(item: dict) -> dict:
+    """A gallery item as every client sees it (the hit schema without rank and score)."""
+    return {"id": item["id"], "row": item["row"], "labels": list(item.get("labels", [])),
+            "captions": list(item.get("captions") or []),
+            "image_url": f"/items/{item['id']}/image" if item.get("image_file") else None}
+
+
+def search_response(text: str | None, item_id: int | None, k: int, gallery_side: str, unknown: list[str],
+                    hits: list[SearchHit]) -> dict:
+    """The answer to one query as `semshare search --json` prints it and HTTP /search returns it."""
+    return {"query": {"text": text, "item_id": item_id, "k": k}, "gallery_side": gallery_side,
+            "unknown_words": list(unknown), "results": [hit.as_dict() for hit in hits]}
 
 
 def _gallery_rows(dataset, split: str) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
+from semshare.search.gallery import item_record, search_response
 from semshare.search.run import MAX_QUERY_CHARS
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,38 @@ class SearchRequest(BaseModel):
         if (self.text is None) == (self.item_id is None):
             raise ValueError("give exactly one of 'text' and 'item_id'")
         return self
+
+
+class ItemOut(BaseModel):
+    """A gallery item (search.gallery.item_record)."""
+
+    id: int = Field(description="image row, or global text item id, of the gallery item")
+    row: int = Field(description="the dataset row the item belongs to")
+    labels: list[str]
+    captions: list[str] = Field(description="the image's captions, or the text item itself")
+    image_url: str | None = Field(description="where this server serves the item's image; null without one")
+
+
+class HitOut(ItemOut):
+    """One ranked result (search.gallery.SearchHit.as_dict): the item, its rank and cosine score."""
+
+    rank: int = Field(description="1 = best")
+    score: float = Field(description="cosine similarity to the query")
+
+
+class QueryOut(BaseModel):
+    text: str | None
+    item_id: int | None
+    k: int
+
+
+class SearchResponse(BaseModel):
+    """The answer to POST /search, and what `semshare search --json` prints."""
+
+    query: QueryOut
+    gallery_side: str = Field(description="image or text: what the index holds")
+    unknown_words: list[str] = Field(description="words of a text query outside the run's vocabulary (ignored)")
+    results: list[HitOut]
 
 
 class QueueFull(Exception):
@@ -162,13 +195,6 @@ def without_paths(message: str) -> str:
     return re.sub(r"(?<![\w.])/(?:[^\s/:'\"]+/)*([^\s/:'\"]+)", r"\1", message)
 
 
-def _present(item: dict) -> dict:
-    """A gallery item as the client sees it: no file path, the URL of its image when it has one."""
-    shown = {key: value for key, value in item.items() if key != "image_file"}
-    shown["image_url"] = f"/items/{item['id']}/image" if item.get("image_file") else None
-    return shown
-
-
 async def _invalid_request(request, exc):
     """422 naming each invalid field; the default handler echoes the input back and fails (500) on bytes that
     are not UTF-8."""
@@ -213,10 +239,10 @@ def _add_item_routes(app, searcher, root: Path) -> None:
     from fastapi import HTTPException
     from fastapi.responses import FileResponse
 
-    @app.get("/items/{item_id}")
+    @app.get("/items/{item_id}", response_model=ItemOut)
     def item(item_id: int) -> dict:
         try:
-            return _present(searcher.item(item_id))
+            return item_record(searcher.item(item_id))
         except KeyError:
             raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
 
@@ -258,8 +284,8 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
         return {"status": "ok", "side": m.side, "kind": m.kind, "size": m.size, "dim": m.dim,
                 "accepts_text": searcher.accepts_text}
 
-    @app.post("/search")
-    async def search(request: SearchRequest) -> dict:
+    @app.post("/search", response_model=SearchResponse)
+    async def search(request: SearchRequest):
         try:
             answer = await batcher.submit(request)
         except QueueFull:
@@ -267,10 +293,10 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
                                 headers={"Retry-After": "1"}) from None
         if isinstance(answer, SemshareError):
             raise HTTPException(status_code=422, detail=without_paths(str(answer)))
-        # plain JSON types already: a JSONResponse skips FastAPI's slower generic encoder
-        return JSONResponse({"query": {"text": request.text, "item_id": request.item_id, "k": request.k},
-                             "gallery_side": searcher.manifest.side, "unknown_words": answer["unknown"],
-                             "results": [{"rank": h.rank, "score": h.score, **_present(h.item)} for h in answer["hits"]]})
+        # plain JSON types already: a JSONResponse skips FastAPI's slower generic encoder (the response
+        # model still documents the schema at /docs)
+        return JSONResponse(search_response(request.text, request.item_id, request.k, searcher.manifest.side,
+                                            answer["unknown"], answer["hits"]))
 
     _add_item_routes(app, searcher, serving_root(searcher.run.dataset, image_root))
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
