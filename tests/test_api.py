@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from semshare.errors import SemshareError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -50,3 +53,31 @@ def test_api_embeddings_are_the_runs_own(tiny_data_dir, tmp_path):
     caption = run.dataset.captions[row][first_id - int(run.dataset.caption_offsets[row])]
     np.testing.assert_allclose(run.encode_texts([caption])[0], normalize_rows(texts["emb"][:1])[0], atol=1e-5)
     assert set(semshare.__all__) >= {"load_run", "load_index", "Run", "Index", "SearchHit"}
+
+
+def test_python_objects_are_easy_to_look_at_and_a_batch_survives_unusable_texts(tiny_data_dir, tmp_path):
+    import semshare
+    from semshare.cli.main import main
+
+    assert {"load_run", "load_index", "build_index", "Run", "Index", "SearchHit"} <= set(dir(semshare))
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "cca", "--out", str(tmp_path / "run")]) == 0
+    run = semshare.load_run(tmp_path / "run")
+    assert repr(run).startswith(f"Run({str(tmp_path / 'run')!r}, method='cca'") and len(repr(run)) < 300
+    assert repr(run.dataset).startswith("Dataset(") and "items=120" in repr(run.dataset) and len(repr(run.dataset)) < 300
+    index = semshare.build_index(run, "image", tmp_path / "index", kind="exact-torch")
+    assert repr(index) == (f"Index({str(tmp_path / 'index')!r}, side='image', kind='exact-torch', size=120, "
+                           f"dim={index.manifest.dim}, split='all')")
+    caption = run.dataset.captions[0][0]
+    texts = [caption, "", "zzqx qqzz", caption]
+    out = run.encode_texts(texts, batch_size=2)
+    assert out.shape[0] == 4 and np.isnan(out[1]).all() and np.isnan(out[2]).all()
+    np.testing.assert_allclose(out[0], out[3], atol=1e-6)
+    np.testing.assert_allclose(out[0], run.encode_texts([caption])[0], atol=1e-6)
+    reasons = [emb for emb, _ in run.encode_text_batch(texts)]
+    assert "empty" in str(reasons[1]) and "none of the query's words" in str(reasons[2])
+    with pytest.raises(SemshareError, match="takes a list of texts"):
+        run.encode_texts("a single string")
+    with pytest.raises(SemshareError, match="none of the query's words"):  # nothing readable: nothing to return
+        run.encode_texts(["zzqx"])
+    reopened = semshare.load_index(tmp_path / "index")
+    assert [h.id for h in index.search_text(caption, k=3)] == [h.id for h in reopened.search_text(caption, k=3)]

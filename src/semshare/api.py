@@ -5,7 +5,8 @@
     run = semshare.load_run("runs/demo/ours-seed0")           # the run folder; nothing is unpickled
     texts = run.encode_texts(["two dogs in the snow"])        # (1, D) float32, unit rows
     images = run.encode_images(rows=[0, 1, 2])                # (3, D), rows of the run's dataset
-    index = semshare.load_index("runs/demo/index")            # made by `semshare index build`
+    index = semshare.build_index(run, "image", "runs/demo/index")  # or `semshare index build`
+    index = semshare.load_index("runs/demo/index")            # an index folder made before
     for hit in index.search_text("two dogs in the snow", k=5):
         print(hit.rank, hit.score, hit.id, hit.labels)
 
@@ -15,7 +16,18 @@ and `serve` call these same functions.
 
 from __future__ import annotations
 
-from semshare.search.gallery import Index, SearchHit, load_index
+from pathlib import Path
+
+from semshare.search.gallery import Index, SearchHit, build_gallery, load_index
 from semshare.search.run import Run, load_run
 
-__all__ = ["Run", "Index", "SearchHit", "load_run", "load_index"]
+__all__ = ["Run", "Index", "SearchHit", "load_run", "load_index", "build_index"]
+
+
+def build_index(run: Run | str | Path, side: str, out_dir: str | Path, kind: str = "faiss-flat",
+                params: dict | None = None, split: str = "all", overwrite: bool = False) -> Index:
+    """Embed a run's gallery (`side`: image or text items of `split`) into an index folder, as `semshare index
+    build` does, and open it. `run`: a Run, or a run folder."""
+    run = run if isinstance(run, Run) else load_run(run)
+    build_gallery(run.loaded, side, out_dir, kind, params, split, overwrite)
+    return load_index(out_dir)

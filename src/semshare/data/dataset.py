@@ -174,7 +174,7 @@ def _parse_text_line(path: Path, line_number: int, line: str, row: int) -> list:
     raise DataFormatError(path, where, "a 'captions', 'tokens' or 'text' field", f"keys {sorted(record)}")
 
 
-@dataclass
+@dataclass(repr=False)
 class Dataset:
     """An opened, validated dataset folder. Arrays are read-only memory maps; nothing is loaded whole.
 
@@ -198,6 +198,13 @@ class Dataset:
     _has_captions: bool = False
 
     # ---- sizes -------------------------------------------------------------------------------------------
+    def __repr__(self) -> str:  # the sizes, not the arrays
+        image = (f"regions={tuple(self.regions.shape[1:])}" if self.regions is not None
+                 else f"image_dim={self.image.shape[1]}" if self.image is not None else "no image features")
+        text = "captions" if self._has_captions else "text vectors" if self.text_vectors is not None else "no text"
+        return (f"Dataset({str(self.root)!r}, name={self.name!r}, items={self.num_items}, labels={self.num_labels}, "
+                f"{image}, {text}, splits={ {k: len(v) for k, v in self.splits.items()} })")
+
     @property
     def name(self) -> str:
         return str(self.meta.get("name", self.root.name))

@@ -193,6 +193,10 @@ class Index:
         self.position_of = {int(item_id): position for position, item_id in enumerate(self.ids.tolist())}
         self.run = load_run(self.manifest.run_dir, data_dir or self.manifest.data_dir, self.manifest.checkpoint)
 
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"Index({str(self.folder)!r}, side={m.side!r}, kind={m.kind!r}, size={m.size}, dim={m.dim}, split={m.split!r})"
+
     @property
     def accepts_text(self) -> bool:
         return self.run.accepts_text

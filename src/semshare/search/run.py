@@ -5,6 +5,7 @@ asks which kind a run is); nothing is unpickled.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,7 @@ from semshare.errors import SemshareError
 from semshare.index.base import normalize_rows
 from semshare.training.experiment import load_run as load_trained_or_fitted, load_run_from_folder
 
+logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
 
 
@@ -43,18 +45,46 @@ class Run:
     def vocabulary(self):
         return self.loaded.vocab
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, D) unit-norm embeddings of free texts; words outside the run's vocabulary are dropped."""
-        encoded = self.encode_text_batch(texts)
-        for emb, _ in encoded:
+    def __repr__(self) -> str:
+        return (f"Run({str(self._run_dir)!r}, method={self.config.name!r}, checkpoint={self._checkpoint!r}, "
+                f"text={self.config.inputs.text!r}, image={self.config.inputs.image!r}, dataset={self.dataset.name!r})")
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """(N, D) unit-norm embeddings of free texts, `batch_size` texts through the model at a time; words
+        outside the run's vocabulary are dropped.
+
+        The batch contract: a text the run cannot read (empty, no word, none of its words known, over
+        1,000 characters) does not fail the others: its row is NaN (never a silent zero, which would score
+        0 against everything) and one warning counts them; `encode_text_batch` says why for each text. Only
+        when no text at all can be read is it an error (the first text's reason)."""
+        if isinstance(texts, str):
+            raise SemshareError("encode_texts takes a list of texts; for one text use [text] or encode_text(text)")
+        if batch_size < 1:
+            raise SemshareError(f"batch_size: expected an integer >= 1, found {batch_size}")
+        encoded = [result for start in range(0, len(texts), batch_size)
+                   for result in self.encode_text_batch(texts[start : start + batch_size])]
+        usable = [emb for emb, _ in encoded if not isinstance(emb, SemshareError)]
+        if not encoded:
+            return np.zeros((0, 0), np.float32)
+        if not usable:
+            raise encoded[0][0]
+        out = np.full((len(encoded), len(usable[0])), np.nan, dtype=np.float32)
+        failed = []
+        for position, (emb, _) in enumerate(encoded):
             if isinstance(emb, SemshareError):
-                raise emb
-        return np.stack([emb for emb, _ in encoded]) if encoded else np.zeros((0, 0), np.float32)
+                failed.append(position)
+            else:
+                out[position] = emb
+        if failed:
+            logger.warning("%d of %d texts could not be read (rows left NaN), e.g. text %d: %s", len(failed),
+                           len(encoded), failed[0], encoded[failed[0]][0])
+        return out
 
     @torch.no_grad()
     def encode_text_batch(self, texts: Sequence[str]) -> list[tuple[np.ndarray | SemshareError, list[str]]]:
-        """Per text, its (D,) embedding (or the SemshareError that refuses it) and its unknown words; the
-        texts that tokenise through the run's vocabulary go through the model in one batch."""
+        """Per text, its (D,) embedding (or the SemshareError that says why the run cannot read it) and its
+        unknown words; the texts that tokenise through the run's vocabulary go through the model in one
+        batch."""
         results: list = []
         batched: list[tuple[int, list[str]]] = []
         for position, text in enumerate(texts):
@@ -76,6 +106,8 @@ class Run:
 
     def _known_words(self, text: str) -> tuple[list[str] | None, list[str]]:
         """Checks a free text; (its known words, its unknown words) for a words run, (None, []) otherwise."""
+        if not isinstance(text, str):
+            raise SemshareError(f"a text query is a string, not {type(text).__name__}")
         if not self.accepts_text:
             raise SemshareError("this run reads precomputed text vectors (text.npy), not words: free-text "
                                 "queries need a run trained on captions")
