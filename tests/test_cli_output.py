@@ -65,3 +65,29 @@ def test_serve_says_where_it_listens(index_dir):
         process.wait()
         stderr = process.stderr.read()
     assert " INFO " not in stderr
+
+
+def test_comparisons_are_readable(tiny_data_dir, tmp_path, capsys):
+    """plot: two benchmarks' runs of one method get different labels (or the user's); PR curves of 16 methods
+    get 16 distinct styles and a legend outside both panels."""
+    from semshare.evaluation.plots import pr_figure, run_labels
+
+    runs = []
+    for bench in ("benchA", "benchB"):
+        run = tmp_path / bench / "synthetic-tiny" / "ours-seed0"
+        assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *FAST, "--set", "train.epochs=1"]) == 0
+        runs.append(run)
+    assert run_labels(runs) == ["benchA/synthetic-tiny/ours-seed0", "benchB/synthetic-tiny/ours-seed0"]
+    capsys.readouterr()
+    assert main(["plot", *map(str, runs), "--out", str(tmp_path / "curves.png")]) == 0
+    assert "benchA/synthetic-tiny/ours-seed0, benchB/synthetic-tiny/ours-seed0" in capsys.readouterr().out
+    assert main(["plot", *map(str, runs), "--labels", "before,after", "--out", str(tmp_path / "c2.png")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(": before, after")
+    assert main(["plot", *map(str, runs), "--labels", "one", "--out", str(tmp_path / "c3.png")]) == 2
+    curve = {"recall": [0.1, 0.5, 1.0], "precision": [0.9, 0.6, 0.3]}
+    fig = pr_figure({f"method {i}": {"i2t": curve, "t2i": curve} for i in range(16)})
+    lines = fig.axes[1].get_lines()
+    assert len({(line.get_color(), line.get_linestyle(), line.get_marker()) for line in lines}) == 16
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert legend.x0 >= fig.axes[1].get_window_extent().x1  # beside the T2I panel, not over it

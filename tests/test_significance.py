@@ -67,5 +67,6 @@ def test_benchmark_tables_carry_paired_tests_and_compare_matches(tmp_path, capsy
     capsys.readouterr()
     assert main(["compare", str(out), str(out), "--resamples", "200"]) == 0
     printed = capsys.readouterr().out
-    assert "| synthetic-tiny / ours | +0.00 | [+0.00, +0.00] | 1.0000 |" in printed  # a run against itself
+    shown = f"{100 * ours:.2f}"  # A and B are shown, then their difference: a run against itself
+    assert f"| synthetic-tiny / ours | {shown} | {shown} | +0.00 | [+0.00, +0.00] | 1.0000 |" in printed
     assert main(["compare", str(out), str(tmp_path / "nowhere")]) == 2

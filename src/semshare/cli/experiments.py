@@ -48,7 +48,7 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
-    from semshare.experiments.benchmark import quick_setup, run_benchmark
+    from semshare.experiments.benchmark import QUICK_NOTE, quick_setup, run_benchmark
     from semshare.experiments.paper import PAPER_TABLE_RECIPES
 
     if args.seeds < 1:
@@ -63,7 +63,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     run_benchmark(data_dirs, methods, seeds, args.out, args.preset, parse_overrides(args), args.workers,
                   linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir,
                   threads=args.threads, config_files=tuple(config_files), executor=args.executor,
-                  ray_address=args.ray_address, reference=args.reference)
+                  ray_address=args.ray_address, reference=args.reference, note=QUICK_NOTE if args.quick else "")
     print((args.out / "table.md").read_text())
     print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
     return 0
@@ -105,9 +105,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("compare", help="paired comparison of two benchmark result folders on the same data",
-                            description="For every (dataset, method) both folders hold: the difference of the Ave "
-                                        "metric (A minus B), a 95%% paired-bootstrap CI and a sign-flip permutation "
-                                        "p-value over the same test queries and seeds.")
+                            description="For every (dataset, method) both folders hold: the Ave metric of A and of B, "
+                                        "their difference (A minus B), a 95% paired-bootstrap CI and a sign-flip "
+                                        "permutation p-value over the same test queries and seeds.")
     parser.add_argument("results_a", type=Path, metavar="RES_A")
     parser.add_argument("results_b", type=Path, metavar="RES_B")
     parser.add_argument("--metric", default="NDCG@500", choices=["NDCG@500", "mAP@all"])
@@ -131,14 +131,16 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN")
     parser.add_argument("--out", type=Path, default=Path("curves.png"), help="PNG to write (default curves.png)")
     parser.add_argument("--metric", default="ave/NDCG@500", help="validation metric, e.g. ave/mAP@all")
+    parser.add_argument("--labels", default=None, metavar="A,B,...",
+                        help="legend labels, one per run, comma-separated (default: the shortest path ends that differ)")
     parser.set_defaults(handler=_run_plot)
 
 
 def _run_plot(args: argparse.Namespace) -> int:
     from semshare.evaluation.plots import plot_runs
 
-    plot_runs(args.run_dirs, args.out, args.metric)
-    print(f"wrote {args.out} ({len(args.run_dirs)} runs, validation {args.metric})")
+    labels = plot_runs(args.run_dirs, args.out, args.metric, args.labels.split(",") if args.labels else None)
+    print(f"wrote {args.out} ({len(args.run_dirs)} runs, validation {args.metric}): {', '.join(labels)}")
     return 0
 
 

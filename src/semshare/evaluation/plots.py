@@ -52,47 +52,86 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_runs(run_dirs: list[str | Path], out_path: str | Path, metric: str = "ave/NDCG@500") -> None:
-    """Train loss per step and the validation `metric` per epoch of several runs, one line each."""
+def run_labels(run_dirs: list[str | Path]) -> list[str]:
+    """The shortest ends of the runs' paths (two parts at least) that tell them apart: two benchmarks' runs
+    of one method and seed are `benchA/synthetic-tiny/ours-seed0` and `benchB/...`, not the same label."""
+    parts = [Path(run_dir).resolve().parts for run_dir in run_dirs]
+    for depth in range(2, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(run_dir) for run_dir in run_dirs]
+
+
+def line_style(index: int) -> dict:
+    """A distinct colour / line style / marker for line `index`: 40 lines before a combination repeats (ten
+    colours alone cannot tell 16 methods apart)."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"].colors
+    return {"color": colours[index % 10], "linestyle": ("-", "--", "-.", ":")[(index // 10) % 4],
+            "marker": ("o", "s", "^", "D")[(index // 10) % 4]}
+
+
+def plot_runs(run_dirs: list[str | Path], out_path: str | Path, metric: str = "ave/NDCG@500",
+              labels: list[str] | None = None) -> list[str]:
+    """Train loss per step and the validation `metric` per epoch of several runs, one line each; returns the
+    legend labels (`labels`, else the shortest path ends that differ)."""
+    from semshare.errors import SemshareError
+
+    if labels is not None and len(labels) != len(run_dirs):
+        raise SemshareError(f"--labels: expected {len(run_dirs)} labels (one per run), found {len(labels)}")
+    labels = labels or run_labels(run_dirs)
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for run_dir in run_dirs:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for index, (run_dir, name) in enumerate(zip(run_dirs, labels)):
         records = read_metrics(run_dir)
-        name = f"{Path(run_dir).parent.name}/{Path(run_dir).name}"
+        style = line_style(index)
         train = [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
         val = [(r["epoch"], 100 * r[f"val/{metric}"]) for r in records if f"val/{metric}" in r]
         if train:
-            left.plot(*zip(*train), lw=1.2, label=name)
+            left.plot(*zip(*train), lw=1.2, label=name, color=style["color"], linestyle=style["linestyle"])
         if val:
-            right.plot(*zip(*val), marker="o", label=name)
+            right.plot(*zip(*val), label=name, **style)
     left.set_xlabel("step")
     left.set_ylabel("train loss")
     left.set_yscale("log")
     right.set_xlabel("epoch")
     right.set_ylabel(f"validation {metric}, x100")
-    for ax in (left, right):
-        ax.legend(fontsize=7)
+    handles, names = right.get_legend_handles_labels() or left.get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
+    fig.savefig(out_path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return labels
+
+
+def pr_figure(curves: dict[str, dict], title: str = ""):
+    """The figure of plot_pr_curves: I2T and T2I side by side, one style per method, one legend outside."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, direction in zip(axes, ("i2t", "t2i")):
+        for index, (method, curve) in enumerate(curves.items()):
+            if direction in curve:
+                ax.plot(curve[direction]["recall"], curve[direction]["precision"], lw=1, markersize=3, label=method,
+                        **line_style(index))
+        ax.set_title(direction.upper())
+        ax.set_xlabel("recall")
+        ax.set_xlim(0, 1)
+    axes[0].set_ylabel("precision")
+    # one legend for both panels, right of them: inside, it covered the T2I curves
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def plot_pr_curves(curves: dict[str, dict], out_path: str | Path, title: str = "") -> None:
     """curves: method -> {"i2t": {"recall": [...], "precision": [...]}, "t2i": {...}}."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, direction in zip(axes, ("i2t", "t2i")):
-        for method, curve in curves.items():
-            if direction in curve:
-                ax.plot(curve[direction]["recall"], curve[direction]["precision"], marker=".", lw=1, label=method)
-        ax.set_title(direction.upper())
-        ax.set_xlabel("recall")
-        ax.set_xlim(0, 1)
-    axes[0].set_ylabel("precision")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
+    fig = pr_figure(curves, title)
+    fig.savefig(out_path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

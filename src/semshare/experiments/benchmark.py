@@ -144,6 +144,10 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
     return result
 
 
+QUICK_NOTE = ("**Smoke test, not results**: `benchmark --quick` trains each method for one short epoch on tiny "
+              "data to check that everything runs; its numbers rank nothing (docs/RESULTS.md has the results).")
+
+
 def quick_setup(out_dir: Path, data_dirs: list[str], config_files: list[str]) -> tuple[list[str], int, list[str]]:
     """`benchmark --quick`: tiny synthetic data (made once in OUT) unless --data is given, one seed, one short
     epoch per method (configs/experiment/quick.yaml before the user's files). -> (data dirs, seeds, files)."""
@@ -280,8 +284,9 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
                   linear_inputs: str = "pooled", text_inputs: str = "native",
                   segments_dirs: list[str] | None = None, threads: int = 0,
                   config_files: tuple[str, ...] = (), executor: str = "local", ray_address: str = "",
-                  reference: str = "") -> list[dict]:
-    """Run what is not finished yet, then write results.json, table.md and table.csv from every result.
+                  reference: str = "", note: str = "") -> list[dict]:
+    """Run what is not finished yet, then write results.json, table.md and table.csv from every result
+    (`note`: a line table.md starts with, e.g. that a --quick table is a smoke test).
 
     `executor`: "local" (this process, or a process pool of `workers`) or "ray" (one Ray task per run, on a
     local Ray with `workers` CPUs or the cluster at `ray_address`)."""
@@ -315,8 +320,8 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
             progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "
                      + ", ".join(f"{Path(s.data_dir).name}/{s.method}-seed{s.seed}" for s in failed))
         atomic_write_json(out_dir / "results.json", results)
-        atomic_write_text(out_dir / "table.md", inputs_line(results) + "\n\n" + format_paper_table(results, "NDCG@500")
-                          + "\n\n" + format_paper_table(results, "mAP@all") + "\n"
+        atomic_write_text(out_dir / "table.md", (f"{note}\n\n" if note else "") + inputs_line(results) + "\n\n"
+                          + format_paper_table(results, "NDCG@500") + "\n\n" + format_paper_table(results, "mAP@all") + "\n"
                           + significance_tables(results, reference or None) + "\n")
         write_csv(out_dir / "table.csv", results)
         plot_method_pr_curves(results, out_dir)

@@ -88,10 +88,19 @@ def compare_result_folders(folder_a: Path, folder_b: Path, metric: str = "NDCG@5
     pairs = sorted({(r["dataset"], r["method"]) for r in results_a} & {(r["dataset"], r["method"]) for r in results_b})
     if not pairs:
         raise SemshareError(f"{folder_a} and {folder_b} share no (dataset, method) run to compare")
-    lines = [f"{folder_a} minus {folder_b}, Ave {metric} x100 (95% paired-bootstrap CI, sign-flip permutation p, "
-             f"{resamples} resamples, seeded; * = p < 0.05)", "", "| dataset / method | difference | 95% CI | p |",
-             "|---|---|---|---|"]
+    lines = [f"A = {folder_a}, B = {folder_b}: Ave {metric} x100, mean over the seeds each holds; A minus B with "
+             f"its 95% paired-bootstrap CI and sign-flip permutation p ({resamples} resamples, seeded; * = p < 0.05)",
+             "", "| dataset / method | A | B | A - B | 95% CI | p |", "|---|---|---|---|---|---|"]
     for dataset, method in pairs:
-        lines.append(format_comparison(f"{dataset} / {method}",
-                                       compare_methods(results_a, results_b, dataset, method, method, metric, resamples)))
+        row = format_comparison(f"{dataset} / {method}",
+                                compare_methods(results_a, results_b, dataset, method, method, metric, resamples))
+        name, rest = row[2:].split(" | ", 1)
+        means = [_mean_ave(results, dataset, method, metric) for results in (results_a, results_b)]
+        lines.append(f"| {name} | " + " | ".join("-" if m is None else f"{100 * m:.2f}" for m in means) + f" | {rest}")
     return "\n".join(lines)
+
+
+def _mean_ave(results: list[dict], dataset: str, method: str, metric: str) -> float | None:
+    values = [r["test"][f"ave/{metric}"] for r in results
+              if r["dataset"] == dataset and r["method"] == method and f"ave/{metric}" in r.get("test", {})]
+    return float(np.mean(values)) if values else None
