@@ -116,3 +116,92 @@ def test_a_query_of_unknown_words_shows_the_error(served, browser):
     status = wait_for(lambda: (lambda e: e if "Error" in e.text else None)(browser.find_element(By.ID, "status")))
     assert "none of the query's words" in status.text
     assert browser.find_elements(By.CSS_SELECTOR, "li.result") == []
+
+
+def _start(app):
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def _ids(browser):
+    from selenium.webdriver.common.by import By
+
+    return [int(r.get_attribute("data-id")) for r in browser.find_elements(By.CSS_SELECTOR, "li.result")]
+
+
+def test_a_search_lives_in_the_url_and_back_returns_to_it(served, browser):
+    from urllib.parse import quote
+
+    from selenium.webdriver.common.by import By
+
+    url, searcher = served
+    caption = searcher.run.dataset.captions[2][0]
+    expected = [h.id for h in searcher.search(searcher.encode_text(caption)[0], 3)]
+    browser.get(f"{url}/?q={quote(caption)}&k=3")  # a shared link runs its search
+    assert wait_for(lambda: _ids(browser) == expected)
+    assert browser.find_element(By.ID, "query").get_attribute("value") == caption
+    item_box = browser.find_element(By.ID, "item-id")
+    browser.find_element(By.ID, "query").clear()
+    item_box.send_keys("7")
+    browser.find_element(By.ID, "search").click()
+    by_image = [h.id for h in searcher.search(searcher.encode_image_row(7), 3)]
+    assert wait_for(lambda: _ids(browser) == by_image)
+    assert "item=7" in browser.current_url and "k=3" in browser.current_url
+    assert "Query: item 7" in wait_for(lambda: browser.find_element(By.ID, "query-item").text)  # what was asked
+    browser.back()
+    assert wait_for(lambda: _ids(browser) == expected)
+    assert browser.find_element(By.ID, "query").get_attribute("value") == caption
+
+
+def test_a_gallery_without_image_files_says_so_and_the_grid_view_is_in_the_url(served, browser):
+    from selenium.webdriver.common.by import By
+
+    url, _ = served
+    browser.get(f"{url}/?item=3&k=12&view=grid")
+    assert wait_for(lambda: len(_ids(browser)) == 12)
+    assert "no image files" in wait_for(lambda: browser.find_element(By.ID, "note").text)
+    assert browser.find_element(By.ID, "results").get_attribute("class") == "grid"
+    assert browser.find_element(By.ID, "grid").is_selected()
+
+
+def test_thumbnails_come_from_captions_file_names_under_the_image_root_and_open_the_image(tiny_data_dir, served,
+                                                                                         browser, tmp_path):
+    import json
+
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    from semshare.search.service import create_app
+
+    url, searcher = served
+    photos = tmp_path / "photos"  # the images live elsewhere; captions.jsonl names them, no image_files.txt
+    photos.mkdir()
+    for row in range(searcher.manifest.size):
+        Image.new("RGB", (8, 8), (row % 255, 0, 0)).save(photos / f"img{row}.png")
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    lines = [json.loads(line) for line in (data / "captions.jsonl").read_text().splitlines()]
+    (data / "captions.jsonl").write_text("".join(json.dumps({**r, "file_name": f"img{i}.png"}) + "\n"
+                                                 for i, r in enumerate(lines)))
+    index = load_index(searcher.folder, data_dir=data)
+    server, thread, with_images = _start(create_app(index, image_root=photos))
+    try:
+        browser.get(f"{with_images}/?item=3&k=4")
+        assert wait_for(lambda: len(_ids(browser)) == 4)
+        assert browser.find_element(By.ID, "note").text == ""
+        links = browser.find_elements(By.CSS_SELECTOR, "li.result a")
+        first = _ids(browser)[0]
+        assert links and links[0].get_attribute("href") == f"{with_images}/items/{first}/image"
+        assert wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#query-item img"))  # the query's own image
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

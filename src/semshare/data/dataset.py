@@ -283,6 +283,21 @@ class Dataset:
         return rows
 
     @cached_property
+    def caption_file_names(self) -> list[str | None]:
+        """Per row, the `file_name` its captions.jsonl record carries (None where it has none): the image
+        file a server may look for under an image root of its own choosing (`serve --image-root`)."""
+        path = self.root / "captions.jsonl"
+        if not self._has_captions:
+            return [None] * self.num_items
+        self.captions  # noqa: B018 (checks every line first: a broken file is its one clear error)
+        names = []
+        for line in read_text_file(path, "captions.jsonl").splitlines():
+            if line.strip():
+                name = json.loads(line).get("file_name")
+                names.append(name if isinstance(name, str) and name.strip() else None)
+        return names if len(names) == self.num_items else [None] * self.num_items
+
+    @cached_property
     def caption_offsets(self) -> np.ndarray:
         """(N + 1,) int64: the text items of row i are item ids offsets[i] .. offsets[i+1]-1."""
         counts = np.array([len(texts) for texts in self.captions], dtype=np.int64)

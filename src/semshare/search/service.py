@@ -234,6 +234,19 @@ def serving_root(dataset, image_root: str | Path | None) -> Path:
     return chosen
 
 
+def _find_named_images(searcher, root: Path) -> int:
+    """Items the index holds no image file for get the one their captions.jsonl record names (`file_name`),
+    looked up under the serving root, when it is there; -> how many items now have an image file."""
+    dataset = searcher.run.dataset
+    names = dataset.caption_file_names if searcher.manifest.side == "image" else []
+    for item in searcher.items if any(names) else ():
+        name = names[item["row"]] if not item.get("image_file") else None
+        path = (root / name).resolve() if name else None
+        if path is not None and path.is_relative_to(root) and path.is_file():
+            item["image_file"] = str(path)
+    return sum(1 for item in searcher.items if item.get("image_file"))
+
+
 def _add_item_routes(app, searcher, root: Path) -> None:
     """GET /items/{id} and /items/{id}/image: image files only from inside `root`."""
     from fastapi import HTTPException
@@ -269,6 +282,8 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     from fastapi.responses import HTMLResponse, JSONResponse
 
     app = FastAPI(title="semshare search", version="1")
+    root = serving_root(searcher.run.dataset, image_root)
+    images = _find_named_images(searcher, root)
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
     batcher = QueryBatcher(searcher, max_batch, max_pending)
 
@@ -282,7 +297,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     def health() -> dict:
         m = searcher.manifest
         return {"status": "ok", "side": m.side, "kind": m.kind, "size": m.size, "dim": m.dim,
-                "accepts_text": searcher.accepts_text}
+                "accepts_text": searcher.accepts_text, "images": images}
 
     @app.post("/search", response_model=SearchResponse)
     async def search(request: SearchRequest):
@@ -298,7 +313,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
         return JSONResponse(search_response(request.text, request.item_id, request.k, searcher.manifest.side,
                                             answer["unknown"], answer["hits"]))
 
-    _add_item_routes(app, searcher, serving_root(searcher.run.dataset, image_root))
+    _add_item_routes(app, searcher, root)
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
     return app
 
