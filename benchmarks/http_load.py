@@ -121,8 +121,10 @@ def main() -> None:
     from semshare.data.dataset import open_dataset
     from semshare.data.text import as_sentence
 
+    from semshare.training.run_folder import recorded_path
+
     manifest = json.loads((args.index_dir / "manifest.json").read_text())
-    dataset = open_dataset(manifest["data_dir"], check_values=False)
+    dataset = open_dataset(recorded_path(args.index_dir, manifest, "data_dir"), check_values=False)
     rng = np.random.default_rng(0)
     rows = rng.integers(0, dataset.num_items, args.requests)
     bodies = [{"text": as_sentence(dataset.captions[int(r)][0]), "k": args.k} if i % 2 == 0

@@ -1,5 +1,6 @@
 """The Python API: the README's example runs verbatim; embeddings equal the CLI's."""
 
+import json
 import os
 import re
 import subprocess
@@ -81,3 +82,46 @@ def test_python_objects_are_easy_to_look_at_and_a_batch_survives_unusable_texts(
         run.encode_texts(["zzqx"])
     reopened = semshare.load_index(tmp_path / "index")
     assert [h.id for h in index.search_text(caption, k=3)] == [h.id for h in reopened.search_text(caption, k=3)]
+
+
+@pytest.mark.parametrize("method", ["ours", "cca"])
+def test_a_run_and_its_index_travel_without_their_dataset(tiny_data_dir, tmp_path, capsys, method):
+    """The run folder is enough to encode text; the index then answers text queries; what needs the data says
+    so; and a project moved whole (run, index, data together) keeps working by its relative paths."""
+    import shutil
+
+    import semshare
+    from semshare.cli.main import main
+
+    project = tmp_path / "project"
+    shutil.copytree(tiny_data_dir, project / "data")
+    small = ["--set", "train.epochs=1", "--set", "model.dim=16", "--set", "model.heads=2", "--set", "text.word_dim=8",
+             "--set", "text.word2vec_epochs=1", "--set", "train.batch_size=16"] if method == "ours" else []
+    assert main(["train", "--data", str(project / "data"), "--method", method, "--out", str(project / "run"), *small]) == 0
+    assert main(["index", "build", str(project / "run"), "--side", "image", "--kind", "exact-torch",
+                 "--out", str(project / "index")]) == 0
+    caption = semshare.load_run(project / "run").dataset.captions[5][0]
+    before = semshare.load_run(project / "run").encode_texts([caption])
+    ranked = [h.id for h in semshare.load_index(project / "index").search_text(caption, k=5)]
+    by_image = [h.id for h in semshare.load_index(project / "index").search_image(5, k=5)]
+    # the whole project moves: relative paths find the data, image queries work too
+    moved = tmp_path / "elsewhere"
+    (project).rename(moved)
+    index = semshare.load_index(moved / "index")
+    assert [h.id for h in index.search_image(5, k=5)] == by_image
+    # the data is gone: text still works from the run folder alone; rows of the data need it, one clear error
+    shutil.rmtree(moved / "data")
+    run = semshare.load_run(moved / "run")
+    assert run.dataset is None and "dataset=None" in repr(run)
+    np.testing.assert_allclose(run.encode_texts([caption]), before, atol=1e-6)
+    with pytest.raises(SemshareError, match="loaded without its dataset"):
+        run.encode_images(rows=[0])
+    index = semshare.load_index(moved / "index")
+    assert [h.id for h in index.search_text(caption, k=5)] == ranked
+    with pytest.raises(SemshareError, match="image id queries need the index's dataset"):
+        index.search_image(5, k=5)
+    capsys.readouterr()
+    assert main(["search", str(moved / "index"), "--text", caption, "-k", "5", "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)["results"]] == ranked
+    assert main(["evaluate", str(moved / "run")]) == 2
+    assert "loaded without its dataset" in capsys.readouterr().err

@@ -186,7 +186,8 @@ def test_resume_checks_every_data_file_and_follows_a_moved_dataset(tiny_data_dir
     moved = tmp_path / "moved"
     data.rename(moved)
     assert main([*resume, "--data", str(moved)]) == 0
-    assert json.loads((run / "splits.json").read_text())["data_dir"] == str(moved.resolve())
+    assert json.loads((run / "splits.json").read_text())["data_dir_absolute"] == str(moved.resolve())
+    assert json.loads((run / "splits.json").read_text())["data_dir"] == "../moved"  # relative to the run
     assert json.loads((run / "data_fingerprint.json").read_text())["path"] == str(moved.resolve())
     assert main(["evaluate", str(run)]) == 0  # --data defaults to the recorded, moved folder
 

@@ -104,5 +104,8 @@ def add_run_flags(parser: argparse.ArgumentParser, data_help: str = "dataset fol
 def load_run_of(args: argparse.Namespace):
     """The run of `add_run_flags`, on --data or the dataset folder the run recorded (splits.json)."""
     from semshare.training.experiment import load_run_from_folder
+    from semshare.training.run_folder import require_dataset
 
-    return load_run_from_folder(args.run_dir, args.data, args.checkpoint)
+    run = load_run_from_folder(args.run_dir, args.data, args.checkpoint)
+    require_dataset(run)  # evaluate, embed and index build read the dataset's rows
+    return run

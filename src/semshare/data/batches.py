@@ -105,15 +105,20 @@ class BatchBuilder:
     `build_texts(txt_ids)` one side only, for embedding; `build_query_*` items that are not in the dataset.
     """
 
-    def __init__(self, dataset: Dataset, vocab: Vocabulary | None, options: BatchOptions,
+    def __init__(self, dataset: Dataset | None, vocab: Vocabulary | None, options: BatchOptions,
                  region_targets: np.ndarray | None = None, text_segments: TextSegments | None = None,
-                 segment_targets: np.ndarray | None = None):
+                 segment_targets: np.ndarray | None = None, num_labels: int | None = None):
+        """`dataset` None: a builder of queries only (`build_query_*`, `num_labels` wide), for a run loaded
+        without its data."""
         self.dataset = dataset
+        self.num_labels = num_labels if num_labels is not None else (dataset.num_labels if dataset is not None else 0)
         self.vocab = vocab
         self.options = options
         self.region_targets = region_targets  # (N, R) int, or None
         self.text_segments = text_segments  # rows = global text item ids
         self.segment_targets = segment_targets  # word-piece id -> masked-word class (-1 = none)
+        if dataset is None:
+            return
         if options.image_input == "regions" and dataset.regions is None:
             raise ValueError(f"{dataset.root}: image_input 'regions' needs regions.npy")
         if options.image_input == "global" and dataset.image is None:
@@ -248,7 +253,7 @@ class BatchBuilder:
         return Batch(labels=self._labels(self.text_rows(txt_ids)), **self._text_fields(txt_ids, None))
 
     def _unlabelled(self, count: int) -> torch.Tensor:
-        return torch.zeros((count, self.dataset.num_labels), dtype=torch.float32)
+        return torch.zeros((count, self.num_labels), dtype=torch.float32)
 
     def build_query_words(self, texts: list) -> Batch:
         """Free texts (strings or token lists) through the run's vocabulary (text input "words")."""

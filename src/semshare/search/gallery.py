@@ -26,6 +26,7 @@ from semshare.fileio import atomic_directory, atomic_write_json, verify_files_ma
 from semshare.index import build_backend
 from semshare.index.base import load_backend
 from semshare.search.run import MAX_QUERY_CHARS, load_run
+from semshare.training.run_folder import recorded_path, recorded_paths
 
 __all__ = ["MAX_QUERY_CHARS", "SIDES", "IndexManifest", "SearchHit", "Index", "build_gallery", "load_index",
            "read_manifest"]
@@ -48,6 +49,8 @@ class IndexManifest:
     created: str = ""
     format: str = "semshare-index"
     version: int = 1
+    run_dir_absolute: str = ""  # run_dir and data_dir are relative to the index folder; these, absolute
+    data_dir_absolute: str = ""
 
 
 @dataclass
@@ -133,10 +136,11 @@ def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat",
     table = img if side == "image" else txt
     item_rows = table.ids if side == "image" else run.dataset.text_items(rows, run.text_source).rows
     backend = build_backend(kind, table.emb, params)
+    # the run and the dataset are recorded relative to the index folder and absolute (recorded_path picks)
+    paths = {**recorded_paths(out_dir, "run_dir", run.run_dir), **recorded_paths(out_dir, "data_dir", run.dataset.root)}
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,
-                             run_dir=str(Path(run.run_dir).resolve()), checkpoint=run.checkpoint,
-                             data_dir=str(Path(run.dataset.root).resolve()), split=split,
-                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                             checkpoint=run.checkpoint, split=split,
+                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
     records = _item_records(run.dataset, side, table.ids, item_rows)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         backend.save(tmp)
@@ -163,7 +167,8 @@ def read_manifest(folder: str | Path) -> IndexManifest:
                             f"{manifest.format!r} / {manifest.side!r}")
     for key, kind, low in (("size", int, 1), ("dim", int, 1), ("version", int, 1), ("params", dict, None),
                            ("kind", str, None), ("run_dir", str, None), ("checkpoint", str, None),
-                           ("data_dir", str, None), ("split", str, None)):
+                           ("data_dir", str, None), ("split", str, None), ("run_dir_absolute", str, None),
+                           ("data_dir_absolute", str, None)):
         value = getattr(manifest, key)
         if type(value) is not kind or (low is not None and value < low):
             expected = f"an integer >= {low}" if kind is int else f"a {kind.__name__}"
@@ -191,7 +196,15 @@ class Index:
             raise SemshareError(f"{self.folder / MANIFEST}: dim: expected the index's vector size {self.backend.dim}, "
                                 f"found {self.manifest.dim}; rebuild the index")
         self.position_of = {int(item_id): position for position, item_id in enumerate(self.ids.tolist())}
-        self.run = load_run(self.manifest.run_dir, data_dir or self.manifest.data_dir, self.manifest.checkpoint)
+        record = asdict(self.manifest)
+        self.run_dir = recorded_path(self.folder, record, "run_dir")
+        recorded = recorded_path(self.folder, record, "data_dir")  # gone: the run answers text queries on its own
+        self.run = load_run(self.run_dir, data_dir or (recorded if Path(recorded).is_dir() else None),
+                            self.manifest.checkpoint)
+        if self.run.dataset is not None:  # the dataset says where its images are now (it may have moved)
+            files = self.run.dataset.image_files
+            for item in self.items:
+                item["image_file"] = files[item["row"]] if 0 <= item["row"] < len(files) else None
 
     def __repr__(self) -> str:
         m = self.manifest
@@ -213,6 +226,9 @@ class Index:
     def image_row_error(self, row: int) -> SemshareError | None:
         """Why `row` cannot be an image query (None when it can)."""
         dataset = self.run.dataset
+        if dataset is None:
+            return SemshareError(f"image id queries need the index's dataset ({self.manifest.data_dir} is not there): "
+                                 "give the dataset folder (--data / data_dir); text queries work without it")
         if 0 <= row < dataset.num_items:
             return None
         return SemshareError(f"image id {row} is not a row of dataset {dataset.name} (0..{dataset.num_items - 1})")

@@ -17,6 +17,7 @@ from semshare.data.text import tokenize
 from semshare.errors import SemshareError
 from semshare.index.base import normalize_rows
 from semshare.training.experiment import load_run as load_trained_or_fitted, load_run_from_folder
+from semshare.training.run_folder import require_dataset
 
 logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
@@ -33,7 +34,7 @@ class Run:
     def __init__(self, loaded, run_dir: str | Path, checkpoint: str = "best"):
         self.loaded, self._run_dir, self._checkpoint = loaded, Path(run_dir), checkpoint
         self.config = loaded.cfg
-        self.dataset: Dataset = loaded.dataset
+        self.dataset: Dataset | None = loaded.dataset  # None: loaded without its data (text queries still work)
         self._segment_encoder = None  # loaded on the first free text of a run on pretrained token states
 
     @property
@@ -47,7 +48,8 @@ class Run:
 
     def __repr__(self) -> str:
         return (f"Run({str(self._run_dir)!r}, method={self.config.name!r}, checkpoint={self._checkpoint!r}, "
-                f"text={self.config.inputs.text!r}, image={self.config.inputs.image!r}, dataset={self.dataset.name!r})")
+                f"text={self.config.inputs.text!r}, image={self.config.inputs.image!r}, "
+                f"dataset={self.dataset.name if self.dataset is not None else None!r})")
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """(N, D) unit-norm embeddings of free texts, `batch_size` texts through the model at a time; words
@@ -157,9 +159,11 @@ class Run:
         loaded = self.loaded
         if dataset is not None:
             dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset, check_values=False)
-            if dataset.root != self.dataset.root:
+            if self.dataset is None or dataset.root != self.dataset.root:
                 loaded = load_trained_or_fitted(self._run_dir, dataset, self._checkpoint)
         data = loaded.dataset
+        if data is None:
+            require_dataset(loaded)
         rows = np.arange(data.num_items) if rows is None else np.asarray(rows, dtype=np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= data.num_items):
             raise SemshareError(f"image rows must lie in 0..{data.num_items - 1} of {data.root}; got "
@@ -175,6 +179,9 @@ class Run:
 
         if not self.loaded.reads_image_features:
             raise SemshareError("image files need a trained run; this run was fitted in closed form")
+        if self.dataset is None:
+            raise SemshareError(f"{self._run_dir}: image files are encoded as the run's dataset was extracted (its "
+                                "meta.json), and the dataset is not there: give the dataset folder (data_dir)")
         out = []
         for path in paths:
             global_feature, regions, boxes, mask = features_of_image_file(path, self.dataset.meta)
@@ -187,5 +194,7 @@ class Run:
 def load_run(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best") -> Run:
     """Open a finished run folder (config.yaml, model_spec.json, safetensors weights: nothing is unpickled).
 
-    `data_dir`: the dataset folder; default the one the run was trained on (recorded in splits.json)."""
+    `data_dir`: the dataset folder; default the one the run was trained on (recorded in splits.json). When
+    that folder is gone, the run still loads on its own and encodes free text (its folder holds the
+    vocabulary, word vectors and weights); images of the dataset then need `data_dir`."""
     return Run(load_run_from_folder(run_dir, data_dir, checkpoint), run_dir, checkpoint)

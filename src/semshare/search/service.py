@@ -222,9 +222,12 @@ def image_kind(path: Path) -> str:
     return next((kind for signature, kind in IMAGE_SIGNATURES if head.startswith(signature)), "")
 
 
-def serving_root(dataset, image_root: str | Path | None) -> Path:
+def serving_root(dataset, image_root: str | Path | None) -> Path | None:
     """The folder images are served from: the person serving chooses it (`--image-root`, else the dataset
-    folder); the dataset's own `image_root` (meta.json) may only narrow it, never widen it."""
+    folder); the dataset's own `image_root` (meta.json) may only narrow it, never widen it. None: no images
+    (no dataset at hand and no --image-root)."""
+    if dataset is None:
+        return Path(image_root).resolve() if image_root else None
     chosen = Path(image_root).resolve() if image_root else Path(dataset.root).resolve()
     narrowed = dataset.image_root
     if narrowed.is_relative_to(chosen):
@@ -238,6 +241,8 @@ def _find_named_images(searcher, root: Path) -> int:
     """Items the index holds no image file for get the one their captions.jsonl record names (`file_name`),
     looked up under the serving root, when it is there; -> how many items now have an image file."""
     dataset = searcher.run.dataset
+    if dataset is None or root is None:
+        return sum(1 for item in searcher.items if item.get("image_file"))
     names = dataset.caption_file_names if searcher.manifest.side == "image" else []
     for item in searcher.items if any(names) else ():
         name = names[item["row"]] if not item.get("image_file") else None
@@ -267,7 +272,7 @@ def _add_item_routes(app, searcher, root: Path) -> None:
             raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
         path = Path(listed).resolve() if listed else None
         # never a file outside the image root, whatever items.jsonl or image_files.txt say, and images only
-        if path is None or not path.is_relative_to(root) or not path.is_file() or not image_kind(path):
+        if path is None or root is None or not path.is_relative_to(root) or not path.is_file() or not image_kind(path):
             raise HTTPException(status_code=404, detail=f"gallery item {item_id} has no image file")
         return FileResponse(path, media_type=image_kind(path))
 

@@ -32,7 +32,7 @@ from semshare.training.inputs import (build_method, build_vocabulary, build_word
                                       load_vocabulary, open_segments, save_fitted_inputs, save_text_inputs,
                                       training_texts)
 from semshare.training.recipes import ExperimentConfig
-from semshare.training.run_folder import read_split_rows, save_run_description
+from semshare.training.run_folder import read_split_rows, require_dataset, save_run_description
 
 ENCODER_FILE = "model.safetensors"
 
@@ -72,6 +72,8 @@ def feature_space(cfg: ExperimentConfig, dataset: Dataset, train_rows: np.ndarra
     (a loaded run gives its saved ones). `deep_run`: the trained run of `text.deep_features_run`."""
     if deep_run is not None:
         return FeatureSpace("deep", "deep", deep_run.text_source, deep_run=deep_run)
+    if dataset is None:  # a loaded run on its own: its saved vocabulary and word vectors say what it read
+        return _space_without_dataset(cfg, vocab, word_vectors)
     image_source = "regions-mean" if cfg.inputs.image == "regions" and dataset.has_regions else "global"
     if cfg.inputs.text == "vector" or not dataset.has_captions:
         return FeatureSpace(image_source, "vectors", "vectors")
@@ -89,6 +91,17 @@ def feature_space(cfg: ExperimentConfig, dataset: Dataset, train_rows: np.ndarra
     return FeatureSpace(image_source, "word-vectors", "captions", vocab=vocab, word_vectors=word_vectors)
 
 
+def _space_without_dataset(cfg: ExperimentConfig, vocab: Vocabulary | None, word_vectors: np.ndarray | None) -> FeatureSpace:
+    image_source = "regions-mean" if cfg.inputs.image == "regions" else "global"
+    if cfg.inputs.text != "words" or vocab is None:
+        return FeatureSpace(image_source, "vectors", "vectors")
+    if cfg.text.pooled == "bow":
+        return FeatureSpace(image_source, "bow", "captions", vocab=vocab)
+    if word_vectors is None:
+        raise SemshareError("a pooled-word2vec run saved before its word vectors were kept needs its dataset")
+    return FeatureSpace(image_source, "word-vectors", "captions", vocab=vocab, word_vectors=word_vectors)
+
+
 def paired_features(space: FeatureSpace, dataset: Dataset, rows: np.ndarray) -> PairedFeatures:
     items = dataset.text_items(rows, space.caption_source)
     labels = np.asarray(dataset.labels, dtype=np.float64)
@@ -101,7 +114,7 @@ class ClosedFormRun:
     """A fitted closed-form method: the same questions as a PreparedRun answers, on pooled features."""
 
     cfg: ExperimentConfig
-    dataset: Dataset
+    dataset: Dataset | None  # None: loaded without its data (it encodes queries; embedding rows needs the data)
     space: FeatureSpace
     encoder: LinearEncoder
     train_rows: np.ndarray
@@ -127,6 +140,7 @@ class ClosedFormRun:
 
     def embed(self, rows: np.ndarray, sides: tuple[str, ...] = ("image", "text"), device="cpu",
               batch_size: int = 256) -> tuple[EmbeddingTable, EmbeddingTable]:
+        require_dataset(self)
         rows = np.asarray(rows, dtype=np.int64)
         empty = EmbeddingTable(np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
         img = txt = empty
@@ -197,15 +211,16 @@ def read_fit_state(run_dir: Path) -> dict:
     return read_json_object(run_dir / "best" / "state.json", "the state of the finished fit")
 
 
-def load_closed_form_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, deep_run=None) -> ClosedFormRun:
+def load_closed_form_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset | None, deep_run=None) -> ClosedFormRun:
     weights = run_dir / "best" / ENCODER_FILE
     if not weights.exists():
         raise SemshareError(f"{weights}: no such file; the closed-form fit did not finish (rerun `semshare train`)")
     verify_files_manifest(run_dir / "best", "checkpoint")
     fitted = load_fitted_inputs(run_dir)
-    train_rows, val_rows = read_split_rows(run_dir, dataset.num_items)
+    train_rows, val_rows = read_split_rows(run_dir, dataset.num_items if dataset is not None else None)
     # a pooled-words run must bring its own vocabulary: one rebuilt from the data now may not be the fitted one
-    vocab = load_vocabulary(run_dir, required=deep_run is None and cfg.inputs.text == "words" and dataset.has_captions)
+    vocab = load_vocabulary(run_dir, required=deep_run is None and cfg.inputs.text == "words"
+                            and (dataset is None or dataset.has_captions))
     space = feature_space(cfg, dataset, train_rows, vocab, fitted.get(WORD_VECTORS), deep_run)
     return ClosedFormRun(cfg, dataset, space, LinearEncoder.from_tensors(_read_tensors(weights, "the fitted encoder")),
                          train_rows, val_rows, run_dir)

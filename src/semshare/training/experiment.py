@@ -9,6 +9,7 @@ the opened Dataset; both build the method the same way, from its config, sizes a
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -35,6 +36,7 @@ from semshare.training.run_folder import (check_existing_run, check_same_spec, r
 from semshare.training.trained_run import PreparedRun, validation_function
 
 LoadedRun = PreparedRun | ClosedFormRun
+logger = logging.getLogger(__name__)
 
 
 def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, write: bool = True) -> PreparedRun:
@@ -90,17 +92,27 @@ def _removed_on_error(run_dir: Path, made_here: bool):
         raise
 
 
-def load_run(run_dir: str | Path, dataset: Dataset, checkpoint: str = "best") -> LoadedRun:
+def load_run(run_dir: str | Path, dataset: Dataset | None, checkpoint: str = "best") -> LoadedRun:
     """Rebuild a finished run from its folder: a PreparedRun (trained methods) or a ClosedFormRun; both
-    answer the same questions (embed, encode queries, vocab, accepts_text)."""
+    answer the same questions (embed, encode queries, vocab, accepts_text).
+
+    `dataset` None: the run on its own (its data is gone or elsewhere). What the run folder holds is enough to
+    encode free text (config, vocabulary, word vectors, weights); what reads the data (embedding its rows, a
+    run on MiniLM token states, a deep-features run) says it needs the dataset."""
     run_dir = Path(run_dir)
     cfg, spec = read_run_config(run_dir)
-    if dataset.num_labels != spec.num_labels:
+    if dataset is None:
+        detached_problem = _needs_its_dataset(cfg)
+        if detached_problem:
+            raise SemshareError(f"{run_dir}: {detached_problem}, so it needs its dataset ({recorded_data_dir(run_dir)} "
+                                "is not there): give the dataset folder (--data / data_dir)")
+    elif dataset.num_labels != spec.num_labels:
         raise SemshareError(f"{dataset.root}: {dataset.num_labels} labels, but the run was trained on {spec.num_labels}")
+    num_items = dataset.num_items if dataset is not None else None
     if cfg.method_class.closed_form:
         if checkpoint != "best":
             raise SemshareError(f"{run_dir}: a closed-form run has one fit, in best/; there is no {checkpoint!r} checkpoint")
-        return load_closed_form_run(run_dir, cfg, dataset, _deep_features_run(cfg, dataset))
+        return load_closed_form_run(run_dir, cfg, dataset, _deep_features_run(cfg, dataset) if dataset else None)
     text_segments, segment_targets = None, None
     if cfg.inputs.text == "segments":
         text_segments = open_segments(dataset, cfg.text)
@@ -108,16 +120,30 @@ def load_run(run_dir: str | Path, dataset: Dataset, checkpoint: str = "best") ->
     model = build_method(cfg, spec, load_fitted_inputs(run_dir))
     load_checkpoint(run_dir / checkpoint, model)
     model.eval()
-    train_rows, val_rows = read_split_rows(run_dir, dataset.num_items)
+    train_rows, val_rows = read_split_rows(run_dir, num_items)
     vocab = load_vocabulary(run_dir, required=cfg.inputs.text == "words")
     return PreparedRun(cfg, dataset, model, vocab, train_rows, val_rows, None, text_segments, segment_targets, run_dir,
-                       checkpoint)
+                       checkpoint, spec.num_labels)
+
+
+def _needs_its_dataset(cfg: ExperimentConfig) -> str:
+    """Why a run cannot be loaded without its dataset ('' when its folder is enough)."""
+    if cfg.inputs.text == "segments":
+        return "it reads the MiniLM token states extracted from its dataset (text_segments/)"
+    if cfg.text.deep_features_run:
+        return "it is fitted on the features of another run of its dataset"
+    return ""
 
 
 def load_run_from_folder(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best") -> LoadedRun:
     """load_run with the dataset folder opened here (shapes checked, no value scan: it was checked in training);
-    `data_dir` defaults to the folder the run recorded (splits.json)."""
-    data_dir = data_dir if data_dir is not None else recorded_data_dir(run_dir)
+    `data_dir` defaults to the folder the run recorded (splits.json). When that folder is gone (and none is
+    given), the run is loaded on its own: it encodes text; what needs the data says so."""
+    if data_dir is None:
+        data_dir = recorded_data_dir(run_dir)
+        if not Path(data_dir).is_dir():
+            logger.info("%s: its dataset %s is not there; loading the run on its own", run_dir, data_dir)
+            return load_run(run_dir, None, checkpoint)
     return load_run(run_dir, open_dataset(data_dir, check_values=False), checkpoint)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def save_run_description(run_dir: Path, cfg: ExperimentConfig, spec: ModelSpec, 
                          train_rows: np.ndarray, val_rows: np.ndarray) -> None:
     save_yaml(run_dir / "config.yaml", cfg)
     atomic_write_json(run_dir / "model_spec.json", to_dict(spec))
-    atomic_write_json(run_dir / SPLITS_FILE, {"data_dir": str(Path(dataset.root).resolve()),
+    atomic_write_json(run_dir / SPLITS_FILE, {**recorded_paths(run_dir, "data_dir", dataset.root),
                                               "train": train_rows.tolist(), "val": val_rows.tolist()})
     atomic_write_json(run_dir / FINGERPRINT_FILE, data_fingerprint(dataset))
 
@@ -145,8 +146,8 @@ def update_run_description(run_dir: Path, cfg: ExperimentConfig, dataset: Datase
             atomic_write_json(fingerprint_path, {**saved, "path": here})
     if splits_path.exists():
         splits = read_json_object(splits_path, "the dataset folder and rows of the run")
-        if splits.get("data_dir") != here:
-            atomic_write_json(splits_path, {**splits, "data_dir": here})
+        if recorded_path(run_dir, splits, "data_dir") != here:
+            atomic_write_json(splits_path, {**splits, **recorded_paths(run_dir, "data_dir", here)})
 
 
 def _dotted_keys(values: dict, prefix: str = "") -> list[str]:
@@ -203,16 +204,18 @@ def read_run_config(run_dir: Path) -> tuple[ExperimentConfig, ModelSpec]:
     return cfg, spec
 
 
-def read_split_rows(run_dir: Path, num_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, val rows) the run used: lists of row numbers of its dataset (0 .. num_items - 1)."""
+def read_split_rows(run_dir: Path, num_items: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, val rows) the run used: lists of row numbers of its dataset (0 .. num_items - 1; any
+    non-negative row when the dataset is not at hand)."""
     path = run_dir / SPLITS_FILE
     splits = read_json_object(path, "the dataset folder and the train / val rows of the run")
     rows = []
     for name in ("train", "val"):
         values = splits.get(name)
-        if not isinstance(values, list) or not all(type(v) is int and 0 <= v < num_items for v in values):
-            raise SemshareError(f"{path}: {name}: expected a list of row numbers in 0..{num_items - 1}, found "
-                                f"{_shown(values)}")
+        limit = num_items if num_items is not None else float("inf")
+        if not isinstance(values, list) or not all(type(v) is int and 0 <= v < limit for v in values):
+            expected = f"0..{num_items - 1}" if num_items is not None else "0 or more"
+            raise SemshareError(f"{path}: {name}: expected a list of row numbers in {expected}, found {_shown(values)}")
         rows.append(np.array(values, dtype=np.int64))
     return rows[0], rows[1]
 
@@ -222,13 +225,38 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def recorded_paths(folder: str | Path, key: str, target: str | Path) -> dict:
+    """How a run or index folder records another folder: relative to itself (it still resolves when both move
+    together, e.g. a project copied to another machine) and absolute (it still resolves when only the
+    recording folder moves)."""
+    target = Path(target).resolve()
+    return {key: os.path.relpath(target, Path(folder).resolve()), f"{key}_absolute": str(target)}
+
+
+def recorded_path(folder: str | Path, record: dict, key: str) -> str:
+    """The folder `record[key]` names: the relative form if it resolves to a folder, else the absolute one
+    (older records hold only an absolute path under `key`)."""
+    value, absolute = record.get(key), record.get(f"{key}_absolute")
+    if not isinstance(value, str) or not value:
+        raise SemshareError(f"{folder}: {key}: expected a folder path, found {_shown(value)}")
+    relative = (Path(folder) / value).resolve()
+    if relative.is_dir() or not isinstance(absolute, str):
+        return str(relative)
+    return absolute
+
+
 def recorded_data_dir(run_dir: str | Path) -> str:
-    """The dataset folder a run was trained on (splits.json)."""
+    """The dataset folder a run was trained on (splits.json): where it is now if it moved with the run."""
     path = Path(run_dir) / SPLITS_FILE
     if not path.exists():
         raise SemshareError(f"{run_dir}: not a run folder (splits.json missing)")
-    data_dir = read_json_object(path, "the dataset folder and the train / val rows of the run").get("data_dir")
-    if not isinstance(data_dir, str) or not data_dir:
-        raise SemshareError(f"{path}: data_dir: expected the dataset folder the run was trained on, found "
-                            f"{_shown(data_dir)}")
-    return data_dir
+    return recorded_path(run_dir, read_json_object(path, "the dataset folder and the train / val rows of the run"),
+                         "data_dir")
+
+
+def require_dataset(run) -> None:
+    """Rows of a dataset need the dataset: one clear error for a run loaded without it."""
+    if run.dataset is None:
+        where = f" ({recorded_data_dir(run.run_dir)} is not there)" if run.run_dir is not None else ""
+        raise SemshareError(f"{run.run_dir}: the run was loaded without its dataset{where}, and this needs the "
+                            "dataset's rows (images, captions): give the dataset folder (--data / data_dir)")

@@ -19,11 +19,13 @@ from semshare.data.batches import BatchBuilder, BatchOptions, text_source_for
 from semshare.data.dataset import Dataset
 from semshare.data.text import Vocabulary
 from semshare.data.text_segments import TextSegments
+from semshare.errors import SemshareError
 from semshare.evaluation.embed import embed_rows
 from semshare.evaluation.evaluate import evaluate_run
 from semshare.evaluation.protocols import EmbeddingTable
 from semshare.evaluation.retrieval import MetricSpec
 from semshare.training.recipes import ExperimentConfig
+from semshare.training.run_folder import require_dataset
 
 
 @dataclass
@@ -31,7 +33,7 @@ class PreparedRun:
     """A trained method's run: config, data, model and the inputs its batches are built from."""
 
     cfg: ExperimentConfig
-    dataset: Dataset
+    dataset: Dataset | None  # None: loaded without its data (it encodes queries; embedding rows needs the data)
     model: torch.nn.Module
     vocab: Vocabulary | None
     train_rows: np.ndarray
@@ -41,6 +43,7 @@ class PreparedRun:
     segment_targets: np.ndarray | None = None  # word-piece id -> masked-word class
     run_dir: Path | None = None  # the folder it was loaded from (None while it is being trained)
     checkpoint: str = "best"
+    num_labels: int | None = None  # the model's label count (None: the dataset's)
 
     @property
     def pairwise_scoring(self) -> bool:
@@ -73,7 +76,8 @@ class PreparedRun:
 
     def builder(self, training: bool) -> BatchBuilder:
         return BatchBuilder(self.dataset, self.vocab, self.batch_options(training),
-                            self.region_targets if training else None, self.text_segments, self.segment_targets)
+                            self.region_targets if training else None, self.text_segments, self.segment_targets,
+                            self.num_labels)
 
     @cached_property
     def _query_builder(self) -> BatchBuilder:
@@ -82,6 +86,7 @@ class PreparedRun:
     def embed(self, rows: np.ndarray, sides: tuple[str, ...] = ("image", "text"), device="cpu",
               batch_size: int = 256) -> tuple[EmbeddingTable, EmbeddingTable]:
         """(image table, text table) of `rows` and all their text items."""
+        require_dataset(self)
         return embed_rows(self.model, self.builder(training=False), rows, batch_size, device, sides)
 
     @torch.no_grad()
