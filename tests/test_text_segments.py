@@ -139,7 +139,7 @@ def test_benchmark_on_equal_minilm_inputs(tiny_data_dir, fake_segments, tmp_path
     config = yaml.safe_load((out / "tiny" / "ours-seed0" / "config.yaml").read_text())
     assert config["text"]["segments_dir"] == str(fake_segments) and config["inputs"]["text"] == "segments"
     # what each row read, stated from the results' own records
-    inputs = (out / "table.md").read_text().splitlines()[0]
+    inputs = next(line for line in (out / "table.md").read_text().splitlines() if line.startswith("Inputs:"))
     assert inputs.startswith("Inputs: images = ") and "region features (Ours / DSCMR)" in inputs
     assert "MiniLM token states (Ours / DSCMR)" in inputs and "pooled MiniLM sentence vector (Ridge / LCFS)" in inputs
     # no segments folder for this data: refused before any run, with the command that makes one
