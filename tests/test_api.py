@@ -31,8 +31,9 @@ def test_the_readme_example_runs_verbatim(tmp_path):
     done = subprocess.run([sys.executable, "-c", python], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].startswith("(1, ") and len(lines) == 4  # the shapes line, then 3 hits
-    assert [int(line.split()[0]) for line in lines[1:]] == [1, 2, 3]
+    assert lines[0].startswith("Run('api-demo/run', method='ours'") and len(lines) == 5  # repr, shapes, 3 hits
+    assert lines[1].startswith("(2, ")
+    assert [int(line.split()[0]) for line in lines[2:]] == [1, 2, 3]
 
 
 def test_api_embeddings_are_the_runs_own(tiny_data_dir, tmp_path):
