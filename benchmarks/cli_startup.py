@@ -38,18 +38,21 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        run(args.after, "make-synthetic", str(tmp / "data"), "--preset", "tiny")
-        run(args.after, "train", "--data", str(tmp / "data"), "--method", "cca", "--out", str(tmp / "run"))
-        run(args.after, "index", "build", str(tmp / "run"), "--side", "image", "--kind", "exact-torch",
-            "--out", str(tmp / "index"))
-        commands = {"semshare --help": ["--help"], "semshare train --help": ["train", "--help"],
-                    "semshare search INDEX --text ...": ["search", str(tmp / "index"), "--text", "two romi near the bole",
-                                                         "-k", "5"]}
-        times = {name: {"before": [], "after": []} for name in commands}
+        commands: dict[str, dict[str, list[str]]] = {}
+        for tree in ("before", "after"):  # each tree searches an index of its own making (formats may differ)
+            src, folder = getattr(args, tree), tmp / tree
+            run(src, "make-synthetic", str(folder / "data"), "--preset", "tiny")
+            run(src, "train", "--data", str(folder / "data"), "--method", "cca", "--out", str(folder / "run"))
+            run(src, "index", "build", str(folder / "run"), "--side", "image", "--kind", "exact-torch",
+                "--out", str(folder / "index"))
+            commands[tree] = {"semshare --help": ["--help"], "semshare train --help": ["train", "--help"],
+                              "semshare search INDEX --text ...": ["search", str(folder / "index"), "--text",
+                                                                   "two romi near the bole", "-k", "5"]}
+        times = {name: {"before": [], "after": []} for name in commands["after"]}
         for _ in range(args.repeats):
-            for name, command in commands.items():
+            for name in times:
                 for tree in ("before", "after"):
-                    times[name][tree].append(run(getattr(args, tree), *command))
+                    times[name][tree].append(run(getattr(args, tree), *commands[tree][name]))
     report = {"python": sys.version.split()[0], "cores": os.cpu_count(), "repeats": args.repeats, "commands": {}}
     for name, measured in times.items():
         before, after = statistics.median(measured["before"]), statistics.median(measured["after"])
