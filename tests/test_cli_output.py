@@ -91,3 +91,34 @@ def test_comparisons_are_readable(tiny_data_dir, tmp_path, capsys):
     fig.canvas.draw()
     legend = fig.legends[0].get_window_extent()
     assert legend.x0 >= fig.axes[1].get_window_extent().x1  # beside the T2I panel, not over it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pseudo-terminal (pty) is a POSIX thing")
+def test_on_a_terminal_the_bar_is_drawn_and_log_lines_start_on_their_own_line(tiny_data_dir, tmp_path):
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: semshare train with a 120-column terminal as its stdout and stderr
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.execvp(sys.executable, [sys.executable, "-m", "semshare.cli", "train", "--data", str(tiny_data_dir),
+                                   "--out", str(tmp_path / "run"), *FAST, "--set", "train.epochs=3"])
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    text = output.decode(errors="replace")
+    assert "train:" in text and "%|" in text  # the bar was drawn
+    epoch_lines = [line for line in text.replace("\r", "\n").split("\n") if ": epoch " in line]
+    assert len(epoch_lines) == 3 and all(line[:4].isdigit() for line in epoch_lines)  # not glued onto the bar
+    assert "epoch=1" in text and "epoch=0" not in text  # the bar counts epochs as the log does
