@@ -122,3 +122,24 @@ def test_on_a_terminal_the_bar_is_drawn_and_log_lines_start_on_their_own_line(ti
     epoch_lines = [line for line in text.replace("\r", "\n").split("\n") if ": epoch " in line]
     assert len(epoch_lines) == 3 and all(line[:4].isdigit() for line in epoch_lines)  # not glued onto the bar
     assert "epoch=1" in text and "epoch=0" not in text  # the bar counts epochs as the log does
+
+
+def test_evaluate_and_benchmark_report_instance_recall_beside_the_label_metrics(tiny_data_dir, index_dir, tmp_path,
+                                                                                capsys):
+    run = index_dir.parent / "run"
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", str(tmp_path / "eval.json")]) == 0
+    table = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("i2t/R@1", "t2i/R@5", "ave/R@10", "ave/NDCG@500"):
+        assert 0.0 <= table[key] <= 1.0, key
+    assert table["t2i/R@1"] <= table["t2i/R@5"] <= table["t2i/R@10"]
+    # a gallery of another split holds no query's own item: no R@k rather than a meaningless 0
+    assert main(["evaluate", str(run), "--split", "test", "--gallery-split", "val", "--json", str(tmp_path / "x.json")]) == 0
+    assert not any("R@" in key for key in json.loads((tmp_path / "x.json").read_text()))
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "cca,ridge", "--out", str(out)]) == 0
+    markdown = (out / "table.md").read_text()
+    assert "| R@10 x100 |" in markdown and "| R@1 x100 |" in markdown
+    capsys.readouterr()
+    assert main(["compare", str(out), str(out), "--metric", "R@10", "--resamples", "200"]) == 0
+    assert "Ave R@10 x100" in capsys.readouterr().out

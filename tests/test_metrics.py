@@ -266,3 +266,47 @@ def test_every_gallery_item_relevant():
     gains = np.array([[1, 1, 3]])
     assert metrics.average_precision(scores, gains)[0] == 1.0
     np.testing.assert_allclose(metrics.ndcg_at_k(scores, gains, k=3), naive_ndcg(scores, gains, 3))
+
+
+def _naive_instance_recall(scores, query_owner, gallery_owner, k):
+    """A loop: the gallery sorted by score (ties by a given order), the best own item's position."""
+    hits = []
+    for q in range(len(scores)):
+        order = sorted(range(scores.shape[1]), key=lambda g: -scores[q, g])  # stable: ties keep gallery order
+        position = next(p for p, g in enumerate(order) if gallery_owner[g] == query_owner[q])
+        hits.append(float(position < k))
+    return np.array(hits)
+
+
+def test_instance_recall_equals_a_naive_loop_without_ties():
+    from semshare.evaluation.instance import instance_recall
+
+    rng = np.random.default_rng(0)
+    queries, gallery = rng.standard_normal((40, 6)), rng.standard_normal((30, 6))
+    gallery_owner = rng.permutation(np.repeat(np.arange(15), 2))  # every image has two captions
+    query_owner = rng.integers(0, 15, 40)
+    found = instance_recall(queries, gallery, query_owner, gallery_owner, ks=(1, 5, 10), similarity="dot")
+    scores = queries @ gallery.T
+    for k in (1, 5, 10):
+        np.testing.assert_array_equal(found[f"R@{k}"], _naive_instance_recall(scores, query_owner, gallery_owner, k))
+
+
+def test_instance_recall_with_ties_is_the_mean_over_every_tie_order():
+    """Ties broken at random: the exact formula equals the average of the naive loop over all orders of the
+    tied items."""
+    from itertools import permutations
+
+    from semshare.evaluation.instance import instance_recall
+
+    # one query (owner 0); gallery: one item above, then four tied items (two of them its own), then one below
+    gallery = np.array([[3.0], [2.0], [2.0], [2.0], [2.0], [1.0]])
+    gallery_owner = np.array([5, 0, 7, 0, 8, 0])
+    query = np.array([[1.0]])
+    found = instance_recall(query, gallery, np.array([0]), gallery_owner, ks=(1, 2, 3, 4, 5), similarity="dot")
+    for k in (1, 2, 3, 4, 5):
+        outcomes = []
+        for order in permutations([1, 2, 3, 4]):
+            ranked = [0, *order, 5]
+            position = next(p for p, g in enumerate(ranked) if gallery_owner[g] == 0)
+            outcomes.append(float(position < k))
+        assert found[f"R@{k}"][0] == pytest.approx(np.mean(outcomes)), k

@@ -75,7 +75,8 @@ def protocol_from_args(args: argparse.Namespace):
 
     protocol = ProtocolConfig(query_split=args.split, gallery_split=args.gallery_split,
                               text_source=args.text_source, folds=args.folds, dedupe_texts=args.dedupe_texts)
-    return protocol, MetricSpec(ndcg_k=tuple(args.k), map_k=(None,), precision_k=(10,), gain=args.gain)
+    return protocol, MetricSpec(ndcg_k=tuple(args.k), map_k=(None,), precision_k=(10,), gain=args.gain,
+                                recall_k=(1, 5, 10))
 
 
 def print_table(table: dict, json_path: Path | None) -> None:

@@ -110,7 +110,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
                                         "permutation p-value over the same test queries and seeds.")
     parser.add_argument("results_a", type=Path, metavar="RES_A")
     parser.add_argument("results_b", type=Path, metavar="RES_B")
-    parser.add_argument("--metric", default="NDCG@500", choices=["NDCG@500", "mAP@all"])
+    parser.add_argument("--metric", default="NDCG@500", choices=["NDCG@500", "mAP@all", "R@1", "R@5", "R@10"],
+                        help="R@k: instance-level recall (a query's own item in the top k)")
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.set_defaults(handler=_run_compare)
 

@@ -18,6 +18,7 @@ import numpy as np
 from semshare.data.dataset import Dataset, TextItems
 from semshare.data.text import tokenize
 from semshare.errors import DataFormatError, SemshareError
+from semshare.evaluation.instance import instance_recall
 from semshare.evaluation.retrieval import DirectionResult, MetricSpec, evaluate_direction
 
 
@@ -128,12 +129,21 @@ def _evaluate_set(dataset: Dataset, img_table: EmbeddingTable, txt_table: Embedd
     img_gallery = img_table.take(eval_set.gallery_img_rows, "image")
     txt_query = txt_table.take(eval_set.query_txt.item_ids, "text")
     txt_gallery = txt_table.take(eval_set.gallery_txt.item_ids, "text")
-    return {
+    results = {
         "i2t": evaluate_direction(img_query, txt_gallery, labels[eval_set.query_img_rows],
                                   labels[eval_set.gallery_txt.rows], spec),
         "t2i": evaluate_direction(txt_query, img_gallery, labels[eval_set.query_txt.rows],
                                   labels[eval_set.gallery_img_rows], spec),
     }
+    # instance-level recall where every query's own items are in the gallery (a query split that is its own
+    # gallery); another gallery split holds no query's own item, so R@k is left out there
+    if spec.recall_k and np.isin(eval_set.query_img_rows, eval_set.gallery_txt.rows).all() \
+            and np.isin(eval_set.query_txt.rows, eval_set.gallery_img_rows).all():
+        results["i2t"].per_query.update(instance_recall(img_query, txt_gallery, eval_set.query_img_rows,
+                                                        eval_set.gallery_txt.rows, spec.recall_k, spec.similarity))
+        results["t2i"].per_query.update(instance_recall(txt_query, img_gallery, eval_set.query_txt.rows,
+                                                        eval_set.gallery_img_rows, spec.recall_k, spec.similarity))
+    return results
 
 
 def table_from_folds(fold_results: list[dict[str, DirectionResult]]) -> dict[str, float]:

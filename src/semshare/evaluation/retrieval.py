@@ -27,6 +27,7 @@ class MetricSpec:
     gain: str = "linear"
     pr_points: int = 0  # > 0 adds a precision-recall curve sampled at that many rank cutoffs
     similarity: str = "cosine"  # or "dot"
+    recall_k: tuple = ()  # instance-level R@k (evaluation/instance.py): a query's own item in the top k
 
 
 @dataclass

@@ -53,7 +53,7 @@ def write_per_query(path: Path, directions: dict) -> None:
         np.savez(handle, **arrays)
 
 
-METRIC_SPEC = dict(ndcg_k=(500,), map_k=(None,), pr_points=20)
+METRIC_SPEC = dict(ndcg_k=(500,), map_k=(None,), pr_points=20, recall_k=(1, 5, 10))
 
 
 @dataclass(frozen=True)
@@ -322,6 +322,7 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
         atomic_write_json(out_dir / "results.json", results)
         atomic_write_text(out_dir / "table.md", (f"{note}\n\n" if note else "") + inputs_line(results) + "\n\n"
                           + format_paper_table(results, "NDCG@500") + "\n\n" + format_paper_table(results, "mAP@all") + "\n"
+                          + instance_recall_tables(results)
                           + significance_tables(results, reference or None) + "\n")
         write_csv(out_dir / "table.csv", results)
         plot_method_pr_curves(results, out_dir)
@@ -408,6 +409,14 @@ def format_paper_table(results: list[dict], metric: str) -> str:
                 cells.append(format_cell(np.array([100 * t[f"{direction}/{metric}"] for t in tables])))
         lines.append(f"| {names[method]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def instance_recall_tables(results: list[dict]) -> str:
+    """R@1 / R@5 / R@10 tables (a query's own item in the top k) when every result has them (older results
+    were scored before instance recall existed: no table rather than a partial one)."""
+    if not results or not all("ave/R@10" in r["test"] for r in results):
+        return ""
+    return "\n" + "\n\n".join(format_paper_table(results, f"R@{k}") for k in (1, 5, 10)) + "\n"
 
 
 def write_csv(path: Path, results: list[dict]) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from semshare.errors import SemshareError
 from semshare.evaluation.significance import RESAMPLES, PairedComparison, paired_comparison
 
-METRICS = ("NDCG@500", "mAP@all")
+METRICS = ("NDCG@500", "mAP@all", "R@10")
 
 
 def load_per_query(run_dir: Path) -> dict | None:
@@ -63,6 +63,8 @@ def significance_tables(results: list[dict], reference: str | None = None, resam
         if not any(r["method"] == reference and r["dataset"] == dataset for r in results) or not methods:
             continue
         for metric in METRICS:
+            if not all(f"ave/{metric}" in r["test"] for r in results if r["dataset"] == dataset):
+                continue  # results scored before the metric existed
             lines = [f"Paired vs {names.get(reference, reference)} on {dataset}, Ave {metric} x100 (method minus "
                      f"reference; 95% paired-bootstrap CI and two-sided sign-flip permutation p over queries and "
                      f"seeds, {resamples} resamples each, seeded; * = p < 0.05)", "",
