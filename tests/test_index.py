@@ -85,3 +85,33 @@ def test_bad_queries_and_parameters_are_clear_errors():
         build_backend("faiss-hnsw", clustered(50), {"efsearch": 10})
     with pytest.raises(SemshareError, match="cannot train"):
         build_backend("faiss-ivfpq", clustered(100))
+
+
+@pytest.mark.parametrize("kind, params", [("exact-torch", {}), ("faiss-flat", {}), ("faiss-hnsw", {"m": 8}),
+                                          ("faiss-ivfpq", {"nlist": 4, "subquantizers": 2, "nbits": 4})])
+def test_label_facets_equal_a_brute_force_filter_of_the_index_ranking(tiny_data_dir, tmp_path, kind, params):
+    """Only (all / any) or first: the items the index's own full ranking gives, filtered by brute force."""
+    from semshare.api import build_index, load_run
+    from semshare.cli.main import main
+    from semshare.search.gallery import LabelFacet
+
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "cca", "--out", str(tmp_path / "run")]) == 0
+    index = build_index(load_run(tmp_path / "run"), "image", tmp_path / "index", kind=kind, params=params)
+    labels = sorted({n for item in index.items for n in item["labels"]})
+    for row in (0, 7, 33):
+        query = index.encode_image_row(row)
+        full = index.search(query, index.manifest.size)
+        for facet in (LabelFacet((labels[0],)), LabelFacet((labels[1], labels[2]), match="any"),
+                      LabelFacet((labels[0], labels[3]), match="all"), LabelFacet((labels[2],), boost=True)):
+            def carries(hit):
+                found = [name in hit.labels for name in facet.labels]
+                return all(found) if facet.match == "all" else any(found)
+
+            for k in (1, 5, 30):
+                got = [(h.id, h.score) for h in index.search(query, k, facet)]
+                matching = [(h.id, h.score) for h in full if carries(h)]
+                expected = matching[:k] + ([(h.id, h.score) for h in full if not carries(h)][: k - len(matching[:k])]
+                                           if facet.boost else [])
+                assert got == expected, (kind, facet, k)
+    with pytest.raises(Exception, match="unknown label 'nope'"):
+        index.search(query, 3, LabelFacet(("nope",)))

@@ -205,3 +205,24 @@ def test_thumbnails_come_from_captions_file_names_under_the_image_root_and_open_
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_click_on_a_label_keeps_only_the_hits_with_it_and_the_filter_can_be_removed(served, browser):
+    from selenium.webdriver.common.by import By
+
+    from semshare.search.gallery import LabelFacet
+
+    url, searcher = served
+    browser.get(f"{url}/?item=3&k=8")
+    assert wait_for(lambda: len(_ids(browser)) == 8)
+    unfiltered = _ids(browser)
+    chip = browser.find_elements(By.CSS_SELECTOR, "li.result .labels .label")[0]
+    label = chip.text
+    chip.click()
+    expected = [h.id for h in searcher.search(searcher.encode_image_row(3), 8, LabelFacet((label,)))]
+    assert wait_for(lambda: _ids(browser) == expected)
+    assert f"labels={label}" in browser.current_url
+    assert [c.get_attribute("data-label") for c in browser.find_elements(By.CSS_SELECTOR, "#facets .label")] == [label]
+    browser.find_element(By.CSS_SELECTOR, "#facets .label").click()  # remove it
+    assert wait_for(lambda: _ids(browser) == unfiltered)
+    assert "labels=" not in browser.current_url

@@ -331,9 +331,33 @@ def test_one_hit_schema_for_the_cli_python_and_http(image_index, capsys):
     http = client.post("/search", json={"item_id": 4, "k": 5}).json()
     assert cli == http and cli["results"] == python
     assert set(python[0]) == {"rank", "score", "id", "row", "labels", "captions", "image_url"}
-    assert cli["query"] == {"text": None, "item_id": 4, "k": 5} and cli["gallery_side"] == "image"
+    assert cli["query"] == {"text": None, "item_id": 4, "k": 5, "labels": None, "label_match": "all",
+                            "label_boost": False} and cli["gallery_side"] == "image"
     # the schema is typed in the OpenAPI document /docs shows
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert set(schemas["HitOut"]["properties"]) == set(python[0])
     assert schemas["SearchResponse"]["properties"]["results"]["items"]["$ref"].endswith("/HitOut")
     assert client.get("/docs").status_code == 200
+
+
+def test_label_facets_in_the_cli_and_http_give_the_python_answer(image_index, capsys):
+    from fastapi.testclient import TestClient
+
+    from semshare.cli.main import main
+    from semshare.search.gallery import LabelFacet
+    from semshare.search.service import create_app
+
+    searcher = load_index(image_index)
+    labels = sorted({n for item in searcher.items for n in item["labels"]})[:2]
+    facet = LabelFacet(tuple(labels), "any")
+    python = [h.as_dict() for h in searcher.search_image(4, k=6, facet=facet)]
+    assert python and all(set(h["labels"]) & set(labels) for h in python)
+    assert main(["search", str(image_index), "--image-id", "4", "-k", "6", "--labels", ",".join(labels), "--any",
+                 "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    client = TestClient(create_app(searcher))
+    http = client.post("/search", json={"item_id": 4, "k": 6, "labels": labels, "label_match": "any"}).json()
+    assert cli == http and cli["results"] == python and cli["query"]["labels"] == labels
+    bad = client.post("/search", json={"item_id": 4, "k": 6, "labels": ["nope"]})
+    assert bad.status_code == 422 and "unknown label 'nope'" in bad.json()["detail"]
+    assert main(["search", str(image_index), "--image-id", "4", "--labels", "nope"]) == 2

@@ -61,12 +61,16 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
                         help="search-time parameter: ef_search (hnsw), nprobe (ivfpq)")
     parser.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
+    parser.add_argument("--labels", default=None, metavar="A,B",
+                        help="only hits carrying all of these labels (comma-separated; --any: any of them)")
+    parser.add_argument("--any", action="store_true", help="with --labels: hits carrying any of them")
+    parser.add_argument("--boost", action="store_true", help="with --labels: matching hits first, then the others")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(handler=_run_search)
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from semshare.search.gallery import load_index, search_response
+    from semshare.search.gallery import LabelFacet, load_index, search_response
 
     if not 1 <= args.k <= 1000:
         raise SemshareError(f"-k must be between 1 and 1000; got {args.k}")
@@ -77,10 +81,14 @@ def _run_search(args: argparse.Namespace) -> int:
         query, unknown = searcher.encode_image_file(args.image_file), []
     else:
         query, unknown = searcher.encode_image_row(args.image_id), []
-    hits = searcher.search(query, args.k)
+    facet = None
+    if args.labels:
+        facet = LabelFacet(tuple(name.strip() for name in args.labels.split(",") if name.strip()),
+                           "any" if args.any else "all", args.boost)
+    hits = searcher.search(query, args.k, facet)
     if args.json:  # the schema HTTP /search answers with (docs/SEARCH.md)
-        print(json.dumps(search_response(args.text, args.image_id, args.k, searcher.manifest.side, unknown, hits),
-                         indent=2))
+        print(json.dumps(search_response(args.text, args.image_id, args.k, searcher.manifest.side, unknown, hits,
+                                         facet), indent=2))
         return 0
     if unknown:
         print(f"unknown words (ignored): {', '.join(unknown)}")

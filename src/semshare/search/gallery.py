@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -83,6 +84,22 @@ class SearchHit:
         return item_record(self.item) | {"rank": self.rank, "score": self.score}
 
 
+@dataclass(frozen=True)
+class LabelFacet:
+    """Restrict (or, with `boost`, reorder) a search to the gallery items that carry `labels`: all of them
+    (`match="all"`) or any (`match="any"`)."""
+
+    labels: tuple[str, ...]
+    match: str = "all"
+    boost: bool = False
+
+    def __post_init__(self):
+        if not self.labels:
+            raise SemshareError("a label facet needs at least one label")
+        if self.match not in ("all", "any"):
+            raise SemshareError(f"label match: expected all or any, found {self.match!r}")
+
+
 def item_record(item: dict) -> dict:
     """A gallery item as every client sees it (the hit schema without rank and score)."""
     return {"id": item["id"], "row": item["row"], "labels": list(item.get("labels", [])),
@@ -91,10 +108,12 @@ def item_record(item: dict) -> dict:
 
 
 def search_response(text: str | None, item_id: int | None, k: int, gallery_side: str, unknown: list[str],
-                    hits: list[SearchHit]) -> dict:
+                    hits: list[SearchHit], facet: LabelFacet | None = None) -> dict:
     """The answer to one query as `semshare search --json` prints it and HTTP /search returns it."""
-    return {"query": {"text": text, "item_id": item_id, "k": k}, "gallery_side": gallery_side,
-            "unknown_words": list(unknown), "results": [hit.as_dict() for hit in hits]}
+    query = {"text": text, "item_id": item_id, "k": k, "labels": list(facet.labels) if facet else None,
+             "label_match": facet.match if facet else "all", "label_boost": facet.boost if facet else False}
+    return {"query": query, "gallery_side": gallery_side, "unknown_words": list(unknown),
+            "results": [hit.as_dict() for hit in hits]}
 
 
 def _gallery_rows(dataset, split: str) -> np.ndarray:
@@ -242,9 +261,53 @@ class Index:
     def encode_image_file(self, path: str | Path) -> np.ndarray:
         return self.run.encode_image_files([path])[0]
 
-    def search(self, query: np.ndarray, k: int) -> list[SearchHit]:
-        """The k best gallery items for a (D,) query embedding."""
+    def search(self, query: np.ndarray, k: int, facet: "LabelFacet | None" = None) -> list[SearchHit]:
+        """The k best gallery items for a (D,) query embedding; `facet`: only (or first) the items that carry
+        its labels."""
+        if facet is not None:
+            return self.search_with_facet(query, k, facet)
         return self.search_batch(np.asarray(query)[None], [k])[0]
+
+    def label_positions(self, facet: "LabelFacet") -> np.ndarray:
+        """(size,) bool: the gallery positions whose items carry the facet's labels (all of them, or any)."""
+        known = self._label_columns
+        unknown = [name for name in facet.labels if name not in known]
+        if unknown:
+            raise SemshareError(f"unknown label {unknown[0]!r}; this gallery's labels: {', '.join(sorted(known))}")
+        columns = self._item_labels[:, [known[name] for name in facet.labels]]
+        return columns.all(axis=1) if facet.match == "all" else columns.any(axis=1)
+
+    def search_with_facet(self, query: np.ndarray, k: int, facet: "LabelFacet") -> list[SearchHit]:
+        """Exact with every index kind: the index's own ranking, read deeper until k matching items are
+        found (or the whole gallery is read), then filtered; `boost` puts the matching items first and the
+        best others after them."""
+        allowed = self.label_positions(facet)
+        wanted = min(k, int(allowed.sum()))
+        depth = min(self.backend.size, max(4 * k, 64))
+        while True:
+            scores, positions = self.backend.search(np.ascontiguousarray(np.asarray(query)[None], dtype=np.float32), depth)
+            pairs = [(float(score), int(position)) for score, position in zip(scores[0], positions[0]) if position >= 0]
+            matching = [pair for pair in pairs if allowed[pair[1]]]
+            if len(matching) >= wanted or depth >= self.backend.size:
+                break
+            depth = min(self.backend.size, 4 * depth)
+        chosen = matching[:k]
+        if facet.boost:
+            chosen += [pair for pair in pairs if not allowed[pair[1]]][: k - len(chosen)]
+        return [SearchHit(rank=rank, score=score, id=int(self.ids[position]), item=self.items[position])
+                for rank, (score, position) in enumerate(chosen, start=1)]
+
+    @cached_property
+    def _label_columns(self) -> dict[str, int]:
+        return {name: column for column, name in enumerate(sorted({n for item in self.items for n in item["labels"]}))}
+
+    @cached_property
+    def _item_labels(self) -> np.ndarray:
+        """(size, labels) bool: which labels each gallery position's item carries."""
+        table = np.zeros((len(self.items), len(self._label_columns)), dtype=bool)
+        for position, item in enumerate(self.items):
+            table[position, [self._label_columns[n] for n in item["labels"]]] = True
+        return table
 
     def search_batch(self, queries: np.ndarray, ks: Sequence[int]) -> list[list[SearchHit]]:
         """(Q, D) query embeddings, each with its own k: one backend search for all of them."""
@@ -253,15 +316,15 @@ class Index:
                  for rank, (score, position) in enumerate(zip(row_scores[:k], row_positions[:k]), start=1)
                  if position >= 0] for row_scores, row_positions, k in zip(scores, positions, ks)]
 
-    def search_text(self, text: str, k: int = 10) -> list[SearchHit]:
-        return self.search(self.encode_text(text)[0], k)
+    def search_text(self, text: str, k: int = 10, facet: LabelFacet | None = None) -> list[SearchHit]:
+        return self.search(self.encode_text(text)[0], k, facet)
 
-    def search_image(self, row: int, k: int = 10) -> list[SearchHit]:
+    def search_image(self, row: int, k: int = 10, facet: LabelFacet | None = None) -> list[SearchHit]:
         """Query with image `row` of the index's dataset."""
-        return self.search(self.encode_image_row(row), k)
+        return self.search(self.encode_image_row(row), k, facet)
 
-    def search_image_file(self, path: str | Path, k: int = 10) -> list[SearchHit]:
-        return self.search(self.encode_image_file(path), k)
+    def search_image_file(self, path: str | Path, k: int = 10, facet: LabelFacet | None = None) -> list[SearchHit]:
+        return self.search(self.encode_image_file(path), k, facet)
 
 
 def _read_ids(path: Path) -> np.ndarray:

@@ -17,10 +17,12 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from typing import Literal
+
 from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
-from semshare.search.gallery import item_record, search_response
+from semshare.search.gallery import LabelFacet, item_record, search_response
 from semshare.search.run import MAX_QUERY_CHARS
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,12 @@ class SearchRequest(BaseModel):
     text: str | None = Field(None, max_length=MAX_QUERY_CHARS)
     item_id: int | None = Field(None, ge=0)
     k: int = Field(10, ge=1, le=MAX_K)
+    labels: list[str] | None = Field(None, max_length=50, description="only hits carrying these labels")
+    label_match: Literal["all", "any"] = Field("all", description="all of the labels, or any")
+    label_boost: bool = Field(False, description="matching hits first, then the others (instead of only them)")
+
+    def facet(self) -> LabelFacet | None:
+        return LabelFacet(tuple(self.labels), self.label_match, self.label_boost) if self.labels else None
 
     @model_validator(mode="after")
     def one_query(self):
@@ -62,6 +70,9 @@ class QueryOut(BaseModel):
     text: str | None
     item_id: int | None
     k: int
+    labels: list[str] | None = None
+    label_match: str = "all"
+    label_boost: bool = False
 
 
 class SearchResponse(BaseModel):
@@ -136,10 +147,17 @@ class QueryBatcher:
                 queries[i] = emb
         good = [i for i, q in enumerate(queries) if not isinstance(q, SemshareError)]
         answers: list = list(queries)
-        if good:
-            hits = searcher.search_batch(np.stack([queries[i] for i in good]), [requests[i].k for i in good])
-            for i, found in zip(good, hits):
+        plain = [i for i in good if requests[i].facet() is None]  # one backend search for all of them
+        if plain:
+            hits = searcher.search_batch(np.stack([queries[i] for i in plain]), [requests[i].k for i in plain])
+            for i, found in zip(plain, hits):
                 answers[i] = {"hits": found, "unknown": unknown[i]}
+        for i in (i for i in good if requests[i].facet() is not None):  # label facets: each on its own
+            try:
+                answers[i] = {"hits": searcher.search(queries[i], requests[i].k, requests[i].facet()),
+                              "unknown": unknown[i]}
+            except SemshareError as exc:  # an unknown label
+                answers[i] = exc
         return answers
 
 
@@ -316,7 +334,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
         # plain JSON types already: a JSONResponse skips FastAPI's slower generic encoder (the response
         # model still documents the schema at /docs)
         return JSONResponse(search_response(request.text, request.item_id, request.k, searcher.manifest.side,
-                                            answer["unknown"], answer["hits"]))
+                                            answer["unknown"], answer["hits"], request.facet()))
 
     _add_item_routes(app, searcher, root)
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
