@@ -1,0 +1,287 @@
+"""The right item first inside a label set (issue 27): an instance-level head beside a finished run.
+
+Label-space retrieval ranks by the label set: items of the query's label set score alike, in an order that
+means nothing to a user who wants the image their sentence describes. Sharing the label branch with an
+instance objective costs label-wise quality (the issue's probe: -4 to -5 points), so the instance signal is
+learned on its own, after the run, from the same inputs:
+
+  image: the mean of an image's region features (its global feature without regions);
+  text:  the run's own reading of a caption without its encoder: a bag of words over the run's vocabulary
+         (word runs), the MiniLM sentence vector (token-state runs), the text vector (vector runs);
+
+each standardised on the training split and mapped linearly to a shared space, trained with a symmetric
+InfoNCE loss on the training split's (image, own caption) pairs (one caption per image per step: no false
+negatives within a batch). The final score of a query and an item is
+
+  s = s_label + w * s_instance      (both cosine similarities)
+
+which is the cosine of the concatenated, weighted, unit-norm embeddings: every index kind, the CLI, the API
+and the service use it unchanged. w is chosen on the validation split: the largest Ave R@10 among the
+candidates whose validation Ave NDCG@500 and mAP@all stay within `tolerance` of w = 0 (the label-space-only
+ranking, which the run keeps: `ranking="label"`).
+
+RUN/instance/ holds head.safetensors (weights and standardisation), instance.json (config, the chosen w,
+the validation table per candidate) and files.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from semshare.config import from_dict
+from semshare.data.dataset import gather_rows
+from semshare.errors import SemshareError
+from semshare.evaluation.protocols import EmbeddingTable, evaluate_tables, ProtocolConfig
+from semshare.evaluation.retrieval import MetricSpec
+from semshare.fileio import atomic_directory, atomic_write_json, read_json_object, safetensors_bytes, \
+    verify_files_manifest, write_files_manifest
+
+logger = logging.getLogger(__name__)
+INSTANCE_DIR = "instance"
+SELECT = MetricSpec(ndcg_k=(500,), map_k=(None,), recall_k=(10,))
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    dim: int = 256
+    epochs: int = 40
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.1
+    weights: tuple = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)  # the candidates for w
+    tolerance: float = 0.005  # validation Ave NDCG@500 / mAP@all may drop this much (0.5 points) at most
+    seed: int = 0
+
+
+# ---- features: what the head reads --------------------------------------------------------------------
+
+def text_kind(run) -> str:
+    kinds = {"words": "bow", "segments": "sentence", "vector": "vector"}
+    return kinds[run.cfg.inputs.text]
+
+
+def image_features_of_rows(dataset, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), D): the mean of the real regions, else the global feature."""
+    if dataset.regions is not None:
+        regions = gather_rows(dataset.regions, rows).astype(np.float32)
+        mask = gather_rows(dataset.region_mask, rows).astype(np.float32)
+        return (regions * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
+    return gather_rows(dataset.image, rows).astype(np.float32)
+
+
+def image_features_of_regions(regions: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The same for new images given as (N, R, D) regions and (N, R) mask (a global feature is one region)."""
+    mask = np.asarray(mask, dtype=np.float32)
+    return (np.asarray(regions, dtype=np.float32) * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
+
+
+def bag_of_words(vocab, texts: list) -> np.ndarray:
+    """(len(texts), |V|): the mean one-hot of each text's known tokens (tokens or a sentence)."""
+    out = np.zeros((len(texts), len(vocab)), dtype=np.float32)
+    for i, text in enumerate(texts):
+        ids = [t for t in vocab.encode(text) if t != vocab.unk_id]
+        if ids:
+            np.add.at(out[i], ids, 1.0 / len(ids))
+    return out
+
+
+def text_features_of_items(run, items) -> np.ndarray:
+    kind = text_kind(run)
+    if kind == "bow":
+        return bag_of_words(run.vocab, items.texts)
+    if kind == "sentence":
+        return np.asarray(run.text_segments.sentence[np.asarray(items.item_ids)], dtype=np.float32)
+    return gather_rows(run.dataset.text_vectors, items.rows).astype(np.float32)
+
+
+# ---- the head -------------------------------------------------------------------------------------------
+
+class InstanceHead(nn.Module):
+    """Two linear maps of standardised features into one space (cosine similarity between them)."""
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int):
+        super().__init__()
+        self.image = nn.Linear(image_dim, dim)
+        self.text = nn.Linear(text_dim, dim)
+        for name, size in (("image_mean", image_dim), ("image_std", image_dim), ("text_mean", text_dim),
+                           ("text_std", text_dim)):
+            self.register_buffer(name, torch.zeros(size) if name.endswith("mean") else torch.ones(size))
+
+    def encode_image(self, features: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self._image(torch.as_tensor(features, dtype=torch.float32)).numpy()
+
+    def encode_text(self, features: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self._text(torch.as_tensor(features, dtype=torch.float32)).numpy()
+
+    def _image(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.image((x - self.image_mean) / self.image_std), dim=1)
+
+    def _text(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.text((x - self.text_mean) / self.text_std), dim=1)
+
+
+def _standardise(head: InstanceHead, image: np.ndarray, text: np.ndarray) -> None:
+    for prefix, values in (("image", image), ("text", text)):
+        getattr(head, f"{prefix}_mean").copy_(torch.as_tensor(values.mean(0)))
+        getattr(head, f"{prefix}_std").copy_(torch.as_tensor(values.std(0) + 1e-6))
+
+
+def train_head(image: np.ndarray, text: np.ndarray, owner: np.ndarray, cfg: InstanceConfig) -> InstanceHead:
+    """Symmetric InfoNCE on (image row, one of its captions) pairs; `image` (N, Di) per row, `text` (T, Dt)
+    per caption, `owner` (T,) the row index (0..N-1) of each caption."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 27])
+    head = InstanceHead(image.shape[1], text.shape[1], cfg.dim)
+    _standardise(head, image, text)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    captions_of = [np.flatnonzero(owner == row) for row in range(len(image))]
+    images = torch.as_tensor(image, dtype=torch.float32)
+    texts = torch.as_tensor(text, dtype=torch.float32)
+    for _ in range(cfg.epochs):
+        order = rng.permutation(len(image))
+        for start in range(0, len(order), cfg.batch_size):
+            rows = order[start : start + cfg.batch_size]
+            if len(rows) < 2:
+                continue
+            picks = [captions_of[row][rng.integers(len(captions_of[row]))] for row in rows]
+            logits = head._image(images[rows]) @ head._text(texts[picks]).T / cfg.temperature
+            target = torch.arange(len(rows))
+            loss = (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    head.eval()
+    return head
+
+
+# ---- the combined ranking -------------------------------------------------------------------------------
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def combine(label_emb: np.ndarray, instance_emb: np.ndarray, weight: float) -> np.ndarray:
+    """Unit rows whose dot products are (s_label + w * s_instance) / (1 + w)."""
+    if weight <= 0:
+        return _unit(label_emb)
+    joined = np.concatenate([_unit(label_emb), np.sqrt(weight) * _unit(instance_emb)], axis=1)
+    return joined / np.sqrt(1.0 + weight)
+
+
+class InstanceRankedRun:
+    """A loaded run whose embeddings carry the instance head: every question a run answers, the embeddings
+    combined (`combine`); anything else is the base run's."""
+
+    def __init__(self, base, head: InstanceHead, weight: float):
+        self.base, self.head, self.weight = base, head, weight
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def embed(self, rows, sides=("image", "text"), device="cpu", batch_size: int = 256):
+        img, txt = self.base.embed(rows, sides=sides, device=device, batch_size=batch_size)
+        if "image" in sides:
+            inst = self.head.encode_image(image_features_of_rows(self.base.dataset, img.ids))
+            img = EmbeddingTable(img.ids, combine(img.emb, inst, self.weight))
+        if "text" in sides:
+            items = self.base.dataset.text_items(np.asarray(rows, dtype=np.int64), self.base.text_source)
+            inst = self.head.encode_text(text_features_of_items(self.base, items))
+            txt = EmbeddingTable(txt.ids, combine(txt.emb, inst, self.weight))
+        return img, txt
+
+    def encode_word_queries(self, texts):
+        inst = self.head.encode_text(bag_of_words(self.base.vocab, list(texts)))
+        return combine(self.base.encode_word_queries(texts), inst, self.weight)
+
+    def encode_segment_queries(self, states, real, word_pieces, sentence):
+        inst = self.head.encode_text(np.asarray(sentence, dtype=np.float32).reshape(len(states), -1))
+        return combine(self.base.encode_segment_queries(states, real, word_pieces, sentence), inst, self.weight)
+
+    def encode_image_queries(self, regions, boxes, mask):
+        inst = self.head.encode_image(image_features_of_regions(regions, mask))
+        return combine(self.base.encode_image_queries(regions, boxes, mask), inst, self.weight)
+
+
+# ---- fit, choose w, save, load ---------------------------------------------------------------------------
+
+def fit_instance_head(run, run_dir: str | Path, cfg: InstanceConfig = InstanceConfig(), overwrite: bool = False) -> dict:
+    """Train the head on the run's training rows, choose w on its validation rows, write RUN/instance/;
+    returns instance.json's record."""
+    if getattr(run, "pairwise_scoring", False):
+        raise SemshareError(f"{run_dir}: a pair-scoring run ranks by its own scorer; it has no embedding to combine")
+    if run.dataset is None:
+        raise SemshareError(f"{run_dir}: fitting the instance head reads the run's dataset; give --data")
+    if text_kind(run) == "bow" and run.vocab is None:
+        raise SemshareError(f"{run_dir}: a words run without its vocabulary")
+    dataset = run.dataset
+    train_rows = np.asarray(run.train_rows, dtype=np.int64)
+    items = dataset.text_items(train_rows, run.text_source)
+    owner = np.searchsorted(train_rows, items.rows)
+    head = train_head(image_features_of_rows(dataset, train_rows), text_features_of_items(run, items), owner, cfg)
+    val_rows = np.asarray(run.val_rows, dtype=np.int64)
+    img, txt = run.embed(val_rows)
+    val_items = dataset.text_items(val_rows, run.text_source)
+    inst_img = head.encode_image(image_features_of_rows(dataset, img.ids))
+    inst_txt = head.encode_text(text_features_of_items(run, val_items))
+    tables = {}
+    for weight in cfg.weights:
+        combined = (EmbeddingTable(img.ids, combine(img.emb, inst_img, weight)),
+                    EmbeddingTable(txt.ids, combine(txt.emb, inst_txt, weight)))
+        tables[weight] = evaluate_tables(dataset, *combined, ProtocolConfig(text_source=run.text_source), SELECT,
+                                         rows=val_rows)[0]
+    base = tables[0.0] if 0.0 in tables else evaluate_tables(
+        dataset, img, txt, ProtocolConfig(text_source=run.text_source), SELECT, rows=val_rows)[0]
+    allowed = [w for w in cfg.weights if tables[w]["ave/NDCG@500"] >= base["ave/NDCG@500"] - cfg.tolerance
+               and tables[w]["ave/mAP@all"] >= base["ave/mAP@all"] - cfg.tolerance]
+    chosen = max(allowed, key=lambda w: (tables[w]["ave/R@10"], -w)) if allowed else 0.0
+    record = {"config": asdict(cfg), "weight": float(chosen), "text_features": text_kind(run),
+              "validation": {str(w): {k: round(v, 6) for k, v in t.items()} for w, t in tables.items()}}
+    with atomic_directory(Path(run_dir) / INSTANCE_DIR, overwrite=overwrite) as tmp:
+        (tmp / "head.safetensors").write_bytes(safetensors_bytes({k: v.contiguous() for k, v in head.state_dict().items()}))
+        atomic_write_json(tmp / "instance.json", record)
+        write_files_manifest(tmp)
+    logger.info("instance head: w = %s (validation Ave R@10 %.4f -> %.4f, NDCG@500 %.4f -> %.4f)", chosen,
+                base["ave/R@10"], tables.get(chosen, base)["ave/R@10"], base["ave/NDCG@500"],
+                tables.get(chosen, base)["ave/NDCG@500"])
+    return record
+
+
+def has_instance_head(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / INSTANCE_DIR / "instance.json").exists()
+
+
+def with_instance_head(run, run_dir: str | Path):
+    """The run with its instance head (RUN/instance/) when it has one and w > 0, else the run itself."""
+    folder = Path(run_dir) / INSTANCE_DIR
+    if not has_instance_head(run_dir):
+        return run
+    verify_files_manifest(folder, "instance head")
+    record = read_json_object(folder / "instance.json", "the instance head's record")
+    cfg = from_dict(InstanceConfig, {**record.get("config", {}), "weights": tuple(record.get("config", {}).get("weights", ()))})
+    weight = record.get("weight")
+    if not isinstance(weight, (int, float)) or weight < 0:
+        raise SemshareError(f"{folder / 'instance.json'}: weight: expected a number >= 0, found {weight!r}")
+    if weight == 0:
+        return run
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "head.safetensors"))
+    head = InstanceHead(state["image.weight"].shape[1], state["text.weight"].shape[1], cfg.dim)
+    head.load_state_dict(state)
+    head.eval()
+    return InstanceRankedRun(run, head, float(weight))
+
+
+def read_instance_record(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / INSTANCE_DIR / "instance.json").read_text())
