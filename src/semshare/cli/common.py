@@ -100,6 +100,9 @@ def add_run_flags(parser: argparse.ArgumentParser, data_help: str = "dataset fol
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data", type=Path, help=f"{data_help} (default: the one the run was trained on)")
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    parser.add_argument("--ranking", default="combined", choices=["combined", "label"],
+                        help="combined: the label space with the run's instance head when it has one (semshare "
+                             "fit-instance); label: the label space alone")
 
 
 def load_run_of(args: argparse.Namespace):
@@ -107,6 +110,6 @@ def load_run_of(args: argparse.Namespace):
     from semshare.training.experiment import load_run_from_folder
     from semshare.training.run_folder import require_dataset
 
-    run = load_run_from_folder(args.run_dir, args.data, args.checkpoint)
+    run = load_run_from_folder(args.run_dir, args.data, args.checkpoint, getattr(args, "ranking", "combined"))
     require_dataset(run)  # evaluate, embed and index build read the dataset's rows
     return run

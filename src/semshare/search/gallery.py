@@ -52,6 +52,7 @@ class IndexManifest:
     version: int = 1
     run_dir_absolute: str = ""  # run_dir and data_dir are relative to the index folder; these, absolute
     data_dir_absolute: str = ""
+    ranking: str = "label"  # the run's embeddings it holds: "combined" (with its instance head) or "label"
 
 
 @dataclass
@@ -159,6 +160,7 @@ def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat",
     paths = {**recorded_paths(out_dir, "run_dir", run.run_dir), **recorded_paths(out_dir, "data_dir", run.dataset.root)}
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,
                              checkpoint=run.checkpoint, split=split,
+                             ranking="combined" if hasattr(run, "head") else "label",
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
     records = _item_records(run.dataset, side, table.ids, item_rows)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
@@ -187,7 +189,7 @@ def read_manifest(folder: str | Path) -> IndexManifest:
     for key, kind, low in (("size", int, 1), ("dim", int, 1), ("version", int, 1), ("params", dict, None),
                            ("kind", str, None), ("run_dir", str, None), ("checkpoint", str, None),
                            ("data_dir", str, None), ("split", str, None), ("run_dir_absolute", str, None),
-                           ("data_dir_absolute", str, None)):
+                           ("data_dir_absolute", str, None), ("ranking", str, None)):
         value = getattr(manifest, key)
         if type(value) is not kind or (low is not None and value < low):
             expected = f"an integer >= {low}" if kind is int else f"a {kind.__name__}"
@@ -219,7 +221,7 @@ class Index:
         self.run_dir = recorded_path(self.folder, record, "run_dir")
         recorded = recorded_path(self.folder, record, "data_dir")  # gone: the run answers text queries on its own
         self.run = load_run(self.run_dir, data_dir or (recorded if Path(recorded).is_dir() else None),
-                            self.manifest.checkpoint)
+                            self.manifest.checkpoint, self.manifest.ranking)
         if self.run.dataset is not None:  # the dataset says where its images are now (it may have moved)
             files = self.run.dataset.image_files
             for item in self.items:

@@ -31,8 +31,8 @@ class Run:
     `loaded` the run as the library holds it (training.experiment.load_run: a PreparedRun with its `model`,
     or a ClosedFormRun)."""
 
-    def __init__(self, loaded, run_dir: str | Path, checkpoint: str = "best"):
-        self.loaded, self._run_dir, self._checkpoint = loaded, Path(run_dir), checkpoint
+    def __init__(self, loaded, run_dir: str | Path, checkpoint: str = "best", ranking: str = "combined"):
+        self.loaded, self._run_dir, self._checkpoint, self.ranking = loaded, Path(run_dir), checkpoint, ranking
         self.config = loaded.cfg
         self.dataset: Dataset | None = loaded.dataset  # None: loaded without its data (text queries still work)
         self._segment_encoder = None  # loaded on the first free text of a run on pretrained token states
@@ -160,7 +160,7 @@ class Run:
         if dataset is not None:
             dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset, check_values=False)
             if self.dataset is None or dataset.root != self.dataset.root:
-                loaded = load_trained_or_fitted(self._run_dir, dataset, self._checkpoint)
+                loaded = load_trained_or_fitted(self._run_dir, dataset, self._checkpoint, self.ranking)
         data = loaded.dataset
         if data is None:
             require_dataset(loaded)
@@ -191,10 +191,15 @@ class Run:
         return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
 
-def load_run(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best") -> Run:
+def load_run(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best",
+             ranking: str = "combined") -> Run:
     """Open a finished run folder (config.yaml, model_spec.json, safetensors weights: nothing is unpickled).
 
     `data_dir`: the dataset folder; default the one the run was trained on (recorded in splits.json). When
     that folder is gone, the run still loads on its own and encodes free text (its folder holds the
-    vocabulary, word vectors and weights); images of the dataset then need `data_dir`."""
-    return Run(load_run_from_folder(run_dir, data_dir, checkpoint), run_dir, checkpoint)
+    vocabulary, word vectors and weights); images of the dataset then need `data_dir`. `ranking`:
+    "combined" (default) adds the run's instance head when it has one (`semshare fit-instance`), "label"
+    ranks by the label space alone."""
+    run = load_run_from_folder(run_dir, data_dir, checkpoint, ranking)
+    # what it ranks by: the label space with its instance head, or alone (a run without a head: alone)
+    return Run(run, run_dir, checkpoint, "combined" if hasattr(run, "head") else "label")

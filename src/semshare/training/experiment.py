@@ -29,6 +29,7 @@ from semshare.training.closed_form import (ClosedFormRun, closed_form_fit_comple
 from semshare.training.inputs import (VOCAB_FILE, build_method, load_fitted_inputs, load_segment_targets,
                                       load_vocabulary, open_segments, prepare_trained_inputs, save_fitted_inputs,
                                       save_text_inputs, training_rows)
+from semshare.training.instance_head import with_instance_head
 from semshare.training.loop import DistributedContext, fit
 from semshare.training.recipes import ExperimentConfig, unsupported_inputs
 from semshare.training.run_folder import (check_existing_run, check_same_spec, read_run_config, read_split_rows,
@@ -92,14 +93,26 @@ def _removed_on_error(run_dir: Path, made_here: bool):
         raise
 
 
-def load_run(run_dir: str | Path, dataset: Dataset | None, checkpoint: str = "best") -> LoadedRun:
+RANKINGS = ("combined", "label")
+
+
+def load_run(run_dir: str | Path, dataset: Dataset | None, checkpoint: str = "best", ranking: str = "combined") -> LoadedRun:
     """Rebuild a finished run from its folder: a PreparedRun (trained methods) or a ClosedFormRun; both
     answer the same questions (embed, encode queries, vocab, accepts_text).
 
     `dataset` None: the run on its own (its data is gone or elsewhere). What the run folder holds is enough to
     encode free text (config, vocabulary, word vectors, weights); what reads the data (embedding its rows, a
-    run on MiniLM token states, a deep-features run) says it needs the dataset."""
-    run_dir = Path(run_dir)
+    run on MiniLM token states, a deep-features run) says it needs the dataset.
+
+    `ranking`: "combined" uses the run's instance head (RUN/instance/, training/instance_head.py) when it has
+    one; "label" the label space alone."""
+    if ranking not in RANKINGS:
+        raise SemshareError(f"ranking: expected one of {', '.join(RANKINGS)}, found {ranking!r}")
+    run = _load_base_run(Path(run_dir), dataset, checkpoint)
+    return with_instance_head(run, run_dir) if ranking == "combined" else run
+
+
+def _load_base_run(run_dir: Path, dataset: Dataset | None, checkpoint: str) -> LoadedRun:
     cfg, spec = read_run_config(run_dir)
     if dataset is None:
         detached_problem = _needs_its_dataset(cfg)
@@ -135,7 +148,8 @@ def _needs_its_dataset(cfg: ExperimentConfig) -> str:
     return ""
 
 
-def load_run_from_folder(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best") -> LoadedRun:
+def load_run_from_folder(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best",
+                         ranking: str = "combined") -> LoadedRun:
     """load_run with the dataset folder opened here (shapes checked, no value scan: it was checked in training);
     `data_dir` defaults to the folder the run recorded (splits.json). When that folder is gone (and none is
     given), the run is loaded on its own: it encodes text; what needs the data says so."""
@@ -143,8 +157,8 @@ def load_run_from_folder(run_dir: str | Path, data_dir: str | Path | None = None
         data_dir = recorded_data_dir(run_dir)
         if not Path(data_dir).is_dir():
             logger.info("%s: its dataset %s is not there; loading the run on its own", run_dir, data_dir)
-            return load_run(run_dir, None, checkpoint)
-    return load_run(run_dir, open_dataset(data_dir, check_values=False), checkpoint)
+            return load_run(run_dir, None, checkpoint, ranking)
+    return load_run(run_dir, open_dataset(data_dir, check_values=False), checkpoint, ranking)
 
 
 def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False,

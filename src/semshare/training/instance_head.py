@@ -40,6 +40,7 @@ from semshare.data.dataset import gather_rows
 from semshare.errors import SemshareError
 from semshare.evaluation.protocols import EmbeddingTable, evaluate_tables, ProtocolConfig
 from semshare.evaluation.retrieval import MetricSpec
+from semshare.training.inputs import open_segments
 from semshare.fileio import atomic_directory, atomic_write_json, read_json_object, safetensors_bytes, \
     verify_files_manifest, write_files_manifest
 
@@ -98,7 +99,10 @@ def text_features_of_items(run, items) -> np.ndarray:
     if kind == "bow":
         return bag_of_words(run.vocab, items.texts)
     if kind == "sentence":
-        return np.asarray(run.text_segments.sentence[np.asarray(items.item_ids)], dtype=np.float32)
+        store = getattr(run, "text_segments", None)
+        if store is None:  # a closed-form run on sentence vectors keeps no store of its own
+            store = open_segments(run.dataset, run.cfg.text)
+        return np.asarray(store.sentence[np.asarray(items.item_ids)], dtype=np.float32)
     return gather_rows(run.dataset.text_vectors, items.rows).astype(np.float32)
 
 
