@@ -93,7 +93,8 @@ def test_cli_index_build_and_search(trained_run, tiny_data_dir, tmp_path, capsys
     assert [h["rank"] for h in payload["results"]] == [1, 2, 3, 4]
     assert main(["search", str(out), "--image-id", "2", "-k", "3"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["rank", "score", "id"] and table[1].split()[2] == "2"
+    assert table[0].startswith("read as: ")  # what the model read in the query image, then the ranking
+    assert table[1].split()[:3] == ["rank", "score", "id"] and table[2].split()[2] == "2"
     assert main(["search", str(out), "--text", "qwertyuiop", "-k", "3"]) == 2
     assert "none of the query's words" in capsys.readouterr().err
     assert main(["search", str(tmp_path), "--text", "a"]) == 2

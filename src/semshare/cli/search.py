@@ -75,12 +75,15 @@ def _run_search(args: argparse.Namespace) -> int:
     if not 1 <= args.k <= 1000:
         raise SemshareError(f"-k must be between 1 and 1000; got {args.k}")
     searcher = load_index(args.index_dir, args.data, parse_params(args.params))
+    reading = None
     if args.text is not None:
         query, unknown = searcher.encode_text(args.text)
+        reading = searcher.read_text(args.text)
     elif args.image_file is not None:
         query, unknown = searcher.encode_image_file(args.image_file), []
     else:
         query, unknown = searcher.encode_image_row(args.image_id), []
+        reading = searcher.read_image(args.image_id)
     facet = None
     if args.labels:
         facet = LabelFacet(tuple(name.strip() for name in args.labels.split(",") if name.strip()),
@@ -88,10 +91,12 @@ def _run_search(args: argparse.Namespace) -> int:
     hits = searcher.search(query, args.k, facet)
     if args.json:  # the schema HTTP /search answers with (docs/SEARCH.md)
         print(json.dumps(search_response(args.text, args.image_id, args.k, searcher.manifest.side, unknown, hits,
-                                         facet), indent=2))
+                                         facet, reading), indent=2))
         return 0
     if unknown:
         print(f"unknown words (ignored): {', '.join(unknown)}")
+    if reading is not None:
+        print(reading.line())
     print(f"{'rank':>4}  {'score':>7}  {'id':>6}  labels | caption")
     for hit in hits:
         caption = (hit.item.get("captions") or [""])[0]

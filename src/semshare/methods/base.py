@@ -147,6 +147,13 @@ class TrainedMethod(MethodBase, nn.Module):
         """forward = training_step, so DistributedDataParallel's hooks see the training computation."""
         return self.training_step(batch)
 
+    def predict_labels(self, batch, side: str) -> torch.Tensor:
+        """(B, C) label probabilities of the batch's images or texts: what the model read (a method with a
+        label classifier answers; others have nothing to say)."""
+        from semshare.errors import SemshareError
+
+        raise SemshareError(f"{self.display_name or type(self).__name__} has no label classifier to read a query with")
+
     def encode_features(self, batch, side: str) -> torch.Tensor:
         """(B, D) "deep features" a linear method may be fitted on (default: the retrieval embedding)."""
         return self.encode_image(batch) if side == "image" else self.encode_text(batch)

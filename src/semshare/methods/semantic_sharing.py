@@ -310,6 +310,11 @@ class SemanticSharing(TrainedMethod):
     def encode_image(self, batch: Batch) -> torch.Tensor:
         return self._retrieval_embedding(*self._shared_forward(batch, "image")).float()
 
+    def predict_labels(self, batch: Batch, side: str) -> torch.Tensor:
+        """The shared classifier on the pooled z: the label probabilities label prediction was trained on."""
+        _, _, pooled, branch = self._shared_forward(batch, side)
+        return torch.sigmoid(self.classifier[branch](pooled)).float()
+
     def encode_features(self, batch: Batch, modality: str) -> torch.Tensor:
         """(B, D) pooled shared-encoder output whatever the retrieval pooling: "deep features" for the
         linear baselines (the paper fed them pre-extracted deep embeddings; ST's are the natural choice)."""

@@ -53,6 +53,7 @@ class IndexManifest:
     run_dir_absolute: str = ""  # run_dir and data_dir are relative to the index folder; these, absolute
     data_dir_absolute: str = ""
     ranking: str = "label"  # the run's embeddings it holds: "combined" (with its instance head) or "label"
+    weak_threshold: float = -1.0  # a query whose best label is below this is weak (-1: the run reads no labels)
 
 
 @dataclass
@@ -109,12 +110,12 @@ def item_record(item: dict) -> dict:
 
 
 def search_response(text: str | None, item_id: int | None, k: int, gallery_side: str, unknown: list[str],
-                    hits: list[SearchHit], facet: LabelFacet | None = None) -> dict:
+                    hits: list[SearchHit], facet: LabelFacet | None = None, reading=None) -> dict:
     """The answer to one query as `semshare search --json` prints it and HTTP /search returns it."""
     query = {"text": text, "item_id": item_id, "k": k, "labels": list(facet.labels) if facet else None,
              "label_match": facet.match if facet else "all", "label_boost": facet.boost if facet else False}
     return {"query": query, "gallery_side": gallery_side, "unknown_words": list(unknown),
-            "results": [hit.as_dict() for hit in hits]}
+            "reading": reading.as_dict() if reading is not None else None, "results": [hit.as_dict() for hit in hits]}
 
 
 def _gallery_rows(dataset, split: str) -> np.ndarray:
@@ -163,6 +164,7 @@ def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat",
                              ranking="combined" if hasattr(run, "head") else "label",
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
     records = _item_records(run.dataset, side, table.ids, item_rows)
+    manifest.weak_threshold = _weak_threshold_of(run)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         backend.save(tmp)
         np.save(tmp / "ids.npy", np.asarray(table.ids, dtype=np.int64))
@@ -172,6 +174,18 @@ def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat",
         atomic_write_json(tmp / MANIFEST, asdict(manifest))
         write_files_manifest(tmp)
     return manifest
+
+
+def _weak_threshold_of(run) -> float:
+    """The best-label probability 95% of the run's validation captions reach; -1 for a run that reads no
+    labels (no classifier) or has no validation captions."""
+    from semshare.search.reading import weak_threshold
+
+    try:
+        best = run.predict_rows(np.asarray(run.val_rows), "text").max(axis=1)
+    except (SemshareError, AttributeError, ValueError):
+        return -1.0
+    return round(weak_threshold(best), 6) if len(best) else -1.0
 
 
 def read_manifest(folder: str | Path) -> IndexManifest:
@@ -194,6 +208,10 @@ def read_manifest(folder: str | Path) -> IndexManifest:
         if type(value) is not kind or (low is not None and value < low):
             expected = f"an integer >= {low}" if kind is int else f"a {kind.__name__}"
             raise SemshareError(f"{path}: {key}: expected {expected}, found {value!r}"[:300])
+    if type(manifest.weak_threshold) not in (int, float) or not -1 <= manifest.weak_threshold <= 1:
+        raise SemshareError(f"{path}: weak_threshold: expected a probability (or -1), found {manifest.weak_threshold!r}")
+    if manifest.ranking not in ("combined", "label"):
+        raise SemshareError(f"{path}: ranking: expected combined or label, found {manifest.ranking!r}")
     return manifest
 
 
@@ -243,6 +261,17 @@ class Index:
     def encode_text(self, text: str) -> tuple[np.ndarray, list[str]]:
         """(D,) query embedding and the query's unknown (dropped) words."""
         return self.run.encode_text(text)
+
+    def read_text(self, text: str):
+        """What the run read in a text query (search.reading.QueryReading), None when it reads no labels."""
+        if self.manifest.weak_threshold < 0:
+            return None
+        return self.run.read_text(text, self.manifest.weak_threshold)
+
+    def read_image(self, row: int):
+        if self.manifest.weak_threshold < 0 or self.run.dataset is None:
+            return None
+        return self.run.read_image(row, self.manifest.weak_threshold)
 
     def image_row_error(self, row: int) -> SemshareError | None:
         """Why `row` cannot be an image query (None when it can)."""

@@ -16,6 +16,7 @@ from semshare.data.dataset import WORD, Dataset, open_dataset
 from semshare.data.text import tokenize
 from semshare.errors import SemshareError
 from semshare.index.base import normalize_rows
+from semshare.search.reading import QueryReading, read_query, weak_threshold
 from semshare.training.experiment import load_run as load_trained_or_fitted, load_run_from_folder
 from semshare.training.run_folder import require_dataset
 
@@ -36,6 +37,7 @@ class Run:
         self.config = loaded.cfg
         self.dataset: Dataset | None = loaded.dataset  # None: loaded without its data (text queries still work)
         self._segment_encoder = None  # loaded on the first free text of a run on pretrained token states
+        self._weak_threshold: float | None = None
 
     @property
     def accepts_text(self) -> bool:
@@ -106,6 +108,55 @@ class Run:
                 results[position] = (emb, results[position][1])
         return results
 
+    @property
+    def label_names(self) -> list[str]:
+        if self.dataset is not None:
+            return list(self.dataset.label_names)
+        return [f"label {i}" for i in range(int(getattr(self.loaded, "num_labels", 0) or 0))]
+
+    @torch.no_grad()
+    def predict_labels(self, texts: Sequence[str] | None = None, images: Sequence[int] | None = None) -> np.ndarray:
+        """(N, C) label probabilities: what the model reads in free texts, or in images (rows of the run's
+        dataset). Runs without a label classifier (closed-form fits, most baselines) say so."""
+        if (texts is None) == (images is None):
+            raise SemshareError("predict_labels takes texts= (a list of texts) or images= (dataset rows)")
+        if images is not None:
+            return self.loaded.predict_rows(np.asarray(images, dtype=np.int64), "image")
+        if isinstance(texts, str):
+            raise SemshareError("predict_labels takes a list of texts; for one text use [text]")
+        out = []
+        for text in texts:
+            known, _ = self._known_words(text)
+            if known is None:  # pretrained token states: through the run's encoder first
+                states, real, ids, sentence = self._segment_arrays(text.strip())
+                out.append(self.loaded.predict_segment_queries(states, real, ids, sentence)[0])
+            else:
+                out.append(self.loaded.predict_word_queries([known])[0])
+        return np.stack(out) if out else np.zeros((0, len(self.label_names)), np.float32)
+
+    def weak_threshold(self) -> float:
+        """The best-label probability 95% of the validation captions reach (0.5 without the dataset)."""
+        if self._weak_threshold is None:
+            if self.dataset is None:
+                self._weak_threshold = 0.5
+            else:
+                best = self.loaded.predict_rows(np.asarray(self.loaded.val_rows), "text").max(axis=1)
+                self._weak_threshold = weak_threshold(best)
+        return self._weak_threshold
+
+    def read_text(self, text: str, threshold: float | None = None) -> QueryReading:
+        """What the model read in a free text (labels, unknown words) and whether the query is weak."""
+        known, unknown = self._known_words(text)
+        probabilities = self.predict_labels(texts=[text])[0]
+        words = known if known is not None else tokenize(text)
+        return read_query(probabilities, self.label_names, words, unknown,
+                          self.weak_threshold() if threshold is None else threshold)
+
+    def read_image(self, row: int, threshold: float | None = None) -> QueryReading:
+        probabilities = self.predict_labels(images=[row])[0]
+        return read_query(probabilities, self.label_names, None, [],
+                          self.weak_threshold() if threshold is None else threshold)
+
     def _known_words(self, text: str) -> tuple[list[str] | None, list[str]]:
         """Checks a free text; (its known words, its unknown words) for a words run, (None, []) otherwise."""
         if not isinstance(text, str):
@@ -140,8 +191,9 @@ class Run:
         emb = self.loaded.encode_word_queries([known])
         return normalize_rows(np.asarray(emb, dtype=np.float32))[0], unknown
 
-    def _encode_with_segment_encoder(self, text: str) -> np.ndarray:
-        """Runs on pretrained token states (MiniLM): the query goes through the same encoder first."""
+    def _segment_arrays(self, text: str):
+        """A free text through the run's pretrained token encoder (MiniLM): (states, mask, word pieces,
+        sentence vector), as the run's segment store holds them."""
         from semshare.data.text_segments import SegmentEncoder
 
         store = self.loaded.text_segments
@@ -152,7 +204,11 @@ class Run:
         states, real = states[:, :keep].astype(np.float32), real[:, :keep]
         sentence = states.sum(1) / keep  # as the store's sentence vector: the normalised mean of the states
         sentence /= max(float(np.linalg.norm(sentence)), 1e-12)
-        return normalize_rows(self.loaded.encode_segment_queries(states, real, ids[:, :keep].astype(np.int64), sentence))[0]
+        return states, real, ids[:, :keep].astype(np.int64), sentence
+
+    def _encode_with_segment_encoder(self, text: str) -> np.ndarray:
+        """Runs on pretrained token states (MiniLM): the query goes through the same encoder first."""
+        return normalize_rows(self.loaded.encode_segment_queries(*self._segment_arrays(text)))[0]
 
     def encode_images(self, dataset: Dataset | str | Path | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
         """(len(rows), D) unit-norm embeddings of images of a dataset (default: the run's; all rows)."""

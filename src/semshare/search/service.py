@@ -75,12 +75,28 @@ class QueryOut(BaseModel):
     label_boost: bool = False
 
 
+class LabelOut(BaseModel):
+    label: str
+    probability: float
+
+
+class ReadingOut(BaseModel):
+    """What the model read in the query (search.reading.QueryReading)."""
+
+    labels: list[LabelOut] = Field(description="the labels read, most probable first (at most 5, each >= 0.1)")
+    best_probability: float
+    unknown_words: list[str]
+    weak: bool = Field(description="too little to go on: no content word known, or no label above the threshold")
+    why: str
+
+
 class SearchResponse(BaseModel):
     """The answer to POST /search, and what `semshare search --json` prints."""
 
     query: QueryOut
     gallery_side: str = Field(description="image or text: what the index holds")
     unknown_words: list[str] = Field(description="words of a text query outside the run's vocabulary (ignored)")
+    reading: ReadingOut | None = Field(description="what the model read; null for a run without a label classifier")
     results: list[HitOut]
 
 
@@ -158,6 +174,10 @@ class QueryBatcher:
                               "unknown": unknown[i]}
             except SemshareError as exc:  # an unknown label
                 answers[i] = exc
+        for i in (i for i in good if isinstance(answers[i], dict)):  # what the model read in each query
+            request = requests[i]
+            answers[i]["reading"] = (searcher.read_text(request.text) if request.text is not None
+                                     else searcher.read_image(request.item_id))
         return answers
 
 
@@ -334,7 +354,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
         # plain JSON types already: a JSONResponse skips FastAPI's slower generic encoder (the response
         # model still documents the schema at /docs)
         return JSONResponse(search_response(request.text, request.item_id, request.k, searcher.manifest.side,
-                                            answer["unknown"], answer["hits"], request.facet()))
+                                            answer["unknown"], answer["hits"], request.facet(), answer.get("reading")))
 
     _add_item_routes(app, searcher, root)
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)

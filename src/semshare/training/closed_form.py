@@ -162,6 +162,11 @@ class ClosedFormRun:
     def encode_segment_queries(self, *arrays) -> np.ndarray:
         raise SemshareError("this run was fitted in closed form on pooled features; it reads no token states")
 
+    def predict_word_queries(self, *arrays) -> np.ndarray:
+        raise SemshareError(f"{self.cfg.name} was fitted in closed form: it has no label classifier to read a query with")
+
+    predict_segment_queries = predict_rows = predict_word_queries
+
     def encode_image_queries(self, *arrays) -> np.ndarray:
         raise SemshareError("image files need a trained run; this run was fitted in closed form")
 

@@ -95,6 +95,29 @@ class PreparedRun:
         return self.model.encode_text(self._query_builder.build_query_words(list(texts))).numpy()
 
     @torch.no_grad()
+    def predict_word_queries(self, texts: Sequence[list[str]]) -> np.ndarray:
+        """(N, C) label probabilities of tokenised free texts (what the model reads in them)."""
+        return self.model.predict_labels(self._query_builder.build_query_words(list(texts)), "text").numpy()
+
+    @torch.no_grad()
+    def predict_segment_queries(self, states: np.ndarray, real: np.ndarray, word_pieces: np.ndarray,
+                                sentence: np.ndarray) -> np.ndarray:
+        batch = self._query_builder.build_query_segments(states, real, word_pieces, sentence)
+        return self.model.predict_labels(batch, "text").numpy()
+
+    @torch.no_grad()
+    def predict_rows(self, rows: np.ndarray, side: str, batch_size: int = 256) -> np.ndarray:
+        """(len(rows), C) label probabilities of dataset rows' images (`side="image"`) or of their text
+        items (`"text"`, every caption of the rows, in item order)."""
+        require_dataset(self)
+        builder, rows = self._query_builder, np.asarray(rows, dtype=np.int64)
+        ids = rows if side == "image" else self.dataset.text_items(rows, self.text_source).item_ids
+        build = builder.build_images if side == "image" else builder.build_texts
+        parts = [self.model.predict_labels(build(ids[start : start + batch_size]), side).numpy()
+                 for start in range(0, len(ids), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.num_labels or 0), np.float32)
+
+    @torch.no_grad()
     def encode_segment_queries(self, states: np.ndarray, real: np.ndarray, word_pieces: np.ndarray,
                                sentence: np.ndarray) -> np.ndarray:
         """(N, D) raw embeddings of free texts already through the run's pretrained token encoder."""
