@@ -172,6 +172,18 @@ def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
     assert searcher.search(from_file, 1)[0].id == 5
     assert main(["search", str(tmp_path / "index"), "--image-file", str(images / "img5.png"), "-k", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["id"] == 5
+    # with an instance head (regions and global feature): the file is still its row, in the combined space
+    assert main(["fit-instance", str(tmp_path / "run"), "--set", "epochs=5", "--set", "weights=[1.0]",
+                 "--set", "tolerance=1.0"]) == 0
+    from semshare.training.instance_head import read_instance_record
+
+    assert read_instance_record(tmp_path / "run")["image_features"] == "regions+global"
+    build_gallery(load_run(tmp_path / "run", open_dataset(tmp_path / "ds")), "image", tmp_path / "index2")
+    combined = load_index(tmp_path / "index2")
+    assert combined.manifest.ranking == "combined"
+    from_file = combined.encode_image_file(images / "img5.png")
+    np.testing.assert_allclose(from_file, combined.encode_image_row(5), atol=2e-2)
+    assert combined.search(from_file, 1)[0].id == 5
 
 
 def write_yolo_labels(images, names=("blue", "green", "red")):

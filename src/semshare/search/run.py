@@ -243,7 +243,8 @@ class Run:
             global_feature, regions, boxes, mask = features_of_image_file(path, self.dataset.meta)
             if self.config.inputs.image == "global":
                 regions, boxes, mask = global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32), np.ones(1, dtype=bool)
-            out.append(normalize_rows(self.loaded.encode_image_queries(regions[None], boxes[None], mask[None]))[0])
+            extra = {"global_features": global_feature[None]} if hasattr(self.loaded, "head") else {}
+            out.append(normalize_rows(self.loaded.encode_image_queries(regions[None], boxes[None], mask[None], **extra))[0])
         return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -5,7 +5,8 @@ means nothing to a user who wants the image their sentence describes. Sharing th
 instance objective costs label-wise quality (the issue's probe: -4 to -5 points), so the instance signal is
 learned on its own, after the run, from the same inputs:
 
-  image: the mean of an image's region features (its global feature without regions);
+  image: the mean of an image's region features and its global feature, side by side (either alone where
+         the data has only one);
   text:  the run's own reading of a caption without its encoder: a bag of words over the run's vocabulary
          (word runs), the MiniLM sentence vector (token-state runs), the text vector (vector runs);
 
@@ -69,19 +70,39 @@ def text_kind(run) -> str:
     return kinds[run.cfg.inputs.text]
 
 
-def image_features_of_rows(dataset, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), D): the mean of the real regions, else the global feature."""
-    if dataset.regions is not None:
+def image_kind(dataset) -> str:
+    """Which image features the head reads on this data."""
+    if dataset.regions is not None and dataset.image is not None:
+        return "regions+global"
+    return "regions" if dataset.regions is not None else "global"
+
+
+def image_features_of_rows(dataset, rows: np.ndarray, kind: str | None = None) -> np.ndarray:
+    """(len(rows), D): the mean of the real regions and/or the global feature (`image_kind`)."""
+    kind = kind or image_kind(dataset)
+    parts = []
+    if kind in ("regions", "regions+global"):
         regions = gather_rows(dataset.regions, rows).astype(np.float32)
         mask = gather_rows(dataset.region_mask, rows).astype(np.float32)
-        return (regions * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
-    return gather_rows(dataset.image, rows).astype(np.float32)
+        parts.append((regions * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0))
+    if kind in ("global", "regions+global"):
+        parts.append(gather_rows(dataset.image, rows).astype(np.float32))
+    return np.concatenate(parts, axis=1)
 
 
-def image_features_of_regions(regions: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The same for new images given as (N, R, D) regions and (N, R) mask (a global feature is one region)."""
+def image_features_of_queries(kind: str, regions: np.ndarray, mask: np.ndarray,
+                              global_features: np.ndarray | None) -> np.ndarray:
+    """The same for new images: (N, R, D) regions and (N, R) mask, with their (N, D) global features."""
     mask = np.asarray(mask, dtype=np.float32)
-    return (np.asarray(regions, dtype=np.float32) * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
+    mean = (np.asarray(regions, dtype=np.float32) * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
+    if kind == "regions":
+        return mean
+    if global_features is None:  # a global-only run gets its global feature as the one region
+        if kind == "global":
+            return mean
+        raise SemshareError("this instance head reads an image's global feature beside its regions; none was given")
+    global_features = np.asarray(global_features, dtype=np.float32).reshape(len(mean), -1)
+    return global_features if kind == "global" else np.concatenate([mean, global_features], axis=1)
 
 
 def bag_of_words(vocab, texts: list) -> np.ndarray:
@@ -187,8 +208,8 @@ class InstanceRankedRun:
     """A loaded run whose embeddings carry the instance head: every question a run answers, the embeddings
     combined (`combine`); anything else is the base run's."""
 
-    def __init__(self, base, head: InstanceHead, weight: float):
-        self.base, self.head, self.weight = base, head, weight
+    def __init__(self, base, head: InstanceHead, weight: float, image_features: str = "regions"):
+        self.base, self.head, self.weight, self.image_features = base, head, weight, image_features
 
     def __getattr__(self, name):
         return getattr(self.base, name)
@@ -196,7 +217,7 @@ class InstanceRankedRun:
     def embed(self, rows, sides=("image", "text"), device="cpu", batch_size: int = 256):
         img, txt = self.base.embed(rows, sides=sides, device=device, batch_size=batch_size)
         if "image" in sides:
-            inst = self.head.encode_image(image_features_of_rows(self.base.dataset, img.ids))
+            inst = self.head.encode_image(image_features_of_rows(self.base.dataset, img.ids, self.image_features))
             img = EmbeddingTable(img.ids, combine(img.emb, inst, self.weight))
         if "text" in sides:
             items = self.base.dataset.text_items(np.asarray(rows, dtype=np.int64), self.base.text_source)
@@ -212,8 +233,8 @@ class InstanceRankedRun:
         inst = self.head.encode_text(np.asarray(sentence, dtype=np.float32).reshape(len(states), -1))
         return combine(self.base.encode_segment_queries(states, real, word_pieces, sentence), inst, self.weight)
 
-    def encode_image_queries(self, regions, boxes, mask):
-        inst = self.head.encode_image(image_features_of_regions(regions, mask))
+    def encode_image_queries(self, regions, boxes, mask, global_features=None):
+        inst = self.head.encode_image(image_features_of_queries(self.image_features, regions, mask, global_features))
         return combine(self.base.encode_image_queries(regions, boxes, mask), inst, self.weight)
 
 
@@ -232,24 +253,24 @@ def fit_instance_head(run, run_dir: str | Path, cfg: InstanceConfig = InstanceCo
     train_rows = np.asarray(run.train_rows, dtype=np.int64)
     items = dataset.text_items(train_rows, run.text_source)
     owner = np.searchsorted(train_rows, items.rows)
-    head = train_head(image_features_of_rows(dataset, train_rows), text_features_of_items(run, items), owner, cfg)
+    kind = image_kind(dataset)
+    head = train_head(image_features_of_rows(dataset, train_rows, kind), text_features_of_items(run, items), owner, cfg)
     val_rows = np.asarray(run.val_rows, dtype=np.int64)
     img, txt = run.embed(val_rows)
     val_items = dataset.text_items(val_rows, run.text_source)
-    inst_img = head.encode_image(image_features_of_rows(dataset, img.ids))
+    inst_img = head.encode_image(image_features_of_rows(dataset, img.ids, kind))
     inst_txt = head.encode_text(text_features_of_items(run, val_items))
     tables = {}
-    for weight in cfg.weights:
+    for weight in sorted({0.0, *cfg.weights}):  # w = 0 (the label space alone) is always the reference
         combined = (EmbeddingTable(img.ids, combine(img.emb, inst_img, weight)),
                     EmbeddingTable(txt.ids, combine(txt.emb, inst_txt, weight)))
         tables[weight] = evaluate_tables(dataset, *combined, ProtocolConfig(text_source=run.text_source), SELECT,
                                          rows=val_rows)[0]
-    base = tables[0.0] if 0.0 in tables else evaluate_tables(
-        dataset, img, txt, ProtocolConfig(text_source=run.text_source), SELECT, rows=val_rows)[0]
+    base = tables[0.0]
     allowed = [w for w in cfg.weights if tables[w]["ave/NDCG@500"] >= base["ave/NDCG@500"] - cfg.tolerance
                and tables[w]["ave/mAP@all"] >= base["ave/mAP@all"] - cfg.tolerance]
     chosen = max(allowed, key=lambda w: (tables[w]["ave/R@10"], -w)) if allowed else 0.0
-    record = {"config": asdict(cfg), "weight": float(chosen), "text_features": text_kind(run),
+    record = {"config": asdict(cfg), "weight": float(chosen), "text_features": text_kind(run), "image_features": kind,
               "validation": {str(w): {k: round(v, 6) for k, v in t.items()} for w, t in tables.items()}}
     with atomic_directory(Path(run_dir) / INSTANCE_DIR, overwrite=overwrite) as tmp:
         (tmp / "head.safetensors").write_bytes(safetensors_bytes({k: v.contiguous() for k, v in head.state_dict().items()}))
@@ -284,7 +305,11 @@ def with_instance_head(run, run_dir: str | Path):
     head = InstanceHead(state["image.weight"].shape[1], state["text.weight"].shape[1], cfg.dim)
     head.load_state_dict(state)
     head.eval()
-    return InstanceRankedRun(run, head, float(weight))
+    kind = record.get("image_features", "regions")
+    if kind not in ("regions", "global", "regions+global"):
+        raise SemshareError(f"{folder / 'instance.json'}: image_features: expected regions, global or regions+global, "
+                            f"found {kind!r}")
+    return InstanceRankedRun(run, head, float(weight), kind)
 
 
 def read_instance_record(run_dir: str | Path) -> dict:
