@@ -276,3 +276,29 @@ def test_workers_do_not_change_the_features_and_bf16_stays_close_to_fp32(tmp_pat
     with pytest.raises(SemshareError, match="--precision"):
         extract_dataset(images, images / "captions.jsonl", tmp_path / "bad", ExtractConfig(
             backbone="tiny-random", precision="fp8"), progress=False)
+
+
+def test_the_papers_figures_3_and_4_from_a_run_on_images(tmp_path, capsys):
+    images = make_images(tmp_path / "imgs", count=60, seed=4)  # 6 test images, 6 test sentences
+    extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", ExtractConfig(backbone="tiny-random"),
+                    progress=False)
+    assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
+                 "--set", "train.batch_size=8", "--set", "model.dim=16", "--set", "model.heads=2",
+                 "--set", "model.layers=1", "--set", "text.word_dim=8", "--set", "train.progress=false"]) == 0
+    test_rows = open_dataset(tmp_path / "ds").split("test").tolist()
+    capsys.readouterr()
+    assert main(["figures", str(tmp_path / "run"), "--out", str(tmp_path / "fig"), "--count", "2"]) == 0
+    for name in ("figure3.png", "figure3.html", "figure4.png", "figure4.html"):
+        assert (tmp_path / "fig" / name).stat().st_size > 1000, name
+    page3 = (tmp_path / "fig" / "figure3.html").read_text()
+    assert page3.count("<li class=") == 2 * 5 and "read as: " in page3 and "data:image/jpeg;base64," in page3
+    page4 = (tmp_path / "fig" / "figure4.html").read_text()
+    assert page4.count("<img") == 2 * 3 and "box" in page4  # the drawn captions ("a red box ...") are the queries
+    # given queries: image rows and a typed sentence; the PNG is a real image
+    assert main(["figures", str(tmp_path / "run"), "--out", str(tmp_path / "fig2"), "--image-ids", str(test_rows[0]),
+                 "--text", "a red box"]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "fig2" / "figure4.png").size[0] > 300
+    assert "a red box" in (tmp_path / "fig2" / "figure4.html").read_text()
+    assert main(["figures", str(tmp_path / "run"), "--out", str(tmp_path / "fig3"), "--image-ids", "999"]) == 2

@@ -162,3 +162,39 @@ def _run_demo(args: argparse.Namespace) -> int:
     set_threads(args)
     print(run_demo(args.out, args.preset, args.seed, progress=lambda line: print(line, flush=True)))
     return 0
+
+
+def add_figures(sub: argparse._SubParsersAction) -> None:
+    from semshare.cli.common import add_run_flags
+
+    parser = sub.add_parser("figures", help="the paper's Figures 3 and 4 (qualitative results) from a run",
+                            description="Figure 3: image queries with their top-5 sentences, each marked by shared "
+                                        "labels; Figure 4: sentence queries with their top-3 images, the query's own "
+                                        "image marked. Test split; PNG + self-contained HTML each, with the query's "
+                                        "reading and the hits' labels. Needs a dataset with image files.")
+    add_run_flags(parser)
+    parser.add_argument("--out", type=Path, required=True, help="folder for figure3/4 .png and .html")
+    parser.add_argument("--count", type=int, default=4, help="queries drawn per figure (default 4)")
+    parser.add_argument("--seed", type=int, default=0, help="which queries are drawn")
+    parser.add_argument("--image-ids", default=None, metavar="ROW,ROW", help="Figure 3's query images instead")
+    parser.add_argument("--text", dest="texts", action="append", default=None, metavar="SENTENCE",
+                        help="a Figure 4 query sentence instead of drawn captions (repeatable)")
+    add_threads(parser)
+    parser.set_defaults(handler=_run_figures)
+
+
+def _run_figures(args: argparse.Namespace) -> int:
+    from semshare.experiments.figures import make_figures
+    from semshare.search.run import load_run
+
+    if not 1 <= args.count <= 20:
+        raise SemshareError(f"--count: expected an integer in 1..20, found {args.count}")
+    try:
+        rows = [int(r) for r in args.image_ids.split(",")] if args.image_ids else None
+    except ValueError:
+        raise SemshareError(f"--image-ids: expected comma-separated dataset rows, found {args.image_ids!r}") from None
+    set_threads(args)
+    run = load_run(args.run_dir, args.data, args.checkpoint, args.ranking)
+    written = make_figures(run, args.out, args.count, args.seed, rows, args.texts)
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0

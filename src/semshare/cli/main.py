@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                 data.add_extract_text, runs.add_evaluate_embeddings, runs.add_train, runs.add_evaluate, runs.add_embed,
                 runs.add_fit_instance,
                 experiments.add_benchmark, experiments.add_compare, experiments.add_sweep, experiments.add_plot,
-                search.add_index, search.add_search, search.add_serve, experiments.add_demo):
+                search.add_index, search.add_search, search.add_serve, experiments.add_demo, experiments.add_figures):
         add(sub)
     return parser
 
