@@ -226,3 +226,19 @@ def test_a_click_on_a_label_keeps_only_the_hits_with_it_and_the_filter_can_be_re
     browser.find_element(By.CSS_SELECTOR, "#facets .label").click()  # remove it
     assert wait_for(lambda: _ids(browser) == unfiltered)
     assert "labels=" not in browser.current_url
+
+
+def test_the_page_shows_what_the_model_read_and_flags_a_weak_query(served, browser):
+    from selenium.webdriver.common.by import By
+
+    url, searcher = served
+    browser.get(f"{url}/?q=the&k=3")
+    reading = wait_for(lambda: (lambda e: e if "Read as:" in e.text else None)(browser.find_element(By.ID, "reading")))
+    expected = searcher.read_text("the")
+    assert expected.weak and "Weak query: none of its known words carries content" in reading.text
+    assert f"{expected.labels[0][0]} {expected.labels[0][1]:.2f}" in reading.text
+    caption = searcher.run.dataset.captions[2][0]
+    browser.get(f"{url}/?q={caption.replace(' ', '+')}&k=3")
+    wait_for(lambda: "Read as:" in browser.find_element(By.ID, "reading").text
+             and browser.find_elements(By.CSS_SELECTOR, "li.result"))
+    assert ("Weak query" in browser.find_element(By.ID, "reading").text) == searcher.read_text(caption).weak
