@@ -135,3 +135,27 @@ def test_ray_executor_gives_the_local_tables(tmp_path, capsys):
     assert "1 runs failed" in capsys.readouterr().out
     assert "train.batch_size: expected at most the 80 training items" in json.loads((failing / "synthetic-tiny" / "wo_c-seed0" / "error.json").read_text())["error"]
     assert [r["method"] for r in json.loads((failing / "results.json").read_text())] == ["ridge"]
+
+
+def test_benchmark_scores_the_instance_head_as_a_row_of_its_own(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--quick", "--methods", "ours,cca", "--instance-head", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(r["method"] for r in results) == ["cca", "cca+instance", "ours", "ours+instance"]
+    label = next(r for r in results if r["method"] == "ours")
+    combined = next(r for r in results if r["method"] == "ours+instance")
+    assert combined["run_dir"] == label["run_dir"] and combined["per_query_file"] == "per_query_instance.npz"
+    table = (out / "table.md").read_text()
+    assert "| Ours + instance head |" in table and "| Ours |" in table
+    # the label row is the run's label space alone, whatever head the folder now holds
+    from semshare.evaluation.evaluate import evaluate_run
+    from semshare.evaluation.protocols import ProtocolConfig
+    from semshare.evaluation.retrieval import MetricSpec
+    from semshare.experiments.benchmark import METRIC_SPEC
+    from semshare.training.experiment import load_run_from_folder
+
+    again = evaluate_run(load_run_from_folder(label["run_dir"], ranking="label"), ProtocolConfig(), MetricSpec(**METRIC_SPEC))[0]
+    assert again == label["test"]
+    capsys.readouterr()
+    assert main(["benchmark", "--quick", "--methods", "ours,cca", "--instance-head", "--out", str(out)]) == 0
+    assert "0 to do" in capsys.readouterr().out  # finished, both rows

@@ -39,6 +39,9 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--segments-dir", action="append", default=[], metavar="DIR",
                         help="MiniLM segments folder per --data, in order (default DATA/text_segments/minilm)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--instance-head", action="store_true",
+                        help="also fit each run's instance head (semshare fit-instance) and score its combined ranking "
+                             "as a row of its own, METHOD+instance (the label-space row stays)")
     parser.add_argument("--quick", action="store_true",
                         help="CI check: tiny synthetic data, one seed, one short epoch per method")
     parser.add_argument("--reference", default="",
@@ -63,7 +66,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     run_benchmark(data_dirs, methods, seeds, args.out, args.preset, parse_overrides(args), args.workers,
                   linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir,
                   threads=args.threads, config_files=tuple(config_files), executor=args.executor,
-                  ray_address=args.ray_address, reference=args.reference, note=QUICK_NOTE if args.quick else "")
+                  ray_address=args.ray_address, reference=args.reference, note=QUICK_NOTE if args.quick else "",
+                  instance_head=args.instance_head)
     print((args.out / "table.md").read_text())
     print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
     return 0

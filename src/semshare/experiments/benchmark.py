@@ -42,7 +42,8 @@ from semshare.training.run_folder import (FINGERPRINT_FILE, data_differences, da
 logger = logging.getLogger(__name__)
 
 LINEAR_INPUTS = ("pooled", "pooled-word2vec", "deep")
-PER_QUERY_FILE = "per_query.npz"  # each test query's metric values, for paired comparisons (compare.py)
+PER_QUERY_FILE = "per_query.npz"
+INSTANCE_RESULT_FILE, INSTANCE_PER_QUERY_FILE = "result_instance.json", "per_query_instance.npz"  # each test query's metric values, for paired comparisons (compare.py)
 
 
 def write_per_query(path: Path, directions: dict) -> None:
@@ -75,6 +76,7 @@ class RunSpec:
     text_inputs: str = "native"
     segments_dir: str = ""
     config_files: tuple[str, ...] = ()  # experiment YAML files, in order (e.g. quick.yaml, global_features.yaml)
+    instance_head: bool = False  # also fit the instance head and score the combined ranking as its own row
     cfg: ExperimentConfig | None = field(default=None, compare=False)  # resolved once, when the run is planned
 
     def resolved(self) -> "RunSpec":
@@ -125,7 +127,7 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
         cfg = replace(cfg, text=replace(cfg.text, deep_features_run=_deep_features_run(spec, dataset)))
     # an unfinished run of this benchmark continues (checked to be the same run: config and data)
     state = train_experiment(dataset, cfg, run_dir, resume=True)
-    run = load_run(run_dir, dataset)
+    run = load_run(run_dir, dataset, ranking="label")  # the method's own row: its label space alone
     table, folds = evaluate_run(run, ProtocolConfig(), MetricSpec(**METRIC_SPEC))
     seconds = time.time() - started
     pr_curves = {direction: {"recall": folds[0][direction].pr_recall.tolist(),
@@ -140,8 +142,43 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
     write_per_query(run_dir / PER_QUERY_FILE, folds[0])
     if (run_dir / "metrics.jsonl").exists():
         plot_training_curves(run_dir, run_dir / "training_curves.png")
+    if spec.instance_head and not run.pairwise_scoring:
+        _instance_row(run, spec, result)
     atomic_write_json(run_dir / "result.json", result)
     return result
+
+
+def _instance_row(run, spec: RunSpec, result: dict) -> None:
+    """The same run with its instance head (fitted here, seeded by the run's seed) as a row of its own:
+    RUN/result_instance.json, its per-query values in RUN/per_query_instance.npz (for the paired tables)."""
+    from semshare.training.instance_head import InstanceConfig, fit_instance_head, with_instance_head
+
+    run_dir = Path(spec.run_dir)
+    record = fit_instance_head(run, run_dir, InstanceConfig(seed=spec.seed), overwrite=True)
+    table, folds = evaluate_run(with_instance_head(run, run_dir), ProtocolConfig(), MetricSpec(**METRIC_SPEC))
+    write_per_query(run_dir / INSTANCE_PER_QUERY_FILE, folds[0])
+    pr_curves = {direction: {"recall": folds[0][direction].pr_recall.tolist(),
+                             "precision": folds[0][direction].pr_precision.tolist()} for direction in ("i2t", "t2i")}
+    atomic_write_json(run_dir / INSTANCE_RESULT_FILE, {
+        **result, "method": f"{spec.method}+instance", "display_name": f"{result['display_name']} + instance head",
+        "test": table, "pr_curves": pr_curves, "per_query_file": INSTANCE_PER_QUERY_FILE,
+        "instance_weight": record["weight"]})
+
+
+def finished(spec: RunSpec) -> bool:
+    """Its result is there (and, with --instance-head, its combined row, for a method that has one)."""
+    run_dir = Path(spec.run_dir)
+    if not (run_dir / "result.json").exists():
+        return False
+    wants_instance = spec.instance_head and not spec.resolved().cfg.method_class.pairwise_scoring
+    return not wants_instance or (run_dir / INSTANCE_RESULT_FILE).exists()
+
+
+def spec_results(spec: RunSpec) -> list[dict]:
+    """The result rows a finished run gives: its own, and with --instance-head its combined ranking's."""
+    run_dir = Path(spec.run_dir)
+    names = ["result.json"] + ([INSTANCE_RESULT_FILE] if spec.instance_head else [])
+    return [json.loads((run_dir / name).read_text()) for name in names if (run_dir / name).exists()]
 
 
 QUICK_NOTE = ("**Smoke test, not results**: `benchmark --quick` trains each method for one short epoch on tiny "
@@ -284,7 +321,7 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
                   linear_inputs: str = "pooled", text_inputs: str = "native",
                   segments_dirs: list[str] | None = None, threads: int = 0,
                   config_files: tuple[str, ...] = (), executor: str = "local", ray_address: str = "",
-                  reference: str = "", note: str = "") -> list[dict]:
+                  reference: str = "", note: str = "", instance_head: bool = False) -> list[dict]:
     """Run what is not finished yet, then write results.json, table.md and table.csv from every result
     (`note`: a line table.md starts with, e.g. that a --quick table is a smoke test).
 
@@ -300,7 +337,9 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
         parallel = workers > 1 or executor == "ray"
         specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {}, threads or (1 if parallel else usable_cores()),
                           linear_inputs, progress, text_inputs, segments_dirs, config_files)
-        todo = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
+        if instance_head:
+            specs = [replace(s, instance_head=True) for s in specs]
+        todo = [s for s in specs if not finished(s)]
         check_finished_runs([s for s in specs if s not in todo], datasets)
         progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
         started, done = time.time(), [0]
@@ -313,8 +352,7 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
             _run_on_ray(todo, workers, ray_address, report)
         else:
             _run_local(todo, datasets, workers, report)
-        results = [json.loads((Path(s.run_dir) / "result.json").read_text()) for s in specs
-                   if (Path(s.run_dir) / "result.json").exists()]
+        results = [result for s in specs for result in spec_results(s)]
         failed = [s for s in specs if not (Path(s.run_dir) / "result.json").exists()]
         if failed:
             progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "

@@ -13,9 +13,10 @@ from semshare.evaluation.significance import RESAMPLES, PairedComparison, paired
 METRICS = ("NDCG@500", "mAP@all", "R@10")
 
 
-def load_per_query(run_dir: Path) -> dict | None:
-    """{"i2t": {metric: (Q,)}, "t2i": {...}} of one run, or None when the run kept none."""
-    path = run_dir / "per_query.npz"
+def load_per_query(run_dir: Path, name: str = "per_query.npz") -> dict | None:
+    """{"i2t": {metric: (Q,)}, "t2i": {...}} of one run (`name`: its file; a combined-ranking row keeps its
+    own), or None when the run kept none."""
+    path = run_dir / name
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as arrays:
@@ -28,7 +29,7 @@ def load_per_query(run_dir: Path) -> dict | None:
 
 def _per_seed(results: list[dict], dataset: str, method: str) -> list[dict]:
     runs = sorted((r for r in results if r["dataset"] == dataset and r["method"] == method), key=lambda r: r["seed"])
-    loaded = [load_per_query(Path(r["run_dir"])) for r in runs if r.get("run_dir")]
+    loaded = [load_per_query(Path(r["run_dir"]), r.get("per_query_file", "per_query.npz")) for r in runs if r.get("run_dir")]
     return [values for values in loaded if values is not None]
 
 
