@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,11 +148,10 @@ def write_figure3(run, queries: list[Query], out_dir: Path) -> tuple[Path, Path]
         image = _image(dataset, query.row)
         if image is not None:
             left.imshow(image)
-        left.set_title(f"image {query.row}: {', '.join(query.labels)}", fontsize=7)
+        left.set_title(textwrap.fill(f"image {query.row}: {', '.join(query.labels)}", 34), fontsize=7)
         left.axis("off")
         right.axis("off")
-        lines = [query.reading] if query.reading else []
-        right.text(0, 1, "\n".join(lines), fontsize=7, va="top", color="#444")
+        right.text(0, 1, textwrap.fill(query.reading, 150), fontsize=7, va="top", color="#444")
         for i, hit in enumerate(query.hits):
             mark = "✓" if hit.correct else "✗"
             right.text(0, 0.82 - 0.17 * i, f"{mark} {hit.rank}. {hit.text[:110]}  [{', '.join(hit.labels)}]",
@@ -160,7 +160,7 @@ def write_figure3(run, queries: list[Query], out_dir: Path) -> tuple[Path, Path]
     fig.tight_layout()
     png = out_dir / "figure3.png"
     buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=110, format="png")
+    fig.savefig(buffer, dpi=90, format="png")
     plt.close(fig)
     atomic_write_bytes(png, buffer.getvalue())
     rows = []
@@ -185,8 +185,8 @@ def write_figure4(run, queries: list[Query], out_dir: Path) -> tuple[Path, Path]
     for row_axes, query in zip(axes, queries):
         text_axis = row_axes[0]
         text_axis.axis("off")
-        wrapped = "\n".join(query.text[i : i + 38] for i in range(0, len(query.text), 38))
-        text_axis.text(0, 1, f"\"{wrapped}\"\n\n{query.reading}", fontsize=7, va="top", wrap=True)
+        text_axis.text(0, 1, f"\"{textwrap.fill(query.text, 40)}\"\n\n{textwrap.fill(query.reading, 44)}", fontsize=7,
+                       va="top")
         for axis, hit in zip(row_axes[1:], query.hits):
             image = _image(dataset, hit.row)
             if image is not None:
@@ -202,7 +202,7 @@ def write_figure4(run, queries: list[Query], out_dir: Path) -> tuple[Path, Path]
     fig.suptitle("Figure 4: sentence queries, top-3 images (green frame: the query's own image)", fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=110, format="png")
+    fig.savefig(buffer, dpi=90, format="png")
     plt.close(fig)
     png = out_dir / "figure4.png"
     atomic_write_bytes(png, buffer.getvalue())
