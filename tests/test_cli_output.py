@@ -134,8 +134,10 @@ def test_evaluate_and_benchmark_report_instance_recall_beside_the_label_metrics(
         assert 0.0 <= table[key] <= 1.0, key
     assert table["t2i/R@1"] <= table["t2i/R@5"] <= table["t2i/R@10"]
     # a gallery of another split holds no query's own item: no R@k rather than a meaningless 0
+    capsys.readouterr()
     assert main(["evaluate", str(run), "--split", "test", "--gallery-split", "val", "--json", str(tmp_path / "x.json")]) == 0
     assert not any("R@" in key for key in json.loads((tmp_path / "x.json").read_text()))
+    assert "R@k (instance-level recall): left out" in capsys.readouterr().out  # said, not silently dropped
     out = tmp_path / "bench"
     assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "cca,ridge", "--out", str(out)]) == 0
     markdown = (out / "table.md").read_text()

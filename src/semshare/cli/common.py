@@ -85,6 +85,9 @@ def print_table(table: dict, json_path: Path | None) -> None:
     width = max(len(k) for k in table)
     for key, value in table.items():
         print(f"{key:<{width}}  {100 * value:6.2f}")
+    if not any("R@" in key for key in table):
+        print("R@k (instance-level recall): left out: the gallery holds none of the queries' own items "
+              "(another split, or shared texts deduplicated)")
     if json_path:
         atomic_write_json(json_path, table)
 
