@@ -31,25 +31,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(tiny_data_dir, tmp_path_factory):
+def _start(app):
     import uvicorn
 
-    from semshare.search.service import create_app
-
-    root = tmp_path_factory.mktemp("e2e")
-    train_experiment(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides=TINY), root / "run")
-    build_gallery(load_run(root / "run", open_dataset(tiny_data_dir)), "image", root / "index")
-    searcher = load_index(root / "index")
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(searcher), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", searcher
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def served(tiny_data_dir, tmp_path_factory):
+    from semshare.search.service import create_app
+
+    root = tmp_path_factory.mktemp("e2e")
+    train_experiment(open_dataset(tiny_data_dir), resolve_config("ours", "small", overrides=TINY), root / "run")
+    build_gallery(load_run(root / "run", open_dataset(tiny_data_dir)), "image", root / "index")
+    searcher = load_index(root / "index")
+    server, thread, url = _start(create_app(searcher))
+    yield url, searcher
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -116,20 +121,6 @@ def test_a_query_of_unknown_words_shows_the_error(served, browser):
     status = wait_for(lambda: (lambda e: e if "Error" in e.text else None)(browser.find_element(By.ID, "status")))
     assert "none of the query's words" in status.text
     assert browser.find_elements(By.CSS_SELECTOR, "li.result") == []
-
-
-def _start(app):
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 def _ids(browser):
