@@ -83,3 +83,15 @@ def test_a_run_without_a_classifier_says_so_and_its_index_reads_nothing(tiny_dat
         run.predict_labels(texts=[run.dataset.captions[0][0]])
     index = semshare.build_index(run, "image", tmp_path / "index", kind="exact-torch")
     assert index.manifest.weak_threshold == -1.0 and index.read_text(run.dataset.captions[0][0]) is None
+
+
+def test_the_label_graph_method_reads_queries_too(tiny_data_dir, tmp_path):
+    import semshare
+
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "label_gcn", "--out", str(tmp_path / "run"),
+                 "--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "text.word_dim=8",
+                 "--set", "text.word2vec_epochs=1"]) == 0
+    run = semshare.load_run(tmp_path / "run")
+    probabilities = run.predict_labels(texts=[run.dataset.captions[0][0], "the"])
+    assert probabilities.shape == (2, run.dataset.num_labels) and ((probabilities > 0) & (probabilities < 1)).all()
+    assert run.read_text("the").weak

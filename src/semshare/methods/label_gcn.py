@@ -103,6 +103,10 @@ class LabelGCN(TrainedMethod):
     def encode_text(self, batch: Batch) -> torch.Tensor:
         return self._retrieval(self._common(batch, "text"))
 
+    def predict_labels(self, batch: Batch, side: str) -> torch.Tensor:
+        """The GCN classifiers' sigmoid scores (trained with the label prediction loss): what was read."""
+        return torch.sigmoid(self.classifier(self._common(batch, side))).float()
+
     def encode_features(self, batch: Batch, side: str) -> torch.Tensor:
         return self._common(batch, side).float()
 
