@@ -234,3 +234,14 @@ def test_a_benchmark_folder_in_use_is_refused(tiny_data_dir, tmp_path, capsys):
         assert main(["benchmark", "--quick", "--data", str(tiny_data_dir), "--methods", "cca", "--out", str(out)]) == 2
         assert "another semshare process is writing this benchmark now" in capsys.readouterr().err
     assert list(out.iterdir()) == []
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    from semshare.fileio import atomic_write_text
+
+    stale = tmp_path / ".vocab.json.tmp-999999999"  # no process has this id
+    stale.write_text("half a vocabulary")
+    live = tmp_path / f".vocab.json.tmp-{__import__('os').getppid()}"  # a running process's: kept
+    live.write_text("being written")
+    atomic_write_text(tmp_path / "vocab.json", "{}")
+    assert not stale.exists() and live.exists() and (tmp_path / "vocab.json").read_text() == "{}"

@@ -34,6 +34,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+    _remove_stale(path.parent.glob(f".{path.name}.tmp-*"))  # a killed writer's temporary file of this path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -67,18 +68,38 @@ def atomic_write_json(path: str | Path, payload: object) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
+def _process_gone(pid: str) -> bool:
+    """Whether no process has this id any more (not ours, not another user's)."""
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
+
+
+def _remove_stale(paths) -> None:
+    """Temporary files or folders (`...-PID`) whose writing process no longer runs: left by a killed command."""
+    for path in paths:
+        if _process_gone(path.name.rsplit("-", 1)[-1]):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Every temporary file or folder a killed writer left anywhere in `folder` (a run being resumed)."""
+    folder = Path(folder)
+    _remove_stale([*folder.rglob(".*.tmp-*"), *folder.rglob(".*.partial-*")])
+
+
 def _remove_stale_partials(final_dir: Path) -> None:
     """Temporary folders of this output left by a killed process (its PID no longer runs) are removed."""
-    for partial in final_dir.parent.glob(f".{final_dir.name}.partial-*"):
-        pid = partial.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(partial, ignore_errors=True)
-        except PermissionError:  # another user's live process
-            pass
+    _remove_stale(final_dir.parent.glob(f".{final_dir.name}.partial-*"))
 
 
 @contextmanager

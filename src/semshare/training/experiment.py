@@ -22,7 +22,7 @@ from semshare.data.batches import TrainingBatches
 from semshare.data.dataset import Dataset, open_dataset
 from semshare.data.text import Vocabulary
 from semshare.errors import ConfigError, SemshareError
-from semshare.fileio import folder_lock
+from semshare.fileio import folder_lock, remove_stale_temporaries
 from semshare.training.checkpoint import checkpoint_exists, load_checkpoint
 from semshare.training.closed_form import (ClosedFormRun, closed_form_fit_complete, fit_closed_form_run,
                                           load_closed_form_run, read_fit_state)
@@ -174,6 +174,8 @@ def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Pat
         run_dir.mkdir(parents=True, exist_ok=True)
     # one writer per run folder: a second train / resume of it while this one runs is refused at once
     with folder_lock(run_dir, "run") if context.is_main else nullcontext():
+        if context.is_main:
+            remove_stale_temporaries(run_dir)  # what a killed run was writing when it died
         with _removed_on_error(run_dir, made_here):  # a run that cannot even start leaves no folder behind
             existing = check_existing_run(run_dir, cfg, dataset, resume, allow_change)
             if context.world_size > 1:  # every rank has looked at the folder before any rank writes to it
