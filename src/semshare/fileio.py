@@ -186,8 +186,6 @@ def verify_files_manifest(folder: str | Path, what: str) -> None:
 
 def read_json_object(path: str | Path, what: str) -> dict:
     """A JSON object file, or one SemshareError naming the file, what it should hold and what it holds."""
-    import json
-
     path = Path(path)
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))

@@ -149,7 +149,7 @@ def add_fit_instance(sub: argparse._SubParsersAction) -> None:
                         help="an InstanceConfig field, e.g. --set temperature=0.1 (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="replace an instance head the run has")
     add_threads(parser)
-    parser.set_defaults(handler=_run_fit_instance, ranking="label")
+    parser.set_defaults(handler=_run_fit_instance)
 
 
 def _run_fit_instance(args: argparse.Namespace) -> int:

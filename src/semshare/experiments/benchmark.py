@@ -130,15 +130,13 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
     run = load_run(run_dir, dataset, ranking="label")  # the method's own row: its label space alone
     table, folds = evaluate_run(run, ProtocolConfig(), MetricSpec(**METRIC_SPEC))
     seconds = time.time() - started
-    pr_curves = {direction: {"recall": folds[0][direction].pr_recall.tolist(),
-                             "precision": folds[0][direction].pr_precision.tolist()} for direction in ("i2t", "t2i")}
     result = {"method": spec.method, "display_name": cfg.row_name, "dataset": dataset.name, "data_dir": spec.data_dir,
               "run_dir": str(run_dir.resolve()),
               "seed": spec.seed, "preset": spec.preset, "overrides": spec.overrides, "test": table,
               "train_seconds": seconds, "closed_form": closed_form,
               "inputs": spec.linear_inputs if closed_form else "segments", "text_inputs": spec.text_inputs,
               "image_input": cfg.inputs.image, "text_input": cfg.inputs.text,
-              "best_epoch": None if closed_form else state["best_epoch"], "pr_curves": pr_curves}
+              "best_epoch": None if closed_form else state["best_epoch"], "pr_curves": _pr_curves(folds)}
     write_per_query(run_dir / PER_QUERY_FILE, folds[0])
     if (run_dir / "metrics.jsonl").exists():
         plot_training_curves(run_dir, run_dir / "training_curves.png")
@@ -146,6 +144,11 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
         _instance_row(run, spec, result)
     atomic_write_json(run_dir / "result.json", result)
     return result
+
+
+def _pr_curves(folds: list[dict]) -> dict:
+    return {direction: {"recall": folds[0][direction].pr_recall.tolist(),
+                        "precision": folds[0][direction].pr_precision.tolist()} for direction in ("i2t", "t2i")}
 
 
 def _instance_row(run, spec: RunSpec, result: dict) -> None:
@@ -157,11 +160,9 @@ def _instance_row(run, spec: RunSpec, result: dict) -> None:
     record = fit_instance_head(run, run_dir, InstanceConfig(seed=spec.seed), overwrite=True)
     table, folds = evaluate_run(with_instance_head(run, run_dir), ProtocolConfig(), MetricSpec(**METRIC_SPEC))
     write_per_query(run_dir / INSTANCE_PER_QUERY_FILE, folds[0])
-    pr_curves = {direction: {"recall": folds[0][direction].pr_recall.tolist(),
-                             "precision": folds[0][direction].pr_precision.tolist()} for direction in ("i2t", "t2i")}
     atomic_write_json(run_dir / INSTANCE_RESULT_FILE, {
         **result, "method": f"{spec.method}+instance", "display_name": f"{result['display_name']} + instance head",
-        "test": table, "pr_curves": pr_curves, "per_query_file": INSTANCE_PER_QUERY_FILE,
+        "test": table, "pr_curves": _pr_curves(folds), "per_query_file": INSTANCE_PER_QUERY_FILE,
         "instance_weight": record["weight"]})
 
 

@@ -27,6 +27,7 @@ from semshare.fileio import atomic_directory, atomic_write_json, verify_files_ma
 from semshare.index import build_backend
 from semshare.index.base import load_backend
 from semshare.search.run import MAX_QUERY_CHARS, load_run
+from semshare.training.instance_head import ranking_of
 from semshare.training.run_folder import recorded_path, recorded_paths
 
 __all__ = ["MAX_QUERY_CHARS", "SIDES", "IndexManifest", "SearchHit", "Index", "build_gallery", "load_index",
@@ -161,7 +162,7 @@ def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat",
     paths = {**recorded_paths(out_dir, "run_dir", run.run_dir), **recorded_paths(out_dir, "data_dir", run.dataset.root)}
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,
                              checkpoint=run.checkpoint, split=split,
-                             ranking="combined" if hasattr(run, "head") else "label",
+                             ranking=ranking_of(run),
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
     records = _item_records(run.dataset, side, table.ids, item_rows)
     manifest.weak_threshold = _weak_threshold_of(run)
@@ -179,13 +180,13 @@ def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat",
 def _weak_threshold_of(run) -> float:
     """The best-label probability 95% of the run's validation captions reach; -1 for a run that reads no
     labels (no classifier) or has no validation captions."""
-    from semshare.search.reading import weak_threshold
+    from semshare.search.reading import validation_threshold
 
     try:
-        best = run.predict_rows(np.asarray(run.val_rows), "text").max(axis=1)
+        threshold = validation_threshold(run)
     except (SemshareError, AttributeError, ValueError):
         return -1.0
-    return round(weak_threshold(best), 6) if len(best) else -1.0
+    return round(threshold, 6) if np.isfinite(threshold) else -1.0
 
 
 def read_manifest(folder: str | Path) -> IndexManifest:

@@ -59,6 +59,8 @@ def read_query(probabilities: np.ndarray, label_names: list[str], known: list[st
     return QueryReading(labels, best, list(unknown), bool(why), why)
 
 
-def weak_threshold(validation_best: np.ndarray) -> float:
-    """The 5th percentile of the best label probability over the validation captions."""
-    return float(np.percentile(np.asarray(validation_best, dtype=np.float64), WEAK_PERCENTILE))
+def validation_threshold(loaded) -> float:
+    """The 5th percentile of the best label probability over a loaded run's validation captions (what 95% of
+    real captions reach). Raises for a run without a label classifier; nan without validation rows."""
+    best = loaded.predict_rows(np.asarray(loaded.val_rows), "text").max(axis=1)
+    return float(np.percentile(best.astype(np.float64), WEAK_PERCENTILE)) if len(best) else float("nan")

@@ -16,8 +16,9 @@ from semshare.data.dataset import WORD, Dataset, open_dataset
 from semshare.data.text import tokenize
 from semshare.errors import SemshareError
 from semshare.index.base import normalize_rows
-from semshare.search.reading import QueryReading, read_query, weak_threshold
+from semshare.search.reading import QueryReading, read_query, validation_threshold
 from semshare.training.experiment import load_run as load_trained_or_fitted, load_run_from_folder
+from semshare.training.instance_head import ranking_of
 from semshare.training.run_folder import require_dataset
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,9 @@ class Run:
     `loaded` the run as the library holds it (training.experiment.load_run: a PreparedRun with its `model`,
     or a ClosedFormRun)."""
 
-    def __init__(self, loaded, run_dir: str | Path, checkpoint: str = "best", ranking: str = "combined"):
-        self.loaded, self._run_dir, self._checkpoint, self.ranking = loaded, Path(run_dir), checkpoint, ranking
+    def __init__(self, loaded, run_dir: str | Path, checkpoint: str = "best"):
+        self.loaded, self._run_dir, self._checkpoint = loaded, Path(run_dir), checkpoint
+        self.ranking = ranking_of(loaded)  # what it ranks by: the label space with its instance head, or alone
         self.config = loaded.cfg
         self.dataset: Dataset | None = loaded.dataset  # None: loaded without its data (text queries still work)
         self._segment_encoder = None  # loaded on the first free text of a run on pretrained token states
@@ -140,8 +142,7 @@ class Run:
             if self.dataset is None:
                 self._weak_threshold = 0.5
             else:
-                best = self.loaded.predict_rows(np.asarray(self.loaded.val_rows), "text").max(axis=1)
-                self._weak_threshold = weak_threshold(best)
+                self._weak_threshold = validation_threshold(self.loaded)
         return self._weak_threshold
 
     def read_text(self, text: str, threshold: float | None = None) -> QueryReading:
@@ -243,7 +244,7 @@ class Run:
             global_feature, regions, boxes, mask = features_of_image_file(path, self.dataset.meta)
             if self.config.inputs.image == "global":
                 regions, boxes, mask = global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32), np.ones(1, dtype=bool)
-            extra = {"global_features": global_feature[None]} if hasattr(self.loaded, "head") else {}
+            extra = {"global_features": global_feature[None]} if self.ranking == "combined" else {}
             out.append(normalize_rows(self.loaded.encode_image_queries(regions[None], boxes[None], mask[None], **extra))[0])
         return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
@@ -257,6 +258,4 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint
     vocabulary, word vectors and weights); images of the dataset then need `data_dir`. `ranking`:
     "combined" (default) adds the run's instance head when it has one (`semshare fit-instance`), "label"
     ranks by the label space alone."""
-    run = load_run_from_folder(run_dir, data_dir, checkpoint, ranking)
-    # what it ranks by: the label space with its instance head, or alone (a run without a head: alone)
-    return Run(run, run_dir, checkpoint, "combined" if hasattr(run, "head") else "label")
+    return Run(load_run_from_folder(run_dir, data_dir, checkpoint, ranking), run_dir, checkpoint)

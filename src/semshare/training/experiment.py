@@ -50,6 +50,9 @@ def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, wr
     if problem:
         raise ConfigError(f"{cfg.name} {problem} (inputs.image / inputs.text)")
     train_rows, val_rows = training_rows(dataset, cfg.train)
+    if cfg.train.batch_size > len(train_rows):  # before anything is fitted or written
+        raise ConfigError(f"train.batch_size: expected at most the {len(train_rows)} training items of {dataset.root}, "
+                          f"found {cfg.train.batch_size}")
     inputs = prepare_trained_inputs(dataset, cfg, train_rows)
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg, inputs.spec, inputs.fitted)
@@ -180,19 +183,16 @@ def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Pat
             existing = check_existing_run(run_dir, cfg, dataset, resume, allow_change)
             if context.world_size > 1:  # every rank has looked at the folder before any rank writes to it
                 torch.distributed.barrier()
-            if not cfg.method_class.closed_form:
-                count = len(training_rows(dataset, cfg.train)[0])
-                if cfg.train.batch_size > count:
-                    raise ConfigError(f"train.batch_size: expected at most the {count} training items of "
-                                      f"{dataset.root}, found {cfg.train.batch_size}")
-            if existing:
-                update_run_description(run_dir, cfg, dataset, allow_change)
             if cfg.method_class.closed_form:
+                if existing:
+                    update_run_description(run_dir, cfg, dataset, allow_change)
                 if existing and closed_form_fit_complete(run_dir):
                     return read_fit_state(run_dir)
                 return fit_closed_form_run(dataset, cfg, run_dir, _deep_features_run(cfg, dataset))
             resuming = existing and checkpoint_exists(run_dir / "last")
-            run = prepare_run(dataset, cfg, run_dir, write=not resuming)
+            run = prepare_run(dataset, cfg, run_dir, write=not resuming)  # checks the batch size first
+            if existing:  # the run's description says what it now continues with (checked above)
+                update_run_description(run_dir, cfg, dataset, allow_change)
         batches = TrainingBatches(run.builder(training=True), run.train_rows, cfg.train.batch_size, cfg.train.seed,
                                   context.rank, context.world_size)
         return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resuming, context,

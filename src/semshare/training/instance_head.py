@@ -38,6 +38,7 @@ from torch import nn
 
 from semshare.config import from_dict
 from semshare.data.dataset import gather_rows
+from semshare.data.pooled import pooled_image_features
 from semshare.errors import SemshareError
 from semshare.evaluation.protocols import EmbeddingTable, evaluate_tables, ProtocolConfig
 from semshare.evaluation.retrieval import MetricSpec
@@ -78,16 +79,11 @@ def image_kind(dataset) -> str:
 
 
 def image_features_of_rows(dataset, rows: np.ndarray, kind: str | None = None) -> np.ndarray:
-    """(len(rows), D): the mean of the real regions and/or the global feature (`image_kind`)."""
-    kind = kind or image_kind(dataset)
-    parts = []
-    if kind in ("regions", "regions+global"):
-        regions = gather_rows(dataset.regions, rows).astype(np.float32)
-        mask = gather_rows(dataset.region_mask, rows).astype(np.float32)
-        parts.append((regions * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0))
-    if kind in ("global", "regions+global"):
-        parts.append(gather_rows(dataset.image, rows).astype(np.float32))
-    return np.concatenate(parts, axis=1)
+    """(len(rows), D): the pooled image inputs the linear methods read (data/pooled.py), the regions' mean
+    and/or the global feature (`image_kind`)."""
+    sources = {"regions": ("regions-mean",), "global": ("global",), "regions+global": ("regions-mean", "global")}
+    return np.concatenate([pooled_image_features(dataset, rows, source)
+                           for source in sources[kind or image_kind(dataset)]], axis=1)
 
 
 def image_features_of_queries(kind: str, regions: np.ndarray, mask: np.ndarray,
@@ -284,6 +280,11 @@ def fit_instance_head(run, run_dir: str | Path, cfg: InstanceConfig = InstanceCo
 
 def has_instance_head(run_dir: str | Path) -> bool:
     return (Path(run_dir) / INSTANCE_DIR / "instance.json").exists()
+
+
+def ranking_of(run) -> str:
+    """"combined" for a loaded run with its instance head, "label" for the label space alone."""
+    return "combined" if isinstance(run, InstanceRankedRun) else "label"
 
 
 def with_instance_head(run, run_dir: str | Path):
