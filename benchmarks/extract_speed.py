@@ -89,13 +89,14 @@ def run_extract(images: Path, out: Path, precision: str, workers: int) -> float:
     """One extraction (called in a subprocess whose PYTHONPATH picks the code under test)."""
     import inspect
 
-    from semshare.features.extract import ExtractConfig, extract_dataset
+    from semshare.features.annotations.voc import VocInputs
+    from semshare.features.extract import ExtractConfig, ExtractRequest, extract_dataset
 
     fields = inspect.signature(ExtractConfig).parameters
     cfg = ExtractConfig(**({"precision": precision} if "precision" in fields else {}))
     extra = {"workers": workers} if "workers" in inspect.signature(extract_dataset).parameters else {}
     started = time.perf_counter()  # from the call on: the interpreter and torch imports are not the command's
-    extract_dataset(images, images / "captions.jsonl", out, cfg, voc_dir=images / "xml", progress=False, **extra)
+    extract_dataset(ExtractRequest(images, images / "captions.jsonl", out, annotations=VocInputs(voc_dir=images / "xml")), cfg, progress=False, **extra)
     return time.perf_counter() - started
 
 
@@ -104,9 +105,10 @@ def backbone_alone(images: Path, precision: str, repeats: int = 2) -> dict:
     in the same batches (each chunk of 32 images: its whole images, then its crops)."""
     import torch
 
+    from semshare.features.annotations.voc import VocInputs
     from semshare.features.extract import ExtractConfig, _Encoder, _ImageInputs, read_items
 
-    items, names, _ = read_items(images / "captions.jsonl", voc_dir=images / "xml")
+    items, names, _ = read_items(images / "captions.jsonl", annotations=VocInputs(voc_dir=images / "xml"))
     encoder = _Encoder(ExtractConfig(precision=precision))
     inputs = _ImageInputs(items, images, True, 36, {n: i for i, n in enumerate(names)}, encoder.image_size)
     prepared = [inputs[i] for i in range(len(inputs))]
@@ -155,7 +157,8 @@ def speed(args: argparse.Namespace) -> dict:
 def bf16_check(args: argparse.Namespace) -> dict:
     from semshare.data.dataset import open_dataset
     from semshare.evaluation.retrieval import MetricSpec, evaluate_direction
-    from semshare.features.extract import ExtractConfig, extract_dataset
+    from semshare.features.annotations.voc import VocInputs
+    from semshare.features.extract import ExtractConfig, ExtractRequest, extract_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -163,8 +166,8 @@ def bf16_check(args: argparse.Namespace) -> dict:
         features, seconds = {}, {}
         for precision in ("fp32", "bf16"):
             started = time.perf_counter()
-            folder = extract_dataset(images, images / "captions.jsonl", tmp / precision, ExtractConfig(precision=precision),
-                                     voc_dir=images / "xml", progress=False, workers=1)
+            folder = extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp / precision, annotations=VocInputs(voc_dir=images / "xml")), ExtractConfig(precision=precision),
+                                     progress=False, workers=1)
             seconds[precision] = time.perf_counter() - started
             data = open_dataset(folder)
             mask = np.asarray(data.region_mask).astype(np.float32)[..., None]

@@ -109,7 +109,7 @@ def short_training(data_dir: Path, device: str, precision: str, tmp: Path) -> fl
         "inputs.text": "vector", "train.epochs": 3, "train.batch_size": 32, "train.seed": 0, "train.device": device,
         "train.precision": precision, "train.progress": False, "models.semantic_sharing.dropout": 0.0})
     state = train_experiment(open_dataset(data_dir), cfg, tmp / f"short-{device.replace(':', '')}-{precision}")
-    return float(state["best_metric"])
+    return float(state.best_metric)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import torch
 from semshare.evaluation.evaluate import evaluate_run
 from semshare.evaluation.protocols import ProtocolConfig
 from semshare.evaluation.retrieval import MetricSpec
-from semshare.training.experiment import load_run_from_folder
+from semshare.training.experiment import load_run
 
 COLUMNS = ("i2t/R@1", "i2t/R@5", "i2t/R@10", "t2i/R@1", "t2i/R@5", "t2i/R@10", "ave/NDCG@500", "ave/mAP@all")
 
@@ -36,7 +36,7 @@ def main() -> None:
         tables: dict[str, list[dict]] = {}
         names = {}
         for result in results:
-            run = load_run_from_folder(result["run_dir"])
+            run = load_run(result["run_dir"])
             table, _ = evaluate_run(run, ProtocolConfig(), MetricSpec(ndcg_k=(500,), map_k=(None,), recall_k=(1, 5, 10)))
             for key in ("ave/NDCG@500", "ave/mAP@all"):  # the same run, the same data: the same numbers
                 assert abs(table[key] - result["test"][key]) < 1e-9, (result["run_dir"], key)

@@ -20,8 +20,8 @@ import torch
 from semshare.evaluation.evaluate import evaluate_run
 from semshare.evaluation.protocols import ProtocolConfig
 from semshare.evaluation.retrieval import MetricSpec
-from semshare.training.experiment import load_run_from_folder
-from semshare.training.instance_head import InstanceConfig, fit_instance_head, with_instance_head
+from semshare.training.experiment import load_run
+from semshare.training.instance_head import InstanceConfig, fit_instance_head, instance_ranking
 
 SPEC = MetricSpec(ndcg_k=(500,), map_k=(None,), recall_k=(1, 5, 10))
 COLUMNS = ("i2t/R@10", "t2i/R@10", "i2t/R@1", "t2i/R@1", "ave/NDCG@500", "ave/mAP@all")
@@ -45,10 +45,10 @@ def main() -> None:
         for result in json.loads((folder / "results.json").read_text()):
             if result["method"] not in args.methods.split(","):
                 continue
-            run = load_run_from_folder(result["run_dir"], ranking="label")
+            run = load_run(result["run_dir"], ranking="label")
             record = fit_instance_head(run, result["run_dir"], InstanceConfig(), overwrite=True)
             label = evaluate_run(run, ProtocolConfig(), SPEC)[0]
-            combined = evaluate_run(with_instance_head(run, result["run_dir"]), ProtocolConfig(), SPEC)[0]
+            combined = evaluate_run(run.ranked_by(instance_ranking(result["run_dir"])), ProtocolConfig(), SPEC)[0]
             entry = rows.setdefault(result.get("display_name") or result["method"], {"label": [], "combined": [], "w": []})
             entry["label"].append(label)
             entry["combined"].append(combined)

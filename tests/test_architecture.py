@@ -109,24 +109,97 @@ def test_no_function_is_longer_than_60_lines():
 
 def test_the_command_line_and_every_subcommands_help_start_without_torch():
     """`semshare --help` and `semshare CMD --help` only read argparse and the YAML recipe names: no torch, NumPy
-    or other heavy import (they took ~1.8 s when the parser imported the methods to list their names)."""
+    or other heavy import (they took ~1.8 s when the parser imported the methods to list their names). The two
+    helps drawn from a registry (`import`'s formats and flags, `index build`'s backends) import the registry's
+    modules, which import NumPy (~0.1 s), and nothing heavier."""
     import subprocess
     import sys
 
     probe = """
 import contextlib, io, sys
 from semshare.cli.main import build_parser
-parser = build_parser()
-commands = [a for a in parser._subparsers._group_actions[0].choices]
-for argv in [["--help"]] + [[c, "--help"] for c in commands] + [["index", "build", "--help"]]:
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            parser.parse_args(argv)
-        except SystemExit:
-            pass
-heavy = [m for m in ("torch", "numpy", "scipy", "sklearn", "faiss", "fastapi", "gensim", "matplotlib") if m in sys.modules]
-print(len(commands), heavy)
+HEAVY = ("torch", "numpy", "scipy", "sklearn", "faiss", "fastapi", "gensim", "matplotlib")
+def helps(argvs):
+    for argv in argvs:
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                build_parser().parse_args(argv)
+            except SystemExit:
+                pass
+    return [m for m in HEAVY if m in sys.modules]
+commands = list(build_parser()._subparsers._group_actions[0].choices)
+plain = helps([["--help"]] + [[c, "--help"] for c in commands if c not in ("import", "index")] + [["index", "--help"]])
+registry = helps([["import", "--help"], ["import", "coco", "--help"], ["index", "build", "--help"]])
+print(len(commands), plain, registry)
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    count, heavy = result.stdout.split(" ", 1)
-    assert int(count) >= 18 and heavy.strip() == "[]", result.stdout
+    count, plain, registry = result.stdout.strip().split(" ", 2)
+    assert int(count) >= 18 and plain == "[]" and registry == "['numpy']", result.stdout
+
+
+def _function_definitions():
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path, node
+
+
+def test_there_is_one_load_run():
+    """One loader of a finished run (training/experiment.py), which the CLI, the API, the service, evaluation
+    and the benchmark all call."""
+    definitions = [f"{path.relative_to(SRC)}:{node.lineno}" for path, node in _function_definitions()
+                   if node.name in ("load_run", "load_run_from_folder", "load_run_of_folder")]
+    assert definitions == ["training/experiment.py:" + definitions[0].split(":")[1]], definitions
+
+
+def test_no_attribute_forwarding_in_training_or_search():
+    """A run says what it can do; nothing forwards every attribute to another object (a `__getattr__` proxy)."""
+    proxies = [f"{path.relative_to(SRC)}:{node.lineno}" for path, node in _function_definitions()
+               if node.name == "__getattr__" and path.relative_to(SRC).parts[0] in ("training", "search")]
+    assert not proxies, proxies
+
+
+def _registered_names() -> dict[str, set[str]]:
+    import semshare.data.text_segments  # noqa: F401  (each of these fills a registry)
+    import semshare.features.backbones  # noqa: F401
+    import semshare.importers  # noqa: F401
+    import semshare.index  # noqa: F401
+    import semshare.methods  # noqa: F401
+    from semshare import registry
+
+    return {name: set(value.names()) for name, value in vars(registry).items() if isinstance(value, registry.Registry)}
+
+
+def test_no_command_line_choice_list_restates_a_registry():
+    """CLI choices and subcommands come from what the registries hold (cli/common.py RegistryChoices, the
+    import formats): a list of registered names written into cli/ would miss the next one registered."""
+    registered = _registered_names()
+    assert registered["INDEX_BACKENDS"] and registered["IMPORTERS"] and registered["BACKBONES"]
+    restated = []
+    for path in sorted((SRC / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            literals = []
+            if isinstance(node, ast.keyword) and node.arg == "choices" and isinstance(node.value, (ast.List, ast.Tuple)):
+                literals = [e.value for e in node.value.elts if isinstance(e, ast.Constant)]
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_parser" and node.args \
+                    and isinstance(node.args[0], ast.Constant):
+                literals = [node.args[0].value]
+            for registry, names in registered.items():  # a list of a registry's names (a name shared by chance
+                if literals and set(literals) <= names:  # with another list, e.g. the synthetic preset coco, is not)
+                    restated.append(f"{path.name}:{node.lineno} {sorted(literals)} ({registry})")
+    assert not restated, restated
+
+
+MAX_PARAMETERS = 8
+
+
+def test_no_function_takes_more_than_8_parameters():
+    """Past ~8 parameters a function takes a parameter object (BenchmarkPlan, ExtractRequest, TrainState, an
+    import format's inputs): threading 12-18 values by hand through three calls is how they drift apart."""
+    crowded = []
+    for path, node in _function_definitions():
+        names = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+        count = len(names) - (names[:1] in (["self"], ["cls"]))
+        if count > MAX_PARAMETERS:
+            crowded.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({count})")
+    assert not crowded, "\n".join(crowded)

@@ -152,9 +152,9 @@ def test_benchmark_scores_the_instance_head_as_a_row_of_its_own(tmp_path, capsys
     from semshare.evaluation.protocols import ProtocolConfig
     from semshare.evaluation.retrieval import MetricSpec
     from semshare.experiments.benchmark import METRIC_SPEC
-    from semshare.training.experiment import load_run_from_folder
+    from semshare.training.experiment import load_run
 
-    again = evaluate_run(load_run_from_folder(label["run_dir"], ranking="label"), ProtocolConfig(), MetricSpec(**METRIC_SPEC))[0]
+    again = evaluate_run(load_run(label["run_dir"], ranking="label"), ProtocolConfig(), MetricSpec(**METRIC_SPEC))[0]
     assert again == label["test"]
     capsys.readouterr()
     assert main(["benchmark", "--quick", "--methods", "ours,cca", "--instance-head", "--out", str(out)]) == 0

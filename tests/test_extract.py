@@ -10,7 +10,9 @@ from semshare.cli.main import main
 from semshare.data.dataset import open_dataset
 from semshare.features.backbones import build_backbone
 from semshare.errors import SemshareError
-from semshare.features.extract import ExtractConfig, _Preprocess, extract_dataset
+from semshare.features.annotations.voc import VocInputs
+from semshare.features.annotations.yolo import YoloInputs
+from semshare.features.extract import ExtractConfig, ExtractRequest, _Preprocess, extract_dataset
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
@@ -45,7 +47,7 @@ def make_images(folder, count=10, seed=0):
 
 def test_grid_regions_and_global_feature_match_the_backbone(tmp_path):
     images = make_images(tmp_path / "imgs")
-    out = extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", ExtractConfig(backbone="tiny-random"),
+    out = extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "ds"), ExtractConfig(backbone="tiny-random"),
                           progress=False)
     dataset = open_dataset(out)
     assert dataset.regions.shape == (10, 36, 32) and dataset.image.shape == (10, 32)
@@ -66,12 +68,12 @@ def test_grid_regions_and_global_feature_match_the_backbone(tmp_path):
 def test_box_regions_from_voc_xml_and_a_resumed_run_equals_a_straight_one(tmp_path):
     images = make_images(tmp_path / "imgs", seed=1)
     cfg = ExtractConfig(backbone="tiny-random", chunk_images=4)
-    straight = extract_dataset(images, images / "captions.jsonl", tmp_path / "a", cfg, voc_dir=images / "xml",
+    straight = extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "a", annotations=VocInputs(voc_dir=images / "xml")), cfg,
                                progress=False)
-    assert extract_dataset(images, images / "captions.jsonl", tmp_path / "b", cfg, voc_dir=images / "xml",
+    assert extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "b", annotations=VocInputs(voc_dir=images / "xml")), cfg,
                            progress=False, stop_after_chunks=1) is None  # "killed" after one chunk
     assert not (tmp_path / "b").exists() and (tmp_path / ".b.partial" / "progress.json").exists()
-    resumed = extract_dataset(images, images / "captions.jsonl", tmp_path / "b", cfg, voc_dir=images / "xml",
+    resumed = extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "b", annotations=VocInputs(voc_dir=images / "xml")), cfg,
                               progress=False)
     for name in ("regions", "region_boxes", "region_mask", "region_labels", "image", "labels"):
         np.testing.assert_array_equal(np.load(straight / f"{name}.npy"), np.load(resumed / f"{name}.npy"), err_msg=name)
@@ -118,7 +120,7 @@ def test_unreadable_image_is_named(tmp_path, capsys):
 def test_real_efficientnet_lite0_weights(tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch")
     images = make_images(tmp_path / "imgs", count=3)
-    out = extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", voc_dir=images / "xml", progress=False)
+    out = extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "ds", annotations=VocInputs(voc_dir=images / "xml")), progress=False)
     dataset = open_dataset(out)
     assert dataset.image.shape == (3, 1280) and np.isfinite(np.asarray(dataset.regions, dtype=np.float32)).all()
     # ImageNet features of different colours differ; the same image twice gives the same feature
@@ -160,7 +162,7 @@ def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
     from semshare.training.experiment import load_run, train_experiment
 
     images = make_images(tmp_path / "imgs", count=24, seed=3)
-    extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", ExtractConfig(backbone="tiny-random"),
+    extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "ds"), ExtractConfig(backbone="tiny-random"),
                     progress=False)
     overrides = {"train.epochs": 1, "train.batch_size": 8, "models.semantic_sharing.dim": 16, "models.semantic_sharing.heads": 2, "models.semantic_sharing.layers": 1,
                  "text.word_dim": 8, "train.progress": False}
@@ -211,8 +213,8 @@ def test_yolo_labels_give_the_regions_voc_boxes_give(tmp_path):
     images = make_images(tmp_path / "imgs")
     labels = write_yolo_labels(images)
     cfg = ExtractConfig(backbone="tiny-random")
-    voc = open_dataset(extract_dataset(images, images / "captions.jsonl", tmp_path / "voc", cfg,
-                                       voc_dir=images / "xml", progress=False))
+    voc = open_dataset(extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "voc", annotations=VocInputs(voc_dir=images / "xml")), cfg,
+                                       progress=False))
     assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"),
                  "--yolo-labels", str(labels), "--backbone", "tiny-random", "--out", str(tmp_path / "yolo")]) == 0
     yolo = open_dataset(tmp_path / "yolo")
@@ -261,12 +263,12 @@ def test_a_yolo_label_file_without_an_image_and_missing_names_are_errors(tmp_pat
 def test_workers_do_not_change_the_features_and_bf16_stays_close_to_fp32(tmp_path):
     images = make_images(tmp_path / "imgs", count=7, seed=3)
     cfg = ExtractConfig(backbone="tiny-random", chunk_images=3)
-    folders = {workers: extract_dataset(images, images / "captions.jsonl", tmp_path / f"w{workers}", cfg,
-                                        voc_dir=images / "xml", progress=False, workers=workers) for workers in (0, 2)}
+    folders = {workers: extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / f"w{workers}", annotations=VocInputs(voc_dir=images / "xml")), cfg,
+                                        progress=False, workers=workers) for workers in (0, 2)}
     for name in ("regions", "region_boxes", "region_mask", "region_labels", "image", "labels"):
         np.testing.assert_array_equal(np.load(folders[0] / f"{name}.npy"), np.load(folders[2] / f"{name}.npy"), err_msg=name)
-    bf16 = extract_dataset(images, images / "captions.jsonl", tmp_path / "bf16", ExtractConfig(
-        backbone="tiny-random", chunk_images=3, precision="bf16"), voc_dir=images / "xml", progress=False)
+    bf16 = extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "bf16", annotations=VocInputs(voc_dir=images / "xml")), ExtractConfig(
+        backbone="tiny-random", chunk_images=3, precision="bf16"), progress=False)
     assert json.loads((bf16 / "meta.json").read_text())["extract"]["precision"] == "bf16"
     fp32_regions, bf16_regions = (np.load(f / "regions.npy").astype(np.float32) for f in (folders[0], bf16))
     mask = np.load(bf16 / "region_mask.npy").astype(bool)
@@ -274,13 +276,13 @@ def test_workers_do_not_change_the_features_and_bf16_stays_close_to_fp32(tmp_pat
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.99 and not np.array_equal(a, b)  # bf16 really ran, and stays close
     with pytest.raises(SemshareError, match="--precision"):
-        extract_dataset(images, images / "captions.jsonl", tmp_path / "bad", ExtractConfig(
+        extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "bad"), ExtractConfig(
             backbone="tiny-random", precision="fp8"), progress=False)
 
 
 def test_the_papers_figures_3_and_4_from_a_run_on_images(tmp_path, capsys):
     images = make_images(tmp_path / "imgs", count=60, seed=4)  # 6 test images, 6 test sentences
-    extract_dataset(images, images / "captions.jsonl", tmp_path / "ds", ExtractConfig(backbone="tiny-random"),
+    extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "ds"), ExtractConfig(backbone="tiny-random"),
                     progress=False)
     assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
                  "--set", "train.batch_size=8", "--set", "model.dim=16", "--set", "model.heads=2",
@@ -302,3 +304,41 @@ def test_the_papers_figures_3_and_4_from_a_run_on_images(tmp_path, capsys):
     assert Image.open(tmp_path / "fig2" / "figure4.png").size[0] > 300
     assert "a red box" in (tmp_path / "fig2" / "figure4.html").read_text()
     assert main(["figures", str(tmp_path / "run"), "--out", str(tmp_path / "fig3"), "--image-ids", "999"]) == 2
+
+
+def _rename_label(path, old, new):
+    path.write_text(path.read_text().replace(old, new))
+
+
+# each input that changes what extract writes, changed between a killed run and its re-run
+RESUME_EDITS = {
+    "voc annotation": (lambda images: VocInputs(voc_dir=images / "xml"),
+                       lambda images: _rename_label(images / "xml" / "img0.xml", "red", "crimson")),
+    "yolo label file": (lambda images: YoloInputs(yolo_dir=images / "labels"),
+                        lambda images: (images / "labels" / "train" / "img1.txt").write_text("0 0.5 0.5 0.4 0.4\n")),
+    "yolo class names": (lambda images: YoloInputs(yolo_dir=images / "labels"),
+                         lambda images: _rename_label(images / "labels" / "data.yaml", "green", "lime")),
+    "captions file": (lambda images: None,
+                      lambda images: _rename_label(images / "captions.jsonl", '"red"', '"crimson"')),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(RESUME_EDITS))
+def test_a_rerun_after_an_input_changed_starts_over_instead_of_resuming(tmp_path, edit):
+    """The resume record covers every input that changes the output (issue 31): a killed extraction whose
+    annotations, class names or captions changed since is started again, not resumed on stale label columns;
+    the result equals a straight run on the changed inputs."""
+    annotations, change = RESUME_EDITS[edit]
+    images = make_images(tmp_path / "imgs", count=8, seed=2)
+    write_yolo_labels(images)
+    cfg = ExtractConfig(backbone="tiny-random", chunk_images=4)
+    request = ExtractRequest(images, images / "captions.jsonl", tmp_path / "b", annotations=annotations(images))
+    assert extract_dataset(request, cfg, progress=False, stop_after_chunks=1) is None  # "killed" after one chunk
+    change(images)
+    resumed = extract_dataset(request, cfg, progress=False)
+    straight = extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "a",
+                                              annotations=annotations(images)), cfg, progress=False)
+    assert open_dataset(resumed).label_names == open_dataset(straight).label_names
+    for name in ("labels", "regions", "region_mask", "region_boxes"):
+        if (straight / f"{name}.npy").exists():
+            np.testing.assert_array_equal(np.load(straight / f"{name}.npy"), np.load(resumed / f"{name}.npy"), err_msg=name)

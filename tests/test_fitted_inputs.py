@@ -87,7 +87,7 @@ def test_a_method_with_fitted_inputs_is_built_loaded_and_resumed_with_them(tiny_
     np.testing.assert_array_equal(loaded.model.prior.numpy(), saved["label_log_odds"])
     longer = resolve_config("toy_label_prior", overrides={**FAST, "train.epochs": 2})
     state = train_experiment(dataset, longer, run_dir, resume=True, allow_change=("train.epochs",))
-    assert state["epoch"] == 2
+    assert state.epoch == 2
     assert load_file(str(run_dir / FITTED_INPUTS_FILE))["label_log_odds"].tobytes() == saved["label_log_odds"].tobytes()
 
 

@@ -331,3 +331,13 @@ def test_an_allowed_optimizer_change_resumes_with_a_fresh_optimizer(tiny_data_di
     assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *longer, *SMALL, "--resume",
                  "--set", "train.optimizer=sgd", "--allow-change", "train.optimizer", "--allow-change", "train.epochs"]) == 0
     assert json.loads((run / "last" / "state.json").read_text())["epoch"] == 2
+
+
+def test_an_error_naming_lone_surrogates_is_printed_escaped(tiny_data_dir, tmp_path, capsys):
+    """A key read from a broken config.yaml may be a lone surrogate ("\\ud800"): the one-line error shows it
+    escaped instead of failing to encode it (found by the property test of broken run folders)."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text('"\\ud800x": 1\n')
+    (tmp_path / "run" / "model_spec.json").write_text("{}")
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(tiny_data_dir)]) == 2
+    assert "unknown config key \\ud800x" in capsys.readouterr().err

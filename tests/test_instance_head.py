@@ -54,12 +54,11 @@ def test_fit_instance_chooses_w_on_validation_and_the_label_ranking_stays(fitted
 def test_the_head_learns_the_pairs(fitted_run):
     """Alone (a large w), the head retrieves a caption's own image on the training rows far above chance."""
     from semshare.evaluation.instance import instance_recall
-    from semshare.training.experiment import load_run_from_folder
-    from semshare.training.instance_head import (image_features_of_rows, text_features_of_items,
-                                                 with_instance_head)
+    from semshare.training.experiment import load_run
+    from semshare.training.instance_head import image_features_of_rows, text_features_of_items
 
-    base = load_run_from_folder(fitted_run, ranking="label")
-    ranked = with_instance_head(base, fitted_run)
+    base = load_run(fitted_run, ranking="label")
+    ranked = load_run(fitted_run).ranking_stage
     rows = np.asarray(base.train_rows[:60])
     items = base.dataset.text_items(rows, base.text_source)
     img = ranked.head.encode_image(image_features_of_rows(base.dataset, rows))

@@ -99,7 +99,7 @@ def test_label_gcn_trains_from_a_label_file_saves_loads_resumes_and_chooses_its_
     np.testing.assert_array_equal(loaded.model.classifier.nodes.numpy(), np.load(vectors))
     state = train_experiment(dataset, resolve_config("label_gcn", overrides={**overrides, "train.epochs": 3}), run_dir,
                              resume=True, allow_change=("train.epochs",))
-    assert state["epoch"] == 3
+    assert state.epoch == 3
 
 
 def test_semantic_sharing_with_the_label_graph_classifier_learns(tiny_data_dir, tmp_path):

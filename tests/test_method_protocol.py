@@ -140,9 +140,9 @@ def test_closed_form_methods_train_into_a_run_folder(tiny_data_dir, tmp_path, ca
     # the same run scored by the benchmark path gives the same numbers
     from semshare.evaluation.evaluate import evaluate_run
     from semshare.evaluation.retrieval import MetricSpec
-    from semshare.training.experiment import load_run_from_folder
+    from semshare.training.experiment import load_run
 
-    again, _ = evaluate_run(load_run_from_folder(run, tiny_data_dir),
+    again, _ = evaluate_run(load_run(run, tiny_data_dir),
                             spec=MetricSpec(ndcg_k=(500,), map_k=(None,), precision_k=(10,), recall_k=(1, 5, 10)))
     assert again == pytest.approx(table)
     # a second train into the same folder is refused; an index of its gallery answers a text query

@@ -30,7 +30,7 @@ def test_predict_labels_reads_texts_and_images_as_the_classifier_does(ours_index
     captions = [dataset.captions[row][0] for row in (0, 1, 2)]
     from_texts = run.predict_labels(texts=captions)
     # the same captions read from the dataset: the first text item of each row
-    from_rows = run.loaded.predict_rows(np.array([0, 1, 2]), "text")[[0, 2, 4]]
+    from_rows = run.predict_rows(np.array([0, 1, 2]), "text")[[0, 2, 4]]
     assert from_texts.shape == (3, dataset.num_labels) and ((from_texts >= 0) & (from_texts <= 1)).all()
     np.testing.assert_allclose(from_texts, from_rows, atol=1e-5)
     images = run.predict_labels(images=[0, 1])

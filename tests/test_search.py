@@ -13,7 +13,7 @@ from semshare.api import load_index
 from semshare.search.gallery import build_gallery
 from semshare.data.dataset import open_dataset
 from semshare.training.recipes import resolve_config
-from semshare.training.experiment import load_run, load_run_from_folder, train_experiment
+from semshare.training.experiment import load_run, train_experiment
 
 TINY = {"models.semantic_sharing.dim": 16, "models.semantic_sharing.layers": 1, "models.semantic_sharing.heads": 2,
         "models.semantic_sharing.ffn_dim": 32, "text.word_dim": 8,
@@ -36,7 +36,7 @@ def image_index(trained_run, tiny_data_dir):
 
 def test_index_ranks_as_the_embeddings_do(trained_run, tiny_data_dir, image_index):
     searcher = load_index(image_index)
-    run = load_run_from_folder(trained_run, tiny_data_dir)
+    run = load_run(trained_run, tiny_data_dir)
     rows = np.arange(run.dataset.num_items)
     img, txt = embed_rows(run.model, run.builder(training=False), rows)
     assert searcher.manifest.size == run.dataset.num_items == len(searcher.items)
@@ -235,14 +235,14 @@ def test_queries_are_batched_off_the_event_loop_and_a_full_queue_answers_503(ima
     captions = [searcher.run.dataset.captions[r][0] for r in range(12)]
     serial = {c: [h.id for h in searcher.search(searcher.encode_text(c)[0], 5)] for c in captions}
     batches = []
-    real = searcher.run.encode_text_batch
+    real = searcher.run.query_texts
 
-    def slow(texts):
+    def slow(texts, with_labels=True):
         batches.append(len(texts))
         time.sleep(0.2)  # a slow model: later requests pile up behind the first batch
-        return real(texts)
+        return real(texts, with_labels)
 
-    monkeypatch.setattr(searcher.run, "encode_text_batch", slow)
+    monkeypatch.setattr(searcher.run, "query_texts", slow)
     app = create_app(searcher, max_pending=4, max_batch=8)
 
     async def burst():

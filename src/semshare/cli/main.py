@@ -7,11 +7,13 @@ User errors (bad files, bad flags, bad configs) print one line `semshare: error:
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 
 from semshare import __version__
 from semshare.cli import data, experiments, runs, search
+from semshare.cli.common import RegistryChoices
 from semshare.errors import SemshareError, plain
 
 logger = logging.getLogger("semshare")
@@ -20,13 +22,56 @@ EXIT_USER_ERROR = 2
 QUIET_COMMANDS = ("search", "index", "serve")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that a help text lists a registry's names only where it asks for them
+    (`%(choices)s`): argparse joins every action's choices when it draws its help, which would import the
+    modules that fill the registry (torch, for the image backbones) to print `extract --help`."""
+
+    def _expand_help(self, action):
+        if isinstance(action.choices, RegistryChoices) and "%(choices)" not in (action.help or ""):
+            action = copy.copy(action)
+            action.choices = None
+        return super()._expand_help(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose arguments may be added when it is first used (`populate_on_use`): a
+    subcommand built from a registry reads it only when that subcommand is parsed or its help is shown."""
+
+    _populate = None
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def populate_on_use(self, populate) -> None:
+        self._populate = populate
+
+    def _populated(self) -> None:
+        populate, self._populate = self._populate, None
+        if populate is not None:
+            populate(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._populated()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._populated()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._populated()
+        return super().format_usage()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="semshare", description="Label-wise cross-modal retrieval with Semantic Sharing.")
+    parser = CommandParser(prog="semshare", description="Label-wise cross-modal retrieval with Semantic Sharing.")
     parser.add_argument("--version", action="version", version=f"semshare {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging (search, index and serve log nothing below warnings without it)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for add in (data.add_make_synthetic, data.add_inspect, data.add_import, data.add_extract, data.add_prepare_text,
                 data.add_extract_text, runs.add_evaluate_embeddings, runs.add_train, runs.add_evaluate, runs.add_embed,
                 runs.add_fit_instance,
@@ -52,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except SemshareError as exc:
         if args.debug:
             raise
-        print(f"semshare: error: {plain(' '.join(str(exc).split()))}", file=sys.stderr)
+        message = f"semshare: error: {plain(' '.join(str(exc).split()))}"
+        # a name read from a broken file may hold lone surrogates: shown escaped, never a UnicodeEncodeError
+        print(message.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()

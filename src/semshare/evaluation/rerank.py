@@ -8,6 +8,8 @@ on that full ranking, exactly as for any other method.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -27,10 +29,37 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a @ b.T).astype(np.float32)
 
 
+PAIR_BATCH = 256  # (image, text) pairs scored together
+QUERY_CHUNK = 64  # queries whose shortlists are scored at a time
+
+
+@dataclass
+class PairScorer:
+    """A pair-scoring model, the batch builder of its run, the device, and how many first-stage candidates
+    per query it re-orders."""
+
+    model: object
+    builder: BatchBuilder
+    shortlist: int
+    device: object = "cpu"
+
+
+@dataclass
+class RankedSide:
+    """One side of a direction: image rows (`rows`) or text items (`items`), and their (N, D) embeddings."""
+
+    emb: np.ndarray
+    rows: np.ndarray | None = None
+    items: object | None = None
+
+
 @torch.no_grad()
-def _rerank_direction(model, builder: BatchBuilder, query_is_image: bool, query_rows, query_items, query_emb,
-                      gallery_rows, gallery_items, gallery_emb, labels: np.ndarray, spec: MetricSpec,
-                      shortlist: int, device, pair_batch: int = 256, query_chunk: int = 64) -> DirectionResult:
+def _rerank_direction(scorer: PairScorer, query: RankedSide, gallery: RankedSide, query_is_image: bool,
+                      labels: np.ndarray, spec: MetricSpec) -> DirectionResult:
+    model, builder, shortlist, device = scorer.model, scorer.builder, scorer.shortlist, scorer.device
+    query_rows, query_items, query_emb = query.rows, query.items, query.emb
+    gallery_rows, gallery_items, gallery_emb = gallery.rows, gallery.items, gallery.emb
+    pair_batch, query_chunk = PAIR_BATCH, QUERY_CHUNK
     cutoffs = pr_cutoffs(len(gallery_emb), spec.pr_points)
     query_labels = labels[query_rows if query_is_image else query_items.rows].astype(np.float32)
     gallery_labels = labels[gallery_items.rows if query_is_image else gallery_rows].astype(np.float32)
@@ -65,10 +94,8 @@ def evaluate_pairwise_rows(model, builder: BatchBuilder, dataset: Dataset, rows:
     labels = np.asarray(dataset.labels)
     img_emb = img_table.take(rows, "image")
     txt_emb = txt_table.take(items.item_ids, "text")
-    directions = {
-        "i2t": _rerank_direction(model, builder, True, rows, None, img_emb, None, items, txt_emb, labels, spec,
-                                 shortlist, device),
-        "t2i": _rerank_direction(model, builder, False, None, items, txt_emb, rows, None, img_emb, labels, spec,
-                                 shortlist, device),
-    }
+    scorer = PairScorer(model, builder, shortlist, device)
+    images, texts = RankedSide(img_emb, rows=rows), RankedSide(txt_emb, items=items)
+    directions = {"i2t": _rerank_direction(scorer, images, texts, True, labels, spec),
+                  "t2i": _rerank_direction(scorer, texts, images, False, labels, spec)}
     return table_from_folds([directions]), directions

@@ -42,6 +42,7 @@ from semshare.training.run_folder import (FINGERPRINT_FILE, data_differences, da
 logger = logging.getLogger(__name__)
 
 LINEAR_INPUTS = ("pooled", "pooled-word2vec", "deep")
+EXECUTORS = ("local", "ray")
 PER_QUERY_FILE = "per_query.npz"
 INSTANCE_RESULT_FILE, INSTANCE_PER_QUERY_FILE = "result_instance.json", "per_query_instance.npz"  # each test query's metric values, for paired comparisons (compare.py)
 
@@ -136,7 +137,7 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
               "train_seconds": seconds, "closed_form": closed_form,
               "inputs": spec.linear_inputs if closed_form else "segments", "text_inputs": spec.text_inputs,
               "image_input": cfg.inputs.image, "text_input": cfg.inputs.text,
-              "best_epoch": None if closed_form else state["best_epoch"], "pr_curves": _pr_curves(folds)}
+              "best_epoch": None if closed_form else state.best_epoch, "pr_curves": _pr_curves(folds)}
     write_per_query(run_dir / PER_QUERY_FILE, folds[0])
     if (run_dir / "metrics.jsonl").exists():
         plot_training_curves(run_dir, run_dir / "training_curves.png")
@@ -154,11 +155,11 @@ def _pr_curves(folds: list[dict]) -> dict:
 def _instance_row(run, spec: RunSpec, result: dict) -> None:
     """The same run with its instance head (fitted here, seeded by the run's seed) as a row of its own:
     RUN/result_instance.json, its per-query values in RUN/per_query_instance.npz (for the paired tables)."""
-    from semshare.training.instance_head import InstanceConfig, fit_instance_head, with_instance_head
+    from semshare.training.instance_head import InstanceConfig, fit_instance_head, instance_ranking
 
     run_dir = Path(spec.run_dir)
     record = fit_instance_head(run, run_dir, InstanceConfig(seed=spec.seed), overwrite=True)
-    table, folds = evaluate_run(with_instance_head(run, run_dir), ProtocolConfig(), MetricSpec(**METRIC_SPEC))
+    table, folds = evaluate_run(run.ranked_by(instance_ranking(run_dir)), ProtocolConfig(), MetricSpec(**METRIC_SPEC))
     write_per_query(run_dir / INSTANCE_PER_QUERY_FILE, folds[0])
     atomic_write_json(run_dir / INSTANCE_RESULT_FILE, {
         **result, "method": f"{spec.method}+instance", "display_name": f"{result['display_name']} + instance head",
@@ -210,14 +211,51 @@ def _left_out(cfg, segmented: bool) -> str:
     return unsupported_inputs(cfg)
 
 
-def plan_runs(datasets: dict, methods: list[str], seeds: int, out_dir: Path, preset: str,
-              overrides: dict, threads: int, linear_inputs: str = "pooled", progress=print,
-              text_inputs: str = "native", segments_dirs: list[str] | None = None,
-              config_files: tuple[str, ...] = ()) -> list[RunSpec]:
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    """What a benchmark runs: every method x dataset x seed, and how each run's config is made (the layers
+    of RunSpec), where it is written and what its tables say."""
+
+    data_dirs: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: int
+    out_dir: Path
+    preset: str = "small"
+    overrides: dict = field(default_factory=dict)
+    linear_inputs: str = "pooled"  # RunSpec.linear_inputs
+    text_inputs: str = "native"  # RunSpec.text_inputs
+    segments_dirs: tuple[str, ...] = ()  # MiniLM token states, one per --data (default: each dataset's own)
+    config_files: tuple[str, ...] = ()
+    instance_head: bool = False  # also fit each run's instance head and score it as a row of its own
+    reference: str = ""  # the method the paired tables compare against (default: the default recipe)
+    note: str = ""  # a line table.md starts with, e.g. that a --quick table is a smoke test
+
+    def __post_init__(self):
+        if self.linear_inputs not in LINEAR_INPUTS:
+            raise SemshareError(f"--linear-inputs: expected one of {', '.join(LINEAR_INPUTS)}, got {self.linear_inputs!r}")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a benchmark's runs are executed: in this process (or a pool of `workers`) or on Ray, with
+    `threads` torch threads each (0: the usable cores for one run at a time, 1 for parallel runs)."""
+
+    workers: int = 1
+    threads: int = 0
+    executor: str = "local"  # local | ray
+    ray_address: str = ""
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise SemshareError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+
+
+def plan_runs(plan: BenchmarkPlan, datasets: dict, threads: int, progress=print) -> list[RunSpec]:
     """Every (method, dataset, seed) run, its config resolved; `datasets` maps each data folder to its
     opened Dataset."""
-    if linear_inputs not in LINEAR_INPUTS:
-        raise SemshareError(f"--linear-inputs: expected one of {', '.join(LINEAR_INPUTS)}, got {linear_inputs!r}")
+    methods, seeds, out_dir, preset, overrides = plan.methods, plan.seeds, Path(plan.out_dir), plan.preset, plan.overrides
+    linear_inputs, text_inputs, segments_dirs, config_files = (plan.linear_inputs, plan.text_inputs, plan.segments_dirs,
+                                                               plan.config_files)
     specs = []
     for index, (data_dir, dataset) in enumerate(datasets.items()):
         segmented = dataset.has_regions and dataset.has_captions
@@ -250,13 +288,12 @@ def plan_runs(datasets: dict, methods: list[str], seeds: int, out_dir: Path, pre
             for seed in range(1 if one_seed else seeds):
                 seeded = replace(cfg, train=replace(cfg.train, seed=seed))
                 specs.append(replace(probe, seed=seed, run_dir=str(out_dir / dataset.name / f"{method}-seed{seed}"),
-                                     cfg=seeded))
+                                     cfg=seeded, instance_head=plan.instance_head))
         if left_out:
             progress(f"{dataset.name}: left out {', '.join(left_out)}")
     return specs
 
 
-EXECUTORS = ("local", "ray")
 
 
 def _run_local(todo: list[RunSpec], datasets: dict, workers: int, report) -> None:
@@ -317,29 +354,19 @@ def check_finished_runs(finished: list[RunSpec], datasets: dict) -> None:
                                 "name cannot share a benchmark folder: use another --out")
 
 
-def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir: str | Path, preset: str = "small",
-                  overrides: dict | None = None, workers: int = 1, progress=print,
-                  linear_inputs: str = "pooled", text_inputs: str = "native",
-                  segments_dirs: list[str] | None = None, threads: int = 0,
-                  config_files: tuple[str, ...] = (), executor: str = "local", ray_address: str = "",
-                  reference: str = "", note: str = "", instance_head: bool = False) -> list[dict]:
-    """Run what is not finished yet, then write results.json, table.md and table.csv from every result
-    (`note`: a line table.md starts with, e.g. that a --quick table is a smoke test).
+def run_benchmark(plan: BenchmarkPlan, execution: Execution = Execution(), progress=print) -> list[dict]:
+    """Run what is not finished yet, then write results.json, table.md and table.csv from every result.
 
-    `executor`: "local" (this process, or a process pool of `workers`) or "ray" (one Ray task per run, on a
-    local Ray with `workers` CPUs or the cluster at `ray_address`)."""
-    if executor not in EXECUTORS:
-        raise SemshareError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
-    out_dir = Path(out_dir)
+    `execution.executor`: "local" (this process, or a process pool of `workers`) or "ray" (one Ray task per
+    run, on a local Ray with `workers` CPUs or the cluster at `ray_address`)."""
+    out_dir = Path(plan.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    workers, executor = execution.workers, execution.executor
     # one benchmark at a time per folder: two would train the same runs and write the same tables
     with folder_lock(out_dir, "benchmark"):
-        datasets = {str(d): open_dataset(d) for d in data_dirs}  # opened and value-checked once per folder
+        datasets = {str(d): open_dataset(d) for d in plan.data_dirs}  # opened and value-checked once per folder
         parallel = workers > 1 or executor == "ray"
-        specs = plan_runs(datasets, methods, seeds, out_dir, preset, overrides or {}, threads or (1 if parallel else usable_cores()),
-                          linear_inputs, progress, text_inputs, segments_dirs, config_files)
-        if instance_head:
-            specs = [replace(s, instance_head=True) for s in specs]
+        specs = plan_runs(plan, datasets, execution.threads or (1 if parallel else usable_cores()), progress)
         todo = [s for s in specs if not finished(s)]
         check_finished_runs([s for s in specs if s not in todo], datasets)
         progress(f"{len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to do")
@@ -350,7 +377,7 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
             progress(_progress_line(done[0], len(todo), result, started))
 
         if executor == "ray" and todo:
-            _run_on_ray(todo, workers, ray_address, report)
+            _run_on_ray(todo, workers, execution.ray_address, report)
         else:
             _run_local(todo, datasets, workers, report)
         results = [result for s in specs for result in spec_results(s)]
@@ -359,10 +386,10 @@ def run_benchmark(data_dirs: list[str], methods: list[str], seeds: int, out_dir:
             progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "
                      + ", ".join(f"{Path(s.data_dir).name}/{s.method}-seed{s.seed}" for s in failed))
         atomic_write_json(out_dir / "results.json", results)
-        atomic_write_text(out_dir / "table.md", (f"{note}\n\n" if note else "") + inputs_line(results) + "\n\n"
+        atomic_write_text(out_dir / "table.md", (f"{plan.note}\n\n" if plan.note else "") + inputs_line(results) + "\n\n"
                           + format_paper_table(results, "NDCG@500") + "\n\n" + format_paper_table(results, "mAP@all") + "\n"
                           + instance_recall_tables(results)
-                          + significance_tables(results, reference or None) + "\n")
+                          + significance_tables(results, plan.reference or None) + "\n")
         write_csv(out_dir / "table.csv", results)
         plot_method_pr_curves(results, out_dir)
         return results

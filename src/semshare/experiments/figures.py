@@ -60,9 +60,9 @@ def image_queries(run, rows: list[int], k: int = 5) -> list[Query]:
     """Figure 3: each image row against the test split's sentences."""
     dataset = run.dataset
     gallery = dataset.split("test")
-    items = dataset.text_items(gallery, run.loaded.text_source)
+    items = dataset.text_items(gallery, run.text_source)
     image_emb = run.encode_images(rows=list(rows))
-    _, txt = run.loaded.embed(gallery, sides=("text",))
+    _, txt = run.embed(gallery, sides=("text",))
     order = {int(i): p for p, i in enumerate(txt.ids)}
     gallery_emb = np.asarray(txt.emb, dtype=np.float32)[[order[int(i)] for i in items.item_ids]]
     gallery_emb /= np.maximum(np.linalg.norm(gallery_emb, axis=1, keepdims=True), 1e-12)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from semshare.data.dataset import open_dataset
@@ -18,10 +19,26 @@ from semshare.fileio import atomic_file
 PARAM_ALIASES = {"eta": "model.loss.consistency_weight", "lambda": "model.loss.context_weight"}
 
 
-def run_sweep(data_dir: str, method: str, param: str, values: list[float], seeds: int, out_dir: str | Path,
-              preset: str = "small", overrides: dict | None = None, progress=print,
-              threads: int = 2, config_files: tuple[str, ...] = ()) -> list[list[dict]]:
-    out_dir = Path(out_dir)
+@dataclass(frozen=True)
+class SweepPlan:
+    """One config key (`param`, or its alias eta / lambda) set to each of `values`, `seeds` runs each, of one
+    method on one dataset; the other config layers as a benchmark's."""
+
+    data_dir: str
+    method: str
+    param: str
+    values: tuple[float, ...]
+    seeds: int
+    out_dir: Path
+    preset: str = "small"
+    overrides: dict = field(default_factory=dict)
+    config_files: tuple[str, ...] = ()
+
+
+def run_sweep(plan: SweepPlan, threads: int = 2, progress=print) -> list[list[dict]]:
+    """Every value x seed run (resumable), then sweep.csv and sweep.png; -> the test tables per value."""
+    data_dir, method, param, values, seeds = plan.data_dir, plan.method, plan.param, plan.values, plan.seeds
+    preset, overrides, config_files, out_dir = plan.preset, plan.overrides, plan.config_files, Path(plan.out_dir)
     dataset = open_dataset(data_dir)  # opened and value-checked once for every run
     key = PARAM_ALIASES.get(param, param)
     per_value: list[list[dict]] = []

@@ -18,9 +18,7 @@ import torch
 from torch import nn
 
 from semshare.errors import DataFormatError, SemshareError
-from semshare.registry import Registry
-
-BACKBONES: Registry = Registry("image backbone")
+from semshare.registry import BACKBONES
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

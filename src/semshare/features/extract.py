@@ -17,11 +17,11 @@ to OUT at the end.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
 import shutil
-import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,11 +32,13 @@ import torch.utils.data
 
 from semshare.errors import DataFormatError, SemshareError
 from semshare.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-from semshare.fileio import atomic_write_json
+from semshare.fileio import atomic_write_json, file_sha256
 from semshare.progress import progress_bar
-from semshare.data.dataset import read_text_file
-from semshare.importers.coco import read_coco_captions, read_coco_instances, read_karpathy_split
-from semshare.importers.writer import DatasetWriter, seeded_test_split
+from semshare.features.annotations.base import (ExtractItem, annotation_flags, format_of, labels_of_items,
+                                              read_captioned_images)
+from semshare.importers.coco import read_karpathy_split
+from semshare.options import paths_of
+from semshare.importers.writer import DatasetLayout, DatasetWriter, seeded_test_split
 
 logger = logging.getLogger(__name__)
 
@@ -54,207 +56,69 @@ class ExtractConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast: fast on CPUs with bf16 matrix units; features differ slightly)
 
 
-@dataclass
-class ExtractItem:
-    file_name: str
-    captions: list[str]
-    labels: set[str] = field(default_factory=set)
-    boxes: list[tuple[float, float, float, float, str]] = field(default_factory=list)  # x0 y0 x1 y1, label
-    split: str | None = None
-    normalized_boxes: bool = False  # boxes as fractions of the image size (YOLO), not pixels
-    box_source: str = ""  # the annotation file the boxes came from (named when a box is wrong)
+@dataclass(frozen=True)
+class ExtractRequest:
+    """What `semshare extract` reads and writes: the images, their captions and annotations (labels and
+    boxes, in a registered annotation format: COCO instances, VOC XML, YOLO label files), a split file, the
+    dataset folder to write and its name."""
+
+    images_dir: Path
+    captions_file: Path
+    out_dir: Path
+    annotations: object | None = None  # the inputs of one registered annotation format (features/annotations/)
+    split_file: Path | None = None
+    name: str | None = None
+    overwrite: bool = False
+
+    def inputs_record(self) -> dict:
+        """Every input that changes what is written, each file or folder with its size and time of change:
+        a resumed extraction must have been started on exactly these (a changed annotation or split would
+        otherwise resume on stale label columns)."""
+        annotations = self.annotations
+        return {"images": _fingerprint(self.images_dir, files=False), "captions": _fingerprint(self.captions_file),
+                "annotations": None if annotations is None else {
+                    "format": type(annotations).__name__, "inputs": repr(annotations),
+                    "files": [_fingerprint(path) for path in paths_of(annotations)]},
+                "split": _fingerprint(self.split_file), "name": self.name or Path(self.out_dir).name}
 
 
-def read_label_names(path: str | Path) -> list[str]:
-    """Class names by id: a data.yaml (Ultralytics: `names:` as a list or an {id: name} mapping) or a text
-    file with one name per line."""
-    import yaml
-
+def _fingerprint(path: Path | None, files: bool = True) -> dict | None:
+    """A file's resolved path and the sha256 of its bytes (a folder's, `files`: of every file's name and
+    bytes): a time of change can stay the same across a quick edit, the content cannot."""
+    if path is None:
+        return None
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, "class names", "a data.yaml or a names file (one per line)", "no such file")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix not in (".yaml", ".yml"):
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-    else:
-        try:
-            names = (yaml.safe_load(text) or {}).get("names")
-        except (yaml.YAMLError, AttributeError) as exc:
-            raise DataFormatError(path, "names", "a YAML mapping with a names: list", f"unreadable ({exc})") from None
-        if isinstance(names, dict):
-            if sorted(names) != list(range(len(names))):
-                raise DataFormatError(path, "names", "ids 0..C-1", f"ids {sorted(names)}")
-            names = [names[i] for i in range(len(names))]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-        raise DataFormatError(path, "names", "a non-empty list of class names", f"{names!r}")
-    return names
+    record = {"path": str(path.resolve())}
+    if path.is_file():
+        record["sha256"] = file_sha256(path)
+    elif path.is_dir() and files:
+        digest = hashlib.sha256()
+        for member in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{member.relative_to(path)}\0{file_sha256(member)}\n".encode())
+        record["sha256"] = digest.hexdigest()
+    return record
 
 
-def _find_yolo_names(labels_dir: Path) -> Path:
-    for folder in (labels_dir, *labels_dir.parents[:3]):
-        for name in ("data.yaml", "data.yml"):
-            if (folder / name).is_file():
-                return folder / name
-    raise SemshareError(f"{labels_dir}: no data.yaml here or in the 3 folders above; give the class names "
-                        "with --label-names FILE (a data.yaml or one name per line)")
-
-
-def _yolo_objects(path: Path, names: list[str]) -> list[tuple[float, float, float, float, str]]:
-    """`class cx cy w h` per line, normalised to the image -> (x0, y0, x1, y1, name) as fractions."""
-    objects = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        try:
-            class_id, values = int(parts[0]), [float(v) for v in parts[1:]]
-        except (ValueError, IndexError):
-            raise DataFormatError(path, f"line {number}", "class cx cy w h (an integer, then 4 numbers)",
-                                  repr(line.strip()[:80])) from None
-        if len(values) != 4:
-            raise DataFormatError(path, f"line {number}", "class cx cy w h (5 fields)", f"{len(parts)} fields")
-        if not 0 <= class_id < len(names):
-            raise DataFormatError(path, f"line {number}", f"a class id in 0..{len(names) - 1}", str(class_id))
-        cx, cy, w, h = values
-        if not all(0.0 <= v <= 1.0 for v in values) or w <= 0 or h <= 0:
-            raise DataFormatError(path, f"line {number}", "cx cy w h normalised to [0, 1], w and h > 0",
-                                  " ".join(parts[1:]))
-        objects.append((max(cx - w / 2, 0.0), max(cy - h / 2, 0.0), min(cx + w / 2, 1.0), min(cy + h / 2, 1.0),
-                        names[class_id]))
-    return objects
-
-
-def _attach_yolo_labels(items: list[ExtractItem], labels_dir: Path, names: list[str]) -> None:
-    """Boxes and labels from `<stem>.txt` files (searched recursively); an image without one has no object."""
-    by_stem: dict[str, Path] = {}
-    for path in sorted(labels_dir.rglob("*.txt")):
-        if path.name == "classes.txt":
-            continue
-        if path.stem in by_stem:
-            raise DataFormatError(path, "file name", "one label file per image stem", f"also {by_stem[path.stem]}")
-        by_stem[path.stem] = path
-    stems = {Path(item.file_name).stem for item in items}
-    orphans = sorted(stem for stem in by_stem if stem not in stems)
-    if orphans:
-        raise DataFormatError(by_stem[orphans[0]], "file", "the labels of an image named in the captions file",
-                              f"no image {orphans[0]}.* there ({len(orphans)} label files like it)")
-    for item in items:
-        path = by_stem.get(Path(item.file_name).stem)
-        if path is not None:
-            item.boxes, item.normalized_boxes, item.box_source = _yolo_objects(path, names), True, str(path)
-            item.labels |= {name for *_, name in item.boxes}
-
-
-def _voc_objects(path: Path) -> list[tuple[float, float, float, float, str]]:
-    try:
-        root = ElementTree.parse(path).getroot()
-    except ElementTree.ParseError as exc:
-        raise DataFormatError(path, "XML", "a Pascal VOC annotation", f"invalid XML ({exc})") from None
-    objects = []
-    for index, obj in enumerate(root.iter("object")):
-        name, box = obj.findtext("name"), obj.find("bndbox")
-        if not name or box is None:
-            raise DataFormatError(path, f"object {index}", "<name> and <bndbox>", "missing")
-        try:
-            coords = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
-        except (TypeError, ValueError):
-            raise DataFormatError(path, f"object {index} bndbox", "numeric xmin ymin xmax ymax", "missing or not numbers") from None
-        objects.append((*coords, name.strip()))
-    return objects
-
-
-def _read_jsonl_items(captions_file: Path) -> list[ExtractItem]:
-    items = []
-    for line_number, line in enumerate(read_text_file(captions_file, captions_file.name).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(captions_file, f"line {line_number}", "a JSON object", f"invalid JSON ({exc.msg})") from None
-        if (not isinstance(record, dict) or not isinstance(record.get("file_name"), str)
-                or not isinstance(record.get("captions"), list)):
-            raise DataFormatError(captions_file, f"line {line_number}", '{"file_name": str, "captions": [str]}',
-                                  f"keys {sorted(record)}" if isinstance(record, dict) else type(record).__name__)
-        items.append(ExtractItem(record["file_name"], [str(c) for c in record["captions"]],
-                                 set(record.get("labels", [])), split=record.get("split")))
-    return items
-
-
-def _attach_coco_instances(items: list[ExtractItem], coco_ids: list[int], instances: list[str | Path],
-                           notes: dict) -> tuple[list[ExtractItem], list[int], list[str]]:
-    """Labels and boxes from COCO instances; images without annotations are dropped (counted in notes)."""
-    coco = read_coco_instances(instances)
-    kept_items, kept_ids = [], []
-    for item, image_id in zip(items, coco_ids):
-        columns = coco.labels.get(image_id)
-        if not columns:
-            continue
-        item.labels = {coco.category_names[c] for c in columns}
-        item.boxes = [(x, y, x + w, y + h, coco.category_names[c]) for x, y, w, h, c in coco.boxes.get(image_id, [])]
-        item.box_source = str(instances[0]) if len(instances) == 1 else ", ".join(map(str, instances))
-        kept_items.append(item)
-        kept_ids.append(image_id)
-    notes["dropped_without_annotations"] = len(items) - len(kept_items)
-    notes["coco_image_ids"] = kept_ids
-    return kept_items, kept_ids, coco.category_names
-
-
-def _attach_yolo(items: list[ExtractItem], yolo_dir: str | Path, label_names_file, notes: dict) -> list[str]:
-    yolo_dir = Path(yolo_dir)
-    if not yolo_dir.is_dir():
-        raise DataFormatError(yolo_dir, "--yolo-labels", "a folder of <stem>.txt label files", "no such folder")
-    names = read_label_names(label_names_file or _find_yolo_names(yolo_dir))
-    _attach_yolo_labels(items, yolo_dir, names)
-    notes["yolo_classes"] = len(names)
-    # every class of data.yaml is a label column, in its id order, even one no image here shows
-    return names + sorted({n for item in items for n in item.labels} - set(names))
-
-
-def _attach_voc(items: list[ExtractItem], voc_dir: str | Path | None) -> list[str]:
-    if voc_dir:
-        for item in items:
-            xml = Path(voc_dir) / (Path(item.file_name).stem + ".xml")
-            if not xml.exists():
-                raise DataFormatError(xml, "file", f"the VOC annotation of {item.file_name}", "no such file")
-            item.boxes, item.box_source = _voc_objects(xml), str(xml)
-            item.labels |= {name for *_, name in item.boxes}
-    return sorted({name for item in items for name in item.labels})
-
-
-def read_items(captions_file: str | Path, instances: list[str | Path] | None = None,
-               voc_dir: str | Path | None = None, split_file: str | Path | None = None,
-               yolo_dir: str | Path | None = None, label_names_file: str | Path | None = None,
+def read_items(captions_file: str | Path, annotations: object | None = None, split_file: str | Path | None = None
                ) -> tuple[list[ExtractItem], list[str], dict]:
-    """(items, label names, notes) from a COCO captions JSON (+ instances) or a .jsonl of
-    {"file_name", "captions", "labels"?, "split"?} (+ VOC XML folder, or YOLO label files, for labels and boxes)."""
-    captions_file = Path(captions_file)
-    notes: dict = {}
-    if captions_file.suffix == ".jsonl":
-        items, coco_ids = _read_jsonl_items(captions_file), None
+    """(items, label names, notes) from a COCO captions JSON or a .jsonl of {"file_name", "captions",
+    "labels"?, "split"?}, with the labels and boxes of one registered annotation format (`annotations`: its
+    inputs; None: the labels of the .jsonl lines)."""
+    captioned = read_captioned_images(captions_file)
+    annotation_format = format_of(annotations)
+    if annotation_format is None:
+        label_names = labels_of_items(captioned)
     else:
-        captions, names, _ = read_coco_captions([captions_file])
-        coco_ids = sorted(i for i in captions if i in names)
-        items = [ExtractItem(names[i], captions[i]) for i in coco_ids]
-    if instances:
-        if coco_ids is None:
-            raise SemshareError("--instances goes with a COCO captions JSON (image ids); with .jsonl use labels/VOC XML")
-        items, coco_ids, label_names = _attach_coco_instances(items, coco_ids, instances, notes)
-    elif yolo_dir:
-        if voc_dir:
-            raise SemshareError("give --voc-annotations or --yolo-labels, not both")
-        label_names = _attach_yolo(items, yolo_dir, label_names_file, notes)
-    else:
-        label_names = _attach_voc(items, voc_dir)
+        label_names = annotation_format.attach(annotations, captioned)
     if not label_names:
-        raise SemshareError("no labels: give --instances, --voc-annotations, or 'labels' in the .jsonl lines")
+        raise SemshareError(f"no labels: give {', '.join(annotation_flags())}, or 'labels' in the .jsonl lines")
     if split_file:
-        if coco_ids is None:
+        if captioned.coco_ids is None:
             raise SemshareError("--split-file (Karpathy) needs COCO captions JSON image ids")
         karpathy = read_karpathy_split(split_file)
-        for item, image_id in zip(items, coco_ids):
+        for item, image_id in zip(captioned.items, captioned.coco_ids):
             item.split = karpathy.get(image_id)
-    return items, label_names, notes
+    return captioned.items, label_names, captioned.notes
 
 
 def _splits(items: list[ExtractItem], cfg: ExtractConfig) -> dict[str, list[int]]:
@@ -475,19 +339,30 @@ def _present_items(items: list[ExtractItem], images_dir: Path, captions_file, no
     return present
 
 
-def _write_chunk(writer: DatasetWriter, start: int, chunk: list[ExtractItem], prepared: list, images_dir: Path,
-                 encoder, region_count: int, use_boxes: bool, cfg: ExtractConfig, column: dict[str, int],
-                 num_labels: int) -> None:
-    """Encode one chunk of decoded images and write its rows (features, boxes, labels) from `start`."""
-    for item, p in zip(chunk, prepared):
-        if p.error:
-            where = images_dir / item.file_name if p.error[0] == "image" else (item.box_source or images_dir / item.file_name)
-            raise DataFormatError(where, *p.error)
-    arrays = _chunk_arrays(prepared, encoder, region_count, use_boxes, cfg)
-    labels = np.zeros((len(chunk), num_labels), dtype=np.uint8)
-    for i, item in enumerate(chunk):
-        labels[i, [column[n] for n in item.labels if n in column]] = 1
-    writer.write_rows(start, labels=labels, **arrays)
+@dataclass
+class _ChunkWriter:
+    """Encodes decoded images chunk by chunk and writes their rows (features, boxes, labels)."""
+
+    writer: DatasetWriter
+    images_dir: Path
+    encoder: object
+    region_count: int
+    use_boxes: bool
+    cfg: ExtractConfig
+    column: dict[str, int]  # label name -> label column
+
+    def write(self, start: int, chunk: list[ExtractItem], prepared: list) -> None:
+        """Encode one chunk of decoded images and write its rows from `start`."""
+        for item, p in zip(chunk, prepared):
+            if p.error:
+                where = (self.images_dir / item.file_name if p.error[0] == "image"
+                         else (item.box_source or self.images_dir / item.file_name))
+                raise DataFormatError(where, *p.error)
+        arrays = _chunk_arrays(prepared, self.encoder, self.region_count, self.use_boxes, self.cfg)
+        labels = np.zeros((len(chunk), len(self.column)), dtype=np.uint8)
+        for i, item in enumerate(chunk):
+            labels[i, [self.column[n] for n in item.labels if n in self.column]] = 1
+        self.writer.write_rows(start, labels=labels, **arrays)
 
 
 def check_extract_config(cfg: ExtractConfig) -> None:
@@ -502,12 +377,8 @@ def check_extract_config(cfg: ExtractConfig) -> None:
         raise SemshareError(f"--test-fraction: expected a fraction in [0, 1), found {cfg.test_fraction}")
 
 
-def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: str | Path,
-                    cfg: ExtractConfig = ExtractConfig(), instances: list[str | Path] | None = None,
-                    voc_dir: str | Path | None = None, split_file: str | Path | None = None, name: str | None = None,
-                    overwrite: bool = False, progress: bool = True, stop_after_chunks: int | None = None,
-                    yolo_dir: str | Path | None = None, label_names_file: str | Path | None = None,
-                    workers: int = -1) -> Path | None:
+def extract_dataset(request: ExtractRequest, cfg: ExtractConfig = ExtractConfig(), progress: bool = True,
+                    workers: int = -1, stop_after_chunks: int | None = None) -> Path | None:
     """Write the dataset; returns its folder, or None when `stop_after_chunks` stopped it early (tests).
     `workers`: processes decoding and cropping ahead of the backbone (0: in this process; -1: auto, the
     cores beyond two, at most 4: on 2 cores a worker competes with the backbone's threads and measured
@@ -515,10 +386,11 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     if workers < 0:
         workers = max(0, min(4, (os.cpu_count() or 1) - 2))
     check_extract_config(cfg)
-    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    images_dir, out_dir, captions_file = Path(request.images_dir), Path(request.out_dir), Path(request.captions_file)
+    split_file, overwrite = request.split_file, request.overwrite
     if out_dir.exists() and not overwrite:
         raise SemshareError(f"{out_dir} already exists; pass --overwrite to replace it")
-    items, label_names, notes = read_items(captions_file, instances, voc_dir, split_file, yolo_dir, label_names_file)
+    items, label_names, notes = read_items(captions_file, request.annotations, split_file)
     items = _present_items(items, images_dir, captions_file, notes)
     use_boxes = cfg.regions == "boxes" or (cfg.regions == "auto" and any(item.boxes for item in items))
     encoder = _Encoder(cfg)
@@ -526,14 +398,13 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     column = {n: i for i, n in enumerate(label_names)}
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     state_path = partial / "progress.json"
-    config_record = {"extract": asdict(cfg), "images": str(images_dir.resolve()), "captions": str(Path(captions_file).resolve()),
-                     "items": len(items), "use_boxes": use_boxes,
-                     "yolo_labels": str(Path(yolo_dir).resolve()) if yolo_dir else ""}
+    config_record = {"extract": asdict(cfg), **request.inputs_record(), "items": len(items), "use_boxes": use_boxes}
     done = _resume_point(partial, config_record, overwrite, len(items))
-    writer = DatasetWriter(partial, len(items), len(label_names), regions=(region_count, encoder.dim),
-                           image_dim=encoder.dim, region_labels=use_boxes, create=done == 0)
+    writer = DatasetWriter(partial, len(items), len(label_names), DatasetLayout(
+        regions=(region_count, encoder.dim), image_dim=encoder.dim, region_labels=use_boxes), create=done == 0)
     if done == 0:
         atomic_write_json(state_path, {"config": config_record, "done": 0})
+    chunks_out = _ChunkWriter(writer, images_dir, encoder, region_count, use_boxes, cfg, column)
     inputs = _ImageInputs(items[done:], images_dir, use_boxes, cfg.max_regions, column, encoder.image_size)
     loader = torch.utils.data.DataLoader(inputs, batch_size=cfg.chunk_images, num_workers=workers, collate_fn=list,
                                          prefetch_factor=2 if workers else None)
@@ -541,8 +412,7 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
         for chunks, prepared in enumerate(loader, start=1):
             start = done + (chunks - 1) * cfg.chunk_images
             chunk = items[start : start + len(prepared)]
-            _write_chunk(writer, start, chunk, prepared, images_dir, encoder, region_count, use_boxes, cfg, column,
-                         len(label_names))
+            chunks_out.write(start, chunk, prepared)
             atomic_write_json(state_path, {"config": config_record, "done": start + len(chunk)})
             bar.update(len(chunk))
             if stop_after_chunks is not None and chunks >= stop_after_chunks and start + len(chunk) < len(items):
@@ -550,10 +420,11 @@ def extract_dataset(images_dir: str | Path, captions_file: str | Path, out_dir: 
     writer.write_captions([item.captions for item in items])
     writer.write_image_files([str((images_dir / item.file_name).resolve()) for item in items])
     state_path.unlink()
-    writer.finish(_splits(items, cfg), label_names, name or out_dir.name, {
+    writer.finish(_splits(items, cfg), label_names, request.name or out_dir.name, {
         "source": "semshare extract", "image_root": str(images_dir.resolve()), "backbone": cfg.backbone, "regions_from": "boxes" if use_boxes else f"{cfg.grid}x{cfg.grid} grid",
         "extract": asdict(cfg), **notes},
-        sources={"captions.jsonl": captions_file, "labels.npy": instances or voc_dir or yolo_dir or captions_file,
+        sources={"captions.jsonl": captions_file,
+                 "labels.npy": (paths_of(request.annotations) if request.annotations else None) or captions_file,
                  "split.json": split_file or captions_file})
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ from semshare.data.dataset import load_npy
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_captions, read_coco_instances, read_karpathy_split
-from semshare.importers.writer import DatasetWriter, seeded_test_split
+from semshare.importers.base import ImportFormat, ImportTarget
+from semshare.options import option
+from semshare.importers.writer import DatasetLayout, DatasetWriter, seeded_test_split
 from semshare.progress import progress_bar
 from semshare.registry import IMPORTERS
 
@@ -170,11 +173,22 @@ def _labels_source(labels_file, instances_files, num_lines: int):
     return instances.category_names, lambda _, image_ids: labels_matrix(instances, image_ids)
 
 
-@IMPORTERS.register("bottomup-tsv")
-def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captions_file: str | Path,
-                        instances_files: list[str | Path] | None = None, labels_file: str | Path | None = None,
-                        split_file: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
-                        name: str = "bottomup", overwrite: bool = False, progress: bool = True) -> dict:
+@dataclass(kw_only=True)
+class BottomUpInputs:
+    tsv_files: list[Path] = option(type=Path, repeat=True, metavar="src", help="the TSV files")
+    captions_file: Path = option("--captions", type=Path, metavar="FILE", required=True,
+                                 help="COCO captions JSON or .jsonl {image_id, captions}")
+    instances_files: list[Path] = option("--instances", type=Path, metavar="FILE", repeat=True,
+                                         help="COCO instances JSON (labels)")
+    labels_file: Path | None = option("--labels", type=Path, metavar="FILE", help="labels .npy, one row per TSV line")
+    split_file: Path | None = option("--split-file", type=Path, help="Karpathy dataset_coco.json")
+    test_fraction: float = option("--test-fraction", type=float, default=0.1)
+    seed: int = option("--seed", type=int, default=0)
+
+
+def import_bottomup_tsv(inputs: BottomUpInputs, target: ImportTarget) -> dict:
+    tsv_files, captions_file, instances_files = inputs.tsv_files, inputs.captions_file, inputs.instances_files
+    labels_file, split_file = inputs.labels_file, inputs.split_file
     if bool(instances_files) == bool(labels_file):
         raise SemshareError("bottomup-tsv import needs labels: --instances (COCO instances JSON) or --labels FILE.npy")
     captions = read_captions_file(captions_file)
@@ -189,11 +203,11 @@ def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captio
         karpathy = read_karpathy_split(split_file)
         splits = {s: [r for r, image_id in enumerate(ids) if karpathy.get(image_id) == s] for s in ("train", "val", "test")}
     else:
-        splits = seeded_test_split(len(ids), test_fraction, seed)
+        splits = seeded_test_split(len(ids), inputs.test_fraction, inputs.seed)
     wanted = {line_index: row for row, line_index in enumerate(keep)}
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        bar = progress_bar(progress, total=len(ids), unit="image", desc="import bottomup-tsv")
-        block = _BlockWriter(DatasetWriter(tmp, len(ids), len(label_names), regions=(region_count, dim)),
+    with atomic_directory(target.out_dir, overwrite=target.overwrite) as tmp:
+        bar = progress_bar(target.progress, total=len(ids), unit="image", desc="import bottomup-tsv")
+        block = _BlockWriter(DatasetWriter(tmp, len(ids), len(label_names), DatasetLayout(regions=(region_count, dim))),
                              region_count, dim, captions, labels_of, bar)
         line_index = -1
         for path in map(Path, tsv_files):
@@ -203,9 +217,13 @@ def import_bottomup_tsv(tsv_files: list[str | Path], out_dir: str | Path, captio
                     block.add(wanted[line_index], line_index, *_read_line(path, line_number, fields, dim))
         block.flush()
         bar.close()
-        meta = block.writer.finish(splits, label_names, name, {
+        meta = block.writer.finish(splits, label_names, target.name, {
             "source": "bottomup-tsv", "coco_image_ids": ids, "dropped_without_captions": len(entries) - len(keep),
             "boxes": "pixel boxes divided by image_w / image_h, clipped to [0, 1]"},
             sources={"captions.jsonl": captions_file, "labels.npy": labels_file or instances_files,
                      **{f: tsv_files for f in ("regions.npy", "region_boxes.npy", "region_mask.npy")}})
     return meta
+
+
+IMPORTERS.register("bottomup-tsv")(ImportFormat("bottom-up-attention TSV files (base64 boxes and features)",
+                                                BottomUpInputs, import_bottomup_tsv))

@@ -12,6 +12,8 @@ import numpy as np
 
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
+from semshare.importers.base import ImportFormat, ImportTarget
+from semshare.options import option
 from semshare.importers.writer import DatasetWriter, seeded_test_split
 from semshare.registry import IMPORTERS
 
@@ -127,10 +129,22 @@ def labels_matrix(instances: CocoInstances, image_ids: list[int]) -> np.ndarray:
     return labels
 
 
-@IMPORTERS.register("coco")
-def import_coco(captions_files: list[str | Path], instances_files: list[str | Path], out_dir: str | Path,
-                split_file: str | Path | None = None, images_dir: str | Path | None = None,
-                test_fraction: float = 0.1, seed: int = 0, name: str = "coco", overwrite: bool = False) -> dict:
+@dataclass(kw_only=True)
+class CocoInputs:
+    captions_files: list[Path] = option("--captions", type=Path, metavar="FILE", repeat=True, required=True,
+                                        help="captions JSON (repeatable)")
+    instances_files: list[Path] = option("--instances", type=Path, metavar="FILE", repeat=True, required=True,
+                                         help="instances JSON (repeatable)")
+    split_file: Path | None = option("--split-file", type=Path, help="Karpathy dataset_coco.json (train/restval/val/test)")
+    images_dir: Path | None = option("--images", type=Path, metavar="DIR",
+                                     help="image folder: recorded in image_files.txt for thumbnails")
+    test_fraction: float = option("--test-fraction", type=float, default=0.1)
+    seed: int = option("--seed", type=int, default=0)
+
+
+def import_coco(inputs: CocoInputs, target: ImportTarget) -> dict:
+    captions_files, instances_files, split_file = inputs.captions_files, inputs.instances_files, inputs.split_file
+    images_dir, test_fraction = inputs.images_dir, inputs.test_fraction
     captions, file_names, origin = read_coco_captions(captions_files)
     instances = read_coco_instances(instances_files)
     annotated = [i for i in sorted(captions) if instances.labels.get(i)]
@@ -144,10 +158,10 @@ def import_coco(captions_files: list[str | Path], instances_files: list[str | Pa
         splits = {"train": [r for r, i in enumerate(annotated) if origin[i] == 0],
                   "test": [r for r, i in enumerate(annotated) if origin[i] > 0]}
     else:
-        splits = seeded_test_split(len(annotated), test_fraction, seed)
+        splits = seeded_test_split(len(annotated), test_fraction, inputs.seed)
     if not splits.get("train"):
         raise SemshareError("coco import: no training images (check the split file and the caption files)")
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(target.out_dir, overwrite=target.overwrite) as tmp:
         writer = DatasetWriter(tmp, len(annotated), len(instances.category_ids))
         for start in range(0, len(annotated), CHUNK):
             chunk = annotated[start : start + CHUNK]
@@ -158,9 +172,13 @@ def import_coco(captions_files: list[str | Path], instances_files: list[str | Pa
             writer.write_image_files([str(root / file_names[i]) if i in file_names else
                                       (str(root / instances.images[i]["file_name"]) if i in instances.images else "")
                                       for i in annotated])
-        meta = writer.finish(splits, instances.category_names, name, {
+        meta = writer.finish(splits, instances.category_names, target.name, {
             **({"image_root": str(Path(images_dir).resolve())} if images_dir else {}),
             "source": "coco", "coco_image_ids": annotated, "dropped_without_annotations": dropped,
             "split_source": "karpathy" if split_file else ("files" if len(captions_files) > 1 else f"seeded {test_fraction}")},
             sources={"captions.jsonl": captions_files, "labels.npy": instances_files, "split.json": split_file})
     return meta
+
+
+IMPORTERS.register("coco")(ImportFormat("COCO captions + instances JSON -> texts and 80-label multi-hot", CocoInputs,
+                                        import_coco))

@@ -5,6 +5,7 @@ or one per caption). Labels from COCO instances JSON (needs ids) or a labels .np
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from semshare.data.dataset import load_npy, read_text_file
 from semshare.errors import DataFormatError, SemshareError
 from semshare.fileio import atomic_directory
 from semshare.importers.coco import labels_matrix, read_coco_instances
-from semshare.importers.writer import DatasetWriter
+from semshare.importers.base import ImportFormat, ImportTarget
+from semshare.options import option
+from semshare.importers.writer import DatasetLayout, DatasetWriter
 from semshare.progress import progress_bar
 from semshare.registry import IMPORTERS
 
@@ -89,11 +92,23 @@ def _write_parts(writer: DatasetWriter, src: Path, parts: list[tuple], labels_al
     return our_splits
 
 
-@IMPORTERS.register("precomp")
-def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[str | Path] | None = None,
-                   labels_file: str | Path | None = None, splits: tuple[str, ...] = ("train", "dev", "test"),
-                   name: str = "precomp", overwrite: bool = False, progress: bool = True) -> dict:
-    src = Path(src)
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(name for name in value.split(",") if name)
+
+
+@dataclass(kw_only=True)
+class PrecompInputs:
+    src: Path = option(type=Path, help="the precomp folder")
+    instances_files: list[Path] = option("--instances", type=Path, metavar="FILE", repeat=True,
+                                         help="COCO instances JSON (labels)")
+    labels_file: Path | None = option("--labels", type=Path, metavar="FILE",
+                                      help="labels .npy, one row per image, splits in order")
+    splits: tuple[str, ...] = option("--splits", type=_names, default=("train", "dev", "test"),
+                                     help="precomp split names, in row order")
+
+
+def import_precomp(inputs: PrecompInputs, target: ImportTarget) -> dict:
+    src, instances_files, labels_file, splits = Path(inputs.src), inputs.instances_files, inputs.labels_file, inputs.splits
     if bool(instances_files) == bool(labels_file):
         raise SemshareError("precomp import needs labels: --instances (COCO instances JSON) or --labels FILE.npy")
     parts = [_read_split(src, split) for split in splits]
@@ -116,14 +131,18 @@ def import_precomp(src: str | Path, out_dir: str | Path, instances_files: list[s
         if missing:
             raise DataFormatError(src / f"{missing[0]}_ids.txt", "ids", "COCO image ids to look labels up",
                                   "no such file")
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        writer = DatasetWriter(tmp, total, len(label_names), regions=(region_count, dim))
+    with atomic_directory(target.out_dir, overwrite=target.overwrite) as tmp:
+        writer = DatasetWriter(tmp, total, len(label_names), DatasetLayout(regions=(region_count, dim)))
         our_splits = _write_parts(writer, src, parts, labels_all if labels_file else None,
-                                  None if labels_file else instances, region_count, progress)
-        meta = writer.finish(our_splits, label_names, name, {
+                                  None if labels_file else instances, region_count, target.progress)
+        meta = writer.finish(our_splits, label_names, target.name, {
             "source": "precomp", "boxes": "unknown in precomp: every region is given the whole image",
             "captions_per_image": {p[0]: p[3] for p in parts}},
             sources={"captions.jsonl": [src / f"{p[0]}_caps.txt" for p in parts],
                      "regions.npy": [src / f"{p[0]}_ims.npy" for p in parts],
                      "labels.npy": labels_file or instances_files})
     return meta
+
+
+IMPORTERS.register("precomp")(ImportFormat("SCAN/VSE precomp folder ({split}_ims.npy, {split}_caps.txt)", PrecompInputs,
+                                           import_precomp))

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import numpy as np
 from semshare.errors import DataFormatError
 from semshare.fileio import atomic_directory
 from semshare.importers.matfile import mat_keys, read_mat_variable
-from semshare.importers.writer import DatasetWriter
+from semshare.importers.base import ImportFormat, ImportTarget
+from semshare.options import option
+from semshare.importers.writer import DatasetLayout, DatasetWriter
 from semshare.registry import IMPORTERS
 
 
@@ -29,9 +32,13 @@ def _read_one(path: Path) -> np.ndarray:
 MAX_CLASSES = 100_000
 
 
-@IMPORTERS.register("split-mat")
-def import_split_mat(src: str | Path, out_dir: str | Path, name: str = "split-mat", overwrite: bool = False) -> dict:
-    src = Path(src)
+@dataclass(kw_only=True)
+class SplitMatInputs:
+    src: Path = option(type=Path, help="the folder of {train,test}_{img,txt,lab}.mat")
+
+
+def import_split_mat(inputs: SplitMatInputs, target: ImportTarget) -> dict:
+    src = Path(inputs.src)
     parts = {}
     for split in ("train", "test"):
         img, txt, lab = (_read_one(src / f"{split}_{kind}.mat") for kind in ("img", "txt", "lab"))
@@ -69,16 +76,19 @@ def import_split_mat(src: str | Path, out_dir: str | Path, name: str = "split-ma
     else:
         raise DataFormatError(src / "test_lab.mat", "labels", "the same kind (multi-hot or indices) as train", "mixed")
     num_train, num_test = len(parts["train"][0]), len(parts["test"][0])
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        writer = DatasetWriter(tmp, num_train + num_test, labels["train"].shape[1],
-                               image_dim=parts["train"][0].shape[1], text_dim=parts["train"][1].shape[1],
-                               dtype=np.float32)
+    with atomic_directory(target.out_dir, overwrite=target.overwrite) as tmp:
+        writer = DatasetWriter(tmp, num_train + num_test, labels["train"].shape[1], DatasetLayout(
+            image_dim=parts["train"][0].shape[1], text_dim=parts["train"][1].shape[1], dtype=np.float32))
         for start, split in ((0, "train"), (num_train, "test")):
             img, txt, _ = parts[split]
             writer.write_rows(start, image=img.astype(np.float32), text=txt.astype(np.float32), labels=labels[split])
         meta = writer.finish({"train": list(range(num_train)), "test": list(range(num_train, num_train + num_test))},
-                             [f"label_{i}" for i in range(labels["train"].shape[1])], name, {"source": "split-mat"},
+                             [f"label_{i}" for i in range(labels["train"].shape[1])], target.name, {"source": "split-mat"},
                              sources={"image.npy": [src / "train_img.mat", src / "test_img.mat"],
                                       "text.npy": [src / "train_txt.mat", src / "test_txt.mat"],
                                       "labels.npy": [src / "train_lab.mat", src / "test_lab.mat"]})
     return meta
+
+
+IMPORTERS.register("split-mat")(ImportFormat("{train,test}_{img,txt,lab}.mat (GNN4CMR / ALGCN style)", SplitMatInputs,
+                                             import_split_mat))

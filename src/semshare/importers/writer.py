@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,18 @@ from semshare.errors import DataFormatError, SemshareError
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Which arrays a dataset folder has beside labels.npy, and their sizes: regions (count, dim) with their
+    mask, boxes and (extracted from annotations) region labels; a global image feature; a text vector."""
+
+    regions: tuple[int, int] | None = None
+    image_dim: int | None = None
+    text_dim: int | None = None
+    dtype: object = np.float16
+    region_labels: bool = False
+
+
 class DatasetWriter:
     """Pre-sized arrays in `folder` (a temporary folder from `atomic_directory`); rows arrive in chunks.
 
@@ -21,9 +34,10 @@ class DatasetWriter:
     process: resident memory stays flat however large N is.
     """
 
-    def __init__(self, folder: Path, num_items: int, num_labels: int, *, regions: tuple[int, int] | None = None,
-                 image_dim: int | None = None, text_dim: int | None = None, dtype=np.float16,
-                 region_labels: bool = False, create: bool = True):
+    def __init__(self, folder: Path, num_items: int, num_labels: int, layout: DatasetLayout = DatasetLayout(),
+                 create: bool = True):
+        regions, image_dim, text_dim, dtype = layout.regions, layout.image_dim, layout.text_dim, layout.dtype
+        region_labels = layout.region_labels
         if num_items <= 0:
             raise SemshareError("nothing to import: 0 items")
         self.folder = Path(folder)

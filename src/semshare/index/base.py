@@ -10,7 +10,7 @@ position -1 and score -inf. Equal scores keep the lower position first in the ex
 
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -21,7 +21,12 @@ from semshare.registry import INDEX_BACKENDS
 
 
 class SearchIndex(Protocol):
+    """A registered backend class (`@INDEX_BACKENDS.register(kind)`): `build(vectors, **params)` and
+    `load(folder, **search_time_params)` make one; `parameters` declares what `--param` accepts."""
+
     kind: str
+    summary: str  # one line for `semshare index kinds` and `index build --help`
+    parameters: dict[str, BackendParameter]
     size: int
     dim: int
 
@@ -61,21 +66,44 @@ def pad_results(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.n
     return scores, positions
 
 
-# the range every backend parameter must lie in, checked before FAISS sees it (a negative HNSW m grows memory
-# without bound, a string is a FAISS traceback); 0 is "choose for me" where a default is 0
-PARAM_LIMITS = {"m": (2, 256), "ef_construction": (1, 100_000), "ef_search": (1, 100_000), "nlist": (0, 1 << 20),
-                "subquantizers": (0, 4096), "nbits": (1, 16), "nprobe": (1, 1 << 20), "seed": (0, 2**32 - 1),
-                "query_chunk": (1, 1 << 20)}
+@dataclass(frozen=True)
+class BackendParameter:
+    """An integer parameter a backend declares (its `parameters` table): the range it must lie in, checked
+    before FAISS sees it (a negative HNSW m grows memory without bound, a string is a FAISS traceback; 0 is
+    "choose for me" where a default is 0), and whether it is a search-time knob (`search_time`: stored in
+    the manifest and may be set again when the index is opened)."""
+
+    low: int
+    high: int
+    search_time: bool = False
+    help: str = ""
 
 
-def _check_params(kind: str, function, params: dict, skip: int) -> None:
-    accepted = [name for name in list(inspect.signature(function).parameters)[skip:] if not name.startswith("_")]
+def search_time_parameters(kind: str) -> tuple[str, ...]:
+    """The parameters of backend `kind` that may be set when an index is opened."""
+    return tuple(name for name, p in INDEX_BACKENDS.get(kind).parameters.items() if p.search_time)
+
+
+def describe_backends() -> list[str]:
+    """One line per registered backend: its name, summary and parameters (`semshare index kinds`)."""
+    lines = []
+    for name in INDEX_BACKENDS.names():
+        backend = INDEX_BACKENDS.get(name)
+        params = ", ".join(f"{key} {p.low}..{p.high}{' (search time)' if p.search_time else ''}"
+                           for key, p in backend.parameters.items())
+        lines.append(f"{name}: {backend.summary}" + (f" [{params}]" if params else ""))
+    return lines
+
+
+def _check_params(kind: str, params: dict, search_time_only: bool) -> None:
+    declared = INDEX_BACKENDS.get(kind).parameters
+    accepted = [name for name, p in declared.items() if p.search_time or not search_time_only]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise SemshareError(f"index backend {kind!r}: unknown parameter(s) {', '.join(unknown)}; "
                             f"accepted: {', '.join(accepted) or 'none'}")
     for name, value in params.items():
-        low, high = PARAM_LIMITS[name]
+        low, high = declared[name].low, declared[name].high
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise SemshareError(f"index backend {kind!r}: --param {name}: expected an integer in {low}..{high}, "
                                 f"found {value!r}")
@@ -84,11 +112,11 @@ def _check_params(kind: str, function, params: dict, skip: int) -> None:
 def build_backend(kind: str, vectors: np.ndarray, params: dict | None = None) -> SearchIndex:
     """A backend of the registered `kind` over normalised `vectors`, with its own parameters."""
     backend = INDEX_BACKENDS.get(kind)
-    _check_params(kind, backend.build, params or {}, skip=1)
+    _check_params(kind, params or {}, search_time_only=False)
     return backend.build(normalize_rows(vectors), **(params or {}))
 
 
 def load_backend(kind: str, folder: Path, params: dict | None = None) -> SearchIndex:
     backend = INDEX_BACKENDS.get(kind)
-    _check_params(kind, backend.load, params or {}, skip=1)
+    _check_params(kind, params or {}, search_time_only=True)
     return backend.load(Path(folder), **(params or {}))

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from semshare.errors import SemshareError
 from semshare.evaluation.metrics import top_k_indices
-from semshare.fileio import safetensors_bytes
-from semshare.index.base import check_queries, pad_results
+from semshare.fileio import read_tensors, safetensors_bytes
+from semshare.index.base import BackendParameter, check_queries, pad_results
 from semshare.registry import INDEX_BACKENDS
 
 VECTORS_FILE = "vectors.safetensors"
@@ -19,8 +18,12 @@ VECTORS_FILE = "vectors.safetensors"
 @INDEX_BACKENDS.register("exact-torch")
 class ExactTorchIndex:
     kind = "exact-torch"
+    summary = "exact: one torch matrix product and a stable top-k (the reference every backend is tested against)"
+    parameters = {"query_chunk": BackendParameter(1, 1 << 20, search_time=True, help="queries scored at a time")}
 
     def __init__(self, vectors: np.ndarray, query_chunk: int = 1024):
+        import torch  # here, not at the top: the command line lists the backends without importing torch
+
         self.vectors = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
         self.query_chunk = query_chunk
 
@@ -36,8 +39,9 @@ class ExactTorchIndex:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
-    @torch.no_grad()
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         queries = check_queries(queries, self.dim, k)
         found = min(k, self.size)
         scores_out = np.empty((len(queries), found), dtype=np.float32)
@@ -56,9 +60,7 @@ class ExactTorchIndex:
 
     @classmethod
     def load(cls, folder: Path, query_chunk: int = 1024) -> "ExactTorchIndex":
-        from semshare.training.checkpoint import _read_tensors
-
-        tensors = _read_tensors(Path(folder) / VECTORS_FILE, "the gallery vectors")
+        tensors = read_tensors(Path(folder) / VECTORS_FILE, "the gallery vectors")
         if "vectors" not in tensors:
             raise SemshareError(f"{Path(folder) / VECTORS_FILE}: tensors: expected 'vectors', found {sorted(tensors)}")
         return cls(tensors["vectors"].numpy(), query_chunk)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from semshare.errors import SemshareError
-from semshare.index.base import check_queries, pad_results
+from semshare.index.base import BackendParameter, check_queries, pad_results
 from semshare.registry import INDEX_BACKENDS
 
 INDEX_FILE = "index.faiss"
@@ -61,6 +61,8 @@ class _FaissIndex:
 @INDEX_BACKENDS.register("faiss-flat")
 class FaissFlatIndex(_FaissIndex):
     kind = "faiss-flat"
+    summary = "exact inner product (FAISS's blocked BLAS kernels; the default)"
+    parameters: dict = {}
 
     @classmethod
     def build(cls, vectors: np.ndarray) -> "FaissFlatIndex":
@@ -78,6 +80,10 @@ class FaissFlatIndex(_FaissIndex):
 @INDEX_BACKENDS.register("faiss-hnsw")
 class FaissHNSWIndex(_FaissIndex):
     kind = "faiss-hnsw"
+    summary = "approximate: HNSW graph search, for large galleries"
+    parameters = {"m": BackendParameter(2, 256, help="graph degree"),
+                  "ef_construction": BackendParameter(1, 100_000, help="beam width while building"),
+                  "ef_search": BackendParameter(1, 100_000, search_time=True, help="beam width per query")}
 
     def __init__(self, index, ef_search: int):
         super().__init__(index)
@@ -106,6 +112,12 @@ class FaissHNSWIndex(_FaissIndex):
 @INDEX_BACKENDS.register("faiss-ivfpq")
 class FaissIVFPQIndex(_FaissIndex):
     kind = "faiss-ivfpq"
+    summary = "approximate: inverted lists + product quantisation, for galleries too large as float32"
+    parameters = {"nlist": BackendParameter(0, 1 << 20, help="inverted lists (0: 4 sqrt(G), at most 4096)"),
+                  "subquantizers": BackendParameter(0, 4096, help="PQ sub-vectors (0: one byte per 8 dimensions)"),
+                  "nbits": BackendParameter(1, 16, help="bits per sub-vector code"),
+                  "nprobe": BackendParameter(1, 1 << 20, search_time=True, help="lists visited per query"),
+                  "seed": BackendParameter(0, 2**32 - 1, help="k-means seed")}
 
     def __init__(self, index, nprobe: int):
         super().__init__(index)

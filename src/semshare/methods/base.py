@@ -89,6 +89,7 @@ class MethodBase:
     text_inputs: ClassVar[tuple[str, ...]] = TEXT_INPUTS
     closed_form: ClassVar[bool] = False  # True: `fit` once on pooled features, no training loop
     deterministic: ClassVar[bool] = False  # the same result for every seed: one seed is enough
+    label_classifier: ClassVar[bool] = False  # it predicts label probabilities (predict_labels): a query's reading
     pairwise_scoring: ClassVar[bool] = False  # scores (image, text) pairs jointly: evaluation re-ranks
 
     @classmethod
@@ -153,6 +154,12 @@ class TrainedMethod(MethodBase, nn.Module):
         from semshare.errors import SemshareError
 
         raise SemshareError(f"{self.display_name or type(self).__name__} has no label classifier to read a query with")
+
+    def encode_with_labels(self, batch, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) retrieval embedding and (B, C) label probabilities of the batch's images or texts. A method
+        whose embedding and classifier share a forward pass overrides this to run it once."""
+        emb = self.encode_image(batch) if side == "image" else self.encode_text(batch)
+        return emb, self.predict_labels(batch, side)
 
     def encode_features(self, batch, side: str) -> torch.Tensor:
         """(B, D) "deep features" a linear method may be fitted on (default: the retrieval embedding)."""

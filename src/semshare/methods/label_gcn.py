@@ -50,6 +50,7 @@ def _tower(in_dim: int, hidden_dim: int, common_dim: int, dropout: float) -> nn.
 class LabelGCN(TrainedMethod):
     config_class = LabelGCNConfig
     display_name = "Label GCN"
+    label_classifier = True
 
     @classmethod
     def check_config(cls, cfg: LabelGCNConfig) -> None:
@@ -106,6 +107,10 @@ class LabelGCN(TrainedMethod):
     def predict_labels(self, batch: Batch, side: str) -> torch.Tensor:
         """The GCN classifiers' sigmoid scores (trained with the label prediction loss): what was read."""
         return torch.sigmoid(self.classifier(self._common(batch, side))).float()
+
+    def encode_with_labels(self, batch: Batch, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        common = self._common(batch, side)
+        return self._retrieval(common), torch.sigmoid(self.classifier(common)).float()
 
     def encode_features(self, batch: Batch, side: str) -> torch.Tensor:
         return self._common(batch, side).float()

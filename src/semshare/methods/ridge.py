@@ -15,6 +15,7 @@ import numpy as np
 from semshare.evaluation.retrieval import MetricSpec, evaluate_cross_modal, summarise
 from semshare.methods.base import ClosedFormMethod, LinearEncoder, PairedFeatures
 from semshare.registry import METHODS
+from semshare.names import SELECTION_METRIC
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Ridge(ClosedFormMethod):
             logger.info("ridge: no validation split; using strength %s", strengths[len(strengths) // 2])
             return candidates[len(candidates) // 2]
         scores = [summarise(evaluate_cross_modal(model.transform_image(val.img), model.transform_text(val.txt),
-                                                 val.img_labels, val.txt_labels, MetricSpec(map_k=())))["ave/NDCG@500"]
+                                                 val.img_labels, val.txt_labels, MetricSpec(map_k=())))[SELECTION_METRIC]
                   for model in candidates]
         best = int(np.argmax(scores))
         logger.info("ridge: strength %s chosen on val (NDCG@500 Ave %.4f)", strengths[best], scores[best])

@@ -126,6 +126,7 @@ class SemanticSharing(TrainedMethod):
 
     config_class = SemanticSharingConfig
     display_name = "Semantic Sharing"
+    label_classifier = True
 
     @classmethod
     def region_targets_wanted(cls, cfg: SemanticSharingConfig, inputs: InputConfig) -> RegionTargetRequest | None:
@@ -314,6 +315,12 @@ class SemanticSharing(TrainedMethod):
         """The shared classifier on the pooled z: the label probabilities label prediction was trained on."""
         _, _, pooled, branch = self._shared_forward(batch, side)
         return torch.sigmoid(self.classifier[branch](pooled)).float()
+
+    def encode_with_labels(self, batch: Batch, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One shared pass: the retrieval embedding and the classifier's probabilities of the same z."""
+        hidden, mask, pooled, branch = self._shared_forward(batch, side)
+        emb = self._retrieval_embedding(hidden, mask, pooled, branch).float()
+        return emb, torch.sigmoid(self.classifier[branch](pooled)).float()
 
     def encode_features(self, batch: Batch, modality: str) -> torch.Tensor:
         """(B, D) pooled shared-encoder output whatever the retrieval pooling: "deep features" for the

@@ -25,16 +25,17 @@ from semshare.data.text import as_sentence
 from semshare.errors import OutputExistsError, SemshareError
 from semshare.fileio import atomic_directory, atomic_write_json, verify_files_manifest, write_files_manifest
 from semshare.index import build_backend
-from semshare.index.base import load_backend
-from semshare.search.run import MAX_QUERY_CHARS, load_run
-from semshare.training.instance_head import ranking_of
+from semshare.names import SIDES
+from semshare.index.base import load_backend, search_time_parameters
+from semshare.evaluation.reading import QueryReading, validation_threshold
+from semshare.training.experiment import load_run
+from semshare.training.finished_run import MAX_QUERY_CHARS, Run
 from semshare.training.run_folder import recorded_path, recorded_paths
 
-__all__ = ["MAX_QUERY_CHARS", "SIDES", "IndexManifest", "SearchHit", "Index", "build_gallery", "load_index",
-           "read_manifest"]
+__all__ = ["MAX_QUERY_CHARS", "SIDES", "IndexManifest", "SearchHit", "QueryRequest", "Answer", "Index", "build_gallery",
+           "load_index", "read_manifest"]
 
 MANIFEST = "manifest.json"
-SIDES = ("image", "text")
 
 
 @dataclass
@@ -110,13 +111,44 @@ def item_record(item: dict) -> dict:
             "image_url": f"/items/{item['id']}/image" if item.get("image_file") else None}
 
 
-def search_response(text: str | None, item_id: int | None, k: int, gallery_side: str, unknown: list[str],
-                    hits: list[SearchHit], facet: LabelFacet | None = None, reading=None) -> dict:
-    """The answer to one query as `semshare search --json` prints it and HTTP /search returns it."""
-    query = {"text": text, "item_id": item_id, "k": k, "labels": list(facet.labels) if facet else None,
-             "label_match": facet.match if facet else "all", "label_boost": facet.boost if facet else False}
-    return {"query": query, "gallery_side": gallery_side, "unknown_words": list(unknown),
-            "reading": reading.as_dict() if reading is not None else None, "results": [hit.as_dict() for hit in hits]}
+@dataclass(frozen=True)
+class QueryRequest:
+    """One query: exactly one of `text` (a sentence or tag words), `item_id` (an image row of the index's
+    dataset) and `image_file` (a new image), the k best hits wanted, and an optional label facet."""
+
+    text: str | None = None
+    item_id: int | None = None
+    image_file: str | Path | None = None
+    k: int = 10
+    facet: LabelFacet | None = None
+
+    def __post_init__(self):
+        if sum(value is not None for value in (self.text, self.item_id, self.image_file)) != 1:
+            raise SemshareError("a query is exactly one of a text, an image id and an image file")
+
+
+@dataclass
+class Answer:
+    """The answer to one QueryRequest: the hits, the text's words outside the run's vocabulary (dropped) and
+    what the model read in the query (None for a run without a label classifier, or an image file)."""
+
+    hits: list[SearchHit]
+    unknown_words: list[str] = field(default_factory=list)
+    reading: QueryReading | None = None
+
+    @property
+    def weak(self) -> bool:
+        return bool(self.reading is not None and self.reading.weak)
+
+    def as_dict(self, request: QueryRequest, gallery_side: str) -> dict:
+        """The one answer schema: `semshare search --json` prints it and HTTP /search returns it."""
+        facet = request.facet
+        query = {"text": request.text, "item_id": request.item_id, "k": request.k,
+                 "labels": list(facet.labels) if facet else None, "label_match": facet.match if facet else "all",
+                 "label_boost": facet.boost if facet else False}
+        return {"query": query, "gallery_side": gallery_side, "unknown_words": list(self.unknown_words),
+                "reading": self.reading.as_dict() if self.reading is not None else None,
+                "results": [hit.as_dict() for hit in self.hits]}
 
 
 def _gallery_rows(dataset, split: str) -> np.ndarray:
@@ -145,10 +177,10 @@ def _item_records(dataset, side: str, ids: np.ndarray, item_rows: np.ndarray) ->
     return records
 
 
-def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat", params: dict | None = None,
+def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-flat", params: dict | None = None,
                   split: str = "all", overwrite: bool = False, batch_size: int = 256) -> IndexManifest:
-    """Embed the gallery (`side` items of `split` of the run's dataset) with a loaded run
-    (training.experiment.load_run) and write an index folder."""
+    """Embed the gallery (`side` items of `split` of the run's dataset) with a loaded run (load_run) and
+    write an index folder."""
     if side not in SIDES:
         raise SemshareError(f"--side must be one of {SIDES}; got {side!r}")
     if Path(out_dir).exists() and not overwrite:  # before the gallery is embedded, not after
@@ -162,7 +194,7 @@ def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat",
     paths = {**recorded_paths(out_dir, "run_dir", run.run_dir), **recorded_paths(out_dir, "data_dir", run.dataset.root)}
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,
                              checkpoint=run.checkpoint, split=split,
-                             ranking=ranking_of(run),
+                             ranking=run.ranking,
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
     records = _item_records(run.dataset, side, table.ids, item_rows)
     manifest.weak_threshold = _weak_threshold_of(run)
@@ -177,15 +209,12 @@ def build_gallery(run, side: str, out_dir: str | Path, kind: str = "faiss-flat",
     return manifest
 
 
-def _weak_threshold_of(run) -> float:
+def _weak_threshold_of(run: Run) -> float:
     """The best-label probability 95% of the run's validation captions reach; -1 for a run that reads no
     labels (no classifier) or has no validation captions."""
-    from semshare.search.reading import validation_threshold
-
-    try:
-        threshold = validation_threshold(run)
-    except (SemshareError, AttributeError, ValueError):
+    if not run.capabilities.label_classifier:
         return -1.0
+    threshold = validation_threshold(run)
     return round(threshold, 6) if np.isfinite(threshold) else -1.0
 
 
@@ -219,13 +248,12 @@ def read_manifest(folder: str | Path) -> IndexManifest:
 class Index:
     """An index folder plus the run that embedded it: text and image queries -> ranked gallery items."""
 
-
-    def __init__(self, folder: str | Path, search_params: dict | None = None, data_dir: str | Path | None = None):
+    def __init__(self, folder: str | Path, data_dir: str | Path | None = None, search_params: dict | None = None):
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
         verify_files_manifest(self.folder, "index")
-        params = {**{k: v for k, v in self.manifest.params.items() if k in ("ef_search", "nprobe")},
-                  **(search_params or {})}
+        search_time = search_time_parameters(self.manifest.kind)
+        params = {**{k: v for k, v in self.manifest.params.items() if k in search_time}, **(search_params or {})}
         self.backend = load_backend(self.manifest.kind, self.folder, params)
         self.ids, self.items = _read_ids(self.folder / "ids.npy"), _read_items(self.folder / "items.jsonl")
         if not (len(self.ids) == len(self.items) == self.backend.size == self.manifest.size):
@@ -263,13 +291,57 @@ class Index:
         """(D,) query embedding and the query's unknown (dropped) words."""
         return self.run.encode_text(text)
 
-    def read_text(self, text: str):
-        """What the run read in a text query (search.reading.QueryReading), None when it reads no labels."""
-        if self.manifest.weak_threshold < 0:
-            return None
-        return self.run.read_text(text, self.manifest.weak_threshold)
+    def read_text(self, text: str) -> QueryReading | None:
+        """What the run read in a text query (evaluation.reading.QueryReading), None when it reads no labels."""
+        return self.query(QueryRequest(text=text, k=1)).reading
 
-    def read_image(self, row: int):
+    def query(self, request: QueryRequest) -> Answer:
+        """The one query path (the CLI, the Python API and HTTP): the request's embedding, reading and hits."""
+        answer = self.query_batch([request])[0]
+        if isinstance(answer, SemshareError):
+            raise answer
+        return answer
+
+    def query_batch(self, requests: Sequence[QueryRequest]) -> list[Answer | SemshareError]:
+        """Each request's Answer (or the SemshareError that refuses it), the whole batch at once: the texts
+        tokenised once each and through the model in one batch whose forward pass also gives their
+        readings, the image rows in one batch, one backend search for every request without a facet."""
+        readings = self.manifest.weak_threshold >= 0
+        queries: list = [None] * len(requests)
+        answers: list = [Answer([]) for _ in requests]
+        texts = [i for i, r in enumerate(requests) if r.text is not None]
+        for i, query in zip(texts, self.run.query_texts([requests[i].text for i in texts], with_labels=readings)):
+            if isinstance(query, SemshareError):
+                queries[i] = query
+                continue
+            queries[i] = query.emb
+            answers[i] = Answer([], query.unknown, self.run.reading_of(query, self.manifest.weak_threshold))
+        rows = [i for i, r in enumerate(requests) if r.item_id is not None]
+        for i in rows:
+            queries[i] = self.image_row_error(requests[i].item_id)
+        rows = [i for i in rows if queries[i] is None]
+        if rows:  # one batch through the image side
+            for i, emb in zip(rows, self.run.encode_images(rows=[requests[i].item_id for i in rows])):
+                queries[i], answers[i].reading = emb, self.read_image(requests[i].item_id)
+        for i in (i for i, r in enumerate(requests) if r.image_file is not None):
+            try:
+                queries[i] = self.encode_image_file(requests[i].image_file)
+            except SemshareError as exc:
+                queries[i] = exc
+        good = [i for i, q in enumerate(queries) if not isinstance(q, SemshareError)]
+        plain = [i for i in good if requests[i].facet is None]
+        if plain:
+            found = self.search_batch(np.stack([queries[i] for i in plain]), [requests[i].k for i in plain])
+            for i, hits in zip(plain, found):
+                answers[i].hits = hits
+        for i in (i for i in good if requests[i].facet is not None):  # label facets: each on its own
+            try:
+                answers[i].hits = self.search_with_facet(queries[i], requests[i].k, requests[i].facet)
+            except SemshareError as exc:  # an unknown label
+                queries[i] = exc
+        return [query if isinstance(query, SemshareError) else answer for query, answer in zip(queries, answers)]
+
+    def read_image(self, row: int) -> QueryReading | None:
         if self.manifest.weak_threshold < 0 or self.run.dataset is None:
             return None
         return self.run.read_image(row, self.manifest.weak_threshold)
@@ -349,14 +421,14 @@ class Index:
                  if position >= 0] for row_scores, row_positions, k in zip(scores, positions, ks)]
 
     def search_text(self, text: str, k: int = 10, facet: LabelFacet | None = None) -> list[SearchHit]:
-        return self.search(self.encode_text(text)[0], k, facet)
+        return self.query(QueryRequest(text=text, k=k, facet=facet)).hits
 
     def search_image(self, row: int, k: int = 10, facet: LabelFacet | None = None) -> list[SearchHit]:
         """Query with image `row` of the index's dataset."""
-        return self.search(self.encode_image_row(row), k, facet)
+        return self.query(QueryRequest(item_id=row, k=k, facet=facet)).hits
 
     def search_image_file(self, path: str | Path, k: int = 10, facet: LabelFacet | None = None) -> list[SearchHit]:
-        return self.search(self.encode_image_file(path), k, facet)
+        return self.query(QueryRequest(image_file=path, k=k, facet=facet)).hits
 
 
 def _read_ids(path: Path) -> np.ndarray:
@@ -389,4 +461,4 @@ def _read_items(path: Path) -> list[dict]:
 
 def load_index(index_dir: str | Path, data_dir: str | Path | None = None, search_params: dict | None = None) -> Index:
     """Open an index folder made by `semshare index build` (`data_dir` when the dataset moved since)."""
-    return Index(index_dir, search_params, data_dir)
+    return Index(index_dir, data_dir, search_params)

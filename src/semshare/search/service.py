@@ -22,8 +22,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
-from semshare.search.gallery import LabelFacet, item_record, search_response
-from semshare.search.run import MAX_QUERY_CHARS
+from semshare.search.gallery import LabelFacet, QueryRequest, item_record
+from semshare.training.finished_run import MAX_QUERY_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ class SearchRequest(BaseModel):
 
     def facet(self) -> LabelFacet | None:
         return LabelFacet(tuple(self.labels), self.label_match, self.label_boost) if self.labels else None
+
+    def query(self) -> QueryRequest:
+        """The request as the one query path takes it (search.gallery.Index.query_batch)."""
+        return QueryRequest(text=self.text, item_id=self.item_id, k=self.k, facet=self.facet())
 
     @model_validator(mode="after")
     def one_query(self):
@@ -81,7 +85,7 @@ class LabelOut(BaseModel):
 
 
 class ReadingOut(BaseModel):
-    """What the model read in the query (search.reading.QueryReading)."""
+    """What the model read in the query (evaluation.reading.QueryReading)."""
 
     labels: list[LabelOut] = Field(description="the labels read, most probable first (at most 5, each >= 0.1)")
     best_probability: float
@@ -116,7 +120,7 @@ class QueryBatcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semshare-queries")
         self.loop = None
 
-    async def submit(self, request: "SearchRequest") -> dict:
+    async def submit(self, request: QueryRequest):
         import asyncio
 
         loop = asyncio.get_running_loop()
@@ -146,39 +150,9 @@ class QueryBatcher:
                 if not future.done():
                     future.set_result(answer)
 
-    def answer(self, requests: list["SearchRequest"]) -> list[dict | SemshareError]:
-        """Each request's results (or the SemshareError that refuses it), the whole batch at once."""
-        searcher = self.searcher
-        queries: list = [None] * len(requests)
-        unknown: list = [[] for _ in requests]
-        texts = [i for i, r in enumerate(requests) if r.text is not None]
-        for i, (emb, words) in zip(texts, searcher.run.encode_text_batch([requests[i].text for i in texts])):
-            queries[i], unknown[i] = emb, words
-        images = [i for i, r in enumerate(requests) if r.text is None]
-        for i in images:
-            queries[i] = searcher.image_row_error(requests[i].item_id)
-        rows = [i for i in images if queries[i] is None]
-        if rows:  # one batch through the image side
-            for i, emb in zip(rows, searcher.run.encode_images(rows=[requests[i].item_id for i in rows])):
-                queries[i] = emb
-        good = [i for i, q in enumerate(queries) if not isinstance(q, SemshareError)]
-        answers: list = list(queries)
-        plain = [i for i in good if requests[i].facet() is None]  # one backend search for all of them
-        if plain:
-            hits = searcher.search_batch(np.stack([queries[i] for i in plain]), [requests[i].k for i in plain])
-            for i, found in zip(plain, hits):
-                answers[i] = {"hits": found, "unknown": unknown[i]}
-        for i in (i for i in good if requests[i].facet() is not None):  # label facets: each on its own
-            try:
-                answers[i] = {"hits": searcher.search(queries[i], requests[i].k, requests[i].facet()),
-                              "unknown": unknown[i]}
-            except SemshareError as exc:  # an unknown label
-                answers[i] = exc
-        for i in (i for i in good if isinstance(answers[i], dict)):  # what the model read in each query
-            request = requests[i]
-            answers[i]["reading"] = (searcher.read_text(request.text) if request.text is not None
-                                     else searcher.read_image(request.item_id))
-        return answers
+    def answer(self, requests: list[QueryRequest]) -> list:
+        """Each request's Answer (or the SemshareError that refuses it), the whole batch at once."""
+        return self.searcher.query_batch(requests)
 
 
 class BodySizeLimit:
@@ -345,7 +319,8 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     @app.post("/search", response_model=SearchResponse)
     async def search(request: SearchRequest):
         try:
-            answer = await batcher.submit(request)
+            query = request.query()
+            answer = await batcher.submit(query)
         except QueueFull:
             raise HTTPException(status_code=503, detail=f"{max_pending} queries are waiting; try again shortly",
                                 headers={"Retry-After": "1"}) from None
@@ -353,8 +328,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
             raise HTTPException(status_code=422, detail=without_paths(str(answer)))
         # plain JSON types already: a JSONResponse skips FastAPI's slower generic encoder (the response
         # model still documents the schema at /docs)
-        return JSONResponse(search_response(request.text, request.item_id, request.k, searcher.manifest.side,
-                                            answer["unknown"], answer["hits"], request.facet(), answer.get("reading")))
+        return JSONResponse(answer.as_dict(query, searcher.manifest.side))
 
     _add_item_routes(app, searcher, root)
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)

@@ -9,17 +9,63 @@ at any moment leaves a loadable `last` (or its `.old` copy, which `load` falls b
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import math
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from semshare.errors import SemshareError
-from semshare.fileio import read_json_object, safetensors_bytes, verify_files_manifest, write_files_manifest
+from semshare.names import BEST, LAST
+from semshare.fileio import (atomic_directory, published_folder, read_json_object, read_tensors, safetensors_bytes,
+                             verify_files_manifest, write_files_manifest)
 
 CHECKPOINT_FORMAT_VERSION = 1
+STATE_FILE = "state.json"
+
+
+@dataclass
+class TrainState:
+    """Where a run's training is: saved in every checkpoint (state.json) and returned by `fit`."""
+
+    step: int = 0
+    epoch: int = 0  # epochs finished
+    step_in_epoch: int = 0
+    best_metric: float | None = -math.inf  # the best validation score so far (None: a closed-form fit)
+    best_epoch: int = -1  # the epoch of `best` (0: a closed-form fit; -1: no validation yet)
+    validations_without_improvement: int = 0
+    stopped_early: bool = False
+
+    @classmethod
+    def from_record(cls, record: dict) -> "TrainState":
+        """The state a checkpoint's state.json (or a closed-form fit's) holds; other keys (RNG) are left out."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+    def as_record(self) -> dict:
+        return asdict(self)
+
+
+class Checkpointer:
+    """Owns the checkpoint policy of a run folder: `last` (with the optimizer: a resume continues exactly)
+    after every epoch and when training stops, `best` when validation improves, and `best` = the last
+    weights when training stopped before any validation. Only the main process writes."""
+
+    def __init__(self, run_dir: Path, model: torch.nn.Module, optimizer, metadata: dict | None, writes: bool = True):
+        self.run_dir, self.model, self.optimizer, self.metadata, self.writes = Path(run_dir), model, optimizer, metadata, writes
+
+    def save_last(self, state: TrainState) -> None:
+        if self.writes:
+            save_checkpoint(self.run_dir / LAST, self.model, self.optimizer, state.as_record(), self.metadata)
+
+    def save_best(self, state: TrainState) -> None:
+        if self.writes:
+            save_checkpoint(self.run_dir / BEST, self.model, None, state.as_record(), self.metadata)
+
+    def finish(self, state: TrainState) -> None:
+        if self.writes and not checkpoint_exists(self.run_dir / BEST):
+            # stopped before any validation (max_steps inside the first epoch): the last weights stand in
+            self.save_best(state)
 
 
 def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -49,52 +95,39 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], structure: dict) -> d
 
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     state: dict, metadata: dict | None = None) -> None:
-    """Write a checkpoint folder atomically (complete new folder, then swap). `metadata` (JSON-able: the
-    resolved config and model spec) goes into the weights file's own header, so the weights explain
-    themselves even apart from their run folder."""
-    folder = Path(folder)
-    partial = folder.with_name(f".{folder.name}.partial")
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {key: json.dumps(value) for key, value in (metadata or {}).items()}
-    (partial / "model.safetensors").write_bytes(safetensors_bytes(weights, header or None))
-    if optimizer is not None:
-        tensors, structure = _optimizer_to_flat(optimizer)
-        (partial / "optimizer.safetensors").write_bytes(safetensors_bytes(tensors))
-        (partial / "optimizer.json").write_text(json.dumps(structure))
-    full_state = dict(state, format_version=CHECKPOINT_FORMAT_VERSION)
-    full_state["torch_rng_state"] = torch.get_rng_state().tolist()
-    (partial / "state.json").write_text(json.dumps(full_state))
-    write_files_manifest(partial)
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(partial, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write a checkpoint folder atomically (fileio.atomic_directory: a complete new folder, then swapped in).
+    `metadata` (JSON-able: the resolved config and model spec) goes into the weights file's own header, so
+    the weights explain themselves even apart from their run folder."""
+    with atomic_directory(folder, overwrite=True) as partial:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        header = {key: json.dumps(value) for key, value in (metadata or {}).items()}
+        (partial / "model.safetensors").write_bytes(safetensors_bytes(weights, header or None))
+        if optimizer is not None:
+            tensors, structure = _optimizer_to_flat(optimizer)
+            (partial / "optimizer.safetensors").write_bytes(safetensors_bytes(tensors))
+            (partial / "optimizer.json").write_text(json.dumps(structure))
+        full_state = dict(state, format_version=CHECKPOINT_FORMAT_VERSION)
+        full_state["torch_rng_state"] = torch.get_rng_state().tolist()
+        (partial / STATE_FILE).write_text(json.dumps(full_state))
+        write_files_manifest(partial)
 
 
 def checkpoint_exists(folder: str | Path) -> bool:
-    folder = Path(folder)
-    return (folder / "state.json").exists() or (folder.with_name(f".{folder.name}.old") / "state.json").exists()
+    return published_folder(folder, STATE_FILE) is not None
 
 
 def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     restore_rng: bool = False) -> dict:
     """Load weights (and optimizer) in place; returns the saved state dict."""
-    folder = Path(folder)
-    if not (folder / "state.json").exists():
-        fallback = folder.with_name(f".{folder.name}.old")
-        if (fallback / "state.json").exists():
-            folder = fallback  # a crash between the two renames of save_checkpoint
-        else:
-            raise SemshareError(f"{folder}: no checkpoint here (state.json missing)")
+    found = published_folder(folder, STATE_FILE)  # or its old version: a crash between atomic_directory's renames
+    if found is None:
+        raise SemshareError(f"{folder}: no checkpoint here (state.json missing)")
+    folder = found
     verify_files_manifest(folder, "checkpoint")
     state = read_json_object(folder / "state.json", "the checkpoint state (step, epoch, RNG)")
     if state.get("format_version", 0) > CHECKPOINT_FORMAT_VERSION:
         raise SemshareError(f"{folder}: checkpoint format {state['format_version']} is newer than this semshare")
-    weights = _read_tensors(folder / "model.safetensors", "the model weights")
+    weights = read_tensors(folder / "model.safetensors", "the model weights")
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:  # a tensor of another shape: the config or model spec is not the weights'
@@ -107,7 +140,7 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     if optimizer is not None:
         structure = read_json_object(folder / "optimizer.json", "the optimizer structure")
         try:
-            saved = _optimizer_from_flat(_read_tensors(folder / "optimizer.safetensors", "the optimizer state"), structure)
+            saved = _optimizer_from_flat(read_tensors(folder / "optimizer.safetensors", "the optimizer state"), structure)
             for saved_group, group in zip(saved["param_groups"], optimizer.param_groups):
                 for flag in ("fused", "foreach"):  # how this torch runs a step, not state to restore
                     if flag in group:
@@ -130,13 +163,3 @@ def read_checkpoint_metadata(folder: str | Path) -> dict:
     return {key: json.loads(value) for key, value in header.items()}
 
 
-def _read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-
-    if not path.is_file():
-        raise SemshareError(f"{path}: file: expected {what} (safetensors), found no such file")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise SemshareError(f"{path}: safetensors: expected {what}, found an unreadable file "
-                            f"({str(exc).splitlines()[0][:120]}: truncated or not a safetensors file?)") from None

@@ -24,15 +24,17 @@ from semshare.data.pooled import pooled_image_features, pooled_text_features
 from semshare.data.text import Vocabulary
 from semshare.errors import SemshareError
 from semshare.evaluation.protocols import EmbeddingTable
-from semshare.fileio import (atomic_write_bytes, atomic_write_json, read_json_object, safetensors_bytes,
+from semshare.fileio import (atomic_directory, atomic_write_json, read_json_object, read_tensors, safetensors_bytes,
                              verify_files_manifest, write_files_manifest)
 from semshare.methods.base import WORD_VECTORS, FitContext, LinearEncoder, ModelSpec, PairedFeatures
-from semshare.training.checkpoint import CHECKPOINT_FORMAT_VERSION, _read_tensors
+from semshare.training.checkpoint import CHECKPOINT_FORMAT_VERSION, STATE_FILE, TrainState
 from semshare.training.inputs import (build_method, build_vocabulary, build_word_vectors, fit_method_inputs, load_fitted_inputs,
                                       load_vocabulary, open_segments, save_fitted_inputs, save_text_inputs,
                                       training_texts)
+from semshare.names import BEST
+from semshare.training.finished_run import LABEL_RANKING, RankingStage, Run, RunCapabilities
 from semshare.training.recipes import ExperimentConfig
-from semshare.training.run_folder import read_split_rows, require_dataset, save_run_description
+from semshare.training.run_folder import read_run_config, read_split_rows, save_run_description
 
 ENCODER_FILE = "model.safetensors"
 
@@ -47,7 +49,7 @@ class FeatureSpace:
     vocab: Vocabulary | None = None
     word_vectors: np.ndarray | None = None
     item_vectors: np.ndarray | None = None  # one vector per global text item (MiniLM sentence vectors)
-    deep_run: object | None = None  # a trained PreparedRun whose pooled features are the inputs
+    deep_run: object | None = None  # a trained TrainedRun whose pooled features are the inputs
 
     def image(self, dataset: Dataset, rows: np.ndarray) -> np.ndarray:
         if self.deep_run is not None:
@@ -109,9 +111,10 @@ def paired_features(space: FeatureSpace, dataset: Dataset, rows: np.ndarray) -> 
     return PairedFeatures(space.image(dataset, rows), space.text(dataset, items), labels[rows], labels[items.rows], first)
 
 
-@dataclass
-class ClosedFormRun:
-    """A fitted closed-form method: the same questions as a PreparedRun answers, on pooled features."""
+@dataclass(repr=False)  # Run's repr: the folder, method and inputs
+class ClosedFormRun(Run):
+    """A fitted closed-form method: the finished run's questions answered on pooled features (no label
+    classifier, no extractor path for new image files, no token states)."""
 
     cfg: ExperimentConfig
     dataset: Dataset | None  # None: loaded without its data (it encodes queries; embedding rows needs the data)
@@ -120,11 +123,14 @@ class ClosedFormRun:
     train_rows: np.ndarray
     val_rows: np.ndarray
     run_dir: Path | None = None  # the folder it was loaded from
-    checkpoint: str = "best"
+    checkpoint: str = BEST
+    ranking_stage: RankingStage = LABEL_RANKING
+    num_labels: int | None = None
 
-    pairwise_scoring = False
-    reads_token_states = False  # free text is pooled over the run's vocabulary
-    reads_image_features = False  # pooled features of dataset rows only: no extractor path for new files
+    @property
+    def capabilities(self) -> RunCapabilities:
+        return RunCapabilities(free_text=self.space.text_source in ("bow", "word-vectors"), token_states=False,
+                               image_files=False, label_classifier=False, pairwise_scoring=False)
 
     @property
     def text_source(self) -> str:
@@ -134,14 +140,8 @@ class ClosedFormRun:
     def vocab(self) -> Vocabulary | None:
         return self.space.vocab
 
-    @property
-    def accepts_text(self) -> bool:
-        return self.space.text_source in ("bow", "word-vectors")
-
-    def embed(self, rows: np.ndarray, sides: tuple[str, ...] = ("image", "text"), device="cpu",
-              batch_size: int = 256) -> tuple[EmbeddingTable, EmbeddingTable]:
-        require_dataset(self)
-        rows = np.asarray(rows, dtype=np.int64)
+    def embed_label_space(self, rows: np.ndarray, sides: tuple[str, ...], device="cpu",
+                          batch_size: int = 256) -> tuple[EmbeddingTable, EmbeddingTable]:
         empty = EmbeddingTable(np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
         img = txt = empty
         if "image" in sides:
@@ -151,27 +151,16 @@ class ClosedFormRun:
             txt = EmbeddingTable(items.item_ids, self.encoder.transform_text(self.space.text(self.dataset, items)))
         return img, txt
 
-    def encode_word_queries(self, texts: Sequence[list[str]]) -> np.ndarray:
+    def encode_word_batch(self, texts: Sequence[list[str]], with_labels: bool = False) -> tuple[np.ndarray, None]:
         """(N, D) raw embeddings of tokenised free texts, each pooled and projected on its own."""
         out = []
         for known in texts:
             items = TextItems(rows=np.zeros(1, dtype=np.int64), item_ids=np.zeros(1, dtype=np.int64), texts=[known])
             out.append(self.encoder.transform_text(self.space.text(self.dataset, items))[0])
-        return np.stack(out) if out else np.zeros((0, 0))
-
-    def encode_segment_queries(self, *arrays) -> np.ndarray:
-        raise SemshareError("this run was fitted in closed form on pooled features; it reads no token states")
-
-    def predict_word_queries(self, *arrays) -> np.ndarray:
-        raise SemshareError(f"{self.cfg.name} was fitted in closed form: it has no label classifier to read a query with")
-
-    predict_segment_queries = predict_rows = predict_word_queries
-
-    def encode_image_queries(self, *arrays) -> np.ndarray:
-        raise SemshareError("image files need a trained run; this run was fitted in closed form")
+        return (np.stack(out) if out else np.zeros((0, 0))), None
 
 
-def fit_closed_form_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: Path, deep_run=None) -> dict:
+def fit_closed_form_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: Path, deep_run=None) -> TrainState:
     """Fit the method on the whole train split (ridge selects on val) and write the run folder.
     `deep_run`: the trained run whose pooled features are the inputs (`text.deep_features_run`)."""
     train_rows, val_rows = dataset.split("train"), dataset.split("val")
@@ -194,38 +183,37 @@ def fit_closed_form_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: Path, 
         save_fitted_inputs(run_dir, fitted)
     save_run_description(run_dir, cfg, spec, dataset, train_rows, val_rows)
     state = {"step": 0, "epoch": 0, "best_epoch": 0, "best_metric": None, "format_version": CHECKPOINT_FORMAT_VERSION}
-    best = run_dir / "best"
-    best.mkdir(exist_ok=True)
     metadata = {"config": json.dumps(to_dict(cfg)), "model_spec": json.dumps(to_dict(spec))}
-    atomic_write_bytes(best / ENCODER_FILE, safetensors_bytes(encoder.to_tensors(), metadata))
-    atomic_write_json(best / "state.json", state)
-    write_files_manifest(best)
-    return state
+    with atomic_directory(run_dir / BEST, overwrite=True) as best:  # the one fit, as a trained run's best/
+        (best / ENCODER_FILE).write_bytes(safetensors_bytes(encoder.to_tensors(), metadata))
+        atomic_write_json(best / STATE_FILE, state)
+        write_files_manifest(best)
+    return TrainState.from_record(state)
 
 
 def closed_form_fit_complete(run_dir: Path) -> bool:
     """The fit finished: its encoder and state are in best/ and match best/files.json."""
-    best = run_dir / "best"
-    if not ((best / ENCODER_FILE).exists() and (best / "state.json").exists()):
+    best = run_dir / BEST
+    if not ((best / ENCODER_FILE).exists() and (best / STATE_FILE).exists()):
         return False
     verify_files_manifest(best, "checkpoint")
     return True
 
 
-def read_fit_state(run_dir: Path) -> dict:
-    return read_json_object(run_dir / "best" / "state.json", "the state of the finished fit")
+def read_fit_state(run_dir: Path) -> TrainState:
+    return TrainState.from_record(read_json_object(run_dir / BEST / STATE_FILE, "the state of the finished fit"))
 
 
 def load_closed_form_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset | None, deep_run=None) -> ClosedFormRun:
-    weights = run_dir / "best" / ENCODER_FILE
+    weights = run_dir / BEST / ENCODER_FILE
     if not weights.exists():
         raise SemshareError(f"{weights}: no such file; the closed-form fit did not finish (rerun `semshare train`)")
-    verify_files_manifest(run_dir / "best", "checkpoint")
+    verify_files_manifest(run_dir / BEST, "checkpoint")
     fitted = load_fitted_inputs(run_dir)
     train_rows, val_rows = read_split_rows(run_dir, dataset.num_items if dataset is not None else None)
     # a pooled-words run must bring its own vocabulary: one rebuilt from the data now may not be the fitted one
     vocab = load_vocabulary(run_dir, required=deep_run is None and cfg.inputs.text == "words"
                             and (dataset is None or dataset.has_captions))
     space = feature_space(cfg, dataset, train_rows, vocab, fitted.get(WORD_VECTORS), deep_run)
-    return ClosedFormRun(cfg, dataset, space, LinearEncoder.from_tensors(_read_tensors(weights, "the fitted encoder")),
-                         train_rows, val_rows, run_dir)
+    return ClosedFormRun(cfg, dataset, space, LinearEncoder.from_tensors(read_tensors(weights, "the fitted encoder")),
+                         train_rows, val_rows, run_dir, num_labels=int(read_run_config(run_dir)[1].num_labels))

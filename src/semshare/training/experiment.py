@@ -2,8 +2,8 @@
 
 An experiment = a resolved config (training/recipes.py) + inputs prepared from the training split
 (training/inputs.py) + a run folder (training/run_folder.py). `train_experiment` prepares a run and fits
-it (the one loop, or one closed-form fit); `load_run` rebuilds a finished run from its folder. Both take
-the opened Dataset; both build the method the same way, from its config, sizes and fitted inputs.
+it (the one loop, or one closed-form fit); `load_run` (the one loader) rebuilds a finished run from its folder. Both
+take the opened Dataset; both build the method the same way, from its config, sizes and fitted inputs.
 """
 
 from __future__ import annotations
@@ -24,23 +24,24 @@ from semshare.data.text import Vocabulary
 from semshare.errors import ConfigError, SemshareError
 from semshare.fileio import folder_lock, remove_stale_temporaries
 from semshare.training.checkpoint import checkpoint_exists, load_checkpoint
-from semshare.training.closed_form import (ClosedFormRun, closed_form_fit_complete, fit_closed_form_run,
+from semshare.training.closed_form import (closed_form_fit_complete, fit_closed_form_run,
                                           load_closed_form_run, read_fit_state)
 from semshare.training.inputs import (VOCAB_FILE, build_method, load_fitted_inputs, load_segment_targets,
                                       load_vocabulary, open_segments, prepare_trained_inputs, save_fitted_inputs,
                                       save_text_inputs, training_rows)
-from semshare.training.instance_head import with_instance_head
+from semshare.names import BEST, CHECKPOINTS, LAST, RANKINGS
+from semshare.training.finished_run import Run
+from semshare.training.instance_head import instance_ranking
 from semshare.training.loop import DistributedContext, fit
 from semshare.training.recipes import ExperimentConfig, unsupported_inputs
 from semshare.training.run_folder import (check_existing_run, check_same_spec, read_run_config, read_split_rows,
                                           recorded_data_dir, save_run_description, update_run_description)
-from semshare.training.trained_run import PreparedRun, validation_function
+from semshare.training.trained_run import TrainedRun, validation_function
 
-LoadedRun = PreparedRun | ClosedFormRun
 logger = logging.getLogger(__name__)
 
 
-def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, write: bool = True) -> PreparedRun:
+def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, write: bool = True) -> TrainedRun:
     """Build vocabulary, word vectors, region targets, fitted inputs and the model from the training split;
     save them (`write=False`, for a resume: check they equal the run's saved ones instead)."""
     run_dir = Path(run_dir)
@@ -56,7 +57,7 @@ def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, wr
     inputs = prepare_trained_inputs(dataset, cfg, train_rows)
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg, inputs.spec, inputs.fitted)
-    prepared = PreparedRun(cfg, dataset, model, inputs.vocab, train_rows, val_rows, inputs.region_targets,
+    prepared = TrainedRun(cfg, dataset, model, inputs.vocab, train_rows, val_rows, inputs.region_targets,
                            inputs.text_segments, inputs.segment_targets)
     if not write:
         check_same_spec(run_dir, inputs.spec)
@@ -79,11 +80,11 @@ def _check_same_vocabulary(run_dir: Path, vocab: Vocabulary | None) -> None:
             raise SemshareError(f"{run_dir / VOCAB_FILE}: tokens: the training captions now give another vocabulary")
 
 
-def _deep_features_run(cfg: ExperimentConfig, dataset: Dataset) -> PreparedRun | None:
+def _deep_features_run(cfg: ExperimentConfig, dataset: Dataset) -> TrainedRun | None:
     """The trained run whose pooled features a closed-form method is fitted on (`text.deep_features_run`)."""
     if not cfg.text.deep_features_run:
         return None
-    return load_run(cfg.text.deep_features_run, dataset)
+    return load_run(cfg.text.deep_features_run, dataset, ranking="label")
 
 
 @contextmanager
@@ -96,26 +97,32 @@ def _removed_on_error(run_dir: Path, made_here: bool):
         raise
 
 
-RANKINGS = ("combined", "label")
+def load_run(run_dir: str | Path, data: Dataset | str | Path | None = None, checkpoint: str = BEST,
+             ranking: str = "combined") -> Run:
+    """The one loader of a finished run folder (config.yaml, model_spec.json, safetensors weights: nothing is
+    unpickled): a Run (training/finished_run.py), trained or fitted in closed form.
 
-
-def load_run(run_dir: str | Path, dataset: Dataset | None, checkpoint: str = "best", ranking: str = "combined") -> LoadedRun:
-    """Rebuild a finished run from its folder: a PreparedRun (trained methods) or a ClosedFormRun; both
-    answer the same questions (embed, encode queries, vocab, accepts_text).
-
-    `dataset` None: the run on its own (its data is gone or elsewhere). What the run folder holds is enough to
-    encode free text (config, vocabulary, word vectors, weights); what reads the data (embedding its rows, a
-    run on MiniLM token states, a deep-features run) says it needs the dataset.
-
-    `ranking`: "combined" uses the run's instance head (RUN/instance/, training/instance_head.py) when it has
-    one; "label" the label space alone."""
+    `data`: the dataset, opened or as a folder; default the folder the run recorded (splits.json). When that
+    folder is gone, the run loads on its own: its folder is enough to encode free text (config, vocabulary,
+    word vectors, weights); what reads the data (its rows, a run on MiniLM token states, a deep-features run)
+    says it needs the dataset. `ranking`: "combined" (default) holds the run's instance head as its ranking
+    stage when it has one (`semshare fit-instance`), "label" ranks by the label space alone."""
     if ranking not in RANKINGS:
         raise SemshareError(f"ranking: expected one of {', '.join(RANKINGS)}, found {ranking!r}")
-    run = _load_base_run(Path(run_dir), dataset, checkpoint)
-    return with_instance_head(run, run_dir) if ranking == "combined" else run
+    if checkpoint not in CHECKPOINTS:
+        raise SemshareError(f"checkpoint: expected one of {', '.join(CHECKPOINTS)}, found {checkpoint!r}")
+    run_dir = Path(run_dir)
+    if data is None:
+        data = recorded_data_dir(run_dir)
+        if not Path(data).is_dir():
+            logger.info("%s: its dataset %s is not there; loading the run on its own", run_dir, data)
+            data = None
+    dataset = data if data is None or isinstance(data, Dataset) else open_dataset(data, check_values=False)
+    run = _load_base_run(run_dir, dataset, checkpoint)
+    return run.ranked_by(instance_ranking(run_dir)) if ranking == "combined" else run
 
 
-def _load_base_run(run_dir: Path, dataset: Dataset | None, checkpoint: str) -> LoadedRun:
+def _load_base_run(run_dir: Path, dataset: Dataset | None, checkpoint: str) -> Run:
     cfg, spec = read_run_config(run_dir)
     if dataset is None:
         detached_problem = _needs_its_dataset(cfg)
@@ -126,7 +133,7 @@ def _load_base_run(run_dir: Path, dataset: Dataset | None, checkpoint: str) -> L
         raise SemshareError(f"{dataset.root}: {dataset.num_labels} labels, but the run was trained on {spec.num_labels}")
     num_items = dataset.num_items if dataset is not None else None
     if cfg.method_class.closed_form:
-        if checkpoint != "best":
+        if checkpoint != BEST:
             raise SemshareError(f"{run_dir}: a closed-form run has one fit, in best/; there is no {checkpoint!r} checkpoint")
         return load_closed_form_run(run_dir, cfg, dataset, _deep_features_run(cfg, dataset) if dataset else None)
     text_segments, segment_targets = None, None
@@ -138,8 +145,8 @@ def _load_base_run(run_dir: Path, dataset: Dataset | None, checkpoint: str) -> L
     model.eval()
     train_rows, val_rows = read_split_rows(run_dir, num_items)
     vocab = load_vocabulary(run_dir, required=cfg.inputs.text == "words")
-    return PreparedRun(cfg, dataset, model, vocab, train_rows, val_rows, None, text_segments, segment_targets, run_dir,
-                       checkpoint, spec.num_labels)
+    return TrainedRun(cfg, dataset, model, vocab, train_rows, val_rows, None, text_segments, segment_targets, run_dir,
+                      checkpoint, spec.num_labels)
 
 
 def _needs_its_dataset(cfg: ExperimentConfig) -> str:
@@ -149,19 +156,6 @@ def _needs_its_dataset(cfg: ExperimentConfig) -> str:
     if cfg.text.deep_features_run:
         return "it is fitted on the features of another run of its dataset"
     return ""
-
-
-def load_run_from_folder(run_dir: str | Path, data_dir: str | Path | None = None, checkpoint: str = "best",
-                         ranking: str = "combined") -> LoadedRun:
-    """load_run with the dataset folder opened here (shapes checked, no value scan: it was checked in training);
-    `data_dir` defaults to the folder the run recorded (splits.json). When that folder is gone (and none is
-    given), the run is loaded on its own: it encodes text; what needs the data says so."""
-    if data_dir is None:
-        data_dir = recorded_data_dir(run_dir)
-        if not Path(data_dir).is_dir():
-            logger.info("%s: its dataset %s is not there; loading the run on its own", run_dir, data_dir)
-            return load_run(run_dir, None, checkpoint, ranking)
-    return load_run(run_dir, open_dataset(data_dir, check_values=False), checkpoint, ranking)
 
 
 def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False,
@@ -189,7 +183,7 @@ def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Pat
                 if existing and closed_form_fit_complete(run_dir):
                     return read_fit_state(run_dir)
                 return fit_closed_form_run(dataset, cfg, run_dir, _deep_features_run(cfg, dataset))
-            resuming = existing and checkpoint_exists(run_dir / "last")
+            resuming = existing and checkpoint_exists(run_dir / LAST)
             run = prepare_run(dataset, cfg, run_dir, write=not resuming)  # checks the batch size first
             if existing:  # the run's description says what it now continues with (checked above)
                 update_run_description(run_dir, cfg, dataset, allow_change)

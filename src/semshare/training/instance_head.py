@@ -43,8 +43,9 @@ from semshare.errors import SemshareError
 from semshare.evaluation.protocols import EmbeddingTable, evaluate_tables, ProtocolConfig
 from semshare.evaluation.retrieval import MetricSpec
 from semshare.training.inputs import open_segments
-from semshare.fileio import atomic_directory, atomic_write_json, read_json_object, safetensors_bytes, \
-    verify_files_manifest, write_files_manifest
+from semshare.fileio import (atomic_directory, atomic_write_json, read_json_object, read_tensors, safetensors_bytes,
+                             verify_files_manifest, write_files_manifest)
+from semshare.names import SELECTION_METRIC
 
 logger = logging.getLogger(__name__)
 INSTANCE_DIR = "instance"
@@ -116,7 +117,7 @@ def text_features_of_items(run, items) -> np.ndarray:
     if kind == "bow":
         return bag_of_words(run.vocab, items.texts)
     if kind == "sentence":
-        store = getattr(run, "text_segments", None)
+        store = run.text_segments if run.capabilities.token_states else None
         if store is None:  # a closed-form run on sentence vectors keeps no store of its own
             store = open_segments(run.dataset, run.cfg.text)
         return np.asarray(store.sentence[np.asarray(items.item_ids)], dtype=np.float32)
@@ -200,38 +201,36 @@ def combine(label_emb: np.ndarray, instance_emb: np.ndarray, weight: float) -> n
     return joined / np.sqrt(1.0 + weight)
 
 
-class InstanceRankedRun:
-    """A loaded run whose embeddings carry the instance head: every question a run answers, the embeddings
-    combined (`combine`); anything else is the base run's."""
+class InstanceRanking:
+    """The ranking stage of a run with its instance head: every label-space embedding (rows and queries)
+    joined with the head's embedding of the same item (`combine`). The run holds it (`run.ranking_stage`)."""
 
-    def __init__(self, base, head: InstanceHead, weight: float, image_features: str = "regions"):
-        self.base, self.head, self.weight, self.image_features = base, head, weight, image_features
+    name = "combined"
+    reads_global_feature = True  # an image file's global feature goes to the head beside its regions
 
-    def __getattr__(self, name):
-        return getattr(self.base, name)
+    def __init__(self, head: InstanceHead, weight: float, image_features: str = "regions"):
+        self.head, self.weight, self.image_features = head, weight, image_features
 
-    def embed(self, rows, sides=("image", "text"), device="cpu", batch_size: int = 256):
-        img, txt = self.base.embed(rows, sides=sides, device=device, batch_size=batch_size)
+    def rows(self, run, rows, img: EmbeddingTable, txt: EmbeddingTable, sides: tuple[str, ...]):
         if "image" in sides:
-            inst = self.head.encode_image(image_features_of_rows(self.base.dataset, img.ids, self.image_features))
+            inst = self.head.encode_image(image_features_of_rows(run.dataset, img.ids, self.image_features))
             img = EmbeddingTable(img.ids, combine(img.emb, inst, self.weight))
         if "text" in sides:
-            items = self.base.dataset.text_items(np.asarray(rows, dtype=np.int64), self.base.text_source)
-            inst = self.head.encode_text(text_features_of_items(self.base, items))
+            items = run.dataset.text_items(np.asarray(rows, dtype=np.int64), run.text_source)
+            inst = self.head.encode_text(text_features_of_items(run, items))
             txt = EmbeddingTable(txt.ids, combine(txt.emb, inst, self.weight))
         return img, txt
 
-    def encode_word_queries(self, texts):
-        inst = self.head.encode_text(bag_of_words(self.base.vocab, list(texts)))
-        return combine(self.base.encode_word_queries(texts), inst, self.weight)
+    def word_queries(self, run, texts: list[list[str]], emb: np.ndarray) -> np.ndarray:
+        return combine(emb, self.head.encode_text(bag_of_words(run.vocab, list(texts))), self.weight)
 
-    def encode_segment_queries(self, states, real, word_pieces, sentence):
-        inst = self.head.encode_text(np.asarray(sentence, dtype=np.float32).reshape(len(states), -1))
-        return combine(self.base.encode_segment_queries(states, real, word_pieces, sentence), inst, self.weight)
+    def segment_queries(self, sentence: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        inst = self.head.encode_text(np.asarray(sentence, dtype=np.float32).reshape(len(emb), -1))
+        return combine(emb, inst, self.weight)
 
-    def encode_image_queries(self, regions, boxes, mask, global_features=None):
+    def image_queries(self, regions, mask, global_features, emb: np.ndarray) -> np.ndarray:
         inst = self.head.encode_image(image_features_of_queries(self.image_features, regions, mask, global_features))
-        return combine(self.base.encode_image_queries(regions, boxes, mask), inst, self.weight)
+        return combine(emb, inst, self.weight)
 
 
 # ---- fit, choose w, save, load ---------------------------------------------------------------------------
@@ -239,7 +238,7 @@ class InstanceRankedRun:
 def fit_instance_head(run, run_dir: str | Path, cfg: InstanceConfig = InstanceConfig(), overwrite: bool = False) -> dict:
     """Train the head on the run's training rows, choose w on its validation rows, write RUN/instance/;
     returns instance.json's record."""
-    if getattr(run, "pairwise_scoring", False):
+    if run.pairwise_scoring:
         raise SemshareError(f"{run_dir}: a pair-scoring run ranks by its own scorer; it has no embedding to combine")
     if run.dataset is None:
         raise SemshareError(f"{run_dir}: fitting the instance head reads the run's dataset; give --data")
@@ -263,7 +262,7 @@ def fit_instance_head(run, run_dir: str | Path, cfg: InstanceConfig = InstanceCo
         tables[weight] = evaluate_tables(dataset, *combined, ProtocolConfig(text_source=run.text_source), SELECT,
                                          rows=val_rows)[0]
     base = tables[0.0]
-    allowed = [w for w in cfg.weights if tables[w]["ave/NDCG@500"] >= base["ave/NDCG@500"] - cfg.tolerance
+    allowed = [w for w in cfg.weights if tables[w][SELECTION_METRIC] >= base[SELECTION_METRIC] - cfg.tolerance
                and tables[w]["ave/mAP@all"] >= base["ave/mAP@all"] - cfg.tolerance]
     chosen = max(allowed, key=lambda w: (tables[w]["ave/R@10"], -w)) if allowed else 0.0
     record = {"config": asdict(cfg), "weight": float(chosen), "text_features": text_kind(run), "image_features": kind,
@@ -273,8 +272,8 @@ def fit_instance_head(run, run_dir: str | Path, cfg: InstanceConfig = InstanceCo
         atomic_write_json(tmp / "instance.json", record)
         write_files_manifest(tmp)
     logger.info("instance head: w = %s (validation Ave R@10 %.4f -> %.4f, NDCG@500 %.4f -> %.4f)", chosen,
-                base["ave/R@10"], tables.get(chosen, base)["ave/R@10"], base["ave/NDCG@500"],
-                tables.get(chosen, base)["ave/NDCG@500"])
+                base["ave/R@10"], tables.get(chosen, base)["ave/R@10"], base[SELECTION_METRIC],
+                tables.get(chosen, base)[SELECTION_METRIC])
     return record
 
 
@@ -282,16 +281,11 @@ def has_instance_head(run_dir: str | Path) -> bool:
     return (Path(run_dir) / INSTANCE_DIR / "instance.json").exists()
 
 
-def ranking_of(run) -> str:
-    """"combined" for a loaded run with its instance head, "label" for the label space alone."""
-    return "combined" if isinstance(run, InstanceRankedRun) else "label"
-
-
-def with_instance_head(run, run_dir: str | Path):
-    """The run with its instance head (RUN/instance/) when it has one and w > 0, else the run itself."""
+def instance_ranking(run_dir: str | Path):
+    """The run's instance-head ranking stage (RUN/instance/) when it has one with w > 0, else None."""
     folder = Path(run_dir) / INSTANCE_DIR
     if not has_instance_head(run_dir):
-        return run
+        return None
     verify_files_manifest(folder, "instance head")
     record = read_json_object(folder / "instance.json", "the instance head's record")
     cfg = from_dict(InstanceConfig, {**record.get("config", {}), "weights": tuple(record.get("config", {}).get("weights", ()))})
@@ -299,10 +293,8 @@ def with_instance_head(run, run_dir: str | Path):
     if not isinstance(weight, (int, float)) or weight < 0:
         raise SemshareError(f"{folder / 'instance.json'}: weight: expected a number >= 0, found {weight!r}")
     if weight == 0:
-        return run
-    from safetensors.torch import load_file
-
-    state = load_file(str(folder / "head.safetensors"))
+        return None
+    state = read_tensors(folder / "head.safetensors", "the instance head's weights")
     head = InstanceHead(state["image.weight"].shape[1], state["text.weight"].shape[1], cfg.dim)
     head.load_state_dict(state)
     head.eval()
@@ -310,7 +302,7 @@ def with_instance_head(run, run_dir: str | Path):
     if kind not in ("regions", "global", "regions+global"):
         raise SemshareError(f"{folder / 'instance.json'}: image_features: expected regions, global or regions+global, "
                             f"found {kind!r}")
-    return InstanceRankedRun(run, head, float(weight), kind)
+    return InstanceRanking(head, float(weight), kind)
 
 
 def read_instance_record(run_dir: str | Path) -> dict:

@@ -22,7 +22,10 @@ from torch import nn
 
 from semshare.fileio import atomic_file, atomic_write_text
 from semshare.progress import logs_through, progress_bar
-from semshare.training.checkpoint import checkpoint_exists, load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from semshare.names import LAST
+from semshare.training.checkpoint import (Checkpointer, TrainState, checkpoint_exists, load_checkpoint,
+                                         read_checkpoint_metadata)
+from semshare.names import SELECTION_METRIC
 
 logger = logging.getLogger(__name__)
 
@@ -295,39 +298,55 @@ def read_losses(losses: dict, grad_norm: torch.Tensor, step: int) -> tuple[dict[
     return values, norm
 
 
-def log_step(log: MetricsLog, progress, losses: dict, grad_norm: torch.Tensor, state: dict, epoch: int, lr: float,
-             items_per_s: float) -> None:
+def log_step(log: MetricsLog, progress, losses: dict, grad_norm: torch.Tensor, state: TrainState, epoch: int,
+             lr: float, items_per_s: float) -> None:
     """Write one metrics record (and the bar's postfix)."""
-    values, norm = read_losses(losses, grad_norm, state["step"])
+    values, norm = read_losses(losses, grad_norm, state.step)
     progress.set_postfix(loss=f"{values['loss']:.4f}", items_s=f"{items_per_s:.0f}", epoch=epoch + 1)  # as the log
-    log.write({"step": state["step"], "epoch": epoch, "lr": lr, "grad_norm": norm, "items_per_s": items_per_s,
+    log.write({"step": state.step, "epoch": epoch, "lr": lr, "grad_norm": norm, "items_per_s": items_per_s,
                **{f"train/{k}": v for k, v in values.items()}})
 
 
-def end_epoch(model: nn.Module, state: dict, validate: Callable[[nn.Module], dict[str, float]], cfg: TrainConfig,
-              selection_metric: str, save: Callable[[str], None], log: MetricsLog, summary: str = ":") -> None:
+@dataclass
+class EpochRunner:
+    """What the epochs of one `fit` share: the model and its batches, validation and its metric, the loop's
+    optimizer and schedule, the log, the bar and the checkpointer."""
+
+    model: nn.Module
+    batches: object
+    validate: Callable[[nn.Module], dict[str, float]]
+    cfg: TrainConfig
+    loop: LoopSetup
+    log: MetricsLog
+    progress: object
+    checkpoints: Checkpointer
+    context: DistributedContext
+    selection_metric: str = SELECTION_METRIC
+
+
+def end_epoch(runner: EpochRunner, state: TrainState, summary: str = ":") -> None:
     """Validate, select `best` on the validation split, count towards early stopping; one log line says how
     the epoch went (`summary`: its training loss and speed), the line a log file gets instead of a bar."""
-    state["epoch"] += 1
-    state["step_in_epoch"] = 0
-    model.eval()
-    metrics = validate(model)
-    score = metrics[selection_metric]
-    if score > state["best_metric"]:
-        state.update(best_metric=score, best_epoch=state["epoch"], validations_without_improvement=0)
-        save("best")
+    state.epoch += 1
+    state.step_in_epoch = 0
+    runner.model.eval()
+    metrics = runner.validate(runner.model)
+    score = metrics[runner.selection_metric]
+    if score > state.best_metric:
+        state.best_metric, state.best_epoch, state.validations_without_improvement = score, state.epoch, 0
+        runner.checkpoints.save_best(state)
     else:
-        state["validations_without_improvement"] += 1
-    if cfg.patience and state["validations_without_improvement"] >= cfg.patience:
-        state["stopped_early"] = True
-    log.write({"step": state["step"], "epoch": state["epoch"], **{f"val/{k}": v for k, v in metrics.items()},
-               "best_epoch": state["best_epoch"]})
-    log.flush()
-    logger.info("epoch %d%s val %s %.4f (best %.4f at epoch %d)", state["epoch"], summary, selection_metric, score,
-                state["best_metric"], state["best_epoch"])
+        state.validations_without_improvement += 1
+    if runner.cfg.patience and state.validations_without_improvement >= runner.cfg.patience:
+        state.stopped_early = True
+    runner.log.write({"step": state.step, "epoch": state.epoch, **{f"val/{k}": v for k, v in metrics.items()},
+                      "best_epoch": state.best_epoch})
+    runner.log.flush()
+    logger.info("epoch %d%s val %s %.4f (best %.4f at epoch %d)", state.epoch, summary, runner.selection_metric, score,
+                state.best_metric, state.best_epoch)
 
 
-def resume_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, cfg: TrainConfig) -> None:
+def resume_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> TrainState:
     from safetensors import SafetensorError
 
     try:
@@ -337,40 +356,40 @@ def resume_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimize
     if saved_optimizer != cfg.optimizer:  # allowed by --allow-change train.optimizer: another optimizer's moments
         logger.info("the optimizer changed (%s -> %s): it starts with fresh state", saved_optimizer, cfg.optimizer)
         optimizer = None
-    saved = load_checkpoint(folder, model, optimizer, restore_rng=True)
-    state.update({k: saved[k] for k in state if k in saved})
-    logger.info("resumed from %s at step %d (epoch %d)", folder, state["step"], state["epoch"])
+    state = TrainState.from_record(load_checkpoint(folder, model, optimizer, restore_rng=True))
+    logger.info("resumed from %s at step %d (epoch %d)", folder, state.step, state.epoch)
+    return state
 
 
-def _train_epochs(model: nn.Module, batches, validate, cfg: TrainConfig, loop: LoopSetup, state: dict, log: MetricsLog,
-                  progress, save: Callable[[str], None], context: DistributedContext, selection_metric: str) -> None:
+def _train_epochs(runner: EpochRunner, state: TrainState) -> None:
     """The steps and epoch ends until the run is done; `state` is updated in place."""
+    model, cfg, loop, progress = runner.model, runner.cfg, runner.loop, runner.progress
     started, items_seen = time.perf_counter(), 0
     total_epochs = math.ceil(loop.total_steps / max(1, loop.steps_per_epoch))
-    while state["step"] < loop.total_steps and not state["stopped_early"]:
-        epoch = state["epoch"]
+    while state.step < loop.total_steps and not state.stopped_early:
+        epoch = state.epoch
         model.on_epoch_start(epoch)
         losses, grad_norm = None, None
-        for batch in prefetched(batches.epoch(epoch, start_step=state["step_in_epoch"]), loop.prefetch_batches):
-            lr = learning_rate(cfg, state["step"], loop.total_steps)
+        for batch in prefetched(runner.batches.epoch(epoch, start_step=state.step_in_epoch), loop.prefetch_batches):
+            lr = learning_rate(cfg, state.step, loop.total_steps)
             losses, grad_norm = train_step(model, loop, batch.to(loop.device), cfg, lr)
-            state["step"] += 1
-            state["step_in_epoch"] += 1
-            items_seen += len(batch) * context.world_size
+            state.step += 1
+            state.step_in_epoch += 1
+            items_seen += len(batch) * runner.context.world_size
             progress.update(1)
-            if state["step"] % cfg.log_every == 0 or state["step"] == 1:
+            if state.step % cfg.log_every == 0 or state.step == 1:
                 items_per_s = items_seen / max(1e-9, time.perf_counter() - started)
-                log_step(log, progress, losses, grad_norm, state, epoch, lr, items_per_s)
-            if state["step"] >= loop.total_steps:
+                log_step(runner.log, progress, losses, grad_norm, state, epoch, lr, items_per_s)
+            if state.step >= loop.total_steps:
                 break
         summary = f"/{total_epochs}:"
         if losses is not None:  # a non-finite step since the last log is caught before anything is saved
-            last_loss = read_losses(losses, grad_norm, state["step"])[0]["loss"]
+            last_loss = read_losses(losses, grad_norm, state.step)[0]["loss"]
             summary = (f"/{total_epochs}: train loss {last_loss:.4f} (last step), "
                        f"{items_seen / max(1e-9, time.perf_counter() - started):.0f} items/s;")
-        if state["step_in_epoch"] >= loop.steps_per_epoch:  # a whole epoch is done
-            end_epoch(model, state, validate, cfg, selection_metric, save, log, summary)
-        save("last")
+        if state.step_in_epoch >= loop.steps_per_epoch:  # a whole epoch is done
+            end_epoch(runner, state, summary)
+        runner.checkpoints.save_last(state)
 
 
 def fit(
@@ -381,9 +400,8 @@ def fit(
     run_dir: str | Path,
     resume: bool = False,
     context: DistributedContext = DistributedContext(),
-    selection_metric: str = "ave/NDCG@500",
     metadata: dict | None = None,
-) -> dict:
+) -> TrainState:
     """Train until `cfg.epochs`, `cfg.max_steps` or early stopping; returns the final state.
 
     Validation after every epoch selects `best` (validation split only); `last` is saved after every epoch
@@ -391,24 +409,17 @@ def fit(
     resolved config and model spec) is stored inside every checkpoint."""
     run_dir = Path(run_dir)
     loop = setup_loop(model, batches, cfg, context)
-    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": -math.inf, "best_epoch": -1,
-             "validations_without_improvement": 0, "stopped_early": False}
-    if resume and checkpoint_exists(run_dir / "last"):
-        resume_state(run_dir / "last", model, loop.optimizer, state, cfg)
+    state = TrainState()
+    if resume and checkpoint_exists(run_dir / LAST):
+        state = resume_state(run_dir / LAST, model, loop.optimizer, cfg)
     if context.is_main:  # the log continues from the checkpoint: later records of a killed run go
-        truncate_metrics(run_dir / "metrics.jsonl", state["step"] if state["step"] else None)
+        truncate_metrics(run_dir / "metrics.jsonl", state.step if state.step else None)
     log = MetricsLog(run_dir / "metrics.jsonl" if context.is_main else None, cfg.tensorboard)
-
-    def save(name: str) -> None:
-        if context.is_main:
-            save_checkpoint(run_dir / name, model, loop.optimizer if name == "last" else None, state, metadata)
-
-    progress = progress_bar(cfg.progress and context.is_main, total=loop.total_steps, initial=state["step"],
+    checkpoints = Checkpointer(run_dir, model, loop.optimizer, metadata, writes=context.is_main)
+    progress = progress_bar(cfg.progress and context.is_main, total=loop.total_steps, initial=state.step,
                             desc="train", unit="step")
     with progress, logs_through(progress):
-        _train_epochs(model, batches, validate, cfg, loop, state, log, progress, save, context, selection_metric)
+        _train_epochs(EpochRunner(model, batches, validate, cfg, loop, log, progress, checkpoints, context), state)
     log.close()
-    if context.is_main and not checkpoint_exists(run_dir / "best"):
-        # stopped before any validation (max_steps inside the first epoch): the last weights stand in
-        save("best")
+    checkpoints.finish(state)
     return state

@@ -21,6 +21,7 @@ from semshare.errors import ConfigError, OutputExistsError, SemshareError
 from semshare.fileio import atomic_write_json, read_json_object
 from semshare.methods.base import ModelSpec
 from semshare.training.recipes import ExperimentConfig, experiment_config_from_dict
+from semshare.names import BEST, LAST
 
 FINGERPRINT_FILE = "data_fingerprint.json"
 SPLITS_FILE = "splits.json"
@@ -179,7 +180,7 @@ def check_existing_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, r
                                     "or choose another --out")
         check_resume(run_dir, cfg, dataset, allow_change)
         return True
-    for name in ("last", "best"):
+    for name in (LAST, BEST):
         if (run_dir / name).exists():
             raise SemshareError(f"{run_dir / 'config.yaml'}: file: expected the config of the run whose checkpoint "
                                 f"is in {name}/, found none; it cannot be resumed or replaced: choose another --out")

@@ -1,8 +1,7 @@
 """A trained method's run as the library holds it: config, data, model and the inputs its batches come from.
 
-It answers the questions every run answers (ClosedFormRun answers them too, on pooled features): `embed`
-rows of its dataset, `encode_word_queries` / `encode_segment_queries` / `encode_image_queries` for new
-queries, `accepts_text`, `reads_token_states`, `vocab`.
+One of the two implementations of the finished run (training/finished_run.py Run; ClosedFormRun is the
+other): its label space through the method's model, for rows of its dataset and for new queries.
 """
 
 from __future__ import annotations
@@ -24,13 +23,17 @@ from semshare.evaluation.embed import embed_rows
 from semshare.evaluation.evaluate import evaluate_run
 from semshare.evaluation.protocols import EmbeddingTable
 from semshare.evaluation.retrieval import MetricSpec
+from semshare.names import BEST
+from semshare.training.finished_run import LABEL_RANKING, RankingStage, Run, RunCapabilities
 from semshare.training.recipes import ExperimentConfig
 from semshare.training.run_folder import require_dataset
+from semshare.names import SELECTION_METRIC
 
 
-@dataclass
-class PreparedRun:
-    """A trained method's run: config, data, model and the inputs its batches are built from."""
+@dataclass(repr=False)  # Run's repr: the folder, method and inputs
+class TrainedRun(Run):
+    """A trained method's run: config, data, model and the inputs its batches are built from (while it is
+    trained, and once it is loaded from its folder)."""
 
     cfg: ExperimentConfig
     dataset: Dataset | None  # None: loaded without its data (it encodes queries; embedding rows needs the data)
@@ -42,31 +45,20 @@ class PreparedRun:
     text_segments: TextSegments | None = None
     segment_targets: np.ndarray | None = None  # word-piece id -> masked-word class
     run_dir: Path | None = None  # the folder it was loaded from (None while it is being trained)
-    checkpoint: str = "best"
+    checkpoint: str = BEST
     num_labels: int | None = None  # the model's label count (None: the dataset's)
+    ranking_stage: RankingStage = LABEL_RANKING
 
     @property
-    def pairwise_scoring(self) -> bool:
-        return self.cfg.method_class.pairwise_scoring
+    def capabilities(self) -> RunCapabilities:
+        method = self.cfg.method_class
+        return RunCapabilities(free_text=self.cfg.inputs.text in ("words", "segments"),
+                               token_states=self.cfg.inputs.text == "segments", image_files=True,
+                               label_classifier=method.label_classifier, pairwise_scoring=method.pairwise_scoring)
 
     @property
     def text_source(self) -> str:
         return text_source_for(self.cfg.inputs.text)
-
-    @property
-    def accepts_text(self) -> bool:
-        """Whether free text can be embedded (runs on text.npy vectors read no words)."""
-        return self.cfg.inputs.text in ("words", "segments")
-
-    @property
-    def reads_token_states(self) -> bool:
-        """Free text goes through the pretrained encoder of the run's segments first (no vocabulary)."""
-        return self.cfg.inputs.text == "segments"
-
-    @property
-    def reads_image_features(self) -> bool:
-        """New image files can be embedded (through the extractor that made the run's data)."""
-        return True
 
     def batch_options(self, training: bool) -> BatchOptions:
         mask_prob = self.cfg.method_class.training_mask_prob(self.cfg.model) if training else 0.0
@@ -83,27 +75,30 @@ class PreparedRun:
     def _query_builder(self) -> BatchBuilder:
         return self.builder(training=False)
 
-    def embed(self, rows: np.ndarray, sides: tuple[str, ...] = ("image", "text"), device="cpu",
-              batch_size: int = 256) -> tuple[EmbeddingTable, EmbeddingTable]:
-        """(image table, text table) of `rows` and all their text items."""
-        require_dataset(self)
+    def embed_label_space(self, rows: np.ndarray, sides: tuple[str, ...], device="cpu",
+                          batch_size: int = 256) -> tuple[EmbeddingTable, EmbeddingTable]:
         return embed_rows(self.model, self.builder(training=False), rows, batch_size, device, sides)
 
-    @torch.no_grad()
-    def encode_word_queries(self, texts: Sequence[list[str]]) -> np.ndarray:
-        """(N, D) raw embeddings of tokenised free texts (known words only), one batch."""
-        return self.model.encode_text(self._query_builder.build_query_words(list(texts))).numpy()
+    def _encode_query_batch(self, batch, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if with_labels:
+            emb, probabilities = self.model.encode_with_labels(batch, "text")
+            return emb.numpy(), probabilities.numpy()
+        return self.model.encode_text(batch).numpy(), None
 
     @torch.no_grad()
-    def predict_word_queries(self, texts: Sequence[list[str]]) -> np.ndarray:
-        """(N, C) label probabilities of tokenised free texts (what the model reads in them)."""
-        return self.model.predict_labels(self._query_builder.build_query_words(list(texts)), "text").numpy()
+    def encode_word_batch(self, texts: Sequence[list[str]], with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._encode_query_batch(self._query_builder.build_query_words(list(texts)), with_labels)
 
     @torch.no_grad()
-    def predict_segment_queries(self, states: np.ndarray, real: np.ndarray, word_pieces: np.ndarray,
-                                sentence: np.ndarray) -> np.ndarray:
+    def encode_segment_batch(self, states: np.ndarray, real: np.ndarray, word_pieces: np.ndarray,
+                             sentence: np.ndarray, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
         batch = self._query_builder.build_query_segments(states, real, word_pieces, sentence)
-        return self.model.predict_labels(batch, "text").numpy()
+        return self._encode_query_batch(batch, with_labels)
+
+    @torch.no_grad()
+    def encode_image_batch(self, regions: np.ndarray, boxes: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, D) raw embeddings of new images given as region features (N, R, D), boxes (N, R, 4), mask (N, R)."""
+        return self.model.encode_image(self._query_builder.build_query_images(regions, boxes, mask)).numpy()
 
     @torch.no_grad()
     def predict_rows(self, rows: np.ndarray, side: str, batch_size: int = 256) -> np.ndarray:
@@ -117,23 +112,10 @@ class PreparedRun:
                  for start in range(0, len(ids), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.num_labels or 0), np.float32)
 
-    @torch.no_grad()
-    def encode_segment_queries(self, states: np.ndarray, real: np.ndarray, word_pieces: np.ndarray,
-                               sentence: np.ndarray) -> np.ndarray:
-        """(N, D) raw embeddings of free texts already through the run's pretrained token encoder."""
-        batch = self._query_builder.build_query_segments(states, real, word_pieces, sentence)
-        return self.model.encode_text(batch).numpy()
-
-    @torch.no_grad()
-    def encode_image_queries(self, regions: np.ndarray, boxes: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(N, D) raw embeddings of new images given as region features (N, R, D), boxes (N, R, 4), mask (N, R)."""
-        return self.model.encode_image(self._query_builder.build_query_images(regions, boxes, mask)).numpy()
 
 
-SELECTION_METRIC = "ave/NDCG@500"  # the loop's model-selection metric (training.loop.fit's default)
 
-
-def validation_function(run: PreparedRun, batch_size: int = 256):
+def validation_function(run: TrainedRun, batch_size: int = 256):
     """Model selection on the validation rows: Ave NDCG@500 and mAP@all, pair scorers re-ranking. A method
     with several retrieval spaces has each scored; the best one is kept in the model, all are returned
     (`SPACE/ave/NDCG@500`, ...) so the log holds both."""
