@@ -13,16 +13,10 @@ A claim "holds" when A - B > 0 at p < 0.05, is "reversed" when A - B < 0 at p < 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from semshare.experiments.compare import METRICS, compare_methods  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from paper_table import gather  # noqa: E402
+from semshare.experiments.benchmark import gather_results as gather
+from semshare.experiments.compare import METRICS, compare_methods
 
 # (better, worse) as the paper's Table 1 orders them, then the headline claims against the baselines
 CLAIMS = (("ours", "wo_c"), ("wo_c", "wo_t"), ("wo_c", "wo_r"), ("wo_t", "st"), ("wo_r", "st"), ("st", "imc"),

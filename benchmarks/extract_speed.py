@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from revisions import run_json, source_at  # noqa: E402
+from benchmarks.revisions import run_json, source_at
 SHAPES = [(color, shape) for color in ("red", "green", "blue", "yellow", "white") for shape in ("box", "disc")]
 COLORS = {"red": (220, 30, 30), "green": (30, 190, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40),
           "white": (245, 245, 245)}

@@ -82,8 +82,7 @@ def main() -> None:
         print(json.dumps(run_variant(args.variant, args.queries, args.gallery, args.repeats)))
         return
     results = {}
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from revisions import ROOT, code_env, source_at
+    from benchmarks.revisions import ROOT, code_env, source_at
 
     before = source_at(args.before_rev, Path(tempfile.mkdtemp()))
     for variant, repeats in (("semshare-ndcg", args.repeats), ("semshare-ndcg+ap", args.repeats),

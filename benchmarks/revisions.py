@@ -24,12 +24,14 @@ def source_at(revision: str, folder: Path) -> Path:
 
 
 def code_env(code_root: Path) -> dict:
-    """The environment of a subprocess that imports semshare from `code_root`/src."""
-    return {**os.environ, "PYTHONPATH": str(code_root / "src")}
+    """The environment of a subprocess that imports semshare from `code_root`/src (and these benchmarks from
+    this checkout: PYTHONPATH puts the tree being measured first, nothing edits sys.path)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(code_root / "src"), str(ROOT)])}
 
 
 def run_json(code_root: Path, script: str, *args: str) -> dict:
-    """Run `python script args` on `code_root`'s code; its last stdout line is the JSON result."""
-    output = subprocess.run([sys.executable, script, *args], check=True, env=code_env(code_root),
-                            capture_output=True, text=True)
+    """Run `python -m benchmarks.SCRIPT args` on `code_root`'s code; its last stdout line is the JSON result."""
+    module = f"benchmarks.{Path(script).stem}"
+    output = subprocess.run([sys.executable, "-m", module, *args], check=True, env=code_env(code_root),
+                            capture_output=True, text=True, cwd=ROOT)
     return json.loads(output.stdout.splitlines()[-1])

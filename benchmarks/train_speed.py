@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from revisions import run_json, source_at  # noqa: E402
+from benchmarks.revisions import run_json, source_at
 
 
 LOOP_OVERRIDES = {"text.word_dim": 300, "text.word2vec_epochs": 1}  # every variant's config on top of `small`
@@ -194,7 +193,6 @@ def main() -> None:
     results: dict = {"steps": args.steps, "before_rev": args.before_rev, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sys.path.insert(0, str(ROOT / "src"))
         data = make_data(tmp / "data", args.steps)
         before = source_at(args.before_rev, tmp / "before")
         variants = [("before", before, "none"), ("now, no prefetch", ROOT, "0"), ("now, prefetch thread (2)", ROOT, "2")]

@@ -68,7 +68,7 @@ def test_training_on_segments_every_parameter_learns_and_masks_only_targets(tiny
 
     batch = next(iter(TrainingBatches(run.builder(True), run.train_rows, 16, 0).epoch(0)))
     assert batch.txt_segments.shape[:2] == batch.txt_mask.shape and batch.txt_segments.shape[2] == 8
-    assert batch.txt_masked.any() and (batch.txt_tokens[batch.txt_masked] >= 0).all()
+    assert batch.txt_masked.any() and (batch.txt_targets[batch.txt_masked] >= 0).all()
     assert not (batch.txt_masked & ~batch.txt_mask).any()
     np.testing.assert_array_equal(  # the states are the stored ones, in the item's own row
         batch.txt_segments[0, : int(batch.txt_mask[0].sum())].numpy(),
@@ -185,5 +185,5 @@ def test_sentence_vector_as_first_segment(tiny_data_dir, fake_segments, tmp_path
     stored = np.load(fake_segments / "sentence.npy")[b.txt_ids.numpy()].astype(np.float32)
     np.testing.assert_array_equal(b.txt_segments[:, 0].numpy(), stored)
     np.testing.assert_array_equal(b.txt_segments[:, 1:].numpy(), a.txt_segments.numpy())
-    assert b.txt_mask[:, 0].all() and not b.txt_masked[:, 0].any() and (b.txt_tokens[:, 0] == -1).all()
+    assert b.txt_mask[:, 0].all() and not b.txt_masked[:, 0].any() and (b.txt_targets[:, 0] == -1).all() and b.txt_tokens is None
     assert torch.isfinite(with_sentence.model.training_step(b)["loss"])

@@ -26,9 +26,10 @@ class Batch:
 
     img_regions (B, R, D) float32, img_boxes (B, R, 5) float32, img_mask (B, R) bool (True = real),
     img_region_targets (B, R) int64 class per region (-1 = none),
-    txt_tokens (B, L) int64, txt_mask (B, L) bool, txt_vectors (B, Dt) float32 or None,
-    txt_segments (B, L, Dt) float32 or None: pretrained token states (text_input "segments"); txt_tokens then
-    holds their masked-word targets (class ids, -1 = not a target),
+    txt_tokens (B, L) int64 token ids (text_input "words"; None for token states), txt_mask (B, L) bool,
+    txt_targets (B, L) int64 the masked-word targets (the token ids of a words batch, the same tensor; the
+    word-piece classes of token states, -1 = not a target), txt_vectors (B, Dt) float32 or None,
+    txt_segments (B, L, Dt) float32 or None: pretrained token states (text_input "segments"),
     img_masked (B, R) bool / txt_masked (B, L) bool: segments replaced by MASK for context prediction,
     labels (B, C) float32, img_rows (B,) int64, txt_ids (B,) int64 (global text item ids).
     A one-sided batch (`build_images` / `build_texts`) leaves the other side's fields None.
@@ -42,6 +43,7 @@ class Batch:
     img_masked: torch.Tensor | None = None
     img_rows: torch.Tensor | None = None
     txt_tokens: torch.Tensor | None = None
+    txt_targets: torch.Tensor | None = None
     txt_mask: torch.Tensor | None = None
     txt_vectors: torch.Tensor | None = None
     txt_masked: torch.Tensor | None = None
@@ -208,7 +210,8 @@ class BatchBuilder:
             tokens[i, : len(ids)] = ids
             mask[i, : len(ids)] = True
         masked = draw_masks(mask_keys, mask, self.options.mask_prob, TEXT_MASK_STREAM)
-        return _tensors(txt_tokens=tokens, txt_mask=mask, txt_masked=masked)
+        fields = _tensors(txt_tokens=tokens, txt_mask=mask, txt_masked=masked)
+        return fields | {"txt_targets": fields["txt_tokens"]}  # a masked word's target is its own id
 
     def _segment_fields(self, txt_ids: np.ndarray, mask_keys: list[tuple] | None) -> dict:
         store = self.text_segments
@@ -228,7 +231,7 @@ class BatchBuilder:
             mask = np.concatenate([np.ones((len(mask), 1), dtype=bool), mask], axis=1)
             tokens = np.concatenate([np.full((len(tokens), 1), -1, dtype=np.int64), tokens], axis=1)
         masked = draw_masks(mask_keys, mask & (tokens >= 0), self.options.mask_prob, TEXT_MASK_STREAM)
-        return _tensors(txt_tokens=tokens, txt_mask=mask, txt_masked=masked, txt_segments=segments)
+        return _tensors(txt_targets=tokens, txt_mask=mask, txt_masked=masked, txt_segments=segments)
 
     def _labels(self, rows: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(gather_rows(self.dataset.labels, rows).astype(np.float32))

@@ -19,14 +19,6 @@ IMAGE_SOURCES = ("regions-mean", "global")
 TEXT_SOURCES = ("vectors", "bow", "word-vectors", "item-vectors")
 
 
-def default_image_source(dataset: Dataset) -> str:
-    return "regions-mean" if dataset.has_regions else "global"
-
-
-def default_text_source(dataset: Dataset) -> str:
-    return "bow" if dataset.has_captions else "vectors"
-
-
 def pooled_image_features(dataset: Dataset, rows: np.ndarray, source: str) -> np.ndarray:
     """(len(rows), D) float32."""
     if source == "regions-mean":

@@ -386,13 +386,34 @@ def run_benchmark(plan: BenchmarkPlan, execution: Execution = Execution(), progr
             progress(f"{len(failed)} runs failed (see their error.json); they are left out of the tables: "
                      + ", ".join(f"{Path(s.data_dir).name}/{s.method}-seed{s.seed}" for s in failed))
         atomic_write_json(out_dir / "results.json", results)
-        atomic_write_text(out_dir / "table.md", (f"{plan.note}\n\n" if plan.note else "") + inputs_line(results) + "\n\n"
-                          + format_paper_table(results, "NDCG@500") + "\n\n" + format_paper_table(results, "mAP@all") + "\n"
-                          + instance_recall_tables(results)
-                          + significance_tables(results, plan.reference or None) + "\n")
+        atomic_write_text(out_dir / "table.md", table_markdown(results, plan.reference, plan.note))
         write_csv(out_dir / "table.csv", results)
         plot_method_pr_curves(results, out_dir)
         return results
+
+
+def table_markdown(results: list[dict], reference: str = "", note: str = "", seeds_line: bool = False) -> str:
+    """table.md: the inputs line, Table 1's layout for NDCG@500 and mAP@all, instance recall where measured,
+    and the paired tables against `reference` (default: the default recipe); `seeds_line`: how many seeds
+    each row rests on (benchmarks/paper_table.py, which gathers several invocations)."""
+    seeds = ""
+    if seeds_line:
+        counts: dict[str, int] = {}
+        for result in results:
+            counts[row_name(result)] = counts.get(row_name(result), 0) + 1
+        seeds = "\nseeds per row: " + ", ".join(f"{name} {count}" for name, count in counts.items()) + "\n"
+    return ((f"{note}\n\n" if note else "") + inputs_line(results) + "\n\n" + format_paper_table(results, "NDCG@500")
+            + "\n\n" + format_paper_table(results, "mAP@all") + "\n" + seeds + instance_recall_tables(results)
+            + significance_tables(results, reference or None) + "\n")
+
+
+def gather_results(folders: list[Path]) -> list[dict]:
+    """Every finished run's result.json below benchmark folders, in the paper's row order."""
+    from semshare.experiments.paper import TABLE_ROW_ORDER
+
+    results = [json.loads(path.read_text()) for folder in folders for path in sorted(Path(folder).glob("*/*/result.json"))]
+    order = {name: index for index, name in enumerate(TABLE_ROW_ORDER)}
+    return sorted(results, key=lambda r: (order.get(r["method"], len(order)), r["method"], r["seed"]))
 
 
 def row_name(result: dict) -> str:

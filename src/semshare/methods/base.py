@@ -248,7 +248,7 @@ class ClosedFormMethod(MethodBase):
 
     def __init__(self, cfg, spec: ModelSpec | None = None, inputs: InputConfig = InputConfig(),
                  fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
-        self.cfg, self.spec, self.inputs, self.fitted = cfg, spec, inputs, fitted
+        self.cfg, self.spec, self.input_config, self.fitted = cfg, spec, inputs, fitted
 
     def fit(self, features: PairedFeatures, seed: int = 0) -> LinearEncoder:
         """The encoder solved on the training features (`seed`: for methods that subsample)."""

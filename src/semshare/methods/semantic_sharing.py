@@ -171,12 +171,8 @@ class SemanticSharing(TrainedMethod):
     def __init__(self, cfg: SemanticSharingConfig, spec: ModelSpec, inputs: InputConfig,
                  fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
         super().__init__()
-        if cfg.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {cfg.pooling!r}; expected one of {POOLINGS}")
-        loss_cfg = cfg.loss
-        if loss_cfg.consistency not in CONSISTENCY:
-            raise ValueError(f"unknown consistency {loss_cfg.consistency!r}; expected one of {CONSISTENCY}")
-        self.cfg, self.loss_cfg, self.spec, self.inputs = cfg, loss_cfg, spec, inputs
+        loss_cfg = cfg.loss  # its values were checked once, where the config was parsed (check_config)
+        self.cfg, self.loss_cfg, self.spec, self.input_config = cfg, loss_cfg, spec, inputs
         dim = cfg.dim
         wants_context = loss_cfg.context_weight > 0 and cfg.segments
         region_context = wants_context and inputs.image == "regions" and spec.num_region_classes > 0
@@ -188,10 +184,8 @@ class SemanticSharing(TrainedMethod):
             self.txt_encoder = WordGRUEncoder(word_vectors, dim, spec.mask_id, cfg.dropout)
         elif inputs.text == "vector":
             self.txt_encoder = TextVectorEncoder(spec.text_dim, dim, cfg.dropout)
-        elif inputs.text == "segments":
+        else:  # "segments" (inputs.text is checked where the config is parsed)
             self.txt_encoder = PretrainedSegmentEncoder(spec.text_dim, dim, cfg.dropout, maskable=wants_context)
-        else:
-            raise ValueError(f"unknown inputs.text {inputs.text!r}; expected 'words', 'vector' or 'segments'")
         copies = 1 if cfg.share else 2  # index 0: image (and text when shared), 1: text
         self.shared = nn.ModuleList(_shared_encoder(cfg) for _ in range(copies))
         uses_classifier = loss_cfg.label_weight > 0 or cfg.pooling in ("label", "label-segments")
@@ -217,10 +211,10 @@ class SemanticSharing(TrainedMethod):
         if modality == "image":
             mask = _at_least_one_real(batch.img_mask)
             segments = self.img_encoder(batch.img_regions, batch.img_boxes, batch.img_masked if with_mask else None)
-        elif self.inputs.text == "words":
+        elif self.input_config.text == "words":
             mask = _at_least_one_real(batch.txt_mask)
             segments = self.txt_encoder(batch.txt_tokens, mask, batch.txt_masked if with_mask else None)
-        elif self.inputs.text == "segments":
+        elif self.input_config.text == "segments":
             mask = _at_least_one_real(batch.txt_mask)
             segments = self.txt_encoder(batch.txt_segments, batch.txt_masked if with_mask else None)
         else:
@@ -247,7 +241,7 @@ class SemanticSharing(TrainedMethod):
             projected = real.new_zeros(mask.numel(), real.shape[-1]).index_copy(0, slots, real).view(*mask.shape, -1)
             both = self.img_encoder(batch.img_regions, batch.img_boxes.repeat(2, 1, 1), pass_masked,
                                     projected.repeat(2, 1, 1))
-        elif self.inputs.text == "words":
+        elif self.input_config.text == "words":
             states = torch.cat(self.txt_encoder.paired_states(batch.txt_tokens, mask, masked))
             both = self.txt_encoder(batch.txt_tokens.repeat(2, 1), mask.repeat(2, 1), None, states)
         else:  # pretrained token states
@@ -353,7 +347,7 @@ class SemanticSharing(TrainedMethod):
             losses["context_image"] = _per_item_masked_ce(self.region_head, passes["image", True][0],
                                                           batch.img_region_targets, batch.img_masked)
         if masked_words:
-            losses["context_text"] = _per_item_masked_ce(self.word_head, passes["text", True][0], batch.txt_tokens,
+            losses["context_text"] = _per_item_masked_ce(self.word_head, passes["text", True][0], batch.txt_targets,
                                                          batch.txt_masked)
         if cfg.consistency_weight > 0 and cfg.consistency != "none":
             if cfg.consistency == "triplet":

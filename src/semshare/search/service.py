@@ -16,7 +16,6 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator

@@ -31,7 +31,6 @@ from semshare.errors import SemshareError
 from semshare.evaluation.protocols import EmbeddingTable
 from semshare.evaluation.reading import QueryReading, read_query, validation_threshold
 from semshare.index.base import normalize_rows
-from semshare.names import BEST, CHECKPOINTS, RANKINGS  # noqa: F401  (the run's names, re-exported)
 from semshare.training.run_folder import require_dataset
 
 logger = logging.getLogger(__name__)

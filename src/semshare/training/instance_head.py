@@ -160,7 +160,9 @@ def _standardise(head: InstanceHead, image: np.ndarray, text: np.ndarray) -> Non
 
 def train_head(image: np.ndarray, text: np.ndarray, owner: np.ndarray, cfg: InstanceConfig) -> InstanceHead:
     """Symmetric InfoNCE on (image row, one of its captions) pairs; `image` (N, Di) per row, `text` (T, Dt)
-    per caption, `owner` (T,) the row index (0..N-1) of each caption."""
+    per caption, `owner` (T,) the row index (0..N-1) of each caption. A fixed number of epochs of two linear
+    maps over fixed features, in memory, like a closed-form fit: nothing to validate per epoch, checkpoint
+    or resume, so not the methods' loop (training/loop.py); w is chosen on validation afterwards."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 27])
     head = InstanceHead(image.shape[1], text.shape[1], cfg.dim)

@@ -1,6 +1,8 @@
-"""The one training loop. It owns devices, AMP, clipping, LR schedule, validation, early stopping,
-checkpoints and logs, and knows nothing about any method: a method is an nn.Module whose
-`forward(batch)` returns `training_step(batch)`, a dict of named losses with the total under "loss".
+"""The one training loop of the methods. It owns devices, AMP, clipping, LR schedule, validation, early
+stopping, checkpoints (through training/checkpoint.py's Checkpointer) and logs, and knows nothing about any
+method: a method is an nn.Module whose `forward(batch)` returns `training_step(batch)`, a dict of named
+losses with the total under "loss". What is fitted after a run on its fixed features (the closed-form
+methods, the instance head's two linear maps) is not a method's training and does not go through it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from semshare.names import SELECTION_METRIC
 
 logger = logging.getLogger(__name__)
 
+
+# the values of TrainConfig's choice fields, checked once where a config is parsed (training.recipes.check_values)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DECAYS = ("none", "linear", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -74,10 +81,9 @@ def resolve_device(name: str, context: DistributedContext = DistributedContext()
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer `cfg.optimizer` names (one of OPTIMIZERS: checked once, where the config is parsed)."""
     params = [p for p in model.parameters() if p.requires_grad]
     options = {"adam": (torch.optim.Adam, {}), "adamw": (torch.optim.AdamW, {}), "sgd": (torch.optim.SGD, {"momentum": 0.9})}
-    if cfg.optimizer not in options:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected adam, adamw or sgd")
     optimizer_class, extra = options[cfg.optimizer]
     try:  # one fused kernel over every parameter, not a Python loop over them: 0.7 vs 4.1 ms a small-model step
         return optimizer_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True, **extra)
@@ -94,9 +100,7 @@ def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
     progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
     if cfg.decay == "linear":
         return cfg.lr * max(0.0, 1.0 - progress)
-    if cfg.decay == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    raise ValueError(f"unknown decay {cfg.decay!r}; expected none, linear or cosine")
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))  # cosine: DECAYS are checked on parse
 
 
 class MetricsLog:
@@ -264,8 +268,6 @@ def setup_loop(model: nn.Module, batches, cfg: TrainConfig, context: Distributed
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps > 0:
         total_steps = min(total_steps, cfg.max_steps)
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"unknown precision {cfg.precision!r}; expected auto, fp32 or bf16")
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16
                 else contextlib.nullcontext())

@@ -19,7 +19,7 @@ from semshare.errors import ConfigError
 from semshare.methods import DEFAULT_METHOD, DEFAULT_RECIPE  # importing semshare.methods registers every method
 from semshare.methods.base import IMAGE_INPUTS, TEXT_INPUTS, InputConfig
 from semshare.registry import METHODS
-from semshare.training.loop import TrainConfig
+from semshare.training.loop import DECAYS, OPTIMIZERS, PRECISIONS, TrainConfig
 
 CONFIG_KINDS = ("method", "preset", "experiment")
 TEXT_SOURCES = {"word2vec-bigru": "words", "sentence-vector": "vector", "minilm": "segments"}
@@ -172,9 +172,8 @@ def check_values(cfg: ExperimentConfig) -> None:
     _expect(0 < t.val_fraction < 1, "train.val_fraction", "a fraction between 0 and 1", t.val_fraction)
     for key in ("grad_clip", "weight_decay"):
         _expect(getattr(t, key) >= 0, f"train.{key}", "a number >= 0", getattr(t, key))
-    for key, value, options in (("train.optimizer", t.optimizer, ("adam", "adamw", "sgd")),
-                                ("train.decay", t.decay, ("none", "linear", "cosine")),
-                                ("train.precision", t.precision, ("auto", "fp32", "bf16")),
+    for key, value, options in (("train.optimizer", t.optimizer, OPTIMIZERS), ("train.decay", t.decay, DECAYS),
+                                ("train.precision", t.precision, PRECISIONS),
                                 ("inputs.image", cfg.inputs.image, IMAGE_INPUTS), ("inputs.text", cfg.inputs.text, TEXT_INPUTS)):
         _expect(value in options, key, f"one of {', '.join(options)}", value)
     _expect(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",

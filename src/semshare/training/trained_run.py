@@ -18,7 +18,6 @@ from semshare.data.batches import BatchBuilder, BatchOptions, text_source_for
 from semshare.data.dataset import Dataset
 from semshare.data.text import Vocabulary
 from semshare.data.text_segments import TextSegments
-from semshare.errors import SemshareError
 from semshare.evaluation.embed import embed_rows
 from semshare.evaluation.evaluate import evaluate_run
 from semshare.evaluation.protocols import EmbeddingTable
