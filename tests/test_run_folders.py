@@ -245,3 +245,27 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     live.write_text("being written")
     atomic_write_text(tmp_path / "vocab.json", "{}")
     assert not stale.exists() and live.exists() and (tmp_path / "vocab.json").read_text() == "{}"
+
+
+def test_a_crash_between_the_writers_two_renames_leaves_the_old_version_found(tmp_path):
+    """fileio.atomic_directory replaces a folder by renaming it to .NAME.old, then the new one into place: a
+    crash between the two renames leaves only .NAME.old, which published_folder and load_checkpoint read."""
+    import os
+
+    import torch
+
+    from semshare.fileio import atomic_directory, published_folder
+    from semshare.training.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "last", model, None, {"step": 1})
+    save_checkpoint(tmp_path / "last", model, None, {"step": 2})  # a replacement: the old version is gone after
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    os.replace(tmp_path / "last", tmp_path / ".last.old")  # as if killed after the first rename
+    assert checkpoint_exists(tmp_path / "last") and published_folder(tmp_path / "last", "state.json").name == ".last.old"
+    fresh = torch.nn.Linear(3, 2)
+    assert load_checkpoint(tmp_path / "last", fresh)["step"] == 2
+    torch.testing.assert_close(fresh.weight, model.weight)
+    with atomic_directory(tmp_path / "last", overwrite=True) as folder:  # the next write puts a version in place
+        (folder / "state.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]

@@ -141,11 +141,19 @@ def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish_directory(tmp, final_dir)
+
+
+def publish_directory(finished: Path, final_dir: Path) -> None:
+    """Put a completely written folder in place of `final_dir` by renames (the end of every atomic folder
+    write, and of a resumable one such as `extract`'s): the old version, if any, becomes `.NAME.old` until
+    the new one is in place."""
+    finished, final_dir = Path(finished), Path(final_dir)
     old = _old_version(final_dir)
     shutil.rmtree(old, ignore_errors=True)
     if final_dir.exists():
         os.replace(final_dir, old)
-    os.replace(tmp, final_dir)
+    os.replace(finished, final_dir)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -135,7 +135,7 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
               "run_dir": str(run_dir.resolve()),
               "seed": spec.seed, "preset": spec.preset, "overrides": spec.overrides, "test": table,
               "train_seconds": seconds, "closed_form": closed_form,
-              "inputs": spec.linear_inputs if closed_form else "segments", "text_inputs": spec.text_inputs,
+              "inputs": spec.linear_inputs if closed_form else f"{cfg.inputs.image}/{cfg.inputs.text}",  # what it read "text_inputs": spec.text_inputs,
               "image_input": cfg.inputs.image, "text_input": cfg.inputs.text,
               "best_epoch": None if closed_form else state.best_epoch, "pr_curves": _pr_curves(folds)}
     write_per_query(run_dir / PER_QUERY_FILE, folds[0])

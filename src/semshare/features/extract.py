@@ -32,7 +32,7 @@ import torch.utils.data
 
 from semshare.errors import DataFormatError, SemshareError
 from semshare.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-from semshare.fileio import atomic_write_json, file_sha256
+from semshare.fileio import atomic_write_json, file_sha256, publish_directory
 from semshare.progress import progress_bar
 from semshare.features.annotations.base import (ExtractItem, annotation_flags, format_of, labels_of_items,
                                               read_captioned_images)
@@ -426,7 +426,5 @@ def extract_dataset(request: ExtractRequest, cfg: ExtractConfig = ExtractConfig(
         sources={"captions.jsonl": captions_file,
                  "labels.npy": (paths_of(request.annotations) if request.annotations else None) or captions_file,
                  "split.json": split_file or captions_file})
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(partial, out_dir)
+    publish_directory(partial, out_dir)  # resumable until here; then put in place as every atomic folder write
     return out_dir
