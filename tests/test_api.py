@@ -31,9 +31,10 @@ def test_the_readme_example_runs_verbatim(tmp_path):
     done = subprocess.run([sys.executable, "-c", python], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].startswith("Run('api-demo/run', method='ours'") and len(lines) == 5  # repr, shapes, 3 hits
+    assert lines[0].startswith("Run('api-demo/run', method='ours'") and len(lines) == 6  # repr, shapes, 3 hits, answer
     assert lines[1].startswith("(2, ")
-    assert [int(line.split()[0]) for line in lines[2:]] == [1, 2, 3]
+    assert [int(line.split()[0]) for line in lines[2:5]] == [1, 2, 3]
+    assert lines[5].startswith("3 [")  # the query path's answer: 3 hits, its unknown words, whether it is weak
 
 
 def test_api_embeddings_are_the_runs_own(tiny_data_dir, tmp_path):

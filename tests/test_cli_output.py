@@ -145,3 +145,46 @@ def test_evaluate_and_benchmark_report_instance_recall_beside_the_label_metrics(
     capsys.readouterr()
     assert main(["compare", str(out), str(out), "--metric", "R@10", "--resamples", "200"]) == 0
     assert "Ave R@10 x100" in capsys.readouterr().out
+
+
+def test_the_small_defects_of_the_cli_and_its_figures_are_gone(tiny_data_dir, index_dir, tmp_path, capsys, caplog,
+                                                               monkeypatch):
+    """issue 33: --boost / --any without --labels is refused, a log line never names a writer's temporary
+    folder, `plot` has whole epoch ticks and a title, a --quick PR-curve figure says it is a smoke test, Figure
+    4's label lines cut at a whole name, fit-instance logs as it goes."""
+    import logging
+
+    import numpy as np
+
+    from semshare.evaluation.plots import runs_figure
+    from semshare.experiments.figures import label_line
+    from semshare.training.instance_head import InstanceConfig, train_head
+
+    for flag in ("--boost", "--any"):
+        assert main(["search", str(index_dir), "--image-id", "1", flag]) == 2
+        assert f"{flag}: goes with --labels" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO):
+        assert main(["make-synthetic", str(tmp_path / "data"), "--preset", "tiny"]) == 0
+    assert caplog.records and not any(".partial" in record.getMessage() for record in caplog.records)
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(run), *FAST, "--set", "train.epochs=3"]) == 0
+    fig = runs_figure([run], ["ours"], "ave/NDCG@500")
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[1].get_xticks() if fig.axes[1].get_xlim()[0] <= t <= fig.axes[1].get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert "validation ave/NDCG@500" in fig._suptitle.get_text()
+
+    titles = []
+    monkeypatch.setattr("semshare.experiments.benchmark.plot_pr_curves", lambda curves, path, title: titles.append(title))
+    assert main(["benchmark", "--quick", "--methods", "ridge", "--out", str(tmp_path / "bench")]) == 0
+    assert titles and titles[0].startswith("SMOKE TEST, not results")
+
+    assert label_line(["person", "cell phone", "dining table", "potted plant", "chair"], 30) == \
+        "person, cell phone +3 more"
+    with caplog.at_level(logging.INFO, logger="semshare.training.instance_head"):
+        rng = np.random.default_rng(0)
+        train_head(rng.normal(size=(20, 4)), rng.normal(size=(40, 3)), np.repeat(np.arange(20), 2),
+                   InstanceConfig(dim=4, epochs=20, batch_size=8))
+    assert [r.getMessage().split(",")[0] for r in caplog.records if "instance head: epoch" in r.getMessage()] == \
+        ["instance head: epoch 10/20", "instance head: epoch 20/20"]

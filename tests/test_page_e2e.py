@@ -233,3 +233,19 @@ def test_the_page_shows_what_the_model_read_and_flags_a_weak_query(served, brows
     wait_for(lambda: "Read as:" in browser.find_element(By.ID, "reading").text
              and browser.find_elements(By.CSS_SELECTOR, "li.result"))
     assert ("Weak query" in browser.find_element(By.ID, "reading").text) == searcher.read_text(caption).weak
+
+
+def test_the_api_docs_render_offline_with_every_route_summarised(served, browser):
+    """/docs (Swagger UI) and /redoc load their scripts from the server itself (fastapi-offline), not a CDN, so
+    they render on a machine without internet; each route shows its summary."""
+    from selenium.webdriver.common.by import By
+
+    url, _ = served
+    browser.get(url + "/docs")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-description"))
+    summaries = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-description")}
+    assert {"Rank the gallery for one query", "One gallery item", "Status and the gallery"} <= summaries
+    browser.get(url + "/redoc")
+    wait_for(lambda: "Rank the gallery for one query" in browser.find_element(By.TAG_NAME, "body").text, timeout=30)
+    scripts = browser.execute_script("return Array.from(document.scripts).map(s => s.src).filter(Boolean)")
+    assert scripts and all(src.startswith(url) for src in scripts), scripts

@@ -5,6 +5,7 @@ give the same answer."""
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from semshare.cli.main import main
@@ -110,3 +111,57 @@ def test_the_reading_equals_the_classifier_on_its_own(text_query_index):
     batch = run.builder(training=False).build_query_words([query.known])
     with torch.no_grad():
         np.testing.assert_array_equal(query.probabilities, run.model.predict_labels(batch, "text").numpy()[0])
+
+
+def test_batch_search_answers_every_query_of_a_file_as_single_searches_do(text_query_index, tmp_path, capsys,
+                                                                         monkeypatch):
+    index = load_index(text_query_index)
+    captions = [index.run.dataset.captions[row][0] for row in range(5)]
+    label = index.run.dataset.label_names[0]
+    lines = [{"text": captions[0]}, {"item_id": 7, "k": 3}, {"text": "qwertyzz"}, {"text": captions[1], "k": 4},
+             {"item_id": 2, "labels": [label], "label_boost": True}, {"text": captions[2], "labels": ["no-such-label"]},
+             {"item_id": 10**6}]
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    counter = Counter(monkeypatch, index.run.model)
+    monkeypatch.setattr("semshare.search.gallery.load_index", lambda *a, **k: index)
+    assert main(["search", str(text_query_index), "--queries", str(tmp_path / "q.jsonl")]) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(answers) == len(lines) and counter.forwards == 1  # the 4 texts in one pass
+    singles = [["--text", captions[0]], ["--image-id", "7", "-k", "3"], None, ["--text", captions[1], "-k", "4"],
+               ["--image-id", "2", "--labels", label, "--boost"], None, None]
+    for argv, answer in zip(singles, answers):
+        if argv is None:
+            assert "error" in answer and answer["query"]
+            continue
+        assert main(["search", str(text_query_index), *argv, "--json"]) == 0
+        assert_same_answer(json.loads(capsys.readouterr().out), answer)
+    assert "vocabulary" in answers[2]["error"] and "no-such-label" in answers[5]["error"]
+    (tmp_path / "plain.txt").write_text(f"{captions[3]}\n\n{captions[4]}\n")
+    assert main(["search", str(text_query_index), "--queries", str(tmp_path / "plain.txt"), "-k", "2",
+                 "--out", str(tmp_path / "answers.jsonl")]) == 0
+    written = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [a["query"]["text"] for a in written] == captions[3:5] and all(len(a["results"]) == 2 for a in written)
+
+
+def assert_same_answer(single: dict, batched: dict) -> None:
+    """A batched query's answer is the single query's: the same hits in the same order; its cosine scores and
+    probabilities may differ in the last float32 bit (a padded batch sums in another order)."""
+    scores = lambda answer: [hit.pop("score") for hit in answer["results"]]  # noqa: E731
+    np.testing.assert_allclose(scores(single), scores(batched), atol=1e-6)
+    if single["reading"] is not None:
+        best = [r.pop("best_probability") for r in (single["reading"], batched["reading"])]
+        assert best[0] == pytest.approx(best[1], abs=2e-4)
+        for reading in (single["reading"], batched["reading"]):
+            reading["labels"] = [entry["label"] for entry in reading["labels"]]
+    assert single == batched
+
+
+@pytest.mark.parametrize("line, field", [('{"text": "a", "k": 0}', "line 2 k"), ("not json", "line 2"),
+                                          ('{"text": "a", "item_id": 3}', "line 2"), ('{"txt": "a"}', "line 2"),
+                                          ('{"text": "a", "colour": 1}', "line 2 field 'colour'")])
+def test_a_bad_line_of_a_queries_file_is_named_before_anything_is_answered(text_query_index, tmp_path, capsys,
+                                                                          line, field):
+    (tmp_path / "q.jsonl").write_text('{"text": "a dog"}\n' + line + "\n")
+    assert main(["search", str(text_query_index), "--queries", str(tmp_path / "q.jsonl")]) == 2
+    captured = capsys.readouterr()
+    assert f"q.jsonl: {field}" in captured.err and captured.out == ""

@@ -1,6 +1,7 @@
 """Index folders, queries, the CLI `index build` / `search` and the HTTP service, on a tiny trained run."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -362,3 +363,52 @@ def test_label_facets_in_the_cli_and_http_give_the_python_answer(image_index, ca
     bad = client.post("/search", json={"item_id": 4, "k": 6, "labels": ["nope"]})
     assert bad.status_code == 422 and "unknown label 'nope'" in bad.json()["detail"]
     assert main(["search", str(image_index), "--image-id", "4", "--labels", "nope"]) == 2
+
+
+def test_the_api_docs_need_no_network_and_describe_every_route(image_index):
+    """The Swagger UI and ReDoc pages point at assets this server serves (fastapi-offline), and every route of
+    /openapi.json has a summary; the search request carries examples."""
+    from fastapi.testclient import TestClient
+
+    from semshare.search.service import create_app
+
+    client = TestClient(create_app(load_index(image_index)))
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert sources and all(s.startswith("/") for s in sources), sources  # nothing from another host
+        assert all(client.get(s).status_code == 200 for s in sources if "openapi" not in s)
+    spec = client.get("/openapi.json").json()
+    assert all(operation.get("summary") for path in spec["paths"].values() for operation in path.values())
+    assert spec["components"]["schemas"]["SearchRequest"]["examples"][0]["text"]
+
+
+def test_embeddings_and_an_index_export_as_parquet_read_back_with_pyarrow(trained_run, tiny_data_dir, image_index,
+                                                                         tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow not installed")
+    assert main(["embed", str(trained_run), "--split", "test", "--out", str(tmp_path / "npz")]) == 0
+    assert main(["embed", str(trained_run), "--split", "test", "--format", "parquet", "--out", str(tmp_path / "pq")]) == 0
+    dataset = open_dataset(tiny_data_dir)
+    for side in ("img", "txt"):
+        table = pq.read_table(tmp_path / "pq" / f"{side}_emb.parquet")
+        npz = np.load(tmp_path / "npz" / f"{side}_emb.npz")
+        assert table.column_names == ["id", "row", "side", "labels", "captions", "image_file", "embedding"]
+        np.testing.assert_array_equal(table["id"].to_numpy(), npz["ids"])
+        np.testing.assert_allclose(np.stack(table["embedding"].to_numpy(zero_copy_only=False)),
+                                   normalize_rows(npz["emb"]), atol=1e-6)
+        first = table.slice(0, 1).to_pylist()[0]
+        row = first["row"]
+        assert first["labels"] == [dataset.label_names[c] for c in np.flatnonzero(dataset.labels[row])]
+        assert json.loads(table.schema.metadata[b"semshare"])["split"] == "test"
+    assert pq.read_table(tmp_path / "pq" / "txt_emb.parquet")["captions"][0].as_py() == [dataset.captions[
+        int(pq.read_table(tmp_path / "pq" / "txt_emb.parquet")["row"][0].as_py())][0]]
+    assert main(["embed", str(trained_run), "--split", "all", "--out", str(tmp_path / "all")]) == 0
+    assert len(np.load(tmp_path / "all" / "img_emb.npz")["ids"]) == dataset.num_items
+
+    assert main(["index", "export", str(image_index), "--out", str(tmp_path / "index.parquet")]) == 0
+    exported = pq.read_table(tmp_path / "index.parquet")
+    searcher = load_index(image_index)
+    assert exported.num_rows == searcher.manifest.size and exported["side"][0].as_py() == "image"
+    vectors = np.stack(exported["embedding"].to_numpy(zero_copy_only=False))
+    hit = searcher.search(vectors[7], 1)[0]  # the stored vectors are the index's: item 7 finds itself
+    assert hit.id == exported["id"][7].as_py() and hit.score == pytest.approx(1.0, abs=1e-5)

@@ -70,3 +70,33 @@ def test_benchmark_tables_carry_paired_tests_and_compare_matches(tmp_path, capsy
     shown = f"{100 * ours:.2f}"  # A and B are shown, then their difference: a run against itself
     assert f"| synthetic-tiny / ours | {shown} | {shown} | +0.00 | [+0.00, +0.00] | 1.0000 |" in printed
     assert main(["compare", str(out), str(tmp_path / "nowhere")]) == 2
+
+
+def test_compare_says_what_a_comparison_rests_on_and_refuses_other_data(tmp_path, capsys):
+    """compare states the seeds and test queries of each side and the settings and code versions that differ,
+    and refuses two folders trained on different data (issue 33)."""
+    from semshare.cli.main import main
+
+    base = ["benchmark", "--quick", "--methods", "cca,ridge", "--seeds", "1"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--resamples", "200"]) == 0
+    same = capsys.readouterr().out
+    assert "synthetic-tiny / cca: A 1 seed(s), B 1 seed(s); 20 test queries per direction" in same
+    assert "settings that differ" not in same and "resample its test queries only" in same
+    assert main(base + ["--set", "train.epochs=3", "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c"), "--resamples", "200"]) == 0
+    assert "settings that differ: train.epochs 1 (A) vs 3 (B)" in capsys.readouterr().out
+    assert main(["make-synthetic", str(tmp_path / "other"), "--preset", "tiny", "--seed", "5"]) == 0
+    assert main(["benchmark", "--data", str(tmp_path / "other"), "--methods", "ridge", "--seeds", "1",
+                 "--config", str(_quick_yaml()), "--out", str(tmp_path / "d")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "d"), "--resamples", "200"]) == 2
+    assert "trained on different data" in capsys.readouterr().err
+
+
+def _quick_yaml():
+    from semshare.config import config_dir
+
+    return config_dir("experiment") / "quick.yaml"

@@ -22,7 +22,7 @@ class NumpyFlatIndex:
     parameters = {"block": BackendParameter(1, 1 << 16, search_time=True, help="queries scored at a time")}
 
     def __init__(self, vectors: np.ndarray, block: int = 256):
-        self.vectors, self.block = np.ascontiguousarray(vectors, dtype=np.float32), block
+        self.gallery, self.block = np.ascontiguousarray(vectors, dtype=np.float32), block
 
     @classmethod
     def build(cls, vectors: np.ndarray, block: int = 256) -> "NumpyFlatIndex":
@@ -34,22 +34,25 @@ class NumpyFlatIndex:
 
     @property
     def size(self) -> int:
-        return len(self.vectors)
+        return len(self.gallery)
 
     @property
     def dim(self) -> int:
-        return self.vectors.shape[1]
+        return self.gallery.shape[1]
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = check_queries(queries, self.dim, k)
         found = min(k, self.size)
         scores_out, positions_out = [], []
         for start in range(0, len(queries), self.block):
-            scores = queries[start : start + self.block] @ self.vectors.T
+            scores = queries[start : start + self.block] @ self.gallery.T
             positions = np.argsort(-scores, axis=1, kind="stable")[:, :found]  # equal scores: lower position first
             positions_out.append(positions)
             scores_out.append(np.take_along_axis(scores, positions, axis=1))
         return pad_results(np.concatenate(scores_out), np.concatenate(positions_out), k)
 
+    def vectors(self) -> np.ndarray:
+        return self.gallery
+
     def save(self, folder: Path) -> None:
-        np.save(Path(folder) / VECTORS_FILE, self.vectors, allow_pickle=False)
+        np.save(Path(folder) / VECTORS_FILE, self.gallery, allow_pickle=False)

@@ -115,9 +115,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def add_embed(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("embed", help="write a trained run's image and text embeddings of a split",
-                            description="Write img_emb.npz and txt_emb.npz (arrays 'emb' and 'ids') for a split.")
+                            description="Write img_emb.npz and txt_emb.npz (arrays 'emb' and 'ids') for a split, or "
+                                        "img_emb.parquet and txt_emb.parquet (--format parquet: ids, labels, captions, "
+                                        "image files and the vectors, for pandas, polars and vector stores).")
     add_run_flags(parser)
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="a split of the dataset, or all (every row)")
+    parser.add_argument("--format", default="npz", choices=("npz", "parquet"), dest="file_format",
+                        help="npz (emb, ids) or parquet (docs/SEARCH.md)")
     parser.add_argument("--out", type=Path, default=None, help="folder (default RUN_DIR/embeddings/SPLIT)")
     parser.set_defaults(handler=_run_embed)
 
@@ -127,11 +131,18 @@ def _run_embed(args: argparse.Namespace) -> int:
 
     from semshare.fileio import atomic_file
 
+    from semshare.search.gallery import gallery_rows
+
     run = load_run_of(args)
-    img, txt = run.embed(run.dataset.split(args.split))
+    rows = gallery_rows(run.dataset, args.split)
+    img, txt = run.embed(rows)
     out = args.out or args.run_dir / "embeddings" / args.split
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in (("img_emb.npz", img), ("txt_emb.npz", txt)):
+    if args.file_format == "parquet":
+        from semshare.search.export import embedded_parquet
+
+        embedded_parquet(run, rows, img, txt, out, args.split)
+    for name, table in (("img_emb.npz", img), ("txt_emb.npz", txt)) if args.file_format == "npz" else ():
         with atomic_file(out / name, "wb") as handle:
             np.savez(handle, emb=table.emb.astype(np.float32), ids=table.ids)
     print(f"wrote {len(img.ids)} image and {len(txt.ids)} text embeddings ({img.emb.shape[1]}-d) to {out}")

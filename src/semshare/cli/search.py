@@ -38,6 +38,25 @@ def add_index(sub: argparse._SubParsersAction) -> None:
                                              "what it is and the parameters --param takes (search-time ones may "
                                              "be given again to `search` and are stored in the manifest).")
     kinds.set_defaults(handler=_run_index_kinds)
+    export = index_sub.add_parser("export", help="write an index's items and vectors as a Parquet table",
+                                  description="One row per gallery item: id, row, side, labels, captions, image_file "
+                                              "and its stored vector (docs/SEARCH.md), for pandas, polars and "
+                                              "vector stores. Written atomically.")
+    export.add_argument("index_dir", type=Path)
+    export.add_argument("--out", type=Path, required=True, help="the .parquet file to write")
+    export.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
+    export.set_defaults(handler=_run_index_export)
+
+
+def _run_index_export(args: argparse.Namespace) -> int:
+    from semshare.search.export import export_index_parquet
+    from semshare.search.gallery import load_index
+
+    if args.out.is_dir() or not args.out.parent.is_dir():
+        raise SemshareError(f"--out {args.out}: expected a file path in an existing folder")
+    count = export_index_parquet(load_index(args.index_dir, args.data), args.out)
+    print(f"exported {count} items -> {args.out}")
+    return 0
 
 
 def _run_index_kinds(args: argparse.Namespace) -> int:
@@ -66,12 +85,17 @@ def _run_index_build(args: argparse.Namespace) -> int:
 def add_search(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("search", help="query an index folder with a sentence or a dataset image",
                             description="Rank the index's gallery for one query: --text (tokenised with the "
-                                        "run's vocabulary) or --image-id (a row of the dataset).")
+                                        "run's vocabulary), --image-id (a row of the dataset) or --image-file; "
+                                        "or for every query of a file (--queries), one model load, JSON lines "
+                                        "out.")
     parser.add_argument("index_dir", type=Path)
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="a sentence or tag words")
     query.add_argument("--image-id", type=int, help="row of the index's dataset whose image is the query")
     query.add_argument("--image-file", type=Path, help="a new image, encoded as `semshare extract` made the data")
+    query.add_argument("--queries", type=Path, metavar="FILE",
+                       help="many queries: one text per line, or .jsonl lines of {text | item_id | image_file, k?, "
+                            "labels?, label_match?, label_boost?} (- : standard input); one JSON answer per line")
     parser.add_argument("-k", type=int, default=10, help="results to show (default 10)")
     parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
                         help="a search-time parameter the index's backend declares, e.g. ef_search (hnsw), nprobe "
@@ -82,7 +106,34 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--any", action="store_true", help="with --labels: hits carrying any of them")
     parser.add_argument("--boost", action="store_true", help="with --labels: matching hits first, then the others")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--out", type=Path, help="with --queries: write the JSON lines here (default: print them)")
+    parser.add_argument("--batch-size", type=int, default=256, help="with --queries: queries per model batch")
+    add_threads(parser)
     parser.set_defaults(handler=_run_search)
+
+
+def _run_batch_search(args: argparse.Namespace) -> int:
+    from semshare.fileio import atomic_file
+    from semshare.search.batch import answer_queries, read_queries
+    from semshare.search.gallery import load_index
+
+    if args.batch_size < 1:
+        raise SemshareError(f"--batch-size: expected an integer >= 1, found {args.batch_size}")
+    if args.labels or args.any or args.boost:
+        raise SemshareError("--labels / --any / --boost: with --queries, give labels per query in the .jsonl lines")
+    requests = read_queries(args.queries, args.k)  # every line checked before the model is loaded
+    set_threads(args)
+    index = load_index(args.index_dir, args.data, parse_params(args.params))
+    answers = answer_queries(index, requests, args.batch_size)
+    if args.out is None:
+        for record in answers:
+            print(json.dumps(record), flush=False)
+        return 0
+    with atomic_file(args.out) as handle:
+        for record in answers:
+            handle.write(json.dumps(record) + "\n")
+    print(f"answered {len(requests)} queries -> {args.out}")
+    return 0
 
 
 def _run_search(args: argparse.Namespace) -> int:
@@ -90,6 +141,13 @@ def _run_search(args: argparse.Namespace) -> int:
 
     if not 1 <= args.k <= 1000:
         raise SemshareError(f"-k must be between 1 and 1000; got {args.k}")
+    if args.queries is not None:
+        return _run_batch_search(args)
+    if args.out is not None:
+        raise SemshareError("--out: goes with --queries (a single query prints its answer)")
+    if (args.any or args.boost) and not args.labels:
+        raise SemshareError(f"{'--boost' if args.boost else '--any'}: goes with --labels A,B (the labels to match); "
+                            "without them it would change nothing")
     searcher = load_index(args.index_dir, args.data, parse_params(args.params))
     facet = None
     if args.labels:

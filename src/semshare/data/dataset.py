@@ -455,7 +455,7 @@ def _read_meta(root: Path) -> dict:
     return meta
 
 
-def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
+def open_dataset(root: str | Path, check_values: bool = True, announce: bool = True) -> Dataset:
     """Open and validate a dataset folder.
 
     Shapes, dtypes and splits are always checked; `check_values` also scans every array (in bounded
@@ -486,7 +486,8 @@ def open_dataset(root: str | Path, check_values: bool = True) -> Dataset:
     if dataset.has_captions:
         _ = dataset.captions  # parse now: a broken captions file is an error at open, not mid-training
     _check_meta_agrees(dataset)
-    logger.info("opened dataset %s: %d items, %d labels", dataset.name, dataset.num_items, dataset.num_labels)
+    if announce:  # not while a writer describes its own temporary folder (its name would be in the log)
+        logger.info("opened dataset %s: %d items, %d labels", dataset.name, dataset.num_items, dataset.num_labels)
     return dataset
 
 
@@ -609,7 +610,7 @@ def _check_meta_agrees(dataset: Dataset) -> None:
 def write_meta(root: str | Path, name: str, extra: dict | None = None) -> dict:
     """Write meta.json describing the arrays present in `root` (our own tools call this last)."""
     root = Path(root)
-    dataset = open_dataset(root, check_values=False)
+    dataset = open_dataset(root, check_values=False, announce=False)
     meta = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,

@@ -36,6 +36,7 @@ def plot_training_curves(run_dir: str | Path, out_path: str | Path) -> None:
         if val and key in val[0]:
             right.plot([r["epoch"] for r in val], [100 * r[key] for r in val], marker="o", label=key.removeprefix("val/"))
     right.set_xlabel("epoch")
+    right.xaxis.get_major_locator().set_params(integer=True)
     right.set_ylabel("validation, x100")
     right.legend(fontsize=7)
     fig.suptitle(f"{Path(run_dir).parent.name}/{Path(run_dir).name}", fontsize=9)
@@ -75,7 +76,7 @@ def line_style(index: int) -> dict:
 
 
 def plot_runs(run_dirs: list[str | Path], out_path: str | Path, metric: str = SELECTION_METRIC,
-              labels: list[str] | None = None) -> list[str]:
+              labels: list[str] | None = None, title: str = "") -> list[str]:
     """Train loss per step and the validation `metric` per epoch of several runs, one line each; returns the
     legend labels (`labels`, else the shortest path ends that differ)."""
     from semshare.errors import SemshareError
@@ -83,6 +84,15 @@ def plot_runs(run_dirs: list[str | Path], out_path: str | Path, metric: str = SE
     if labels is not None and len(labels) != len(run_dirs):
         raise SemshareError(f"--labels: expected {len(run_dirs)} labels (one per run), found {len(labels)}")
     labels = labels or run_labels(run_dirs)
+    plt = _pyplot()
+    fig = runs_figure(run_dirs, labels, metric, title)
+    fig.savefig(out_path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return labels
+
+
+def runs_figure(run_dirs: list[str | Path], labels: list[str], metric: str, title: str = ""):
+    """The figure of plot_runs: train loss per step (left), validation `metric` per epoch (right)."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for index, (run_dir, name) in enumerate(zip(run_dirs, labels)):
@@ -98,13 +108,14 @@ def plot_runs(run_dirs: list[str | Path], out_path: str | Path, metric: str = SE
     left.set_ylabel("train loss")
     left.set_yscale("log")
     right.set_xlabel("epoch")
+    right.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole: no 1.5 tick
     right.set_ylabel(f"validation {metric}, x100")
+    fig.suptitle(title or f"{len(run_dirs)} run{'s' if len(run_dirs) != 1 else ''}: train loss and validation {metric}",
+                 fontsize=9)
     handles, names = right.get_legend_handles_labels() or left.get_legend_handles_labels()
     fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return labels
+    return fig
 
 
 def pr_figure(curves: dict[str, dict], title: str = ""):

@@ -36,6 +36,7 @@ from semshare.fileio import atomic_file, atomic_write_json, atomic_write_text, f
 from semshare.training.experiment import load_run, train_experiment
 from semshare.training.loop import usable_cores
 from semshare.training.recipes import ExperimentConfig, config_dir, resolve_config, unsupported_inputs
+from semshare.provenance import code_version
 from semshare.training.run_folder import (FINGERPRINT_FILE, data_differences, data_fingerprint, result_differences,
                                           saved_config)
 
@@ -132,10 +133,12 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
     table, folds = evaluate_run(run, ProtocolConfig(), MetricSpec(**METRIC_SPEC))
     seconds = time.time() - started
     result = {"method": spec.method, "display_name": cfg.row_name, "dataset": dataset.name, "data_dir": spec.data_dir,
-              "run_dir": str(run_dir.resolve()),
+              "run_dir": str(run_dir.resolve()), "code_version": code_version(),
               "seed": spec.seed, "preset": spec.preset, "overrides": spec.overrides, "test": table,
               "train_seconds": seconds, "closed_form": closed_form,
-              "inputs": spec.linear_inputs if closed_form else f"{cfg.inputs.image}/{cfg.inputs.text}",  # what it read "text_inputs": spec.text_inputs,
+              # what it read: a closed form's pooled inputs, a trained run's image / text inputs
+              "inputs": spec.linear_inputs if closed_form else f"{cfg.inputs.image}/{cfg.inputs.text}",
+              "text_inputs": spec.text_inputs,
               "image_input": cfg.inputs.image, "text_input": cfg.inputs.text,
               "best_epoch": None if closed_form else state.best_epoch, "pr_curves": _pr_curves(folds)}
     write_per_query(run_dir / PER_QUERY_FILE, folds[0])
@@ -388,7 +391,7 @@ def run_benchmark(plan: BenchmarkPlan, execution: Execution = Execution(), progr
         atomic_write_json(out_dir / "results.json", results)
         atomic_write_text(out_dir / "table.md", table_markdown(results, plan.reference, plan.note))
         write_csv(out_dir / "table.csv", results)
-        plot_method_pr_curves(results, out_dir)
+        plot_method_pr_curves(results, out_dir, smoke_test=plan.note == QUICK_NOTE)
         return results
 
 
@@ -420,7 +423,7 @@ def row_name(result: dict) -> str:
     return result.get("display_name") or result["method"]
 
 
-def plot_method_pr_curves(results: list[dict], out_dir: Path) -> None:
+def plot_method_pr_curves(results: list[dict], out_dir: Path, smoke_test: bool = False) -> None:
     """One PNG per dataset: each method's test precision-recall curve (its first seed)."""
     for dataset in dict.fromkeys(r["dataset"] for r in results):
         curves = {}
@@ -428,7 +431,8 @@ def plot_method_pr_curves(results: list[dict], out_dir: Path) -> None:
             if result["dataset"] == dataset and "pr_curves" in result:
                 curves.setdefault(row_name(result), result["pr_curves"])
         if curves:
-            plot_pr_curves(curves, out_dir / f"pr_curves_{dataset}.png", title=f"{dataset}, test split")
+            note = "SMOKE TEST, not results (benchmark --quick): " if smoke_test else ""
+            plot_pr_curves(curves, out_dir / f"pr_curves_{dataset}.png", title=f"{note}{dataset}, test split")
 
 
 def _progress_line(done: int, total: int, result: dict, started: float) -> str:

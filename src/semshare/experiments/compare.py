@@ -76,9 +76,73 @@ def significance_tables(results: list[dict], reference: str | None = None, resam
     return ("\n\n" + "\n\n".join(blocks)) if blocks else ""
 
 
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# keys that differ between any two seeds or copies of the same run: not a difference of settings
+PER_RUN_KEYS = ("train.seed", "text.segments_dir", "text.deep_features_run")
+
+
+def _run_record(result: dict, name: str) -> dict:
+    """A run folder's record (config.yaml, data_fingerprint.json), {} when the folder is gone."""
+    import json
+
+    import yaml
+
+    path = Path(result.get("run_dir", "")) / name
+    if not result.get("run_dir") or not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text()) if name.endswith(".yaml") else json.loads(path.read_text())
+
+
+def _test_queries(result: dict) -> int | None:
+    """How many test queries per direction a run's per-query values hold (None: it kept none)."""
+    values = load_per_query(Path(result["run_dir"]), result.get("per_query_file", "per_query.npz")) if result.get("run_dir") else None
+    return len(next(iter(values["i2t"].values()))) if values and values["i2t"] else None
+
+
+def what_differs(results_a: list[dict], results_b: list[dict], pairs: list[tuple[str, str]]) -> list[str]:
+    """What each side rests on (seeds, test queries) and what differs between A and B per (dataset, method):
+    settings (config keys) and code versions. Different data is refused: a paired test needs the same test
+    queries, and a difference on other data is not a difference of the methods."""
+    lines = []
+    for dataset, method in pairs:
+        side = [[r for r in results if r["dataset"] == dataset and r["method"] == method] for results in (results_a, results_b)]
+        fingerprints = [_run_record(runs[0], "data_fingerprint.json") for runs in side]
+        if all(fingerprints):
+            keys = ("num_items", "labels_sha256", "splits_sha256", "files")
+            differing = [k for k in keys if fingerprints[0].get(k) != fingerprints[1].get(k)]
+            if differing:
+                raise SemshareError(f"{dataset} / {method}: A and B were trained on different data ({differing[0]} "
+                                    f"differs: {fingerprints[0].get('path')} vs {fingerprints[1].get('path')}); a "
+                                    "paired comparison needs the same data and test queries")
+        queries = [_test_queries(runs[0]) for runs in side]
+        lines.append(f"{dataset} / {method}: A {len(side[0])} seed(s), B {len(side[1])} seed(s); "
+                     + (f"{queries[0]} test queries per direction" if queries[0] == queries[1] and queries[0]
+                        else f"test queries A {queries[0]}, B {queries[1]}"))
+        configs = [_flat(_run_record(runs[0], "config.yaml")) for runs in side]
+        changed = sorted(k for k in set(configs[0]) | set(configs[1])
+                         if k not in PER_RUN_KEYS and configs[0].get(k) != configs[1].get(k))
+        if all(configs) and changed:
+            lines.append("  settings that differ: " + "; ".join(f"{k} {configs[0].get(k)!r} (A) vs {configs[1].get(k)!r} (B)"
+                                                               for k in changed))
+        versions = [sorted({r.get("code_version", "unrecorded") for r in runs}) for runs in side]
+        if versions[0] != versions[1]:
+            lines.append(f"  code versions differ: A {', '.join(versions[0])}, B {', '.join(versions[1])}")
+    return lines
+
+
 def compare_result_folders(folder_a: Path, folder_b: Path, metric: str = "NDCG@500",
                            resamples: int = RESAMPLES) -> str:
-    """The paired comparison of two benchmark result folders, method by method on the datasets both hold."""
+    """The paired comparison of two benchmark result folders, method by method on the datasets both hold: first
+    what each side rests on and what differs between them (different data is refused), then the table."""
     import json
 
     loaded = []
@@ -91,7 +155,13 @@ def compare_result_folders(folder_a: Path, folder_b: Path, metric: str = "NDCG@5
     pairs = sorted({(r["dataset"], r["method"]) for r in results_a} & {(r["dataset"], r["method"]) for r in results_b})
     if not pairs:
         raise SemshareError(f"{folder_a} and {folder_b} share no (dataset, method) run to compare")
-    lines = [f"A = {folder_a}, B = {folder_b}: Ave {metric} x100, mean over the seeds each holds; A minus B with "
+    lines = what_differs(results_a, results_b, pairs)
+    seeds = [len({r["seed"] for r in results}) for results in (results_a, results_b)]
+    if min(seeds) < 2:
+        lines.append("One training run (seed) on a side: the p-values and CIs below resample its test queries only; "
+                     "they say nothing about how another training draw would rank.")
+    lines.append("")
+    lines += [f"A = {folder_a}, B = {folder_b}: Ave {metric} x100, mean over the seeds each holds; A minus B with "
              f"its 95% paired-bootstrap CI and sign-flip permutation p ({resamples} resamples, seeded; * = p < 0.05)",
              "", "| dataset / method | A | B | A - B | 95% CI | p |", "|---|---|---|---|---|---|"]
     for dataset, method in pairs:

@@ -56,6 +56,19 @@ def _labels(dataset, row: int) -> list[str]:
     return [dataset.label_names[c] for c in np.flatnonzero(dataset.labels[row])]
 
 
+def label_line(labels: list[str], width: int) -> str:
+    """Label names joined up to `width` characters, whole names only ("+2 more" for the rest): a name cut in
+    the middle ("cell phon") reads as another word."""
+    shown: list[str] = []
+    for name in labels:
+        rest = len(labels) - len(shown) - 1
+        candidate = ", ".join([*shown, name]) + (f" +{rest} more" if rest else "")
+        if shown and len(candidate) > width:
+            return ", ".join(shown) + f" +{len(labels) - len(shown)} more"
+        shown.append(name)
+    return ", ".join(shown)
+
+
 def image_queries(run, rows: list[int], k: int = 5) -> list[Query]:
     """Figure 3: each image row against the test split's sentences."""
     dataset = run.dataset
@@ -156,7 +169,8 @@ def write_figure3(run, queries: list[Query], out_dir: Path) -> tuple[Path, Path]
             mark = "✓" if hit.correct else "✗"
             right.text(0, 0.82 - 0.17 * i, f"{mark} {hit.rank}. {hit.text[:110]}  [{', '.join(hit.labels)}]",
                        fontsize=7.5, va="top", color="#1a7f37" if hit.correct else "#b00020")
-    fig.suptitle("Figure 3: image queries, top-5 sentences (✓ shares a label with the query)", fontsize=9)
+    fig.suptitle("Figure 3: image queries, top-5 sentences (✓: the sentence's image shares at least one label with "
+                 "the query image; ✗: it shares none)", fontsize=9)
     fig.tight_layout()
     png = out_dir / "figure3.png"
     buffer = io.BytesIO()
@@ -198,7 +212,7 @@ def write_figure4(run, queries: list[Query], out_dir: Path) -> tuple[Path, Path]
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(4 if hit.correct else 1)
             own = " (its own image)" if hit.correct else ""
-            axis.set_title(f"{hit.rank}. image {hit.row}{own}\n{', '.join(hit.labels)[:48]}", fontsize=6.5)
+            axis.set_title(f"{hit.rank}. image {hit.row}{own}\n{label_line(hit.labels, 48)}", fontsize=6.5)
     fig.suptitle("Figure 4: sentence queries, top-3 images (green frame: the query's own image)", fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -32,6 +32,8 @@ class SearchIndex(Protocol):
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def vectors(self) -> np.ndarray: ...  # (G, D) float32: the gallery as stored (decoded codes where lossy)
+
     def save(self, folder: Path) -> None: ...
 
 

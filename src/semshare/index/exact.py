@@ -24,7 +24,7 @@ class ExactTorchIndex:
     def __init__(self, vectors: np.ndarray, query_chunk: int = 1024):
         import torch  # here, not at the top: the command line lists the backends without importing torch
 
-        self.vectors = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.gallery = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
         self.query_chunk = query_chunk
 
     @classmethod
@@ -33,11 +33,11 @@ class ExactTorchIndex:
 
     @property
     def size(self) -> int:
-        return int(self.vectors.shape[0])
+        return int(self.gallery.shape[0])
 
     @property
     def dim(self) -> int:
-        return int(self.vectors.shape[1])
+        return int(self.gallery.shape[1])
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -48,15 +48,18 @@ class ExactTorchIndex:
         positions_out = np.empty((len(queries), found), dtype=np.int64)
         for start in range(0, len(queries), self.query_chunk):
             stop = start + self.query_chunk
-            scores = (torch.from_numpy(queries[start:stop]) @ self.vectors.T).numpy()
+            scores = (torch.from_numpy(queries[start:stop]) @ self.gallery.T).numpy()
             # torch.topk leaves the order of equal scores unspecified; the metrics' tie rule is stable
             positions = top_k_indices(scores, found)
             positions_out[start:stop] = positions
             scores_out[start:stop] = np.take_along_axis(scores, positions, axis=1)
         return pad_results(scores_out, positions_out, k)
 
+    def vectors(self) -> np.ndarray:
+        return self.gallery.numpy()
+
     def save(self, folder: Path) -> None:
-        (Path(folder) / VECTORS_FILE).write_bytes(safetensors_bytes({"vectors": self.vectors.contiguous()}))
+        (Path(folder) / VECTORS_FILE).write_bytes(safetensors_bytes({"vectors": self.gallery.contiguous()}))
 
     @classmethod
     def load(cls, folder: Path, query_chunk: int = 1024) -> "ExactTorchIndex":

@@ -39,6 +39,14 @@ class _FaissIndex:
         scores, positions = self.index.search(queries, min(k, self.size))
         return pad_results(scores, positions, k)
 
+    def vectors(self) -> np.ndarray:
+        """(G, D) the stored vectors (IVF-PQ: its codes decoded, an approximation of the embeddings)."""
+        import faiss
+
+        if isinstance(self.index, faiss.IndexIVF):
+            self.index.make_direct_map()
+        return np.asarray(self.index.reconstruct_n(0, self.size), dtype=np.float32)
+
     def save(self, folder: Path) -> None:
         import faiss
 

@@ -151,7 +151,8 @@ class Answer:
                 "results": [hit.as_dict() for hit in self.hits]}
 
 
-def _gallery_rows(dataset, split: str) -> np.ndarray:
+def gallery_rows(dataset, split: str) -> np.ndarray:
+    """The rows of `split` (all: every row), or one error listing the splits there are."""
     if split == "all":
         return np.arange(dataset.num_items, dtype=np.int64)
     if split not in dataset.splits:
@@ -159,7 +160,8 @@ def _gallery_rows(dataset, split: str) -> np.ndarray:
     return np.asarray(dataset.splits[split], dtype=np.int64)
 
 
-def _item_records(dataset, side: str, ids: np.ndarray, item_rows: np.ndarray) -> list[dict]:
+def item_records_of(dataset, side: str, ids: np.ndarray, item_rows: np.ndarray) -> list[dict]:
+    """The record of each gallery item (id, row, labels, captions, image_file) as items.jsonl holds it."""
     labels = np.asarray(dataset.labels)
     names = dataset.label_names
     captions = dataset.captions if dataset.has_captions else None
@@ -185,7 +187,7 @@ def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-f
         raise SemshareError(f"--side must be one of {SIDES}; got {side!r}")
     if Path(out_dir).exists() and not overwrite:  # before the gallery is embedded, not after
         raise OutputExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
-    rows = _gallery_rows(run.dataset, split)
+    rows = gallery_rows(run.dataset, split)
     img, txt = run.embed(rows, sides=(side,), batch_size=batch_size)
     table = img if side == "image" else txt
     item_rows = table.ids if side == "image" else run.dataset.text_items(rows, run.text_source).rows
@@ -196,7 +198,7 @@ def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-f
                              checkpoint=run.checkpoint, split=split,
                              ranking=run.ranking,
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
-    records = _item_records(run.dataset, side, table.ids, item_rows)
+    records = item_records_of(run.dataset, side, table.ids, item_rows)
     manifest.weak_threshold = _weak_threshold_of(run)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         backend.save(tmp)

@@ -30,7 +30,16 @@ MAX_K = 1000
 MAX_BODY_BYTES = 16 * 1024
 
 
+API_DESCRIPTION = ("Label-wise cross-modal search over one index folder (`semshare serve INDEX`): a sentence finds "
+                   "images (or texts) that share its labels, an image finds texts. docs/SEARCH.md has the schema.")
+
+
 class SearchRequest(BaseModel):
+    model_config = {"json_schema_extra": {"examples": [
+        {"text": "two dogs playing in the snow", "k": 10},
+        {"item_id": 12, "k": 5},
+        {"text": "a cat on a sofa", "k": 10, "labels": ["cat"], "label_match": "all", "label_boost": True}]}}
+
     text: str | None = Field(None, max_length=MAX_QUERY_CHARS)
     item_id: int | None = Field(None, ge=0)
     k: int = Field(10, ge=1, le=MAX_K)
@@ -268,14 +277,19 @@ def _add_item_routes(app, searcher, root: Path) -> None:
     from fastapi import HTTPException
     from fastapi.responses import FileResponse
 
-    @app.get("/items/{item_id}", response_model=ItemOut)
+    @app.get("/items/{item_id}", response_model=ItemOut, summary="One gallery item",
+             description="The item's record (the hit schema without rank and score); 404 for an id the gallery "
+                         "does not hold.", responses={404: {"description": "no such gallery item"}})
     def item(item_id: int) -> dict:
         try:
             return item_record(searcher.item(item_id))
         except KeyError:
             raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
 
-    @app.get("/items/{item_id}/image")
+    @app.get("/items/{item_id}/image", summary="A gallery item's image file",
+             description="The image file listed for the item (image_files.txt or captions.jsonl's file_name), "
+                         "only from inside the serving root and only when its first bytes are an image.",
+             responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 404: {"description": "no image file"}})
     def item_image(item_id: int):
         try:
             listed = searcher.item(item_id).get("image_file")
@@ -293,11 +307,13 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     """`searcher`: a search.gallery.Index. Image files are served only when listed for an item, inside the
     serving root (`image_root`, default the dataset folder; the dataset's own image root may narrow it) and
     recognised as images by their first bytes."""
-    from fastapi import FastAPI, HTTPException
+    from fastapi import HTTPException
+    from fastapi_offline import FastAPIOffline
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    app = FastAPI(title="semshare search", version="1")
+    # Swagger UI and ReDoc from the fastapi-offline package's own copies (a CDN is not reachable offline)
+    app = FastAPIOffline(title="semshare search", version="1", description=API_DESCRIPTION)
     root = serving_root(searcher.run.dataset, image_root)
     images = _find_named_images(searcher, root)
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
@@ -305,17 +321,27 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
 
     app.add_exception_handler(RequestValidationError, _invalid_request)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, summary="The results page",
+             description="A search page over this index; its URL holds the search (/?q=two+dogs&k=20, "
+                         "/?item=12&view=grid).")
     def index_page() -> str:
         return page
 
-    @app.get("/health")
+    @app.get("/health", summary="Status and the gallery",
+             description="The gallery's side, backend kind, size and dimension, whether free text is accepted "
+                         "and how many items have an image file.")
     def health() -> dict:
         m = searcher.manifest
         return {"status": "ok", "side": m.side, "kind": m.kind, "size": m.size, "dim": m.dim,
                 "accepts_text": searcher.accepts_text, "images": images}
 
-    @app.post("/search", response_model=SearchResponse)
+    @app.post("/search", response_model=SearchResponse, summary="Rank the gallery for one query",
+              description="Exactly one of `text` (a sentence or tag words, tokenised with the run's vocabulary; "
+                          "unknown words are dropped and listed) and `item_id` (an image row of the index's "
+                          "dataset). `labels` keeps (or, with `label_boost`, puts first) the hits carrying all "
+                          "(`label_match: any`: any) of them. Queries are batched through the model.",
+              responses={413: {"description": "request body too large"}, 422: {"description": "a query the "
+                         "run cannot read, or an invalid field"}, 503: {"description": "the queue is full"}})
     async def search(request: SearchRequest):
         try:
             query = request.query()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -171,7 +172,8 @@ def train_head(image: np.ndarray, text: np.ndarray, owner: np.ndarray, cfg: Inst
     captions_of = [np.flatnonzero(owner == row) for row in range(len(image))]
     images = torch.as_tensor(image, dtype=torch.float32)
     texts = torch.as_tensor(text, dtype=torch.float32)
-    for _ in range(cfg.epochs):
+    started, loss = time.perf_counter(), torch.tensor(float("nan"))
+    for epoch in range(cfg.epochs):
         order = rng.permutation(len(image))
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start : start + cfg.batch_size]
@@ -184,6 +186,9 @@ def train_head(image: np.ndarray, text: np.ndarray, owner: np.ndarray, cfg: Inst
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if (epoch + 1) % 10 == 0 or epoch + 1 == cfg.epochs:  # a line now and then: a pipe shows no bar
+            logger.info("instance head: epoch %d/%d, InfoNCE %.4f (%.0f s)", epoch + 1, cfg.epochs,
+                        float(loss.detach()), time.perf_counter() - started)
     head.eval()
     return head
 
@@ -251,7 +256,10 @@ def fit_instance_head(run, run_dir: str | Path, cfg: InstanceConfig = InstanceCo
     items = dataset.text_items(train_rows, run.text_source)
     owner = np.searchsorted(train_rows, items.rows)
     kind = image_kind(dataset)
+    logger.info("instance head: %d training images, %d captions (%s / %s features)", len(train_rows), len(items.rows),
+                kind, text_kind(run))
     head = train_head(image_features_of_rows(dataset, train_rows, kind), text_features_of_items(run, items), owner, cfg)
+    logger.info("instance head: choosing w on %d validation images", len(run.val_rows))
     val_rows = np.asarray(run.val_rows, dtype=np.int64)
     img, txt = run.embed(val_rows)
     val_items = dataset.text_items(val_rows, run.text_source)
