@@ -5,7 +5,7 @@ the consistency-trained baselines (DSCMR). Each pair is a paired comparison of t
 and seeds (semshare.evaluation.significance: paired bootstrap CI, sign-flip permutation p), read from the
 per-query values a `semshare benchmark` folder keeps:
 
-    python benchmarks/ablation_order.py RES [RES2 ...] [--dataset coco_2k]
+    python -m benchmarks.ablation_order RES [RES2 ...] [--dataset coco_2k]
 
 A claim "holds" when A - B > 0 at p < 0.05, is "reversed" when A - B < 0 at p < 0.05, else a "tie".
 """

@@ -1,7 +1,7 @@
 """`semshare extract` speed on the same images, side by side, and the bf16 features against fp32.
 
-  python benchmarks/extract_speed.py speed [--images 48 --before-rev REV --out docs/extract_speed.json]
-  python benchmarks/extract_speed.py bf16-check [--images 1000 --out docs/extract_bf16.json]
+  python -m benchmarks.extract_speed speed [--images 48 --before-rev REV --out docs/extract_speed.json]
+  python -m benchmarks.extract_speed bf16-check [--images 1000 --out docs/extract_bf16.json]
 
 The images: JPEGs of COCO size (640 x 480) cut, flipped and rescaled from the real photos that ship with
 scikit-learn and matplotlib (china.jpg, flower.jpg, grace_hopper.jpg), each with ~9 boxes (COCO's mean) as

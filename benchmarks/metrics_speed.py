@@ -7,7 +7,7 @@ memory (ru_maxrss) is its own; times are medians over --repeats runs.
 `semshare-before-ndcg+ap` is the same call on the code of `--before-rev` (the per-row rank path of issue
 15's start), imported from a `git archive` of that revision.
 
-  python benchmarks/metrics_speed.py [--queries 5000 --gallery 25000 --repeats 3] [--out docs/metrics_speed.json]
+  python -m benchmarks.metrics_speed [--queries 5000 --gallery 25000 --repeats 3] [--out docs/metrics_speed.json]
 """
 
 from __future__ import annotations

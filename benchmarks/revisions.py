@@ -23,15 +23,16 @@ def source_at(revision: str, folder: Path) -> Path:
     return folder
 
 
-def code_env(code_root: Path) -> dict:
+def code_env(code_root: Path, *extra: Path) -> dict:
     """The environment of a subprocess that imports semshare from `code_root`/src (and these benchmarks from
-    this checkout: PYTHONPATH puts the tree being measured first, nothing edits sys.path)."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(code_root / "src"), str(ROOT)])}
+    this checkout; `extra` folders after them): PYTHONPATH puts the tree being measured first, nothing edits
+    sys.path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(code_root / "src"), str(ROOT), *map(str, extra)])}
 
 
-def run_json(code_root: Path, script: str, *args: str) -> dict:
+def run_json(code_root: Path, script: str, *args: str, extra_path: tuple[Path, ...] = ()) -> dict:
     """Run `python -m benchmarks.SCRIPT args` on `code_root`'s code; its last stdout line is the JSON result."""
     module = f"benchmarks.{Path(script).stem}"
-    output = subprocess.run([sys.executable, "-m", module, *args], check=True, env=code_env(code_root),
+    output = subprocess.run([sys.executable, "-m", module, *args], check=True, env=code_env(code_root, *extra_path),
                             capture_output=True, text=True, cwd=ROOT)
     return json.loads(output.stdout.splitlines()[-1])

@@ -14,7 +14,7 @@ between processes on a shared machine.
 `--dataloader` adds a variant whose batches come from a torch DataLoader with one worker process (measured
 against the prefetch thread; the loop does not offer it: docs/PERFORMANCE.md).
 
-  python benchmarks/train_speed.py [--steps 60 --repeats 3 --before-rev REV --paired --compile --dataloader] [--out docs/train_speed.json]
+  python -m benchmarks.train_speed [--steps 60 --repeats 3 --before-rev REV --paired --compile --dataloader] [--out docs/train_speed.json]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def run_loop(data: Path, out: Path, steps: int, prefetch: int | None, dataloader
 
 def renamed_copy(code_root: Path, folder: Path, name: str = "semshare_before") -> Path:
     """`code_root`/src/semshare copied to `folder`/`name` with its own imports rewritten, so it imports beside
-    this checkout's semshare in one process; returns `folder` (for sys.path)."""
+    this checkout's semshare in one process; returns `folder` (for PYTHONPATH)."""
     shutil.copytree(code_root / "src" / "semshare", folder / name)
     own_name = re.compile(r'(^\s*(?:from|import)\s+|resources\.files\(")semshare\b', re.M)
     for path in (folder / name).rglob("*.py"):
@@ -174,8 +174,7 @@ def main() -> None:
         print(json.dumps(run_loop(Path(data), Path(out), int(steps), depth, dataloader,
                                   None if dropout == "default" else float(dropout))))
         return
-    if sys.argv[1:2] == ["_paired"]:
-        sys.path.insert(0, sys.argv[2])
+    if sys.argv[1:2] == ["_paired"]:  # the renamed copy of the earlier tree is on PYTHONPATH (run_json)
         print(json.dumps(paired_steps(Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))))
         return
     if sys.argv[1:2] == ["_compile"]:
@@ -211,7 +210,7 @@ def main() -> None:
         if args.paired:
             renamed = renamed_copy(before, tmp / "paired")
             results["paired"] = run_json(ROOT, __file__, "_paired", str(renamed), str(data), str(tmp / "paired-runs"),
-                                         str(args.steps))
+                                         str(args.steps), extra_path=(renamed,))
             print("paired in one process:", results["paired"], flush=True)
         if args.compile:
             results["compile"] = run_json(ROOT, __file__, "_compile", str(data), "40")

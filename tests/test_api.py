@@ -127,3 +127,22 @@ def test_a_run_and_its_index_travel_without_their_dataset(tiny_data_dir, tmp_pat
     assert [r["id"] for r in json.loads(capsys.readouterr().out)["results"]] == ranked
     assert main(["evaluate", str(moved / "run")]) == 2
     assert "loaded without its dataset" in capsys.readouterr().err
+
+
+def test_a_run_declares_what_it_accepts_and_where_it_came_from(tiny_data_dir, tmp_path):
+    """The one Run: capabilities are declared by each kind of run (never found by catching an error), and its
+    provenance names its folder, checkpoint, ranking and data fingerprint."""
+    import semshare
+    from semshare.cli.main import main
+
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "cca", "--out", str(tmp_path / "cca")]) == 0
+    closed = semshare.load_run(tmp_path / "cca")
+    assert isinstance(closed, semshare.Run) and closed.capabilities == semshare.RunCapabilities(
+        free_text=True, token_states=False, image_files=False, label_classifier=False, pairwise_scoring=False)
+    from semshare.errors import SemshareError
+
+    with pytest.raises(SemshareError, match="no label classifier"):
+        closed.predict_labels(texts=["a"])
+    provenance = closed.provenance()
+    assert provenance["method"] == "cca" and provenance["checkpoint"] == "best" and provenance["ranking"] == "label"
+    assert provenance["data"]["labels_sha256"] and provenance["data"]["num_items"] == closed.dataset.num_items

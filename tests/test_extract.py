@@ -186,6 +186,13 @@ def test_search_with_a_new_image_file_matches_its_dataset_row(tmp_path, capsys):
     from_file = combined.encode_image_file(images / "img5.png")
     np.testing.assert_allclose(from_file, combined.encode_image_row(5), atol=2e-2)
     assert combined.search(from_file, 1)[0].id == 5
+    # an exported package encodes image files through its extractor.json, with no dataset (issue 33)
+    import semshare
+
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "pkg")]) == 0
+    packaged = semshare.load_run(tmp_path / "pkg")
+    assert packaged.dataset is None and json.loads((tmp_path / "pkg" / "extractor.json").read_text())["backbone"]
+    np.testing.assert_array_equal(packaged.encode_image_files([images / "img5.png"]), from_file[None])
 
 
 def write_yolo_labels(images, names=("blue", "green", "red")):

@@ -1,4 +1,4 @@
-"""Run subcommands: train, evaluate, embed, evaluate-embeddings."""
+"""Run subcommands: train, evaluate, embed, evaluate-embeddings, fit-instance, export."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from semshare.cli.common import (add_config_flags, add_protocol_flags, add_run_flags, add_threads, load_run_of,
                                  open_data, parse_overrides, print_table, protocol_from_args, set_threads)
+from semshare.names import BEST, CHECKPOINTS, RANKINGS
 
 
 def add_evaluate_embeddings(sub: argparse._SubParsersAction) -> None:
@@ -175,4 +176,30 @@ def _run_fit_instance(args: argparse.Namespace) -> int:
     print(f"instance head in {args.run_dir / 'instance'}: w = {record['weight']}; validation Ave R@10 "
           f"{100 * base['ave/R@10']:.2f} -> {100 * chosen['ave/R@10']:.2f}, NDCG@500 {100 * base['ave/NDCG@500']:.2f} -> "
           f"{100 * chosen['ave/NDCG@500']:.2f}, mAP@all {100 * base['ave/mAP@all']:.2f} -> {100 * chosen['ave/mAP@all']:.2f}")
+    return 0
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("export", help="package a finished run to share: weights, vocabulary, labels, extractor, "
+                                           "instance head, a model card",
+                            description="Write a versioned, self-contained package of RUN (a folder, or one .tar.gz "
+                                        "with --tar) that semshare.load_run and every command taking RUN load with no "
+                                        "dataset and no network; README.md inside is its model card.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("out", type=Path, help="the package folder (or, with --tar, OUT.tar.gz)")
+    parser.add_argument("--data", type=Path, help="dataset folder (default: the one the run was trained on): its label "
+                                                  "names and extractor go into the package")
+    parser.add_argument("--checkpoint", default=BEST, choices=CHECKPOINTS)
+    parser.add_argument("--ranking", default="combined", choices=RANKINGS,
+                        help="combined: with the run's instance head when it has one; label: without it")
+    parser.add_argument("--tar", action="store_true", help="one .tar.gz instead of a folder")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from semshare.training.package import export_run
+
+    written = export_run(load_run_of(args), args.out, tar=args.tar, overwrite=args.overwrite)
+    print(f"exported {args.run_dir} -> {written}")
     return 0

@@ -32,6 +32,7 @@ from semshare.training.inputs import (VOCAB_FILE, build_method, load_fitted_inpu
 from semshare.names import BEST, CHECKPOINTS, LAST, RANKINGS
 from semshare.training.finished_run import Run
 from semshare.training.instance_head import instance_ranking
+from semshare.training.package import check_package, is_package, open_package
 from semshare.training.loop import DistributedContext, fit
 from semshare.training.recipes import ExperimentConfig, unsupported_inputs
 from semshare.training.run_folder import (check_existing_run, check_same_spec, read_run_config, read_split_rows,
@@ -111,8 +112,13 @@ def load_run(run_dir: str | Path, data: Dataset | str | Path | None = None, chec
         raise SemshareError(f"ranking: expected one of {', '.join(RANKINGS)}, found {ranking!r}")
     if checkpoint not in CHECKPOINTS:
         raise SemshareError(f"checkpoint: expected one of {', '.join(CHECKPOINTS)}, found {checkpoint!r}")
-    run_dir = Path(run_dir)
-    if data is None:
+    run_dir = open_package(Path(run_dir)) if str(run_dir).endswith(".tar.gz") else Path(run_dir)
+    packaged = is_package(run_dir)
+    if packaged:
+        check_package(run_dir)
+    if data is None and packaged:  # a package travels without its dataset: it never reaches for the recorded one
+        logger.info("%s: a package; loading it on its own (give data= for its dataset's rows)", run_dir)
+    elif data is None:
         data = recorded_data_dir(run_dir)
         if not Path(data).is_dir():
             logger.info("%s: its dataset %s is not there; loading the run on its own", run_dir, data)

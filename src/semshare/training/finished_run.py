@@ -17,6 +17,7 @@ holds (`ranking_stage`: training/instance_head.py InstanceRanking, or the label 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from functools import cached_property
@@ -165,7 +166,27 @@ class Run:
     def label_names(self) -> list[str]:
         if self.dataset is not None:
             return list(self.dataset.label_names)
+        saved = Path(self.run_dir or ".") / "label_names.txt"  # a package (semshare export) keeps its label set
+        if self.run_dir is not None and saved.is_file():
+            return [line for line in saved.read_text(encoding="utf-8").splitlines() if line]
         return [f"label {i}" for i in range(int(self.num_labels or 0))]
+
+    def provenance(self) -> dict:
+        """Where the run came from: its folder, checkpoint and ranking, the data it was trained on (its
+        fingerprint: path, sizes, sha256 of labels, splits and files) and the semshare that exports or
+        describes it (the code that trained it is in its benchmark result.json, `code_version`)."""
+        fingerprint = Path(self.run_dir or ".") / "data_fingerprint.json"
+        return {"run_dir": str(self.run_dir), "method": self.cfg.name, "checkpoint": self.checkpoint,
+                "ranking": self.ranking,
+                "data": json.loads(fingerprint.read_text()) if self.run_dir is not None and fingerprint.is_file() else None}
+
+    def extractor_meta(self) -> dict:
+        """How the run's image features were made: its dataset's meta.json, or a package's extractor.json
+        ({} when neither is at hand)."""
+        if self.dataset is not None:
+            return dict(self.dataset.meta)
+        saved = Path(self.run_dir or ".") / "extractor.json"
+        return json.loads(saved.read_text()) if self.run_dir is not None and saved.is_file() else {}
 
     def __repr__(self) -> str:
         return (f"Run({str(self.run_dir)!r}, method={self.cfg.name!r}, checkpoint={self.checkpoint!r}, "
@@ -381,12 +402,13 @@ class Run:
 
         if not self.capabilities.image_files:
             raise SemshareError("image files need a trained run; this run was fitted in closed form")
-        if self.dataset is None:
+        meta = self.extractor_meta()
+        if not meta:
             raise SemshareError(f"{self.run_dir}: image files are encoded as the run's dataset was extracted (its "
                                 "meta.json), and the dataset is not there: give the dataset folder (data_dir)")
         out = []
         for path in paths:
-            global_feature, regions, boxes, mask = features_of_image_file(path, self.dataset.meta)
+            global_feature, regions, boxes, mask = features_of_image_file(path, meta)
             if self.cfg.inputs.image == "global":
                 regions, boxes, mask = global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32), np.ones(1, dtype=bool)
             emb = self.encode_image_batch(regions[None], boxes[None], mask[None])
