@@ -100,3 +100,45 @@ def _quick_yaml():
     from semshare.config import config_dir
 
     return config_dir("experiment") / "quick.yaml"
+
+
+def _trained_twice(rng, seeds: int, queries: int, shift: float, seed_spread: float):
+    """Per-query values of two methods over `seeds` training runs each: a query's difficulty shared by both,
+    each run's own offset (training randomness, sd `seed_spread`), per-query noise, and a true `shift`."""
+    base = rng.random((1, 2, queries))
+    a = base + shift + seed_spread * rng.standard_normal((seeds, 1, 1)) + 0.05 * rng.standard_normal((seeds, 2, queries))
+    b = base + seed_spread * rng.standard_normal((seeds, 1, 1)) + 0.05 * rng.standard_normal((seeds, 2, queries))
+    return runs(a[:, 0], a[:, 1]), runs(b[:, 0], b[:, 1])
+
+
+def test_the_hierarchical_test_is_calibrated_where_the_query_level_test_is_not():
+    """No true difference, but each training run lands a little above or below (seed spread 0.02, as Ours'
+    seeds spread on coco_2k): over 200 seeded repeats the hierarchical test's p is about uniform (~5% below
+    0.05 with 8 seeds), while the query-level test, blind to training randomness, cries wolf."""
+    from semshare.evaluation.significance import hierarchical_comparison
+
+    hierarchical, query_level = [], []
+    for trial in range(200):
+        a, b = _trained_twice(np.random.default_rng(trial), seeds=8, queries=60, shift=0.0, seed_spread=0.02)
+        hierarchical.append(hierarchical_comparison(a, b, resamples=200, seed=trial).p_value)
+        query_level.append(paired_comparison(a, b, resamples=200, seed=trial).p_value)
+    hierarchical, query_level = np.array(hierarchical), np.array(query_level)
+    assert 0.01 <= np.mean(hierarchical < 0.05) <= 0.10 and 0.4 <= np.mean(hierarchical) <= 0.6
+    assert np.mean(query_level < 0.05) > 0.3  # the old default: far above its nominal 5% here
+
+
+def test_the_hierarchical_test_finds_a_planted_difference_and_says_what_five_seeds_can_say():
+    from semshare.evaluation.significance import compare_runs, hierarchical_comparison
+
+    a, b = _trained_twice(np.random.default_rng(3), seeds=8, queries=100, shift=0.05, seed_spread=0.01)
+    found = hierarchical_comparison(a, b, resamples=2000)
+    assert found.level == "seeds" and found.p_value == pytest.approx(2 / 2 ** 8) and found.significant
+    assert 0 < found.ci_low < found.difference < found.ci_high and found.difference == pytest.approx(0.05, abs=0.015)
+    five = compare_runs(a[:5], b[:5], resamples=500)  # the default with >= 3 seeds is the hierarchical test
+    assert five.level == "seeds" and five.seeds == 5 and five.smallest_p == 0.0625 and five.p_value >= 0.0625
+    one = compare_runs(a[:1], b[:1], resamples=500)
+    assert one.level == "queries" and one.seeds == 1 and one.queries == 100
+    # by hand: three seeds whose differences are all positive; of the 8 sign vectors, 2 reach |mean| = 2
+    exact = hierarchical_comparison(runs([[1.0], [2.0], [3.0]], [[1.0], [2.0], [3.0]]),
+                                    runs([[0.0], [0.0], [0.0]], [[0.0], [0.0], [0.0]]), resamples=100)
+    assert exact.difference == pytest.approx(2.0) and exact.p_value == pytest.approx(0.25)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from semshare.errors import SemshareError
-from semshare.evaluation.significance import RESAMPLES, PairedComparison, paired_comparison
+from semshare.evaluation.significance import RESAMPLES, PairedComparison, compare_runs
 
 METRICS = ("NDCG@500", "mAP@all", "R@10")
 
@@ -39,17 +39,31 @@ def compare_methods(results_a: list[dict], results_b: list[dict], dataset: str, 
     if not a or not b:
         return None
     try:
-        return paired_comparison(a, b, metric, resamples)
+        return compare_runs(a, b, metric, resamples)
     except (ValueError, KeyError):  # other queries (another text source) or another metric: not comparable
         return None
 
 
+def rests_on(comparison: PairedComparison) -> str:
+    """What a comparison's CI and p rest on, for its row: seeds x test queries, and which test."""
+    seeds = f"{comparison.seeds} seed{'s' if comparison.seeds != 1 else ''}"
+    if comparison.level == "seeds":
+        return f"{seeds} x {comparison.queries} queries: seeds, then queries (p >= {comparison.smallest_p:.4g})"
+    return f"{seeds} x {comparison.queries} queries: queries only"
+
+
 def format_comparison(name: str, comparison: PairedComparison | None) -> str:
     if comparison is None:
-        return f"| {name} | - | - | - |"
+        return f"| {name} | - | - | - | - |"
     mark = " *" if comparison.significant else ""
     return (f"| {name}{mark} | {100 * comparison.difference:+.2f} | [{100 * comparison.ci_low:+.2f}, "
-            f"{100 * comparison.ci_high:+.2f}] | {comparison.p_value:.4f} |")
+            f"{100 * comparison.ci_high:+.2f}] | {comparison.p_value:.4f} | {rests_on(comparison)} |")
+
+
+TEST_NOTE = ("with 3 seeds or more: a 95% hierarchical-bootstrap CI (seeds, then queries) and an exact seed-level "
+             "sign-flip permutation p, so training randomness is in both; with fewer: a 95% paired-bootstrap CI and "
+             "a sign-flip permutation p over test queries only, which cover the queries and not another training "
+             "draw (docs/METRICS.md)")
 
 
 def significance_tables(results: list[dict], reference: str | None = None, resamples: int = RESAMPLES) -> str:
@@ -67,9 +81,8 @@ def significance_tables(results: list[dict], reference: str | None = None, resam
             if not all(f"ave/{metric}" in r["test"] for r in results if r["dataset"] == dataset):
                 continue  # results scored before the metric existed
             lines = [f"Paired vs {names.get(reference, reference)} on {dataset}, Ave {metric} x100 (method minus "
-                     f"reference; 95% paired-bootstrap CI and two-sided sign-flip permutation p over queries and "
-                     f"seeds, {resamples} resamples each, seeded; * = p < 0.05)", "",
-                     "| method | difference | 95% CI | p |", "|---|---|---|---|"]
+                     f"reference; {TEST_NOTE}; {resamples} resamples, seeded; * = p < 0.05)", "",
+                     "| method | difference | 95% CI | p | rests on |", "|---|---|---|---|---|"]
             lines += [format_comparison(names.get(m, m), compare_methods(results, results, dataset, m, reference, metric,
                                                                           resamples)) for m in methods]
             blocks.append("\n".join(lines))
@@ -161,9 +174,9 @@ def compare_result_folders(folder_a: Path, folder_b: Path, metric: str = "NDCG@5
         lines.append("One training run (seed) on a side: the p-values and CIs below resample its test queries only; "
                      "they say nothing about how another training draw would rank.")
     lines.append("")
-    lines += [f"A = {folder_a}, B = {folder_b}: Ave {metric} x100, mean over the seeds each holds; A minus B with "
-             f"its 95% paired-bootstrap CI and sign-flip permutation p ({resamples} resamples, seeded; * = p < 0.05)",
-             "", "| dataset / method | A | B | A - B | 95% CI | p |", "|---|---|---|---|---|---|"]
+    lines += [f"A = {folder_a}, B = {folder_b}: Ave {metric} x100, mean over the seeds each holds; A minus B, "
+              f"{TEST_NOTE}; {resamples} resamples, seeded; * = p < 0.05",
+              "", "| dataset / method | A | B | A - B | 95% CI | p | rests on |", "|---|---|---|---|---|---|---|"]
     for dataset, method in pairs:
         row = format_comparison(f"{dataset} / {method}",
                                 compare_methods(results_a, results_b, dataset, method, method, metric, resamples))
