@@ -249,3 +249,34 @@ def test_the_api_docs_render_offline_with_every_route_summarised(served, browser
     wait_for(lambda: "Rank the gallery for one query" in browser.find_element(By.TAG_NAME, "body").text, timeout=30)
     scripts = browser.execute_script("return Array.from(document.scripts).map(s => s.src).filter(Boolean)")
     assert scripts and all(src.startswith(url) for src in scripts), scripts
+
+
+def test_the_pages_small_defects_are_gone(served, browser, tmp_path):
+    """issue 33: an oversized k reads as a sentence, not raw JSON; a URL with both q and item says it searched
+    the text; on a text gallery an image-id query is shown as the image row it is, not text item ID's photo."""
+    from selenium.webdriver.common.by import By
+
+    from semshare.search.service import create_app
+
+    url, searcher = served
+    browser.get(f"{url}/?q=a+dog&k=5000")
+    status = wait_for(lambda: (lambda e: e if "Error" in e.text else None)(browser.find_element(By.ID, "status")))
+    assert status.text.startswith("Error: k: ") and "1000" in status.text and "{" not in status.text
+    caption = searcher.run.dataset.captions[4][0]
+    browser.get(f"{url}/?q={caption.replace(' ', '+')}&item=5&k=3")
+    status = wait_for(lambda: (lambda e: e if "results" in e.text else None)(browser.find_element(By.ID, "status")))
+    assert "Both a text and an image id (item 5) were given: searched the text" in status.text
+    assert browser.find_element(By.ID, "query-item").text == ""
+
+    run = load_run(searcher.run_dir, searcher.run.dataset)
+    build_gallery(run, "text", tmp_path / "text-index")
+    server, thread, text_url = _start(create_app(load_index(tmp_path / "text-index")))
+    try:
+        browser.get(f"{text_url}/?item=7&k=3")
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "li.result"))
+        panel = wait_for(lambda: (lambda e: e if e.text else None)(browser.find_element(By.ID, "query-item")))
+        assert panel.text.startswith("Query: image row 7 of the dataset (this gallery holds texts")
+        assert panel.find_elements(By.TAG_NAME, "img") == []
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

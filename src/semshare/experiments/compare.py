@@ -27,7 +27,8 @@ def load_per_query(run_dir: Path, name: str = "per_query.npz") -> dict | None:
     return out
 
 
-def _per_seed(results: list[dict], dataset: str, method: str) -> list[dict]:
+def per_seed_values(results: list[dict], dataset: str, method: str) -> list[dict]:
+    """The per-query values of a method's runs on a dataset, one dict per seed in seed order."""
     runs = sorted((r for r in results if r["dataset"] == dataset and r["method"] == method), key=lambda r: r["seed"])
     loaded = [load_per_query(Path(r["run_dir"]), r.get("per_query_file", "per_query.npz")) for r in runs if r.get("run_dir")]
     return [values for values in loaded if values is not None]
@@ -35,7 +36,7 @@ def _per_seed(results: list[dict], dataset: str, method: str) -> list[dict]:
 
 def compare_methods(results_a: list[dict], results_b: list[dict], dataset: str, method_a: str, method_b: str,
                     metric: str, resamples: int = RESAMPLES) -> PairedComparison | None:
-    a, b = _per_seed(results_a, dataset, method_a), _per_seed(results_b, dataset, method_b)
+    a, b = per_seed_values(results_a, dataset, method_a), per_seed_values(results_b, dataset, method_b)
     if not a or not b:
         return None
     try:
