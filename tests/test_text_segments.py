@@ -170,6 +170,14 @@ def test_search_a_minilm_run_with_free_text(tiny_data_dir, tmp_path):
     # the query through MiniLM now == the caption's stored (float16) states through the same model
     np.testing.assert_allclose(query, normalize_rows(txt.emb[:1])[0], atol=2e-2)
     assert len(searcher.search(query, 3)) == 3
+    # exported, the run encodes free text with no dataset: the encoder's settings travel in the package
+    import semshare
+    from semshare.training.package import export_run
+
+    export_run(run, tmp_path / "pkg")
+    packaged = semshare.load_run(tmp_path / "pkg")
+    assert packaged.dataset is None and packaged.capabilities.token_states
+    np.testing.assert_array_equal(packaged.encode_texts([dataset.captions[4][0]])[0], query)
 
 
 def test_sentence_vector_as_first_segment(tiny_data_dir, fake_segments, tmp_path):

