@@ -280,3 +280,24 @@ def test_the_pages_small_defects_are_gone(served, browser, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_hit_shows_its_closest_caption_and_the_others_on_demand(served, browser):
+    """issue 32: the first caption of a hit is the one closest to the query (the API's order); all captions
+    open on demand."""
+    from selenium.webdriver.common.by import By
+
+    from semshare.search.gallery import QueryRequest
+
+    url, searcher = served
+    text = searcher.run.dataset.captions[6][1]
+    expected = searcher.query(QueryRequest(text=text, k=3)).hits
+    browser.get(f"{url}/?q={text.replace(' ', '+')}&k=3")
+    rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "li.result"))
+    for row, hit in zip(rows, expected):
+        shown = row.find_elements(By.CSS_SELECTOR, ".info > p.caption")
+        assert [p.text for p in shown] == [hit.captions[0]]
+        details = row.find_element(By.CSS_SELECTOR, "details.more-captions")
+        assert "closest to the query first" in details.find_element(By.TAG_NAME, "summary").text
+        details.find_element(By.TAG_NAME, "summary").click()
+        assert [p.text for p in details.find_elements(By.CSS_SELECTOR, "p.caption")] == hit.captions[1:]

@@ -95,7 +95,8 @@ def test_cli_index_build_and_search(trained_run, tiny_data_dir, tmp_path, capsys
     assert main(["search", str(out), "--image-id", "2", "-k", "3"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("read as: ")  # what the model read in the query image, then the ranking
-    assert table[1].split()[:3] == ["rank", "score", "id"] and table[2].split()[2] == "2"
+    assert table[1].startswith("ranking: label (label space alone); each hit's caption closest to the query")
+    assert table[2].split()[:3] == ["rank", "score", "id"] and table[3].split()[2] == "2"
     assert main(["search", str(out), "--text", "qwertyuiop", "-k", "3"]) == 2
     assert "none of the query's words" in capsys.readouterr().err
     assert main(["search", str(tmp_path), "--text", "a"]) == 2
@@ -332,7 +333,7 @@ def test_one_hit_schema_for_the_cli_python_and_http(image_index, capsys):
     client = TestClient(create_app(searcher))
     http = client.post("/search", json={"item_id": 4, "k": 5}).json()
     assert cli == http and cli["results"] == python
-    assert set(python[0]) == {"rank", "score", "id", "row", "labels", "captions", "image_url"}
+    assert set(python[0]) == {"rank", "score", "id", "row", "labels", "captions", "captions_ranked", "image_url"}
     assert cli["query"] == {"text": None, "item_id": 4, "k": 5, "labels": None, "label_match": "all",
                             "label_boost": False} and cli["gallery_side"] == "image"
     # the schema is typed in the OpenAPI document /docs shows
@@ -412,3 +413,45 @@ def test_embeddings_and_an_index_export_as_parquet_read_back_with_pyarrow(traine
     vectors = np.stack(exported["embedding"].to_numpy(zero_copy_only=False))
     hit = searcher.search(vectors[7], 1)[0]  # the stored vectors are the index's: item 7 finds itself
     assert hit.id == exported["id"][7].as_py() and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_each_hit_shows_its_caption_closest_to_the_query_first(trained_run, tiny_data_dir, image_index, tmp_path,
+                                                               capsys):
+    """issue 32, why a hit matched: an image gallery keeps its captions' embeddings, and every answer lists a
+    hit's captions by their cosine to the query (the run's own text embedding), closest first, through the CLI,
+    HTTP and Python alike; an index built before keeps the dataset's order and says so."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from semshare.search.gallery import QueryRequest
+    from semshare.search.service import create_app
+
+    searcher = load_index(image_index)
+    run = load_run(trained_run, tiny_data_dir)
+    query_text = run.dataset.captions[11][1]
+    answer = searcher.query(QueryRequest(text=query_text, k=6))
+    query, _ = searcher.encode_text(query_text)
+    _, txt = run.embed(np.arange(run.dataset.num_items), sides=("text",))
+    by_item = dict(zip(txt.ids.tolist(), normalize_rows(txt.emb)))
+    for hit in answer.hits:
+        start = int(run.dataset.caption_offsets[hit.id])
+        scores = [float(by_item[start + j] @ query) for j in range(len(run.dataset.captions[hit.id]))]
+        assert hit.captions == [run.dataset.captions[hit.id][j] for j in np.argsort(-np.array(scores), kind="stable")]
+        assert sorted(hit.captions) == sorted(run.dataset.captions[hit.id]) and hit.as_dict()["captions_ranked"]
+    assert any(hit.captions != run.dataset.captions[hit.id] for hit in answer.hits)  # some order did change
+    http = TestClient(create_app(searcher)).post("/search", json={"text": query_text, "k": 6}).json()
+    assert [h["captions"] for h in http["results"]] == [h.captions for h in answer.hits]
+    assert main(["search", str(image_index), "--text", query_text, "-k", "6", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"] == http["results"]
+
+    old = tmp_path / "old-index"  # as an index built before caption embeddings were kept
+    shutil.copytree(image_index, old)
+    (old / "caption_vectors.safetensors").unlink()
+    from semshare.fileio import write_files_manifest
+
+    (old / "files.json").unlink()
+    write_files_manifest(old)
+    hits = load_index(old).query(QueryRequest(text=query_text, k=6)).hits
+    assert [h.id for h in hits] == [h.id for h in answer.hits]
+    assert all(h.captions == run.dataset.captions[h.id] and not h.as_dict()["captions_ranked"] for h in hits)

@@ -162,9 +162,13 @@ def _run_search(args: argparse.Namespace) -> int:
         print(f"unknown words (ignored): {', '.join(answer.unknown_words)}")
     if answer.reading is not None:
         print(answer.reading.line())
+    ranked = any(hit.caption_order is not None for hit in answer.hits)
+    ranking = searcher.manifest.ranking
+    print(f"ranking: {ranking} ({'label space + instance head' if ranking == 'combined' else 'label space alone'})"
+          + ("; each hit's caption closest to the query" if ranked else ""))
     print(f"{'rank':>4}  {'score':>7}  {'id':>6}  labels | caption")
     for hit in answer.hits:
-        caption = (hit.item.get("captions") or [""])[0]
+        caption = (hit.captions or [""])[0]
         print(f"{hit.rank:>4}  {hit.score:7.4f}  {hit.id:>6}  {', '.join(hit.item['labels'])} | {caption}")
     return 0
 

@@ -23,7 +23,9 @@ import numpy as np
 
 from semshare.data.text import as_sentence
 from semshare.errors import OutputExistsError, SemshareError
-from semshare.fileio import atomic_directory, atomic_write_json, verify_files_manifest, write_files_manifest
+from semshare.fileio import (atomic_directory, atomic_write_json, read_tensors, safetensors_bytes, verify_files_manifest,
+                             write_files_manifest)
+from semshare.index.base import normalize_rows
 from semshare.index import build_backend
 from semshare.names import SIDES
 from semshare.index.base import load_backend, search_time_parameters
@@ -67,6 +69,7 @@ class SearchHit:
     score: float
     id: int
     item: dict = field(default_factory=dict)
+    caption_order: list[int] | None = None  # the item's captions, closest to the query first (None: as stored)
 
     @property
     def labels(self) -> list[str]:
@@ -74,7 +77,9 @@ class SearchHit:
 
     @property
     def captions(self) -> list[str]:
-        return list(self.item.get("captions") or [])
+        """The item's captions, the one closest to the query first when the index keeps caption embeddings."""
+        captions = list(self.item.get("captions") or [])
+        return [captions[i] for i in self.caption_order] if self.caption_order is not None else captions
 
     @property
     def image_file(self) -> str | None:
@@ -84,8 +89,10 @@ class SearchHit:
     def as_dict(self) -> dict:
         """The one hit schema, for `semshare search --json`, HTTP /search and Python alike: rank, score, id,
         row, labels, captions and image_url (the path a semshare server of this index serves the image at;
-        None without an image file). No file path of this machine is in it."""
-        return item_record(self.item) | {"rank": self.rank, "score": self.score}
+        None without an image file), and whether its captions come closest to the query first
+        (`captions_ranked`). No file path of this machine is in it."""
+        return item_record(self.item) | {"captions": self.captions, "captions_ranked": self.caption_order is not None,
+                                         "rank": self.rank, "score": self.score}
 
 
 @dataclass(frozen=True)
@@ -200,8 +207,11 @@ def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-f
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
     records = item_records_of(run.dataset, side, table.ids, item_rows)
     manifest.weak_threshold = _weak_threshold_of(run)
+    captions = _caption_vectors(run, rows, table.ids, batch_size) if side == "image" else None
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         backend.save(tmp)
+        if captions is not None:
+            (tmp / CAPTIONS_FILE).write_bytes(safetensors_bytes(captions))
         np.save(tmp / "ids.npy", np.asarray(table.ids, dtype=np.int64))
         with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:
             for record in records:
@@ -209,6 +219,24 @@ def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-f
         atomic_write_json(tmp / MANIFEST, asdict(manifest))
         write_files_manifest(tmp)
     return manifest
+
+
+CAPTIONS_FILE = "caption_vectors.safetensors"
+
+
+def _caption_vectors(run: Run, rows: np.ndarray, image_ids: np.ndarray, batch_size: int) -> dict | None:
+    """The run's embedding of every caption of an image gallery (unit rows, the gallery's ranking space) and
+    the gallery position each belongs to, in caption order: a hit's captions are then shown closest to the
+    query first ("why it matched") with no model pass at query time. None for images without captions."""
+    import torch
+
+    if not run.dataset.has_captions or run.text_source != "captions":
+        return None
+    _, txt = run.embed(rows, sides=("text",), batch_size=batch_size)
+    owners = run.dataset.text_items(rows, run.text_source).rows
+    position = {int(row): p for p, row in enumerate(np.asarray(image_ids).tolist())}
+    return {"vectors": torch.from_numpy(normalize_rows(txt.emb)),
+            "positions": torch.from_numpy(np.array([position[int(r)] for r in owners], dtype=np.int64))}
 
 
 def _weak_threshold_of(run: Run) -> float:
@@ -266,6 +294,7 @@ class Index:
             raise SemshareError(f"{self.folder / MANIFEST}: dim: expected the index's vector size {self.backend.dim}, "
                                 f"found {self.manifest.dim}; rebuild the index")
         self.position_of = {int(item_id): position for position, item_id in enumerate(self.ids.tolist())}
+        self.caption_vectors = self._read_caption_vectors()
         record = asdict(self.manifest)
         self.run_dir = recorded_path(self.folder, record, "run_dir")
         recorded = recorded_path(self.folder, record, "data_dir")  # gone: the run answers text queries on its own
@@ -275,6 +304,28 @@ class Index:
             files = self.run.dataset.image_files
             for item in self.items:
                 item["image_file"] = files[item["row"]] if 0 <= item["row"] < len(files) else None
+
+    def _read_caption_vectors(self) -> list[np.ndarray] | None:
+        """Per gallery position, its captions' (n, D) embeddings (an index built before they were kept: None)."""
+        path = self.folder / CAPTIONS_FILE
+        if not path.exists():
+            return None
+        tensors = read_tensors(path, "the gallery's caption embeddings")
+        vectors, positions = tensors["vectors"].numpy(), tensors["positions"].numpy()
+        grouped = [vectors[positions == p] for p in range(len(self.items))]
+        if any(len(g) != len(item.get("captions") or []) for g, item in zip(grouped, self.items)):
+            raise SemshareError(f"{path}: positions: expected one vector per caption of each item of items.jsonl, "
+                                "found other counts; rebuild the index")
+        return grouped
+
+    def rank_captions(self, hits: list[SearchHit], query: np.ndarray) -> None:
+        """Each hit's captions ordered by cosine to the query, closest first (ties: as stored)."""
+        if self.caption_vectors is None:
+            return
+        for hit in hits:
+            vectors = self.caption_vectors[self.position_of[hit.id]]
+            if len(vectors):
+                hit.caption_order = np.argsort(-(vectors @ np.asarray(query, dtype=np.float32)), kind="stable").tolist()
 
     def __repr__(self) -> str:
         m = self.manifest
@@ -341,6 +392,8 @@ class Index:
                 answers[i].hits = self.search_with_facet(queries[i], requests[i].k, requests[i].facet)
             except SemshareError as exc:  # an unknown label
                 queries[i] = exc
+        for i in (i for i in good if not isinstance(queries[i], SemshareError)):  # why each hit matched
+            self.rank_captions(answers[i].hits, queries[i])
         return [query if isinstance(query, SemshareError) else answer for query, answer in zip(queries, answers)]
 
     def read_image(self, row: int) -> QueryReading | None:

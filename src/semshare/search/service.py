@@ -76,6 +76,8 @@ class HitOut(ItemOut):
 
     rank: int = Field(description="1 = best")
     score: float = Field(description="cosine similarity to the query")
+    captions_ranked: bool = Field(False, description="the captions come closest to the query first (the run's own "
+                                                     "embedding of each caption); false: in the dataset's order")
 
 
 class QueryOut(BaseModel):

@@ -284,7 +284,7 @@ class Run:
         out = np.full((len(encoded), len(usable[0])), np.nan, dtype=np.float32)
         failed = [position for position, query in enumerate(encoded) if isinstance(query, SemshareError)]
         for position, query in enumerate(encoded):
-            if position not in failed:
+            if not isinstance(query, SemshareError):
                 out[position] = query.emb
         if failed:
             logger.warning("%d of %d texts could not be read (rows left NaN), e.g. text %d: %s", len(failed),
