@@ -277,3 +277,21 @@ def test_a_checkpoint_resumes_into_the_optimizer_kernel_this_torch_uses(tmp_path
     step(resumed)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-7)
+
+
+def test_a_validation_split_too_small_to_select_on_is_said(tmp_path, caplog):
+    """issue 32: selecting a checkpoint on a handful of validation items is warned about, with the count."""
+    import logging
+
+    from semshare.data.dataset import open_dataset
+    from semshare.data.synthetic import make_synthetic, preset
+    from semshare.training.experiment import train_experiment
+    from semshare.training.recipes import resolve_config
+
+    make_synthetic(tmp_path / "data", preset("tiny", val_items=4))
+    overrides = {"train.epochs": 1, "train.batch_size": 16, "models.semantic_sharing.dim": 16,
+                 "models.semantic_sharing.heads": 2, "text.word2vec_epochs": 1, "train.progress": False}
+    with caplog.at_level(logging.WARNING, logger="semshare.training.experiment"):
+        train_experiment(open_dataset(tmp_path / "data"), resolve_config("ours", "small", overrides=overrides),
+                         tmp_path / "run")
+    assert any("the validation split has 4 items" in r.getMessage() for r in caplog.records)

@@ -40,6 +40,7 @@ from semshare.training.run_folder import (check_existing_run, check_same_spec, r
 from semshare.training.trained_run import TrainedRun, validation_function
 
 logger = logging.getLogger(__name__)
+SMALL_VALIDATION = 50  # fewer validation items than this: model selection is said to rest on little
 
 
 def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, write: bool = True) -> TrainedRun:
@@ -52,6 +53,10 @@ def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, wr
     if problem:
         raise ConfigError(f"{cfg.name} {problem} (inputs.image / inputs.text)")
     train_rows, val_rows = training_rows(dataset, cfg.train)
+    if len(val_rows) < SMALL_VALIDATION:  # selection (best epoch, retrieval space) rests on these few items
+        logger.warning("%s: the validation split has %d items: the checkpoint is selected on their Ave NDCG@500, "
+                       "a number that rests on %d images and their captions (under %d, the pick is close to chance)",
+                       dataset.name, len(val_rows), len(val_rows), SMALL_VALIDATION)
     if cfg.train.batch_size > len(train_rows):  # before anything is fitted or written
         raise ConfigError(f"train.batch_size: expected at most the {len(train_rows)} training items of {dataset.root}, "
                           f"found {cfg.train.batch_size}")
