@@ -1,6 +1,7 @@
 """`semshare extract`: images made here with PIL, a tiny random-weight backbone, features checked by hand."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,3 +350,49 @@ def test_a_rerun_after_an_input_changed_starts_over_instead_of_resuming(tmp_path
     for name in ("labels", "regions", "region_mask", "region_boxes"):
         if (straight / f"{name}.npy").exists():
             np.testing.assert_array_equal(np.load(straight / f"{name}.npy"), np.load(resumed / f"{name}.npy"), err_msg=name)
+
+
+def test_a_trained_run_indexes_new_photos_without_labels(tmp_path, capsys):
+    """issue 32: `index build RUN --images DIR [--captions F]` embeds photos the run never saw through its
+    extractor; labels are the run's reading (threshold from its validation images) unless given; search,
+    facets, "find similar" and the served thumbnails work on them."""
+    from fastapi.testclient import TestClient
+
+    from semshare.api import load_index
+    from semshare.search.gallery import LabelFacet, QueryRequest
+    from semshare.search.service import create_app
+
+    images = make_images(tmp_path / "imgs", count=24, seed=3)
+    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--voc-annotations",
+                 str(images / "xml"), "--backbone", "tiny-random", "--out", str(tmp_path / "ds")]) == 0
+    assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--set", "train.epochs=2",
+                 "--set", "train.batch_size=8", "--set", "models.semantic_sharing.dim=16", "--set",
+                 "models.semantic_sharing.heads=2", "--set", "text.word_dim=8"]) == 0
+    photos = make_images(tmp_path / "photos", count=6, seed=11)  # new pictures; their xml/ and captions unused
+    (photos / "captions.jsonl").unlink()
+    for xml in (photos / "xml").glob("*.xml"):
+        xml.unlink()
+    (photos / "xml").rmdir()
+    (tmp_path / "given.jsonl").write_text(json.dumps({"file_name": "img2.png", "captions": ["a red box"],
+                                                      "labels": ["red"]}) + "\n")
+    capsys.readouterr()
+    assert main(["index", "build", str(tmp_path / "run"), "--images", str(photos), "--captions",
+                 str(tmp_path / "given.jsonl"), "--out", str(tmp_path / "index")]) == 0
+    assert "indexed 6 photos" in capsys.readouterr().out
+    index = load_index(tmp_path / "index")
+    assert index.manifest.source == "images" and 0 < index.manifest.label_threshold < 1
+    assert [Path(item["image_file"]).name for item in index.items] == [f"img{i}.png" for i in range(6)]
+    given = index.items[2]
+    assert given["labels"] == ["red"] and given["labels_given"] and given["captions"] == ["a red box"]
+    read = [item for item in index.items if not item["labels_given"]]
+    assert len(read) == 5 and all(set(item["labels"]) <= {"blue", "green", "red"} for item in read)
+    hits = index.query(QueryRequest(text="a red box", k=6)).hits
+    assert sorted(h.id for h in hits) == list(range(6)) and all(h.image_file for h in hits)
+    similar = index.query(QueryRequest(item_id=4, k=3)).hits  # "find similar": the photo finds itself first
+    assert similar[0].id == 4 and similar[0].score == pytest.approx(1.0, abs=1e-5)
+    only_red = index.query(QueryRequest(text="a box", k=6, facet=LabelFacet(("red",)))).hits
+    assert only_red and all("red" in h.labels for h in only_red)
+    client = TestClient(create_app(index))
+    response = client.get("/items/2/image")
+    assert response.status_code == 200 and response.content == (photos / "img2.png").read_bytes()
+    assert client.get("/health").json()["images"] == 6

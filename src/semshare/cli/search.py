@@ -21,7 +21,12 @@ def add_index(sub: argparse._SubParsersAction) -> None:
                                              "model and write an index folder: FAISS index (or torch vectors), "
                                              "item ids, metadata, manifest. Written atomically.")
     add_run_flags(build, "dataset folder the gallery comes from")
-    build.add_argument("--side", required=True, choices=SIDES, help="which modality the gallery holds")
+    build.add_argument("--side", choices=SIDES, help="which modality the gallery holds (required with a dataset)")
+    build.add_argument("--images", type=Path, metavar="DIR",
+                       help="a folder of new photos instead of the dataset: embedded through the run's extractor, "
+                            "labelled by the run's reading of each (docs/SEARCH.md)")
+    build.add_argument("--captions", type=Path, metavar="FILE",
+                       help="with --images: JSON lines of {file_name, captions?, labels?} (given labels are kept)")
     build.add_argument("--out", type=Path, required=True, help="index folder to write")
     build.add_argument("--kind", default="faiss-flat", choices=INDEX_KINDS, metavar="KIND",
                        help="a registered index backend: %(choices)s (default faiss-flat; `semshare index kinds` "
@@ -75,9 +80,29 @@ def _run_index_build(args: argparse.Namespace) -> int:
         raise OutputExistsError(f"{args.out} already exists; pass --overwrite to replace it")
     set_threads(args)
     started = time.time()
+    if args.images is not None:
+        return _run_photo_index_build(args, started)
+    if args.side is None or args.captions is not None:
+        raise SemshareError("--side image|text is required for a dataset's gallery; --captions goes with --images")
     manifest = build_gallery(load_run_of(args), args.side, args.out, args.kind, parse_params(args.params), args.split,
                              args.overwrite)
     print(f"indexed {manifest.size} {args.side} items ({manifest.dim}-d, {manifest.kind}) in "
+          f"{time.time() - started:.1f} s -> {args.out}")
+    return 0
+
+
+def _run_photo_index_build(args: argparse.Namespace, started: float) -> int:
+    from semshare.search.photos import build_photo_gallery
+    from semshare.training.experiment import load_run
+
+    if args.side == "text":
+        raise SemshareError("--images makes an image gallery; --side text goes with a dataset")
+    run = load_run(args.run_dir, args.data, args.checkpoint, args.ranking)
+    manifest = build_photo_gallery(run, args.images, args.out, args.captions, args.kind, parse_params(args.params),
+                                   args.overwrite)
+    note = (f"labels: the run's reading at >= {manifest.label_threshold} (chosen on its validation images)"
+            if manifest.label_threshold >= 0 else "labels: only those given (the run reads none)")
+    print(f"indexed {manifest.size} photos of {args.images} ({manifest.dim}-d, {manifest.kind}; {note}) in "
           f"{time.time() - started:.1f} s -> {args.out}")
     return 0
 

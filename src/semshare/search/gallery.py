@@ -58,6 +58,8 @@ class IndexManifest:
     data_dir_absolute: str = ""
     ranking: str = "label"  # the run's embeddings it holds: "combined" (with its instance head) or "label"
     weak_threshold: float = -1.0  # a query whose best label is below this is weak (-1: the run reads no labels)
+    source: str = "dataset"  # "dataset": rows of the run's dataset; "images": a folder of new photos (search/photos.py)
+    label_threshold: float = -1.0  # "images": the reading's threshold for an item's labels (-1: none read)
 
 
 @dataclass
@@ -272,6 +274,8 @@ def read_manifest(folder: str | Path) -> IndexManifest:
         raise SemshareError(f"{path}: weak_threshold: expected a probability (or -1), found {manifest.weak_threshold!r}")
     if manifest.ranking not in ("combined", "label"):
         raise SemshareError(f"{path}: ranking: expected combined or label, found {manifest.ranking!r}")
+    if manifest.source not in ("dataset", "images"):
+        raise SemshareError(f"{path}: source: expected dataset or images, found {manifest.source!r}")
     return manifest
 
 
@@ -297,10 +301,14 @@ class Index:
         self.caption_vectors = self._read_caption_vectors()
         record = asdict(self.manifest)
         self.run_dir = recorded_path(self.folder, record, "run_dir")
+        self.data_dir = recorded_path(self.folder, record, "data_dir")
         recorded = recorded_path(self.folder, record, "data_dir")  # gone: the run answers text queries on its own
-        self.run = load_run(self.run_dir, data_dir or (recorded if Path(recorded).is_dir() else None),
-                            self.manifest.checkpoint, self.manifest.ranking)
-        if self.run.dataset is not None:  # the dataset says where its images are now (it may have moved)
+        if self.manifest.source == "images":  # data_dir is the photos' folder: the run brings its own dataset
+            data = data_dir
+        else:
+            data = data_dir or (recorded if Path(recorded).is_dir() else None)
+        self.run = load_run(self.run_dir, data, self.manifest.checkpoint, self.manifest.ranking)
+        if self.run.dataset is not None and self.manifest.source == "dataset":  # where its images are now
             files = self.run.dataset.image_files
             for item in self.items:
                 item["image_file"] = files[item["row"]] if 0 <= item["row"] < len(files) else None
@@ -373,7 +381,10 @@ class Index:
         for i in rows:
             queries[i] = self.image_row_error(requests[i].item_id)
         rows = [i for i in rows if queries[i] is None]
-        if rows:  # one batch through the image side
+        if rows and self.manifest.source == "images":
+            for i in rows:
+                queries[i] = self.encode_image_row(requests[i].item_id)
+        elif rows:  # one batch through the image side
             for i, emb in zip(rows, self.run.encode_images(rows=[requests[i].item_id for i in rows])):
                 queries[i], answers[i].reading = emb, self.read_image(requests[i].item_id)
         for i in (i for i, r in enumerate(requests) if r.image_file is not None):
@@ -403,6 +414,9 @@ class Index:
 
     def image_row_error(self, row: int) -> SemshareError | None:
         """Why `row` cannot be an image query (None when it can)."""
+        if self.manifest.source == "images":  # a photo gallery: an item id is one of its photos
+            return None if row in self.position_of else SemshareError(
+                f"item {row} is not a photo of this gallery (0..{len(self.items) - 1})")
         dataset = self.run.dataset
         if dataset is None:
             return SemshareError(f"image id queries need the index's dataset ({self.manifest.data_dir} is not there): "
@@ -415,7 +429,13 @@ class Index:
         error = self.image_row_error(row)
         if error is not None:
             raise error
+        if self.manifest.source == "images":  # "find similar": the photo's own stored vector
+            return self.stored_vectors[self.position_of[row]]
         return self.run.encode_images(rows=[row])[0]
+
+    @cached_property
+    def stored_vectors(self) -> np.ndarray:
+        return normalize_rows(self.backend.vectors())
 
     def encode_image_file(self, path: str | Path) -> np.ndarray:
         return self.run.encode_image_files([path])[0]

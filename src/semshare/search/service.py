@@ -263,7 +263,7 @@ def _find_named_images(searcher, root: Path) -> int:
     """Items the index holds no image file for get the one their captions.jsonl record names (`file_name`),
     looked up under the serving root, when it is there; -> how many items now have an image file."""
     dataset = searcher.run.dataset
-    if dataset is None or root is None:
+    if dataset is None or root is None or searcher.manifest.source == "images":
         return sum(1 for item in searcher.items if item.get("image_file"))
     names = dataset.caption_file_names if searcher.manifest.side == "image" else []
     for item in searcher.items if any(names) else ():
@@ -316,7 +316,10 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
 
     # Swagger UI and ReDoc from the fastapi-offline package's own copies (a CDN is not reachable offline)
     app = FastAPIOffline(title="semshare search", version="1", description=API_DESCRIPTION)
-    root = serving_root(searcher.run.dataset, image_root)
+    if searcher.manifest.source == "images":  # a photo gallery: its photos' folder (or the one given)
+        root = Path(image_root or searcher.data_dir).resolve()
+    else:
+        root = serving_root(searcher.run.dataset, image_root)
     images = _find_named_images(searcher, root)
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
     batcher = QueryBatcher(searcher, max_batch, max_pending)

@@ -130,7 +130,8 @@ class Run:
                              sentence: np.ndarray, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
         raise SemshareError("this run reads no token states")
 
-    def encode_image_batch(self, regions: np.ndarray, boxes: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def encode_image_batch(self, regions: np.ndarray, boxes: np.ndarray, mask: np.ndarray,
+                           with_labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         raise SemshareError("image files need a trained run; this run was fitted in closed form")
 
     def predict_rows(self, rows: np.ndarray, side: str, batch_size: int = 256) -> np.ndarray:
@@ -398,6 +399,12 @@ class Run:
     def encode_image_files(self, paths: Sequence[str | Path]) -> np.ndarray:
         """(N, D) unit-norm embeddings of new image files, through the extractor that made the run's data
         (`semshare extract`: its backbone, weights and region settings are in the dataset's meta.json)."""
+        return self.query_image_files(paths, with_labels=False)[0]
+
+    def query_image_files(self, paths: Sequence[str | Path], with_labels: bool = True
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+        """New image files -> (N, D) unit embeddings and (N, C) label probabilities from the same forward pass
+        (None without a label classifier, or `with_labels` False)."""
         from semshare.features.extract import features_of_image_file
 
         if not self.capabilities.image_files:
@@ -406,12 +413,17 @@ class Run:
         if not meta:
             raise SemshareError(f"{self.run_dir}: image files are encoded as the run's dataset was extracted (its "
                                 "meta.json), and the dataset is not there: give the dataset folder (data_dir)")
-        out = []
+        with_labels = with_labels and self.capabilities.label_classifier
+        embs, readings = [], []
         for path in paths:
             global_feature, regions, boxes, mask = features_of_image_file(path, meta)
             if self.cfg.inputs.image == "global":
                 regions, boxes, mask = global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32), np.ones(1, dtype=bool)
-            emb = self.encode_image_batch(regions[None], boxes[None], mask[None])
+            emb, probabilities = self.encode_image_batch(regions[None], boxes[None], mask[None], with_labels)
             global_features = global_feature[None] if self.ranking_stage.reads_global_feature else None
-            out.append(normalize_rows(self.ranking_stage.image_queries(regions[None], mask[None], global_features, emb))[0])
-        return np.stack(out) if out else np.zeros((0, 0), np.float32)
+            embs.append(normalize_rows(self.ranking_stage.image_queries(regions[None], mask[None], global_features, emb))[0])
+            if probabilities is not None:
+                readings.append(probabilities[0])
+        if not embs:
+            return np.zeros((0, 0), np.float32), None
+        return np.stack(embs), (np.stack(readings) if readings else None)

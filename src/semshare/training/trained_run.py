@@ -95,9 +95,15 @@ class TrainedRun(Run):
         return self._encode_query_batch(batch, with_labels)
 
     @torch.no_grad()
-    def encode_image_batch(self, regions: np.ndarray, boxes: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(N, D) raw embeddings of new images given as region features (N, R, D), boxes (N, R, 4), mask (N, R)."""
-        return self.model.encode_image(self._query_builder.build_query_images(regions, boxes, mask)).numpy()
+    def encode_image_batch(self, regions: np.ndarray, boxes: np.ndarray, mask: np.ndarray,
+                           with_labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, D) raw embeddings of new images given as region features (N, R, D), boxes (N, R, 4), mask (N, R),
+        and (`with_labels`) their label probabilities from the same forward pass."""
+        batch = self._query_builder.build_query_images(regions, boxes, mask)
+        if with_labels:
+            emb, probabilities = self.model.encode_with_labels(batch, "image")
+            return emb.numpy(), probabilities.numpy()
+        return self.model.encode_image(batch).numpy(), None
 
     @torch.no_grad()
     def predict_rows(self, rows: np.ndarray, side: str, batch_size: int = 256) -> np.ndarray:
