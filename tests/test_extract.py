@@ -396,3 +396,40 @@ def test_a_trained_run_indexes_new_photos_without_labels(tmp_path, capsys):
     response = client.get("/items/2/image")
     assert response.status_code == 200 and response.content == (photos / "img2.png").read_bytes()
     assert client.get("/health").json()["images"] == 6
+
+
+def test_an_uploaded_image_gets_the_answer_of_the_same_file_everywhere(tmp_path, capsys):
+    """issue 32: POST /search takes an uploaded image (multipart, field `image`); the Python API a path, bytes or
+    a PIL image; the CLI --image-file: the same hits and reading for the same image. Too large a body is 413,
+    bytes that are no image and a 48-megapixel bomb a one-line 422."""
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from semshare.api import load_index
+    from semshare.search.service import create_app
+
+    images = make_images(tmp_path / "imgs", count=24, seed=4)
+    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--voc-annotations",
+                 str(images / "xml"), "--backbone", "tiny-random", "--out", str(tmp_path / "ds")]) == 0
+    assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
+                 "--set", "train.batch_size=8", "--set", "models.semantic_sharing.dim=16", "--set",
+                 "models.semantic_sharing.heads=2", "--set", "text.word_dim=8"]) == 0
+    assert main(["index", "build", str(tmp_path / "run"), "--side", "image", "--out", str(tmp_path / "index")]) == 0
+    photo = images / "img7.png"
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "index"), "--image-file", str(photo), "-k", "5", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    client = TestClient(create_app(load_index(tmp_path / "index"), max_upload_bytes=200_000))
+    http = client.post("/search", data={"k": "5"}, files={"image": ("img7.png", photo.read_bytes(), "image/png")})
+    assert http.status_code == 200, http.text
+    assert http.json() == cli and cli["reading"] is not None  # file queries are read like text queries
+    index = load_index(tmp_path / "index")
+    for given in (photo, photo.read_bytes(), Image.open(photo)):
+        assert [h.as_dict() for h in index.search_image_file(given, k=5)] == cli["results"]
+    assert client.post("/search", files={"image": ("big.png", b"\x89PNG\r\n\x1a\n" + b"0" * 300_000)}).status_code == 413
+    bad = client.post("/search", files={"image": ("notes.txt", b"just some text", "text/plain")})
+    assert bad.status_code == 422 and "expected a JPEG, PNG, GIF, BMP or WebP image" in bad.json()["detail"]
+    Image.new("L", (8000, 6000)).save(tmp_path / "bomb.png")
+    bomb = client.post("/search", files={"image": ("bomb.png", (tmp_path / "bomb.png").read_bytes(), "image/png")})
+    assert bomb.status_code == 422 and "at most 40 megapixels" in bomb.json()["detail"]
+    assert client.post("/search", data={"k": "5"}).status_code == 422  # multipart without an image

@@ -183,23 +183,51 @@ def _encoder_for(cfg: ExtractConfig) -> _Encoder:
     return _Encoder(cfg)
 
 
+MAX_QUERY_PIXELS = 40_000_000  # a query image larger than this is refused (a decompression bomb, or no photo)
+
+
+def open_query_image(source: str | Path | bytes):
+    """A query image, a file or uploaded bytes, decoded to RGB: its format by its first bytes, at most
+    40 megapixels (PIL's decompression-bomb guard below that), one error naming it otherwise."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from semshare.features.image_types import FORMATS, media_type
+
+    name = "the uploaded image" if isinstance(source, (bytes, bytearray)) else str(source)
+    if isinstance(source, (bytes, bytearray)):
+        head, opened = bytes(source[:12]), io.BytesIO(source)
+    else:
+        if not Path(source).is_file():
+            raise DataFormatError(name, "image", "an image file", "a folder" if Path(source).is_dir() else "no such file")
+        with open(source, "rb") as handle:
+            head = handle.read(12)
+        opened = source
+    if not media_type(head):
+        raise DataFormatError(name, "image", f"a {FORMATS} image (by its first bytes)", f"{head[:8]!r}")
+    try:
+        image = Image.open(opened)
+        if image.width * image.height > MAX_QUERY_PIXELS:
+            raise DataFormatError(name, "size", f"at most {MAX_QUERY_PIXELS // 1_000_000} megapixels",
+                                  f"{image.width} x {image.height}")
+        return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise DataFormatError(name, "image", "a readable image", f"{type(exc).__name__}: {exc}") from None
+
+
 @torch.no_grad()
-def features_of_image_file(path: str | Path, meta: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def features_of_image_file(path: str | Path | bytes, meta: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A new image, encoded as `semshare extract` encoded the dataset described by `meta` (its meta.json):
     (global (D,), regions (R, D), boxes (R, 4), mask (R,)). A new file has no annotated boxes: a grid dataset
     gets its grid cells, a boxed dataset the global feature as its one region (as extract does for an image
     without boxes)."""
-    from PIL import Image, UnidentifiedImageError
-
     if meta.get("source") != "semshare extract":
         raise SemshareError("this run's data did not come from `semshare extract`, so a new image file cannot be "
                             "encoded the way its features were; query with an image id of the dataset instead")
     cfg = ExtractConfig(**meta["extract"])
     encoder = _encoder_for(cfg)
-    try:
-        image = Image.open(path).convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataFormatError(path, "image", "a readable image file", f"{type(exc).__name__}: {exc}") from None
+    image = open_query_image(path)
     feature_map = encoder(_Preprocess(encoder.image_size)(image)[None])
     global_feature = feature_map.mean(dim=(2, 3))[0].numpy()
     if meta.get("regions_from") == "boxes":

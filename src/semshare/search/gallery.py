@@ -29,7 +29,7 @@ from semshare.index.base import normalize_rows
 from semshare.index import build_backend
 from semshare.names import SIDES
 from semshare.index.base import load_backend, search_time_parameters
-from semshare.evaluation.reading import QueryReading, validation_threshold
+from semshare.evaluation.reading import QueryReading, read_query, validation_threshold
 from semshare.training.experiment import load_run
 from semshare.training.finished_run import MAX_QUERY_CHARS, Run
 from semshare.training.run_folder import recorded_path, recorded_paths
@@ -123,11 +123,12 @@ def item_record(item: dict) -> dict:
 @dataclass(frozen=True)
 class QueryRequest:
     """One query: exactly one of `text` (a sentence or tag words), `item_id` (an image row of the index's
-    dataset) and `image_file` (a new image), the k best hits wanted, and an optional label facet."""
+    dataset) and `image_file` (a new image: a path, or its bytes as uploaded), the k best hits wanted, and an
+    optional label facet."""
 
     text: str | None = None
     item_id: int | None = None
-    image_file: str | Path | None = None
+    image_file: str | Path | bytes | None = None
     k: int = 10
     facet: LabelFacet | None = None
 
@@ -388,10 +389,15 @@ class Index:
             for i, emb in zip(rows, self.run.encode_images(rows=[requests[i].item_id for i in rows])):
                 queries[i], answers[i].reading = emb, self.read_image(requests[i].item_id)
         for i in (i for i, r in enumerate(requests) if r.image_file is not None):
-            try:
-                queries[i] = self.encode_image_file(requests[i].image_file)
+            try:  # one pass: the embedding and what the model read in the image
+                emb, probabilities = self.run.query_image_files([requests[i].image_file], with_labels=readings)
             except SemshareError as exc:
                 queries[i] = exc
+                continue
+            queries[i] = emb[0]
+            if probabilities is not None:
+                answers[i].reading = read_query(probabilities[0], self.run.label_names, None, [],
+                                                self.manifest.weak_threshold)
         good = [i for i, q in enumerate(queries) if not isinstance(q, SemshareError)]
         plain = [i for i in good if requests[i].facet is None]
         if plain:
@@ -502,8 +508,22 @@ class Index:
         """Query with image `row` of the index's dataset."""
         return self.query(QueryRequest(item_id=row, k=k, facet=facet)).hits
 
-    def search_image_file(self, path: str | Path, k: int = 10, facet: LabelFacet | None = None) -> list[SearchHit]:
-        return self.query(QueryRequest(image_file=path, k=k, facet=facet)).hits
+    def search_image_file(self, image, k: int = 10, facet: LabelFacet | None = None) -> list[SearchHit]:
+        """Query with a new image: a path, its bytes, or a PIL image."""
+        return self.query(QueryRequest(image_file=image_source(image), k=k, facet=facet)).hits
+
+
+def image_source(image) -> str | Path | bytes:
+    """A query image as the query path takes it: a path or bytes as they are, a PIL image as PNG bytes."""
+    if isinstance(image, (str, Path, bytes)):
+        return image
+    if hasattr(image, "save") and hasattr(image, "mode"):  # a PIL image
+        import io
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+    raise SemshareError(f"an image query is a path, bytes or a PIL image, not {type(image).__name__}")
 
 
 def _read_ids(path: Path) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from typing import Literal
 
+from fastapi import Request  # module level: the route's annotation is resolved in this module's names
 from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 MAX_K = 1000
 MAX_BODY_BYTES = 16 * 1024
+MAX_UPLOAD_MB = 10
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024  # an uploaded query image (a multipart body)
 
 
 API_DESCRIPTION = ("Label-wise cross-modal search over one index folder (`semshare serve INDEX`): a sentence finds "
@@ -78,6 +81,66 @@ class HitOut(ItemOut):
     score: float = Field(description="cosine similarity to the query")
     captions_ranked: bool = Field(False, description="the captions come closest to the query first (the run's own "
                                                      "embedding of each caption); false: in the dataset's order")
+
+
+class SearchUpload(BaseModel):
+    """POST /search as multipart/form-data: a new image (the field `image`) and the same options."""
+
+    image: bytes = Field(description=f"the query image: JPEG, PNG, GIF, BMP or WebP, at most {MAX_UPLOAD_MB} MB",
+                         json_schema_extra={"format": "binary"})
+    k: int = Field(10, ge=1, le=MAX_K)
+    labels: str | None = Field(None, description="only hits carrying these labels, comma-separated")
+    label_match: Literal["all", "any"] = "all"
+    label_boost: bool = False
+
+
+SEARCH_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
+    "multipart/form-data": {"schema": {"$ref": "#/components/schemas/SearchUpload"}}}}}
+
+
+async def search_query_of(http) -> QueryRequest:
+    """The QueryRequest of a POST /search body: JSON (text or item_id), or multipart with an uploaded image.
+    A field that does not validate is a 422 naming it, as FastAPI's own."""
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+
+    try:
+        if http.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await http.form()
+            upload = form.get("image")
+            if upload is None or isinstance(upload, str):
+                raise RequestValidationError([{"loc": ("body", "image"), "msg": "an image file is required",
+                                               "type": "missing"}])
+            fields = SearchUpload.model_validate({**{k: v for k, v in form.items() if k != "image"},
+                                                  "image": b""})
+            labels = tuple(name.strip() for name in (fields.labels or "").split(",") if name.strip())
+            facet = LabelFacet(labels, fields.label_match, fields.label_boost) if labels else None
+            return QueryRequest(image_file=await upload.read(), k=fields.k, facet=facet)
+        return SearchRequest.model_validate(await http.json()).query()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    except ValueError:  # a body that is not JSON at all
+        raise RequestValidationError([{"loc": ("body",), "msg": "expected a JSON object or a multipart upload",
+                                       "type": "json_invalid"}]) from None
+
+
+def _document_search_bodies(app) -> None:
+    """/openapi.json: POST /search takes a SearchRequest (JSON) or a SearchUpload (multipart); the handler
+    reads its body itself, so the two schemas are added here."""
+    generate = app.openapi
+
+    def openapi():
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (SearchRequest, SearchUpload):
+            components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
 
 
 class QueryOut(BaseModel):
@@ -166,17 +229,21 @@ class QueryBatcher:
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a body longer than the limit, by its Content-Length or as it streams in
-    (chunked): the body is read here, up to the limit, and handed to the app whole."""
+    """ASGI middleware: 413 for a body longer than the limit (`max_upload_bytes` for an uploaded image, a
+    multipart body; `max_body_bytes` otherwise), by its Content-Length or as it streams in (chunked): the body
+    is read here, up to the limit, and handed to the app whole."""
 
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app, max_body_bytes: int, max_upload_bytes: int = 0):
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.body_bytes, self.upload_bytes = max_body_bytes, max_upload_bytes or max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        upload = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
+        self.max_body_bytes = self.upload_bytes if upload else self.body_bytes
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             return await _send_413(send, self.max_body_bytes)
         parts, received = [], 0
@@ -228,20 +295,7 @@ async def _invalid_request(request, exc):
 
 
 # the image formats served, by their first bytes: a listed file that is not one of them is never sent
-IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF87a", "image/gif"),
-                    (b"GIF89a", "image/gif"), (b"BM", "image/bmp"))
-
-
-def image_kind(path: Path) -> str:
-    """The media type of an image file by its signature ('' when it is not an image we serve)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(12)
-    except OSError:
-        return ""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return next((kind for signature, kind in IMAGE_SIGNATURES if head.startswith(signature)), "")
+from semshare.features.image_types import image_kind  # noqa: E402  (re-exported: the routes and photos.py use it)
 
 
 def serving_root(dataset, image_root: str | Path | None) -> Path | None:
@@ -305,7 +359,7 @@ def _add_item_routes(app, searcher, root: Path) -> None:
 
 
 def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str | Path | None = None,
-               max_pending: int = 1024, max_batch: int = 64):
+               max_pending: int = 1024, max_batch: int = 64, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     """`searcher`: a search.gallery.Index. Image files are served only when listed for an item, inside the
     serving root (`image_root`, default the dataset folder; the dataset's own image root may narrow it) and
     recognised as images by their first bytes."""
@@ -346,10 +400,11 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
                           "dataset). `labels` keeps (or, with `label_boost`, puts first) the hits carrying all "
                           "(`label_match: any`: any) of them. Queries are batched through the model.",
               responses={413: {"description": "request body too large"}, 422: {"description": "a query the "
-                         "run cannot read, or an invalid field"}, 503: {"description": "the queue is full"}})
-    async def search(request: SearchRequest):
+                         "run cannot read, or an invalid field"}, 503: {"description": "the queue is full"}},
+              openapi_extra=SEARCH_BODY)
+    async def search(http: Request):
+        query = await search_query_of(http)
         try:
-            query = request.query()
             answer = await batcher.submit(query)
         except QueueFull:
             raise HTTPException(status_code=503, detail=f"{max_pending} queries are waiting; try again shortly",
@@ -361,7 +416,8 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
         return JSONResponse(answer.as_dict(query, searcher.manifest.side))
 
     _add_item_routes(app, searcher, root)
-    app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes, max_upload_bytes=max_upload_bytes)
+    _document_search_bodies(app)
     return app
 
 
