@@ -301,3 +301,40 @@ def test_a_hit_shows_its_closest_caption_and_the_others_on_demand(served, browse
         assert "closest to the query first" in details.find_element(By.TAG_NAME, "summary").text
         details.find_element(By.TAG_NAME, "summary").click()
         assert [p.text for p in details.find_elements(By.CSS_SELECTOR, "p.caption")] == hit.captions[1:]
+
+
+def test_an_image_is_uploaded_from_the_page_and_every_hit_finds_similar(browser, tmp_path):
+    """issue 32: the page's file picker sends the image to POST /search and shows it with its results and
+    reading; "find similar" on a hit searches with that hit's image (the URL's ?item=)."""
+    from selenium.webdriver.common.by import By
+
+    from semshare.cli.main import main
+    from semshare.search.service import create_app
+    from test_extract import make_images
+
+    images = make_images(tmp_path / "imgs", count=24, seed=6)
+    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--voc-annotations",
+                 str(images / "xml"), "--backbone", "tiny-random", "--out", str(tmp_path / "ds")]) == 0
+    assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
+                 "--set", "train.batch_size=8", "--set", "models.semantic_sharing.dim=16", "--set",
+                 "models.semantic_sharing.heads=2", "--set", "text.word_dim=8", "--set", "train.progress=false"]) == 0
+    assert main(["index", "build", str(tmp_path / "run"), "--side", "image", "--out", str(tmp_path / "index")]) == 0
+    index = load_index(tmp_path / "index")
+    expected = [h.id for h in index.search_image_file(images / "img3.png", k=4)]
+    server, thread, url = _start(create_app(index))
+    try:
+        browser.get(f"{url}/?k=4")
+        wait_for(lambda: "Gallery:" in browser.find_element(By.ID, "gallery").text)
+        browser.find_element(By.ID, "image-file").send_keys(str(images / "img3.png"))
+        wait_for(lambda: "results for the image" in browser.find_element(By.ID, "status").text)
+        assert _ids(browser) == expected
+        assert browser.find_element(By.CSS_SELECTOR, "#query-item img").get_attribute("src").startswith("blob:")
+        assert "Read as:" in browser.find_element(By.ID, "reading").text
+        first = browser.find_elements(By.CSS_SELECTOR, "li.result button.similar")[0]
+        row = int(first.get_attribute("data-row"))
+        first.click()
+        wait_for(lambda: f"item={row}" in browser.current_url and _ids(browser))
+        assert _ids(browser)[0] == row  # an image of the gallery finds itself first
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -2,12 +2,13 @@
 
   GET  /                    the results page (page.html)
   GET  /health              status, gallery side and size
-  POST /search              {"text": "...", "k": 10} or {"item_id": 12, "k": 10}
+  POST /search              {"text": "...", "k": 10} or {"item_id": 12, "k": 10}, or multipart with an image
+                            (field `image`, and k / labels / label_match / label_boost as form fields)
   GET  /items/{id}          one gallery item's metadata
   GET  /items/{id}/image    its image file, when the dataset lists one (image_files.txt)
 
-Requests never name files: image files come from the index's own metadata. Bodies over `max_body_bytes` are
-refused with 413 before they are read whole; k is 1..1000 and text at most 1,000 characters (422 otherwise).
+Requests never name files: image files come from the index's own metadata. Bodies over `max_body_bytes`
+(an upload: `max_upload_bytes`, 10 MB) are refused with 413 before they are read whole; k is 1..1000 and text at most 1,000 characters (422 otherwise).
 """
 
 from __future__ import annotations
