@@ -433,3 +433,27 @@ def test_an_uploaded_image_gets_the_answer_of_the_same_file_everywhere(tmp_path,
     bomb = client.post("/search", files={"image": ("bomb.png", (tmp_path / "bomb.png").read_bytes(), "image/png")})
     assert bomb.status_code == 422 and "at most 40 megapixels" in bomb.json()["detail"]
     assert client.post("/search", data={"k": "5"}).status_code == 422  # multipart without an image
+
+
+def test_labels_derived_from_captions_follow_words_plurals_and_synonyms(tmp_path, capsys):
+    """issue 32: extract --labels-from-captions NAMES [--synonyms F] turns a label on when a caption names it
+    (whole words, plurals, synonyms), reports the images per label and marks the labels as derived."""
+    from semshare.features.annotations.captions import labels_from_captions
+
+    names = ["dog", "cell phone", "bus", "pony"]
+    found = labels_from_captions([["Two dogs on a bench"], ["a man on his cell phones"], ["a hotdog stand"],
+                                  ["Buses in the rain", "ponies"], ["a puppy"]], names, {"dog": ["puppy"]})
+    assert found == [{"dog"}, {"cell phone"}, set(), {"bus", "pony"}, {"dog"}]  # "hotdog" is not a dog
+    images = make_images(tmp_path / "imgs", count=8, seed=5)  # captions "a red and a blue box" and the like
+    (tmp_path / "names.txt").write_text("red\nblue\ngreen\n")
+    (tmp_path / "synonyms.txt").write_text("green: lime\n")
+    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"),
+                 "--labels-from-captions", str(tmp_path / "names.txt"), "--synonyms", str(tmp_path / "synonyms.txt"),
+                 "--backbone", "tiny-random", "--grid", "2", "--out", str(tmp_path / "ds")]) == 0
+    printed = capsys.readouterr().out
+    dataset = open_dataset(tmp_path / "ds")
+    true = [set(json.loads(line)["labels"]) for line in (images / "captions.jsonl").read_text().splitlines()]
+    derived = [{dataset.label_names[c] for c in np.flatnonzero(row)} for row in np.asarray(dataset.labels)]
+    assert derived == true  # these captions name exactly their colours
+    assert dataset.meta["labels_derived_from_captions"] and "labels derived from the captions" in printed
+    assert f"red {sum('red' in t for t in true)}" in printed

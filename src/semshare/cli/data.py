@@ -236,4 +236,8 @@ def _run_extract(args: argparse.Namespace) -> int:
     meta = json.loads((out / "meta.json").read_text())
     print(f"extracted {meta['num_items']} images ({meta['regions_from']} regions, {args.backbone}) in "
           f"{time.time() - started:.0f} s -> {out}")
+    if meta.get("labels_derived_from_captions"):  # derived, not annotated: what each label rests on
+        counts = ", ".join(f"{name} {count}" for name, count in meta["derived_label_counts"].items())
+        print(f"labels derived from the captions (images per label): {counts}; "
+              f"{meta['images_without_a_derived_label']} images without any")
     return 0

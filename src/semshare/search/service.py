@@ -314,6 +314,14 @@ def serving_root(dataset, image_root: str | Path | None) -> Path | None:
     return chosen
 
 
+def gallery_root(searcher, image_root: str | Path | None) -> Path | None:
+    """The folder an index's images are served from: a photo gallery's photos folder (or the one given), a
+    dataset gallery's serving root (serving_root)."""
+    if searcher.manifest.source == "images":
+        return Path(image_root or searcher.data_dir).resolve()
+    return serving_root(searcher.run.dataset, image_root)
+
+
 def _find_named_images(searcher, root: Path) -> int:
     """Items the index holds no image file for get the one their captions.jsonl record names (`file_name`),
     looked up under the serving root, when it is there; -> how many items now have an image file."""
@@ -371,10 +379,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
 
     # Swagger UI and ReDoc from the fastapi-offline package's own copies (a CDN is not reachable offline)
     app = FastAPIOffline(title="semshare search", version="1", description=API_DESCRIPTION)
-    if searcher.manifest.source == "images":  # a photo gallery: its photos' folder (or the one given)
-        root = Path(image_root or searcher.data_dir).resolve()
-    else:
-        root = serving_root(searcher.run.dataset, image_root)
+    root = gallery_root(searcher, image_root)
     images = _find_named_images(searcher, root)
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
     batcher = QueryBatcher(searcher, max_batch, max_pending)
