@@ -46,6 +46,17 @@ def make_images(folder, count=10, seed=0):
     return folder
 
 
+
+def extracted_run(folder, seed: int, epochs: int = 1):
+    """make_images -> extract (VOC boxes, tiny-random backbone) -> a short `ours` run: (images, run folder)."""
+    images = make_images(folder / "imgs", count=24, seed=seed)
+    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--voc-annotations",
+                 str(images / "xml"), "--backbone", "tiny-random", "--out", str(folder / "ds")]) == 0
+    assert main(["train", "--data", str(folder / "ds"), "--out", str(folder / "run"), "--set", f"train.epochs={epochs}",
+                 "--set", "train.batch_size=8", "--set", "models.semantic_sharing.dim=16", "--set",
+                 "models.semantic_sharing.heads=2", "--set", "text.word_dim=8", "--set", "train.progress=false"]) == 0
+    return images, folder / "run"
+
 def test_grid_regions_and_global_feature_match_the_backbone(tmp_path):
     images = make_images(tmp_path / "imgs")
     out = extract_dataset(ExtractRequest(images, images / "captions.jsonl", tmp_path / "ds"), ExtractConfig(backbone="tiny-random"),
@@ -362,12 +373,7 @@ def test_a_trained_run_indexes_new_photos_without_labels(tmp_path, capsys):
     from semshare.search.gallery import LabelFacet, QueryRequest
     from semshare.search.service import create_app
 
-    images = make_images(tmp_path / "imgs", count=24, seed=3)
-    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--voc-annotations",
-                 str(images / "xml"), "--backbone", "tiny-random", "--out", str(tmp_path / "ds")]) == 0
-    assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--set", "train.epochs=2",
-                 "--set", "train.batch_size=8", "--set", "models.semantic_sharing.dim=16", "--set",
-                 "models.semantic_sharing.heads=2", "--set", "text.word_dim=8"]) == 0
+    extracted_run(tmp_path, seed=3, epochs=2)
     photos = make_images(tmp_path / "photos", count=6, seed=11)  # new pictures; their xml/ and captions unused
     (photos / "captions.jsonl").unlink()
     for xml in (photos / "xml").glob("*.xml"):
@@ -408,12 +414,7 @@ def test_an_uploaded_image_gets_the_answer_of_the_same_file_everywhere(tmp_path,
     from semshare.api import load_index
     from semshare.search.service import create_app
 
-    images = make_images(tmp_path / "imgs", count=24, seed=4)
-    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--voc-annotations",
-                 str(images / "xml"), "--backbone", "tiny-random", "--out", str(tmp_path / "ds")]) == 0
-    assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
-                 "--set", "train.batch_size=8", "--set", "models.semantic_sharing.dim=16", "--set",
-                 "models.semantic_sharing.heads=2", "--set", "text.word_dim=8"]) == 0
+    images, _ = extracted_run(tmp_path, seed=4)
     assert main(["index", "build", str(tmp_path / "run"), "--side", "image", "--out", str(tmp_path / "index")]) == 0
     photo = images / "img7.png"
     capsys.readouterr()

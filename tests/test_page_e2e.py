@@ -310,14 +310,9 @@ def test_an_image_is_uploaded_from_the_page_and_every_hit_finds_similar(browser,
 
     from semshare.cli.main import main
     from semshare.search.service import create_app
-    from test_extract import make_images
+    from test_extract import extracted_run
 
-    images = make_images(tmp_path / "imgs", count=24, seed=6)
-    assert main(["extract", "--images", str(images), "--captions", str(images / "captions.jsonl"), "--voc-annotations",
-                 str(images / "xml"), "--backbone", "tiny-random", "--out", str(tmp_path / "ds")]) == 0
-    assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
-                 "--set", "train.batch_size=8", "--set", "models.semantic_sharing.dim=16", "--set",
-                 "models.semantic_sharing.heads=2", "--set", "text.word_dim=8", "--set", "train.progress=false"]) == 0
+    images, _ = extracted_run(tmp_path, seed=6)
     assert main(["index", "build", str(tmp_path / "run"), "--side", "image", "--out", str(tmp_path / "index")]) == 0
     index = load_index(tmp_path / "index")
     expected = [h.id for h in index.search_image_file(images / "img3.png", k=4)]

@@ -48,6 +48,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         handle.write(data)
 
 
+def json_line(path: str | Path, number: int, line: str, expected: str = "a JSON object") -> object:
+    """One line of a JSON-lines file, parsed; not JSON: one error naming the file and the line."""
+    from semshare.errors import DataFormatError
+
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, f"line {number}", expected, f"invalid JSON ({exc.msg})") from None
+
+
 def read_tensors(path: Path, what: str) -> dict:
     """The tensors of a safetensors file (name -> torch.Tensor; nothing is unpickled), or one error that names
     the file and `what` it should hold."""

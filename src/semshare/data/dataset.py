@@ -18,7 +18,7 @@ from typing import Iterator, Sequence, Union
 import numpy as np
 
 from semshare.errors import ConfigError, DataFormatError
-from semshare.fileio import atomic_write_text
+from semshare.fileio import atomic_write_text, json_line
 
 logger = logging.getLogger(__name__)
 
@@ -143,10 +143,7 @@ def _expect_words(path: Path, where: str, text: str) -> None:
 
 def _parse_text_line(path: Path, line_number: int, line: str, row: int) -> list:
     where = f"line {line_number}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(path, where, "one JSON object per line", f"invalid JSON ({exc.msg})") from None
+    record = json_line(path, line_number, line, "one JSON object per line")
     if not isinstance(record, dict):
         raise DataFormatError(path, where, "a JSON object", type(record).__name__)
     if "id" in record and record["id"] != row:

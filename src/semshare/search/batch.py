@@ -11,11 +11,11 @@ query at all stops the batch before any is answered, with its file and line numb
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
 from semshare.errors import DataFormatError, SemshareError
+from semshare.fileio import json_line
 from semshare.search.gallery import Index, LabelFacet, QueryRequest
 
 MAX_K = 1000
@@ -45,10 +45,7 @@ def read_queries(path: str | Path, default_k: int = 10) -> list[QueryRequest]:
 
 def _json_query(path: Path, number: int, line: str, default_k: int) -> QueryRequest:
     where = f"line {number}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(path, where, "a JSON object", f"invalid JSON ({exc.msg})") from None
+    record = json_line(path, number, line)
     if not isinstance(record, dict) or not record.keys() & {"text", "item_id", "image_file"}:
         raise DataFormatError(path, where, 'an object with "text", "item_id" or "image_file"', line.strip()[:60])
     unknown = sorted(set(record) - FIELDS)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from semshare.errors import DataFormatError
-from semshare.fileio import atomic_directory, atomic_write_json, write_files_manifest
+from semshare.fileio import atomic_directory, atomic_write_json, json_line, write_files_manifest
 from semshare.index import build_backend
 from semshare.training.finished_run import Run
 from semshare.training.run_folder import recorded_paths
@@ -53,10 +53,7 @@ def read_photo_captions(path: Path | None, images_dir: Path) -> dict[str, dict]:
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(path, f"line {number}", "a JSON object", f"invalid JSON ({exc.msg})") from None
+        record = json_line(path, number, line)
         if not isinstance(record, dict) or not isinstance(record.get("file_name"), str):
             raise DataFormatError(path, f"line {number}", '{"file_name": str, "captions"?: [str], "labels"?: [str]}',
                                   line.strip()[:60])

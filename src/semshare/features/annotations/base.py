@@ -13,12 +13,12 @@ An annotation format is one file in this package: a dataclass of its inputs (sem
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from semshare.errors import DataFormatError, SemshareError
+from semshare.fileio import json_line
 
 
 @dataclass
@@ -59,10 +59,7 @@ def read_jsonl_items(captions_file: Path) -> list[ExtractItem]:
     for line_number, line in enumerate(read_text_file(captions_file, captions_file.name).splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(captions_file, f"line {line_number}", "a JSON object", f"invalid JSON ({exc.msg})") from None
+        record = json_line(captions_file, line_number, line)
         if (not isinstance(record, dict) or not isinstance(record.get("file_name"), str)
                 or not isinstance(record.get("captions"), list)):
             raise DataFormatError(captions_file, f"line {line_number}", '{"file_name": str, "captions": [str]}',
