@@ -222,7 +222,10 @@ def test_a_datasets_image_root_can_only_narrow_what_is_served_and_only_images_ar
     # a narrower root than the dataset folder serves nothing outside it
     narrow = tmp_path / "elsewhere"
     narrow.mkdir()
-    assert TestClient(create_app(index, image_root=narrow)).get("/items/0/image").status_code == 404
+    narrow_client = TestClient(create_app(index, image_root=narrow))
+    assert narrow_client.get("/items/0/image").status_code == 404
+    # /health counts what is served, not what is listed (issue 32: no count of thumbnails drawn broken)
+    assert narrow_client.get("/health").json()["images"] == 0 and client.get("/health").json()["images"] == 3
 
 
 def test_queries_are_batched_off_the_event_loop_and_a_full_queue_answers_503(image_index, monkeypatch):

@@ -324,17 +324,22 @@ def gallery_root(searcher, image_root: str | Path | None) -> Path | None:
 
 def _find_named_images(searcher, root: Path) -> int:
     """Items the index holds no image file for get the one their captions.jsonl record names (`file_name`),
-    looked up under the serving root, when it is there; -> how many items now have an image file."""
+    looked up under the serving root, when it is there; -> how many items have an image file this server
+    serves (inside the root: /health counts no thumbnail the page would draw broken)."""
     dataset = searcher.run.dataset
-    if dataset is None or root is None or searcher.manifest.source == "images":
-        return sum(1 for item in searcher.items if item.get("image_file"))
-    names = dataset.caption_file_names if searcher.manifest.side == "image" else []
-    for item in searcher.items if any(names) else ():
-        name = names[item["row"]] if not item.get("image_file") else None
-        path = (root / name).resolve() if name else None
-        if path is not None and path.is_relative_to(root) and path.is_file():
-            item["image_file"] = str(path)
-    return sum(1 for item in searcher.items if item.get("image_file"))
+    if dataset is not None and root is not None and searcher.manifest.source == "dataset":
+        names = dataset.caption_file_names if searcher.manifest.side == "image" else []
+        for item in searcher.items if any(names) else ():
+            name = names[item["row"]] if not item.get("image_file") else None
+            path = (root / name).resolve() if name else None
+            if path is not None and path.is_relative_to(root) and path.is_file():
+                item["image_file"] = str(path)
+    listed = [Path(item["image_file"]).resolve() for item in searcher.items if item.get("image_file")]
+    served = sum(1 for path in listed if root is not None and path.is_relative_to(root))
+    if listed and not served:  # one clear line at start, instead of a page of broken thumbnails
+        logger.warning("none of the %d image files this index lists is inside the serving root %s: no thumbnail "
+                       "will be served (serve --image-root FOLDER holding them)", len(listed), root)
+    return served
 
 
 def _add_item_routes(app, searcher, root: Path) -> None:
