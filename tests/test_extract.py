@@ -74,7 +74,13 @@ def test_grid_regions_and_global_feature_match_the_backbone(tmp_path):
     np.testing.assert_allclose(dataset.regions[3, 7], cells[:, 1, 1].numpy(), atol=2e-3, rtol=1e-2)  # row 1, col 1
     np.testing.assert_allclose(dataset.region_boxes[3, 7], [1 / 6, 1 / 6, 2 / 6, 2 / 6], atol=1e-6)
     assert dataset.captions[3] == [json.loads((images / "captions.jsonl").read_text().splitlines()[3])["captions"][0]]
-    assert dataset.image_files[3] == str((images / "img3.png").resolve())
+    # the dataset serves its own images: a thumbnail of each photo inside it (issue 32), the originals recorded
+    from PIL import Image
+
+    assert dataset.image_files[3] == str((out / "thumbnails" / "0000003.jpg").resolve())
+    with Image.open(dataset.image_files[3]) as thumbnail, Image.open(images / "img3.png") as original:
+        assert thumbnail.size == original.size and thumbnail.format == "JPEG"  # small photos stay their size
+    assert dataset.meta["source_images"] == str(images.resolve()) and "image_root" not in dataset.meta
 
 
 def test_box_regions_from_voc_xml_and_a_resumed_run_equals_a_straight_one(tmp_path):

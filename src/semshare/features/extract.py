@@ -393,6 +393,26 @@ class _ChunkWriter:
         self.writer.write_rows(start, labels=labels, **arrays)
 
 
+THUMBNAIL_SIZE = 256  # the longest side of the copies a dataset keeps of its photos, for the page and figures
+
+
+def write_thumbnails(folder: Path, images_dir: Path, items: list[ExtractItem]) -> list[str]:
+    """A small JPEG copy of every photo in `folder`/thumbnails/ (longest side 256 px), so the dataset serves
+    its own images wherever the originals are; -> image_files.txt's entries, relative to the dataset."""
+    from PIL import Image
+
+    (folder / "thumbnails").mkdir(exist_ok=True)
+    names = []
+    for row, item in enumerate(items):
+        name = f"thumbnails/{row:07d}.jpg"
+        with Image.open(images_dir / item.file_name) as image:
+            copy = image.convert("RGB")
+            copy.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            copy.save(folder / name, format="JPEG", quality=85)
+        names.append(name)
+    return names
+
+
 def check_extract_config(cfg: ExtractConfig) -> None:
     """Every number in range before anything is read or written (one line naming the flag)."""
     for flag, value, low, high in (("--grid", cfg.grid, 1, 32), ("--max-regions", cfg.max_regions, 1, 1000),
@@ -446,10 +466,11 @@ def extract_dataset(request: ExtractRequest, cfg: ExtractConfig = ExtractConfig(
             if stop_after_chunks is not None and chunks >= stop_after_chunks and start + len(chunk) < len(items):
                 return None
     writer.write_captions([item.captions for item in items])
-    writer.write_image_files([str((images_dir / item.file_name).resolve()) for item in items])
+    writer.write_image_files(write_thumbnails(partial, images_dir, items))
     state_path.unlink()
     writer.finish(_splits(items, cfg), label_names, request.name or out_dir.name, {
-        "source": "semshare extract", "image_root": str(images_dir.resolve()), "backbone": cfg.backbone, "regions_from": "boxes" if use_boxes else f"{cfg.grid}x{cfg.grid} grid",
+        "source": "semshare extract", "source_images": str(images_dir.resolve()), "backbone": cfg.backbone,
+        "regions_from": "boxes" if use_boxes else f"{cfg.grid}x{cfg.grid} grid", "thumbnails": THUMBNAIL_SIZE,
         "extract": asdict(cfg), **notes},
         sources={"captions.jsonl": captions_file,
                  "labels.npy": (paths_of(request.annotations) if request.annotations else None) or captions_file,
