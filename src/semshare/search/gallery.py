@@ -209,7 +209,7 @@ def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-f
                              ranking=run.ranking,
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
     records = item_records_of(run.dataset, side, table.ids, item_rows)
-    manifest.weak_threshold = _weak_threshold_of(run)
+    manifest.weak_threshold = weak_threshold_of(run)
     captions = _caption_vectors(run, rows, table.ids, batch_size) if side == "image" else None
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         backend.save(tmp)
@@ -242,7 +242,7 @@ def _caption_vectors(run: Run, rows: np.ndarray, image_ids: np.ndarray, batch_si
             "positions": torch.from_numpy(np.array([position[int(r)] for r in owners], dtype=np.int64))}
 
 
-def _weak_threshold_of(run: Run) -> float:
+def weak_threshold_of(run: Run) -> float:
     """The best-label probability 95% of the run's validation captions reach; -1 for a run that reads no
     labels (no classifier) or has no validation captions."""
     if not run.capabilities.label_classifier:
@@ -321,7 +321,9 @@ class Index:
             return None
         tensors = read_tensors(path, "the gallery's caption embeddings")
         vectors, positions = tensors["vectors"].numpy(), tensors["positions"].numpy()
-        grouped = [vectors[positions == p] for p in range(len(self.items))]
+        order = np.argsort(positions, kind="stable")  # captions in their own order within each item
+        bounds = np.searchsorted(positions[order], np.arange(len(self.items) + 1))
+        grouped = [vectors[order[bounds[p] : bounds[p + 1]]] for p in range(len(self.items))]
         if any(len(g) != len(item.get("captions") or []) for g, item in zip(grouped, self.items)):
             raise SemshareError(f"{path}: positions: expected one vector per caption of each item of items.jsonl, "
                                 "found other counts; rebuild the index")

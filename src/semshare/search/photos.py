@@ -35,7 +35,7 @@ DEFAULT_THRESHOLD = 0.5
 
 def photo_files(images_dir: Path) -> list[Path]:
     """Every image file below `images_dir` (by its first bytes, not its name), in sorted order."""
-    from semshare.search.service import image_kind
+    from semshare.features.image_types import image_kind
 
     if not images_dir.is_dir():
         raise DataFormatError(images_dir, "--images", "a folder of image files", "no such folder")
@@ -86,7 +86,7 @@ def label_threshold(run: Run) -> float:
 def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, captions_file: str | Path | None = None,
                         kind: str = "faiss-flat", params: dict | None = None, overwrite: bool = False):
     """Embed a folder of new photos with a trained run and write an index folder (module docstring)."""
-    from semshare.search.gallery import MANIFEST, IndexManifest, _weak_threshold_of
+    from semshare.search.gallery import MANIFEST, IndexManifest, weak_threshold_of
 
     images_dir = Path(images_dir).resolve()
     files = photo_files(images_dir)
@@ -108,7 +108,7 @@ def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, c
                              checkpoint=run.checkpoint, split="all", ranking=run.ranking, source="images",
                              label_threshold=round(threshold, 4),
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
-    manifest.weak_threshold = _weak_threshold_of(run) if run.dataset is not None else -1.0
+    manifest.weak_threshold = weak_threshold_of(run) if run.dataset is not None else -1.0
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         backend.save(tmp)
         np.save(tmp / "ids.npy", np.arange(len(files), dtype=np.int64))

@@ -23,6 +23,7 @@ from fastapi import Request  # module level: the route's annotation is resolved 
 from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
+from semshare.features.image_types import image_kind  # a listed file that is no image we serve is never sent
 from semshare.search.gallery import LabelFacet, QueryRequest, item_record
 from semshare.training.finished_run import MAX_QUERY_CHARS
 
@@ -295,8 +296,6 @@ async def _invalid_request(request, exc):
     return JSONResponse(status_code=422, content={"detail": errors})
 
 
-# the image formats served, by their first bytes: a listed file that is not one of them is never sent
-from semshare.features.image_types import image_kind  # noqa: E402  (re-exported: the routes and photos.py use it)
 
 
 def serving_root(dataset, image_root: str | Path | None) -> Path | None:

@@ -163,7 +163,7 @@ class Run:
     def vocabulary(self):
         return self.vocab
 
-    @property
+    @cached_property  # per query it is read (the reading): a package's file is read once
     def label_names(self) -> list[str]:
         if self.dataset is not None:
             return list(self.dataset.label_names)
@@ -186,6 +186,10 @@ class Run:
         ({} when neither is at hand)."""
         if self.dataset is not None:
             return dict(self.dataset.meta)
+        return dict(self._packaged_extractor)
+
+    @cached_property
+    def _packaged_extractor(self) -> dict:
         saved = Path(self.run_dir or ".") / "extractor.json"
         return json.loads(saved.read_text()) if self.run_dir is not None and saved.is_file() else {}
 
