@@ -333,3 +333,22 @@ def test_an_image_is_uploaded_from_the_page_and_every_hit_finds_similar(browser,
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_more_results_asks_again_with_a_larger_k_and_keeps_the_first_hits(served, browser):
+    from selenium.webdriver.common.by import By
+
+    url, searcher = served
+    caption = searcher.run.dataset.captions[3][0]
+    browser.get(url + f"/?q={caption}&k=4")
+    wait_for(lambda: len(_ids(browser)) == 4)
+    first = _ids(browser)
+    more = browser.find_element(By.ID, "more")
+    assert more.is_displayed()
+    more.click()
+    wait_for(lambda: len(_ids(browser)) == 14)
+    assert _ids(browser)[:4] == first
+    assert [h.id for h in searcher.search(searcher.encode_text(caption)[0], 14)] == _ids(browser)
+    assert "k=14" in browser.current_url
+    if searcher.manifest.size <= 14:  # every item shown: nothing more to ask for
+        assert not browser.find_element(By.ID, "more").is_displayed()

@@ -187,6 +187,8 @@ def _run_search(args: argparse.Namespace) -> int:
         print(f"unknown words (ignored): {', '.join(answer.unknown_words)}")
     if answer.reading is not None:
         print(answer.reading.line())
+    for note in answer.notes:
+        print(note)
     ranked = any(hit.caption_order is not None for hit in answer.hits)
     ranking = searcher.manifest.ranking
     print(f"ranking: {ranking} ({'label space + instance head' if ranking == 'combined' else 'label space alone'})"

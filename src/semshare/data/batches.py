@@ -73,7 +73,14 @@ def draw_masks(keys: list[tuple] | None, eligible: np.ndarray, prob: float, stre
     return masked
 
 
-IMAGE_MASK_STREAM, TEXT_MASK_STREAM = 1, 2
+IMAGE_MASK_STREAM, TEXT_MASK_STREAM, FILE_LAYOUT_STREAM = 1, 2, 3
+
+
+def draw_file_layouts(keys: list[tuple] | None, prob: float) -> np.ndarray:
+    """(B,) bool: which items are shown as a new image file would be, each drawn from its own generator."""
+    if keys is None or prob <= 0:
+        return np.zeros(0 if keys is None else len(keys), dtype=bool)
+    return np.array([np.random.default_rng(list(key) + [FILE_LAYOUT_STREAM]).random() < prob for key in keys])
 
 
 def box_features(boxes: np.ndarray) -> np.ndarray:
@@ -94,6 +101,9 @@ class BatchOptions:
     max_text_length: int = 64
     mask_prob: float = 0.0  # 0 at evaluation
     sentence_segment: bool = False  # segments: the encoder's sentence vector as one more segment, first
+    # share of training images shown in the layout a new image file gets (the global feature as its one
+    # region, no boxes): a run trained on annotated boxes then also knows the photos it will be asked about
+    file_layout_prob: float = 0.0  # 0 at evaluation
 
 
 def _tensors(**arrays) -> dict:
@@ -123,6 +133,8 @@ class BatchBuilder:
             return
         if options.image_input == "regions" and dataset.regions is None:
             raise ValueError(f"{dataset.root}: image_input 'regions' needs regions.npy")
+        if options.file_layout_prob > 0 and (options.image_input != "regions" or dataset.image is None):
+            raise ValueError(f"{dataset.root}: file_layout_prob needs region inputs and image.npy")
         if options.image_input == "global" and dataset.image is None:
             raise ValueError(f"{dataset.root}: image_input 'global' needs image.npy")
         if options.text_input == "words" and (not dataset.has_captions or vocab is None):
@@ -184,6 +196,11 @@ class BatchBuilder:
                 targets[~mask] = -1
             else:
                 targets = np.full(mask.shape, -1, dtype=np.int64)
+            as_file = draw_file_layouts(mask_keys, self.options.file_layout_prob)
+            if as_file.any():  # the global feature alone in slot 0, the whole image as its box
+                features[as_file], boxes[as_file], mask[as_file], targets[as_file] = 0, 0, False, -1
+                features[as_file, 0] = gather_rows(self.dataset.image, np.asarray(rows)[as_file]).astype(np.float32)
+                boxes[as_file, 0], mask[as_file, 0] = box_features(np.array([0, 0, 1, 1], dtype=np.float32)), True
         masked = draw_masks(mask_keys, mask & (targets >= 0), self.options.mask_prob, IMAGE_MASK_STREAM)
         return _tensors(img_regions=features, img_boxes=boxes, img_mask=mask, img_region_targets=targets,
                         img_masked=masked, img_rows=np.asarray(rows, dtype=np.int64))

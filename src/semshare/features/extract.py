@@ -216,25 +216,37 @@ def open_query_image(source: str | Path | bytes):
         raise DataFormatError(name, "image", "a readable image", f"{type(exc).__name__}: {exc}") from None
 
 
+FILE_LAYOUTS = ("auto", "global", "grid", "grid+global")
+
+
 @torch.no_grad()
-def features_of_image_file(path: str | Path | bytes, meta: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def features_of_image_file(path: str | Path | bytes, meta: dict, layout: str = "auto"
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A new image, encoded as `semshare extract` encoded the dataset described by `meta` (its meta.json):
-    (global (D,), regions (R, D), boxes (R, 4), mask (R,)). A new file has no annotated boxes: a grid dataset
-    gets its grid cells, a boxed dataset the global feature as its one region (as extract does for an image
-    without boxes)."""
+    (global (D,), regions (R, D), boxes (R, 4), mask (R,)). A new file has no annotated boxes; its regions
+    (`layout`): "global", the global feature as its one region (as extract does for an image without boxes);
+    "grid", the grid cells; "grid+global", the global feature, then the cells; "auto", a grid dataset's cells
+    and a boxed dataset's global feature."""
     if meta.get("source") != "semshare extract":
         raise SemshareError("this run's data did not come from `semshare extract`, so a new image file cannot be "
                             "encoded the way its features were; query with an image id of the dataset instead")
+    if layout not in FILE_LAYOUTS:
+        raise SemshareError(f"layout: expected one of {', '.join(FILE_LAYOUTS)}, found {layout!r}")
     cfg = ExtractConfig(**meta["extract"])
     encoder = _encoder_for(cfg)
     image = open_query_image(path)
     feature_map = encoder(_Preprocess(encoder.image_size)(image)[None])
     global_feature = feature_map.mean(dim=(2, 3))[0].numpy()
-    if meta.get("regions_from") == "boxes":
-        return (global_feature, global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32),
-                np.ones(1, dtype=bool))
+    if layout == "auto":
+        layout = "global" if meta.get("regions_from") == "boxes" else "grid"
+    whole = np.array([[0, 0, 1, 1]], dtype=np.float32)
+    if layout == "global":
+        return global_feature, global_feature[None], whole, np.ones(1, dtype=bool)
     cells = F.adaptive_avg_pool2d(feature_map, cfg.grid).flatten(2).transpose(1, 2)[0].numpy()
-    return global_feature, cells, _grid_boxes(cfg.grid), np.ones(len(cells), dtype=bool)
+    cell_boxes = _grid_boxes(cfg.grid)
+    if layout == "grid+global":
+        cells, cell_boxes = np.concatenate([global_feature[None], cells]), np.concatenate([whole, cell_boxes])
+    return global_feature, cells, cell_boxes, np.ones(len(cells), dtype=bool)
 
 
 @dataclass

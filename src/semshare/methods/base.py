@@ -53,6 +53,9 @@ class InputConfig:
     # segments (pretrained token states, e.g. MiniLM from `semshare extract-text`)
     text: str = "words"
     max_text_length: int = 64
+    # share of training images shown as a new image file is read (data extracted with annotated boxes: the
+    # global feature as the one region); 0 keeps the run from ever seeing that layout (docs/OWN_PHOTOS.md)
+    file_layout_prob: float = 0.0
 
 
 # what a method is built with when nothing was fitted (and what an old run folder without the file loads)

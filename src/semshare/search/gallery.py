@@ -145,6 +145,7 @@ class Answer:
     hits: list[SearchHit]
     unknown_words: list[str] = field(default_factory=list)
     reading: QueryReading | None = None
+    notes: list[str] = field(default_factory=list)  # one line each about how the query was read
 
     @property
     def weak(self) -> bool:
@@ -157,7 +158,7 @@ class Answer:
                  "labels": list(facet.labels) if facet else None, "label_match": facet.match if facet else "all",
                  "label_boost": facet.boost if facet else False}
         return {"query": query, "gallery_side": gallery_side, "unknown_words": list(self.unknown_words),
-                "reading": self.reading.as_dict() if self.reading is not None else None,
+                "reading": self.reading.as_dict() if self.reading is not None else None, "notes": list(self.notes),
                 "results": [hit.as_dict() for hit in self.hits]}
 
 
@@ -397,6 +398,7 @@ class Index:
                 queries[i] = exc
                 continue
             queries[i] = emb[0]
+            answers[i].notes += [line for line in (self.run.file_layout_note(),) if line]
             if probabilities is not None:
                 answers[i].reading = read_query(probabilities[0], self.run.label_names, None, [],
                                                 self.manifest.weak_threshold)

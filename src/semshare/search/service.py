@@ -176,6 +176,8 @@ class SearchResponse(BaseModel):
     gallery_side: str = Field(description="image or text: what the index holds")
     unknown_words: list[str] = Field(description="words of a text query outside the run's vocabulary (ignored)")
     reading: ReadingOut | None = Field(description="what the model read; null for a run without a label classifier")
+    notes: list[str] = Field(default_factory=list, description="one line each about how the query was read (e.g. "
+                             "an image file in a region layout the run never trained on)")
     results: list[HitOut]
 
 

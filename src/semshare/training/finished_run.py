@@ -193,6 +193,17 @@ class Run:
         saved = Path(self.run_dir or ".") / "extractor.json"
         return json.loads(saved.read_text()) if self.run_dir is not None and saved.is_file() else {}
 
+    def file_layout_note(self) -> str:
+        """One line when the layout a new image file gets (its global feature alone, for data extracted with
+        annotated boxes) is one this run never trained on; '' when it did (inputs.file_layout_prob > 0), or
+        when files and rows share a layout (grid regions, global inputs)."""
+        if (not self.capabilities.image_files or self.cfg.inputs.image != "regions"
+                or self.extractor_meta().get("regions_from") != "boxes" or self.cfg.inputs.file_layout_prob > 0):
+            return ""
+        return ("note: this run was trained on annotated boxes only; a new image file has none and comes in as its "
+                "global feature alone, a layout it never trained on: its matches are weaker than a dataset row's "
+                "(train with --set inputs.file_layout_prob=0.3; docs/OWN_PHOTOS.md)")
+
     def __repr__(self) -> str:
         return (f"Run({str(self.run_dir)!r}, method={self.cfg.name!r}, checkpoint={self.checkpoint!r}, "
                 f"text={self.cfg.inputs.text!r}, image={self.cfg.inputs.image!r}, "
@@ -405,10 +416,11 @@ class Run:
         (`semshare extract`: its backbone, weights and region settings are in the dataset's meta.json)."""
         return self.query_image_files(paths, with_labels=False)[0]
 
-    def query_image_files(self, paths: Sequence[str | Path], with_labels: bool = True
+    def query_image_files(self, paths: Sequence[str | Path], with_labels: bool = True, layout: str = "auto"
                           ) -> tuple[np.ndarray, np.ndarray | None]:
         """New image files -> (N, D) unit embeddings and (N, C) label probabilities from the same forward pass
-        (None without a label classifier, or `with_labels` False)."""
+        (None without a label classifier, or `with_labels` False). `layout`: the regions a file is given
+        (features.extract.FILE_LAYOUTS; auto: the dataset's grid cells, or a boxed dataset's global feature)."""
         from semshare.features.extract import features_of_image_file
 
         if not self.capabilities.image_files:
@@ -420,7 +432,7 @@ class Run:
         with_labels = with_labels and self.capabilities.label_classifier
         embs, readings = [], []
         for path in paths:
-            global_feature, regions, boxes, mask = features_of_image_file(path, meta)
+            global_feature, regions, boxes, mask = features_of_image_file(path, meta, layout)
             if self.cfg.inputs.image == "global":
                 regions, boxes, mask = global_feature[None], np.array([[0, 0, 1, 1]], dtype=np.float32), np.ones(1, dtype=bool)
             emb, probabilities = self.encode_image_batch(regions[None], boxes[None], mask[None], with_labels)

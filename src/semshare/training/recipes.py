@@ -184,6 +184,8 @@ def check_values(cfg: ExperimentConfig) -> None:
         _expect(torch.cuda.is_available(), "train.device", "auto or cpu on this machine (this torch "
                 f"{torch.__version__} sees no CUDA device)", t.device)
     _expect(cfg.inputs.max_text_length >= 1, "inputs.max_text_length", "an integer >= 1", cfg.inputs.max_text_length)
+    _expect(isinstance(cfg.inputs.file_layout_prob, (int, float)) and 0 <= cfg.inputs.file_layout_prob <= 1,
+            "inputs.file_layout_prob", "a fraction in [0, 1]", cfg.inputs.file_layout_prob)
     for key in ("min_count", "word_dim", "word2vec_epochs"):
         _expect(getattr(cfg.text, key) >= 1, f"text.{key}", "an integer >= 1", getattr(cfg.text, key))
     cfg.method_class.check_config(cfg.model)

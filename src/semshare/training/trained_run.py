@@ -63,7 +63,16 @@ class TrainedRun(Run):
         mask_prob = self.cfg.method_class.training_mask_prob(self.cfg.model) if training else 0.0
         return BatchOptions(image_input=self.cfg.inputs.image, text_input=self.cfg.inputs.text,
                             max_text_length=self.cfg.inputs.max_text_length, mask_prob=mask_prob,
-                            sentence_segment=self.cfg.text.segments_sentence)
+                            sentence_segment=self.cfg.text.segments_sentence,
+                            file_layout_prob=self.file_layout_prob if training else 0.0)
+
+    @property
+    def file_layout_prob(self) -> float:
+        """The share of training images shown in a new file's layout: only where a file's layout differs
+        from the rows' (regions from annotated boxes) and the global feature is there to show."""
+        boxed = (self.cfg.inputs.image == "regions" and self.dataset is not None and self.dataset.image is not None
+                 and self.dataset.meta.get("regions_from") == "boxes")
+        return float(self.cfg.inputs.file_layout_prob) if boxed else 0.0
 
     def builder(self, training: bool) -> BatchBuilder:
         return BatchBuilder(self.dataset, self.vocab, self.batch_options(training),
