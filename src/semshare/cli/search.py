@@ -51,6 +51,71 @@ def add_index(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--out", type=Path, required=True, help="the .parquet file to write")
     export.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
     export.set_defaults(handler=_run_index_export)
+    add = index_sub.add_parser("add", help="add photos or dataset rows to an index folder, in place",
+                               description="Add items to an index: the photos of --images DIR not yet in it (a "
+                                           "gallery built from photos; DIR inside its photo folder) or --rows of its "
+                                           "dataset (a gallery built from a dataset). The new version replaces the "
+                                           "old one atomically; a running `serve` answers from it from its next "
+                                           "batch of queries (docs/SEARCH.md).")
+    add.add_argument("index_dir", type=Path)
+    what = add.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", type=Path, metavar="DIR", help="photos to add (those already in the gallery are skipped)")
+    what.add_argument("--rows", metavar="R1,R2|A-B", help="dataset rows to add (image side: those images; text side: their texts)")
+    add.add_argument("--captions", type=Path, metavar="FILE", help="with --images: JSON lines of {file_name, captions?, labels?}")
+    add.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
+    add_threads(add)
+    add.set_defaults(handler=_run_index_add)
+    remove = index_sub.add_parser("remove", help="remove items from an index folder, in place",
+                                  description="Remove the items --ids from an index (atomically, as `index add`).")
+    remove.add_argument("index_dir", type=Path)
+    remove.add_argument("--ids", required=True, metavar="I1,I2|A-B", help="item ids to remove (search prints them)")
+    remove.add_argument("--data", type=Path, help="dataset folder, when it moved since the index was built")
+    add_threads(remove)
+    remove.set_defaults(handler=_run_index_remove)
+
+
+def parse_id_list(text: str, flag: str) -> list[int]:
+    """'3,5,9' or '10-19' (inclusive) or a mix -> ids; one line naming the flag otherwise."""
+    import re
+
+    ids: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        span = re.fullmatch(r"(\d{1,12})-(\d{1,12})", part)
+        if span and int(span[1]) <= int(span[2]) and int(span[2]) - int(span[1]) < 10_000_000:
+            ids.extend(range(int(span[1]), int(span[2]) + 1))
+        elif re.fullmatch(r"-?\d{1,18}", part):
+            ids.append(int(part))
+        else:
+            raise SemshareError(f"{flag}: expected integers separated by commas, or ranges A-B, found {part!r}"[:200])
+    return ids
+
+
+def _run_index_add(args: argparse.Namespace) -> int:
+    from semshare.search.grow import add_to_index
+
+    if args.captions is not None and args.images is None:
+        raise SemshareError("--captions goes with --images")
+    set_threads(args)
+    started = time.time()
+    rows = parse_id_list(args.rows, "--rows") if args.rows is not None else None
+    manifest, added = add_to_index(args.index_dir, images_dir=args.images, captions_file=args.captions, rows=rows,
+                                   data_dir=args.data)
+    if not added:
+        print(f"nothing to add: every photo of {args.images} is in {args.index_dir} already")
+        return 0
+    print(f"added {added} items in {time.time() - started:.1f} s: {args.index_dir} holds {manifest.size} "
+          f"(version {manifest.generation})")
+    return 0
+
+
+def _run_index_remove(args: argparse.Namespace) -> int:
+    from semshare.search.grow import remove_from_index
+
+    set_threads(args)
+    ids = parse_id_list(args.ids, "--ids")
+    manifest = remove_from_index(args.index_dir, ids, args.data)
+    print(f"removed {len(set(ids))} items: {args.index_dir} holds {manifest.size} (version {manifest.generation})")
+    return 0
 
 
 def _run_index_export(args: argparse.Namespace) -> int:

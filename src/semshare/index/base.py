@@ -34,6 +34,12 @@ class SearchIndex(Protocol):
 
     def vectors(self) -> np.ndarray: ...  # (G, D) float32: the gallery as stored (decoded codes where lossy)
 
+    # a gallery that grows (`semshare index add` / `remove`): a new backend, the one searched left untouched;
+    # new vectors take positions size.., the others keep their order; `build_params` are the manifest's
+    def extended(self, vectors: np.ndarray, build_params: dict) -> "SearchIndex": ...
+
+    def without(self, positions: np.ndarray, build_params: dict) -> "SearchIndex": ...
+
     def save(self, folder: Path) -> None: ...
 
 

@@ -58,6 +58,12 @@ class ExactTorchIndex:
     def vectors(self) -> np.ndarray:
         return self.gallery.numpy()
 
+    def extended(self, vectors: np.ndarray, build_params: dict) -> "ExactTorchIndex":
+        return type(self)(np.concatenate([self.vectors(), vectors]), self.query_chunk)
+
+    def without(self, positions: np.ndarray, build_params: dict) -> "ExactTorchIndex":
+        return type(self)(np.delete(self.vectors(), positions, axis=0), self.query_chunk)
+
     def save(self, folder: Path) -> None:
         (Path(folder) / VECTORS_FILE).write_bytes(safetensors_bytes({"vectors": self.gallery.contiguous()}))
 

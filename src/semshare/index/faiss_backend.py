@@ -47,6 +47,30 @@ class _FaissIndex:
             self.index.make_direct_map()
         return np.asarray(self.index.reconstruct_n(0, self.size), dtype=np.float32)
 
+    def _copy(self):
+        import faiss
+
+        return faiss.deserialize_index(faiss.serialize_index(self.index))
+
+    def _wrapped(self, index):
+        """`index` in this backend's class, with its search-time parameters."""
+        return type(self)(index)
+
+    def extended(self, vectors: np.ndarray, build_params: dict):
+        """The new vectors added as a build adds them (HNSW: linked into the graph; IVF-PQ: encoded with
+        the trained quantiser and lists)."""
+        index = self._copy()
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return self._wrapped(index)
+
+    def without(self, positions: np.ndarray, build_params: dict):
+        """Flat: removed in FAISS (the rest compacted, in order)."""
+        import faiss
+
+        index = self._copy()
+        index.remove_ids(faiss.IDSelectorBatch(np.asarray(positions, dtype=np.int64)))
+        return self._wrapped(index)
+
     def save(self, folder: Path) -> None:
         import faiss
 
@@ -111,6 +135,16 @@ class FaissHNSWIndex(_FaissIndex):
     def load(cls, folder: Path, ef_search: int = 128) -> "FaissHNSWIndex":
         return cls(cls._read(folder), ef_search)
 
+    def _wrapped(self, index):
+        return type(self)(index, self.ef_search)
+
+    def without(self, positions: np.ndarray, build_params: dict) -> "FaissHNSWIndex":
+        """FAISS cannot unlink a node from an HNSW graph: the graph is built again over the vectors kept
+        (stored exactly), with the index's own build parameters."""
+        kept = np.delete(self.vectors(), positions, axis=0)
+        params = {k: v for k, v in build_params.items() if k in ("m", "ef_construction")}
+        return type(self).build(kept, **params, ef_search=self.ef_search)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # HNSW returns at most ef_search neighbours: widen the beam when more are asked for
         self.index.hnsw.efSearch = max(self.ef_search, k)
@@ -158,3 +192,25 @@ class FaissIVFPQIndex(_FaissIndex):
     @classmethod
     def load(cls, folder: Path, nprobe: int = 16) -> "FaissIVFPQIndex":
         return cls(cls._read(folder), nprobe)
+
+    def _wrapped(self, index):
+        return type(self)(index, self.index.nprobe)
+
+    def without(self, positions: np.ndarray, build_params: dict) -> "FaissIVFPQIndex":
+        """The entries removed from their lists, and the ids of the rest renumbered to their new positions
+        (codes untouched: each kept item is encoded as before)."""
+        import faiss
+
+        removed = np.unique(np.asarray(positions, dtype=np.int64))
+        index = self._copy()
+        index.set_direct_map_type(faiss.DirectMap.NoMap)
+        index.remove_ids(faiss.IDSelectorBatch(removed))
+        lists = index.invlists
+        for number in range(index.nlist):
+            size = lists.list_size(number)
+            if size:
+                ids = faiss.rev_swig_ptr(lists.get_ids(number), size).copy()
+                codes = faiss.rev_swig_ptr(lists.get_codes(number), size * lists.code_size).copy()
+                renumbered = np.ascontiguousarray(ids - np.searchsorted(removed, ids), dtype=np.int64)
+                lists.update_entries(number, 0, size, faiss.swig_ptr(renumbered), faiss.swig_ptr(codes))
+        return self._wrapped(index)

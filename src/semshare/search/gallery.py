@@ -60,6 +60,7 @@ class IndexManifest:
     weak_threshold: float = -1.0  # a query whose best label is below this is weak (-1: the run reads no labels)
     source: str = "dataset"  # "dataset": rows of the run's dataset; "images": a folder of new photos (search/photos.py)
     label_threshold: float = -1.0  # "images": the reading's threshold for an item's labels (-1: none read)
+    generation: int = 0  # how many `index add` / `index remove` made this version from the one built
 
 
 @dataclass
@@ -265,6 +266,7 @@ def read_manifest(folder: str | Path) -> IndexManifest:
         raise SemshareError(f"{path}: format/side: expected semshare-index with side image|text, found "
                             f"{manifest.format!r} / {manifest.side!r}")
     for key, kind, low in (("size", int, 1), ("dim", int, 1), ("version", int, 1), ("params", dict, None),
+                           ("generation", int, 0),
                            ("kind", str, None), ("run_dir", str, None), ("checkpoint", str, None),
                            ("data_dir", str, None), ("split", str, None), ("run_dir_absolute", str, None),
                            ("data_dir_absolute", str, None), ("ranking", str, None)):
@@ -284,8 +286,12 @@ def read_manifest(folder: str | Path) -> IndexManifest:
 class Index:
     """An index folder plus the run that embedded it: text and image queries -> ranked gallery items."""
 
-    def __init__(self, folder: str | Path, data_dir: str | Path | None = None, search_params: dict | None = None):
+    def __init__(self, folder: str | Path, data_dir: str | Path | None = None, search_params: dict | None = None,
+                 run: Run | None = None):
+        """`run`: an already loaded run, used when it is the one the manifest names (a reopened version)."""
         self.folder = Path(folder)
+        self.opened_with = (data_dir, search_params)
+        self.stamp = manifest_stamp(self.folder)
         self.manifest = read_manifest(folder)
         verify_files_manifest(self.folder, "index")
         search_time = search_time_parameters(self.manifest.kind)
@@ -309,7 +315,9 @@ class Index:
             data = data_dir
         else:
             data = data_dir or (recorded if Path(recorded).is_dir() else None)
-        self.run = load_run(self.run_dir, data, self.manifest.checkpoint, self.manifest.ranking)
+        same = (run is not None and run.run_dir is not None and Path(run.run_dir).resolve() == Path(self.run_dir).resolve()
+                and run.checkpoint == self.manifest.checkpoint and run.ranking == self.manifest.ranking)
+        self.run = run if same else load_run(self.run_dir, data, self.manifest.checkpoint, self.manifest.ranking)
         if self.run.dataset is not None and self.manifest.source == "dataset":  # where its images are now
             files = self.run.dataset.image_files
             for item in self.items:
@@ -530,6 +538,30 @@ def image_source(image) -> str | Path | bytes:
     raise SemshareError(f"an image query is a path, bytes or a PIL image, not {type(image).__name__}")
 
 
+def manifest_stamp(folder: Path) -> tuple | None:
+    """What identifies the version of an index folder on disk: its manifest file's inode and time of change
+    (every write puts a new folder in place by rename), None while none is there."""
+    try:
+        stat = (Path(folder) / MANIFEST).stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def reopened(index: Index) -> Index | None:
+    """The index folder's newest complete version when it changed since `index` was opened (reusing its run
+    when the new version names the same); None when it did not change, or is being replaced right now."""
+    stamp = manifest_stamp(index.folder)
+    if stamp is None or stamp == index.stamp:
+        return None
+    data_dir, search_params = index.opened_with
+    try:
+        fresh = Index(index.folder, data_dir, search_params, run=index.run)
+    except SemshareError:  # caught between the two renames of a replacement: the next check finds it whole
+        return None
+    return fresh if fresh.stamp == stamp == manifest_stamp(index.folder) else None
+
+
 def _read_ids(path: Path) -> np.ndarray:
     try:
         ids = np.load(path, allow_pickle=False)
@@ -539,7 +571,13 @@ def _read_ids(path: Path) -> np.ndarray:
         raise SemshareError(f"{path}: ids: expected a NumPy int64 array, found an unreadable file ({exc})") from None
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise SemshareError(f"{path}: ids: expected a 1-D integer array, found shape {ids.shape} dtype {ids.dtype}")
-    return ids
+    if len(ids) and int(ids.min()) < 0:
+        raise SemshareError(f"{path}: ids: expected item ids >= 0, found {int(ids.min())}; rebuild the index")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise SemshareError(f"{path}: ids: expected each item once, found id {int(unique[counts > 1][0])} "
+                            f"{int(counts.max())} times; rebuild the index")
+    return ids.astype(np.int64)
 
 
 def _read_items(path: Path) -> list[dict]:

@@ -83,15 +83,11 @@ def label_threshold(run: Run) -> float:
     return float(THRESHOLDS[int(np.argmax(scores))])  # ties: the lowest threshold
 
 
-def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, captions_file: str | Path | None = None,
-                        kind: str = "faiss-flat", params: dict | None = None, overwrite: bool = False):
-    """Embed a folder of new photos with a trained run and write an index folder (module docstring)."""
-    from semshare.search.gallery import MANIFEST, IndexManifest, weak_threshold_of
-
-    images_dir = Path(images_dir).resolve()
-    files = photo_files(images_dir)
+def photo_items(run: Run, files: list[Path], images_dir: Path, captions_file: str | Path | None, threshold: float,
+                first_id: int) -> tuple[np.ndarray, list[dict]]:
+    """The photos' (N, D) embeddings and items.jsonl records (ids from `first_id`): the labels a captions
+    file gives, else the run's reading at `threshold`."""
     given = read_photo_captions(Path(captions_file) if captions_file else None, images_dir)
-    threshold = label_threshold(run) if run.capabilities.label_classifier else -1.0
     embs, probabilities = run.query_image_files(files)
     names = run.label_names
     records = []
@@ -99,9 +95,21 @@ def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, c
         record = given.get(str(path.relative_to(images_dir)), {})
         read = ([names[c] for c in np.flatnonzero(probabilities[position] >= threshold)]
                 if probabilities is not None else [])
-        records.append({"id": position, "row": position, "labels": record.get("labels", read),
+        records.append({"id": first_id + position, "row": first_id + position, "labels": record.get("labels", read),
                         "captions": list(record.get("captions", [])), "image_file": str(path),
                         "labels_given": "labels" in record})
+    return embs, records
+
+
+def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, captions_file: str | Path | None = None,
+                        kind: str = "faiss-flat", params: dict | None = None, overwrite: bool = False):
+    """Embed a folder of new photos with a trained run and write an index folder (module docstring)."""
+    from semshare.search.gallery import MANIFEST, IndexManifest, weak_threshold_of
+
+    images_dir = Path(images_dir).resolve()
+    files = photo_files(images_dir)
+    threshold = label_threshold(run) if run.capabilities.label_classifier else -1.0
+    embs, records = photo_items(run, files, images_dir, captions_file, threshold, first_id=0)
     backend = build_backend(kind, embs, params)
     paths = {**recorded_paths(out_dir, "run_dir", run.run_dir), **recorded_paths(out_dir, "data_dir", images_dir)}
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side="image", size=backend.size, dim=backend.dim,

@@ -228,8 +228,36 @@ class QueryBatcher:
                     future.set_result(answer)
 
     def answer(self, requests: list[QueryRequest]) -> list:
-        """Each request's Answer (or the SemshareError that refuses it), the whole batch at once."""
+        """Each request's Answer (or the SemshareError that refuses it), the whole batch at once, from the
+        index's newest complete version (a live index checks before each batch)."""
+        refresh = getattr(self.searcher, "refresh", None)
+        if refresh is not None:
+            refresh()
         return self.searcher.query_batch(requests)
+
+
+class LiveIndex:
+    """The served index, following its folder: `index add` / `remove` write a new version beside it and put
+    it in place by renames; `refresh` (before each batch of queries, on the one worker thread) opens it once
+    it is whole and answers from it from then on. Everything else is the current version's."""
+
+    def __init__(self, index, on_change=None):
+        self.current, self.on_change = index, on_change
+
+    def __getattr__(self, name: str):
+        return getattr(self.current, name)
+
+    def refresh(self) -> bool:
+        from semshare.search.gallery import reopened
+
+        fresh = reopened(self.current)
+        if fresh is None:
+            return False
+        self.current = fresh
+        logger.info("serving %s version %d: %d items", fresh.folder, fresh.manifest.generation, fresh.manifest.size)
+        if self.on_change is not None:
+            self.on_change(fresh)
+        return True
 
 
 class BodySizeLimit:
@@ -386,7 +414,9 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     # Swagger UI and ReDoc from the fastapi-offline package's own copies (a CDN is not reachable offline)
     app = FastAPIOffline(title="semshare search", version="1", description=API_DESCRIPTION)
     root = gallery_root(searcher, image_root)
-    images = _find_named_images(searcher, root)
+    served = {"images": _find_named_images(searcher, root)}
+    if hasattr(searcher, "folder") and not isinstance(searcher, LiveIndex):  # an index folder: follow its versions
+        searcher = LiveIndex(searcher, on_change=lambda fresh: served.update(images=_find_named_images(fresh, root)))
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
     batcher = QueryBatcher(searcher, max_batch, max_pending)
 
@@ -404,7 +434,7 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     def health() -> dict:
         m = searcher.manifest
         return {"status": "ok", "side": m.side, "kind": m.kind, "size": m.size, "dim": m.dim,
-                "accepts_text": searcher.accepts_text, "images": images}
+                "accepts_text": searcher.accepts_text, "images": served["images"], "version": m.generation}
 
     @app.post("/search", response_model=SearchResponse, summary="Rank the gallery for one query",
               description="Exactly one of `text` (a sentence or tag words, tokenised with the run's vocabulary; "
