@@ -2,6 +2,7 @@
 images as dataset rows (issue 32).
 
     python -m benchmarks.region_layouts prepare ../shared/data/coco_2k THUMBS      # re-extract from thumbnails
+    python -m benchmarks.region_layouts prepare ../shared/data/coco_2k GRID --regions grid   # grid end to end
     semshare benchmark --data THUMBS --methods ours --seeds 5 --workers 2 --threads 1 --out RES
     python -m benchmarks.region_layouts measure THUMBS RES [RES ...] --out docs/region_layouts_coco2k.json
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 
-def prepare(source: Path, out: Path) -> None:
+def prepare(source: Path, out: Path, regions: str = "boxes") -> None:
     from semshare.data.dataset import open_dataset
     from semshare.features.annotations.yolo import YoloInputs
     from semshare.features.extract import ExtractConfig, ExtractRequest, extract_dataset
@@ -55,7 +56,7 @@ def prepare(source: Path, out: Path) -> None:
             lines.append(json.dumps({"file_name": files[row], "captions": list(dataset.captions[row]),
                                      "split": split_of.get(row)}))
         (work / "captions.jsonl").write_text("\n".join(lines) + "\n")
-        cfg = ExtractConfig(**{**meta["extract"], "regions": "boxes"})
+        cfg = ExtractConfig(**{**meta["extract"], "regions": regions})
         extract_dataset(ExtractRequest(source, work / "captions.jsonl", out, YoloInputs(
             yolo_dir=work / "labels", label_names_file=work / "classes.txt"), name=f"{dataset.name}_thumbs"), cfg)
     # the original labels (all objects, person not a label), their names and the split
@@ -175,13 +176,15 @@ def main() -> int:
     p = commands.add_parser("prepare")
     p.add_argument("source", type=Path)
     p.add_argument("out", type=Path)
+    p.add_argument("--regions", choices=("boxes", "grid"), default="boxes",
+                   help="grid: the grid cells end to end (rows and files then share one layout)")
     m = commands.add_parser("measure")
     m.add_argument("data", type=Path)
     m.add_argument("results", type=Path, nargs="+")
     m.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.command == "prepare":
-        prepare(args.source, args.out)
+        prepare(args.source, args.out, args.regions)
     else:
         measure(args.data, args.results, args.out)
     return 0

@@ -130,10 +130,12 @@ def test_ray_executor_gives_the_local_tables(tmp_path, capsys):
     assert by_run(on_ray) == by_run(local)
     # a failing task is recorded as with the local executor, and the others go on
     failing = tmp_path / "failing"
+    (tmp_path / "wv.txt").write_text("3 4\nthe nan 0 0 0\na 1 1 1 1\nred 1 0 1 0\n")  # read by the trained run only
     assert main(["benchmark", "--quick", "--methods", "ridge,wo_c", "--executor", "ray", "--workers", "2",
-                 "--set", "train.batch_size=5000", "--out", str(failing)]) == 0
+                 "--set", f"text.word_vectors_path={tmp_path / 'wv.txt'}", "--set", "text.word_dim=4",
+                 "--out", str(failing)]) == 0
     assert "1 runs failed" in capsys.readouterr().out
-    assert "train.batch_size: expected at most the 80 training items" in json.loads((failing / "synthetic-tiny" / "wo_c-seed0" / "error.json").read_text())["error"]
+    assert "vector of 'the': expected finite numbers" in json.loads((failing / "synthetic-tiny" / "wo_c-seed0" / "error.json").read_text())["error"]
     assert [r["method"] for r in json.loads((failing / "results.json").read_text())] == ["ridge"]
 
 

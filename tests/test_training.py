@@ -295,3 +295,20 @@ def test_a_validation_split_too_small_to_select_on_is_said(tmp_path, caplog):
         train_experiment(open_dataset(tmp_path / "data"), resolve_config("ours", "small", overrides=overrides),
                          tmp_path / "run")
     assert any("the validation split has 4 items" in r.getMessage() for r in caplog.records)
+
+
+def test_a_batch_larger_than_the_training_set_takes_all_of_it_with_a_note(tiny_data_dir, tmp_path, caplog):
+    import json as _json
+
+    from semshare.cli.main import main as cli_main
+    from semshare.training.experiment import fitted_batch_size
+
+    assert fitted_batch_size(32, 20) == 20 and fitted_batch_size(32, 40) == 32 and fitted_batch_size(64, 21, 2) == 20
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING"):
+        assert cli_main(["train", "--data", str(tiny_data_dir), "--out", str(run), "--set", "train.batch_size=100000",
+                         "--set", "train.epochs=2", "--set", "train.progress=false", "--set", "models.semantic_sharing.dim=16",
+                         "--set", "models.semantic_sharing.heads=2", "--set", "text.word_dim=8"]) == 0
+    assert "train.batch_size 100000 is more than its" in caplog.text
+    state = _json.loads((run / "last" / "state.json").read_text())
+    assert state["step"] == 2  # one step an epoch: all training items in each

@@ -273,3 +273,14 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[None]:
         yield
     finally:
         os.close(handle)
+
+
+def run_folder_holding(path: str | Path) -> Path | None:
+    """The run folder `path` is or lies inside (a folder with a run's config.yaml or checkpoints), else None:
+    only the commands that make or continue a run may write there."""
+    path = Path(path).resolve()
+    for folder in (path, *path.parents):
+        markers = [(folder / name).exists() for name in ("model_spec.json", "best", "splits.json", "data_fingerprint.json")]
+        if any(markers) and ((folder / "config.yaml").is_file() or sum(markers) >= 2):
+            return folder
+    return None

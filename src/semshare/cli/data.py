@@ -78,7 +78,28 @@ def add_prepare_text(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--word2vec", type=Path, default=None, help="load these vectors instead of training")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier prepare-text output in --out")
     parser.set_defaults(handler=_run_prepare_text)
+
+
+PREPARED_TEXT_FILES = ("vocab.json", "word_vectors.safetensors", "files.json")
+
+
+def check_prepare_text_out(out: Path, overwrite: bool) -> None:
+    """--out may be new, or (with --overwrite) hold only what prepare-text wrote; never a run folder."""
+    from semshare.errors import OutputExistsError
+    from semshare.fileio import run_folder_holding
+
+    run = run_folder_holding(out)
+    if run is not None:
+        raise OutputExistsError(f"--out {out}: inside the run folder {run}; prepare-text never rewrites a run's "
+                                "vocabulary (its weights were trained on it): choose a folder of its own")
+    if out.exists():
+        others = sorted(p.name for p in out.iterdir() if p.name not in PREPARED_TEXT_FILES) if out.is_dir() else [out.name]
+        if others:
+            raise OutputExistsError(f"--out {out}: holds other files ({', '.join(others[:3])}); choose an empty or new folder")
+        if any(out.iterdir()) and not overwrite:
+            raise OutputExistsError(f"--out {out} holds an earlier prepare-text output; pass --overwrite to replace it")
 
 
 def _run_prepare_text(args: argparse.Namespace) -> int:
@@ -86,6 +107,9 @@ def _run_prepare_text(args: argparse.Namespace) -> int:
     from semshare.training.inputs import build_vocabulary, build_word_vectors, training_texts
     from semshare.training.recipes import TextConfig
 
+    from semshare.fileio import atomic_directory
+
+    check_prepare_text_out(args.out, args.overwrite)  # before anything is read
     dataset = open_data(args.data_dir, check_values=False)
     # the run's own recipe (training/inputs.py), so a prepared vocabulary equals the one `train` builds
     text = TextConfig(min_count=args.min_count, word_dim=args.dim, word2vec_epochs=args.epochs,
@@ -93,11 +117,11 @@ def _run_prepare_text(args: argparse.Namespace) -> int:
     texts = training_texts(dataset, dataset.split("train"))
     vocab = build_vocabulary(texts, text)
     vectors = build_word_vectors(texts, vocab, text, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    vocab.save(args.out / "vocab.json")
+    with atomic_directory(args.out, overwrite=True) as tmp:  # checked above: new, empty, or its own output
+        vocab.save(tmp / "vocab.json")
+        save_word_vectors(tmp / "word_vectors.safetensors", vectors)
     source = f"loaded from {args.word2vec}" if args.word2vec else f"Word2Vec on {len(texts)} training texts"
     print(f"{vectors.shape[1]}-d word vectors ({source}); vocabulary {len(vocab)}")
-    save_word_vectors(args.out / "word_vectors.safetensors", vectors)
     return 0
 
 

@@ -83,6 +83,11 @@ def extract_text_segments(dataset, out_dir: str | Path | None = None, encoder: s
     if not dataset.has_captions:
         raise SemshareError(f"{dataset.root}: extract-text needs captions.jsonl (texts to encode)")
     out_dir = Path(out_dir) if out_dir else default_segments_dir(dataset.root, encoder)
+    from semshare.fileio import run_folder_holding
+
+    if run_folder_holding(out_dir) is not None:  # a run's inputs are its own: never replaced from outside
+        raise SemshareError(f"--out {out_dir}: inside the run folder {run_folder_holding(out_dir)}; write the text "
+                            "segments into the dataset (the default) or a folder of their own")
     segment_encoder = SegmentEncoder(encoder, max_length)
     tokenizer, package = segment_encoder.tokenizer, segment_encoder.package
     texts = [as_sentence(t) for row in dataset.captions for t in row]

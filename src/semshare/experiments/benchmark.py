@@ -25,6 +25,7 @@ from semshare.data.dataset import Dataset, open_dataset
 from semshare.data.synthetic import make_synthetic, preset
 from semshare.config import to_dict
 from semshare.errors import SemshareError
+from semshare.names import folder_name
 from semshare.evaluation.evaluate import evaluate_run
 from semshare.evaluation.plots import plot_pr_curves, plot_training_curves
 from semshare.evaluation.protocols import ProtocolConfig
@@ -132,7 +133,7 @@ def run_one(spec: RunSpec, dataset: Dataset) -> dict:
     run = load_run(run_dir, dataset, ranking="label")  # the method's own row: its label space alone
     table, folds = evaluate_run(run, ProtocolConfig(), MetricSpec(**METRIC_SPEC))
     seconds = time.time() - started
-    result = {"method": spec.method, "display_name": cfg.row_name, "dataset": dataset.name, "data_dir": spec.data_dir,
+    result = {"method": spec.method, "display_name": cfg.row_name, "dataset": folder_name(dataset.name), "data_dir": spec.data_dir,
               "run_dir": str(run_dir.resolve()), "code_version": code_version(),
               "seed": spec.seed, "preset": spec.preset, "overrides": spec.overrides, "test": table,
               "train_seconds": seconds, "closed_form": closed_form,
@@ -290,7 +291,7 @@ def plan_runs(plan: BenchmarkPlan, datasets: dict, threads: int, progress=print)
             one_seed = cls.deterministic and (not cls.closed_form or linear_inputs == "pooled")
             for seed in range(1 if one_seed else seeds):
                 seeded = replace(cfg, train=replace(cfg.train, seed=seed))
-                specs.append(replace(probe, seed=seed, run_dir=str(out_dir / dataset.name / f"{method}-seed{seed}"),
+                specs.append(replace(probe, seed=seed, run_dir=str(out_dir / folder_name(dataset.name) / f"{folder_name(method)}-seed{seed}"),
                                      cfg=seeded, instance_head=plan.instance_head))
         if left_out:
             progress(f"{dataset.name}: left out {', '.join(left_out)}")
@@ -357,6 +358,20 @@ def check_finished_runs(finished: list[RunSpec], datasets: dict) -> None:
                                 "name cannot share a benchmark folder: use another --out")
 
 
+def check_distinct_names(datasets: dict) -> None:
+    """Each --data folder becomes a column and a folder of the benchmark, named by its dataset name: two
+    different datasets whose names meet (equal, or equal but for case: one folder on some file systems)
+    would be merged into one, so they are refused in one line."""
+    seen: dict[str, str] = {}
+    for data_dir, dataset in datasets.items():
+        key = folder_name(dataset.name).casefold()
+        if key in seen and Path(seen[key]).resolve() != Path(data_dir).resolve():
+            raise SemshareError(f"--data {seen[key]} and --data {data_dir} are both named {dataset.name!r} (their "
+                                "meta.json name): one benchmark keeps one column per name; give one of them another "
+                                "name, or benchmark them into two --out folders")
+        seen.setdefault(key, data_dir)
+
+
 def run_benchmark(plan: BenchmarkPlan, execution: Execution = Execution(), progress=print) -> list[dict]:
     """Run what is not finished yet, then write results.json, table.md and table.csv from every result.
 
@@ -368,6 +383,7 @@ def run_benchmark(plan: BenchmarkPlan, execution: Execution = Execution(), progr
     # one benchmark at a time per folder: two would train the same runs and write the same tables
     with folder_lock(out_dir, "benchmark"):
         datasets = {str(d): open_dataset(d) for d in plan.data_dirs}  # opened and value-checked once per folder
+        check_distinct_names(datasets)
         parallel = workers > 1 or executor == "ray"
         specs = plan_runs(plan, datasets, execution.threads or (1 if parallel else usable_cores()), progress)
         todo = [s for s in specs if not finished(s)]

@@ -43,6 +43,14 @@ logger = logging.getLogger(__name__)
 SMALL_VALIDATION = 50  # fewer validation items than this: model selection is said to rest on little
 
 
+def fitted_batch_size(batch_size: int, train_items: int, world_size: int = 1) -> int:
+    """The batch a step takes: the configured size, or all training items when there are fewer (rounded down
+    to a multiple of the processes, each taking an equal shard)."""
+    if batch_size <= train_items:
+        return batch_size
+    return max(world_size, train_items - train_items % world_size)
+
+
 def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, write: bool = True) -> TrainedRun:
     """Build vocabulary, word vectors, region targets, fitted inputs and the model from the training split;
     save them (`write=False`, for a resume: check they equal the run's saved ones instead)."""
@@ -57,9 +65,10 @@ def prepare_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Path, wr
         logger.warning("%s: the validation split has %d items: the checkpoint is selected on their Ave NDCG@500, "
                        "a number that rests on %d images and their captions (under %d, the pick is close to chance)",
                        dataset.name, len(val_rows), len(val_rows), SMALL_VALIDATION)
-    if cfg.train.batch_size > len(train_rows):  # before anything is fitted or written
-        raise ConfigError(f"train.batch_size: expected at most the {len(train_rows)} training items of {dataset.root}, "
-                          f"found {cfg.train.batch_size}")
+    if cfg.train.batch_size > len(train_rows):  # a small dataset of one's own: one batch of all of it
+        logger.warning("%s: train.batch_size %d is more than its %d training items: each step takes all %d "
+                       "(config.yaml keeps %d)", dataset.name, cfg.train.batch_size, len(train_rows),
+                       len(train_rows), cfg.train.batch_size)
     inputs = prepare_trained_inputs(dataset, cfg, train_rows)
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg, inputs.spec, inputs.fitted)
@@ -198,8 +207,9 @@ def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Pat
             run = prepare_run(dataset, cfg, run_dir, write=not resuming)  # checks the batch size first
             if existing:  # the run's description says what it now continues with (checked above)
                 update_run_description(run_dir, cfg, dataset, allow_change)
-        batches = TrainingBatches(run.builder(training=True), run.train_rows, cfg.train.batch_size, cfg.train.seed,
-                                  context.rank, context.world_size)
+        batches = TrainingBatches(run.builder(training=True), run.train_rows,
+                                  fitted_batch_size(cfg.train.batch_size, len(run.train_rows), context.world_size),
+                                  cfg.train.seed, context.rank, context.world_size)
         return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resuming, context,
                    metadata={"config": to_dict(cfg),
                              "model_spec": json.loads((run_dir / "model_spec.json").read_text())})
