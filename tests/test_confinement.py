@@ -96,3 +96,90 @@ def test_prepare_text_and_extract_text_never_write_into_a_run(tiny_data_dir, tmp
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert main(["prepare-text", str(tiny_data_dir), "--out", str(tmp_path / "other"), "--overwrite"]) == 2
     assert "holds other files (notes.txt)" in capsys.readouterr().err
+
+
+RIDGE = ["--method", "ridge", "--threads", "1"]
+
+
+def _train(tiny_data_dir, out, *extra):
+    assert main(["train", "--data", str(tiny_data_dir), "--out", str(out), *RIDGE, *extra]) == 0
+    return out
+
+
+def test_a_checkpoint_from_another_run_is_refused_whether_copied_or_linked(tiny_data_dir, tmp_path, capsys):
+    from semshare.training.experiment import load_run
+    from semshare.errors import SemshareError
+
+    a, b = _train(tiny_data_dir, tmp_path / "a"), _train(tiny_data_dir, tmp_path / "b", "--set", "train.seed=1")
+    ids = [json.loads((run / "identity.json").read_text())["run_id"] for run in (a, b)]
+    assert ids[0] != ids[1] and all(len(i) == 32 for i in ids)
+    load_run(a)
+    shutil.rmtree(a / "best")
+    shutil.copytree(b / "best", a / "best")
+    with pytest.raises(SemshareError, match=f"written by run {ids[1]}, but .* is run {ids[0]}"):
+        load_run(a)
+    shutil.rmtree(a / "best")
+    (a / "best").symlink_to(b / "best")
+    capsys.readouterr()
+    assert main(["evaluate", str(a)]) == 2
+    assert "this checkpoint was written by run" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_embedded_config_is_not_config_yamls_is_refused(tiny_data_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from semshare.errors import SemshareError
+    from semshare.fileio import write_files_manifest
+    from semshare.training.experiment import load_run
+
+    run = _train(tiny_data_dir, tmp_path / "run")
+    weights = run / "best" / "model.safetensors"
+    tensors = load_file(str(weights))
+    for config in ({"train": 5}, {**json.loads(json.dumps({"method": "cca", "model": {}, "inputs": {}}))}):
+        save_file(tensors, str(weights), metadata={"config": json.dumps(config)})
+        write_files_manifest(run / "best")
+        with pytest.raises(SemshareError, match="config|the checkpoint was trained with"):
+            load_run(run)
+
+
+def test_an_index_answers_only_with_the_run_and_weights_that_made_it(tiny_data_dir, tmp_path, capsys):
+    from semshare.search.gallery import load_index
+    from semshare.errors import SemshareError
+
+    a, b = _train(tiny_data_dir, tmp_path / "a"), _train(tiny_data_dir, tmp_path / "b", "--set", "train.seed=1")
+    assert main(["index", "build", str(a), "--side", "text", "--out", str(tmp_path / "idx")]) == 0
+    manifest_path = tmp_path / "idx" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["run_id"] == json.loads((a / "identity.json").read_text())["run_id"] and manifest["checkpoint_sha256"]
+    load_index(tmp_path / "idx")
+    # pointed at another run
+    manifest_path.write_text(json.dumps({**manifest, "run_dir": str(b), "run_dir_absolute": str(b)}))
+    from semshare.fileio import write_files_manifest
+
+    write_files_manifest(tmp_path / "idx")
+    with pytest.raises(SemshareError, match="embedded by run .* but .* is run"):
+        load_index(tmp_path / "idx")
+    manifest_path.write_text(json.dumps(manifest))
+    write_files_manifest(tmp_path / "idx")
+    # the run deleted and trained again at the same path: another run
+    shutil.rmtree(a)
+    _train(tiny_data_dir, a, "--set", "train.seed=2")
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), "--text", "a b", "-k", "2"]) == 2
+    assert "run_id: the gallery was embedded by run" in capsys.readouterr().err
+
+
+def test_folders_from_before_identities_still_load(tiny_data_dir, tmp_path):
+    from semshare.search.gallery import load_index
+    from semshare.fileio import write_files_manifest
+    from semshare.training.experiment import load_run
+
+    run = _train(tiny_data_dir, tmp_path / "run")
+    assert main(["index", "build", str(run), "--side", "text", "--out", str(tmp_path / "idx")]) == 0
+    (run / "identity.json").unlink()
+    manifest_path = tmp_path / "idx" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({k: v for k, v in manifest.items() if k not in ("run_id", "checkpoint_sha256")}))
+    write_files_manifest(tmp_path / "idx")
+    load_run(run)
+    assert load_index(tmp_path / "idx").manifest.run_id == ""

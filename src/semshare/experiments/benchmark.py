@@ -342,7 +342,8 @@ def check_finished_runs(finished: list[RunSpec], datasets: dict) -> None:
         saved_path = Path(spec.run_dir) / "config.yaml"
         if not saved_path.exists():
             continue
-        for key, old, new in result_differences(saved_config(saved_path), to_dict(spec.resolved().cfg)):
+        for key, old, new in result_differences(saved_config(saved_path), to_dict(spec.resolved().cfg),
+                                                datasets[spec.data_dir]):
             raise SemshareError(f"{saved_path}: {key}: the finished run has {old!r}, this benchmark gives {new!r}; "
                                 "delete that run folder to rerun it, or use another --out")
         data_path = Path(spec.run_dir) / FINGERPRINT_FILE

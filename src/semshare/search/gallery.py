@@ -13,6 +13,7 @@ vocabulary) and item queries (an image row of the dataset, encoded with the run'
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -37,6 +38,7 @@ from semshare.training.run_folder import recorded_path, recorded_paths
 __all__ = ["MAX_QUERY_CHARS", "SIDES", "IndexManifest", "SearchHit", "QueryRequest", "Answer", "Index", "build_gallery",
            "load_index", "read_manifest"]
 
+logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
@@ -61,6 +63,8 @@ class IndexManifest:
     source: str = "dataset"  # "dataset": rows of the run's dataset; "images": a folder of new photos (search/photos.py)
     label_threshold: float = -1.0  # "images": the reading's threshold for an item's labels (-1: none read)
     generation: int = 0  # how many `index add` / `index remove` made this version from the one built
+    run_id: str = ""  # the run that embedded the gallery (its identity.json) and its checkpoint's weights
+    checkpoint_sha256: str = ""  # ("": an index built before identities: the run it names is taken as it is)
 
 
 @dataclass
@@ -209,7 +213,7 @@ def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-f
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,
                              checkpoint=run.checkpoint, split=split,
                              ranking=run.ranking,
-                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths)
+                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths, **run_record(run))
     records = item_records_of(run.dataset, side, table.ids, item_rows)
     manifest.weak_threshold = weak_threshold_of(run)
     captions = _caption_vectors(run, rows, table.ids, batch_size) if side == "image" else None
@@ -266,7 +270,7 @@ def read_manifest(folder: str | Path) -> IndexManifest:
         raise SemshareError(f"{path}: format/side: expected semshare-index with side image|text, found "
                             f"{manifest.format!r} / {manifest.side!r}")
     for key, kind, low in (("size", int, 1), ("dim", int, 1), ("version", int, 1), ("params", dict, None),
-                           ("generation", int, 0),
+                           ("generation", int, 0), ("run_id", str, None), ("checkpoint_sha256", str, None),
                            ("kind", str, None), ("run_dir", str, None), ("checkpoint", str, None),
                            ("data_dir", str, None), ("split", str, None), ("run_dir_absolute", str, None),
                            ("data_dir_absolute", str, None), ("ranking", str, None)):
@@ -318,6 +322,7 @@ class Index:
         same = (run is not None and run.run_dir is not None and Path(run.run_dir).resolve() == Path(self.run_dir).resolve()
                 and run.checkpoint == self.manifest.checkpoint and run.ranking == self.manifest.ranking)
         self.run = run if same else load_run(self.run_dir, data, self.manifest.checkpoint, self.manifest.ranking)
+        check_index_of_run(self.folder, self.manifest, self.run)
         if self.run.dataset is not None and self.manifest.source == "dataset":  # where its images are now
             files = self.run.dataset.image_files
             for item in self.items:
@@ -536,6 +541,35 @@ def image_source(image) -> str | Path | bytes:
         image.save(buffer, format="PNG")
         return buffer.getvalue()
     raise SemshareError(f"an image query is a path, bytes or a PIL image, not {type(image).__name__}")
+
+
+def run_record(run: Run) -> dict:
+    """What an index records of the run that embeds its gallery: its id and its checkpoint's weights."""
+    from semshare.training.run_folder import checkpoint_digest, run_identity
+
+    if run.run_dir is None:
+        return {}
+    folder = Path(run.run_dir) / run.checkpoint
+    return {"run_id": run_identity(Path(run.run_dir)) or "",
+            "checkpoint_sha256": checkpoint_digest(folder) if (folder / "model.safetensors").is_file() else ""}
+
+
+def check_index_of_run(folder: Path, manifest: IndexManifest, run: Run) -> None:
+    """An index answers only with the run that made it: the same run id and the same checkpoint weights
+    (a run retrained at the same path, or another run's folder, is one line naming both)."""
+    if not manifest.run_id:
+        logger.info("%s: built before indexes recorded their run's identity: the run it names (%s) is taken as "
+                    "the one that made it", folder, manifest.run_dir)
+        return
+    now = run_record(run)
+    if now.get("run_id") != manifest.run_id:
+        raise SemshareError(f"{folder / MANIFEST}: run_id: the gallery was embedded by run {manifest.run_id}, but "
+                            f"{run.run_dir} is run {now.get('run_id') or 'without an identity'}; rebuild the index "
+                            "with this run, or point it at the run that made it")
+    if manifest.checkpoint_sha256 and now.get("checkpoint_sha256") != manifest.checkpoint_sha256:
+        raise SemshareError(f"{folder / MANIFEST}: checkpoint_sha256: the gallery was embedded with other weights "
+                            f"than {run.run_dir}/{run.checkpoint} holds now (trained on since, or replaced); "
+                            "rebuild the index (`semshare index build`)")
 
 
 def manifest_stamp(folder: Path) -> tuple | None:

@@ -34,7 +34,8 @@ from semshare.training.inputs import (build_method, build_vocabulary, build_word
 from semshare.names import BEST
 from semshare.training.finished_run import LABEL_RANKING, RankingStage, Run, RunCapabilities
 from semshare.training.recipes import ExperimentConfig
-from semshare.training.run_folder import read_run_config, read_split_rows, save_run_description
+from semshare.training.run_folder import (check_checkpoint_of_run, read_run_config, read_split_rows, run_identity,
+                                          save_run_description)
 
 ENCODER_FILE = "model.safetensors"
 
@@ -183,7 +184,8 @@ def fit_closed_form_run(dataset: Dataset, cfg: ExperimentConfig, run_dir: Path, 
         save_fitted_inputs(run_dir, fitted)
     save_run_description(run_dir, cfg, spec, dataset, train_rows, val_rows)
     state = {"step": 0, "epoch": 0, "best_epoch": 0, "best_metric": None, "format_version": CHECKPOINT_FORMAT_VERSION}
-    metadata = {"config": json.dumps(to_dict(cfg)), "model_spec": json.dumps(to_dict(spec))}
+    metadata = {"config": json.dumps(to_dict(cfg)), "model_spec": json.dumps(to_dict(spec)),
+                "run_id": json.dumps(run_identity(run_dir))}
     with atomic_directory(run_dir / BEST, overwrite=True) as best:  # the one fit, as a trained run's best/
         (best / ENCODER_FILE).write_bytes(safetensors_bytes(encoder.to_tensors(), metadata))
         atomic_write_json(best / STATE_FILE, state)
@@ -209,6 +211,9 @@ def load_closed_form_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset 
     if not weights.exists():
         raise SemshareError(f"{weights}: no such file; the closed-form fit did not finish (rerun `semshare train`)")
     verify_files_manifest(run_dir / BEST, "checkpoint")
+    from semshare.training.checkpoint import read_checkpoint_metadata
+
+    check_checkpoint_of_run(run_dir, run_dir / BEST, cfg, read_checkpoint_metadata(run_dir / BEST))
     fitted = load_fitted_inputs(run_dir)
     train_rows, val_rows = read_split_rows(run_dir, dataset.num_items if dataset is not None else None)
     # a pooled-words run must bring its own vocabulary: one rebuilt from the data now may not be the fitted one

@@ -23,7 +23,7 @@ from semshare.data.dataset import Dataset, open_dataset
 from semshare.data.text import Vocabulary
 from semshare.errors import ConfigError, SemshareError
 from semshare.fileio import folder_lock, remove_stale_temporaries
-from semshare.training.checkpoint import checkpoint_exists, load_checkpoint
+from semshare.training.checkpoint import checkpoint_exists, load_checkpoint, read_checkpoint_metadata
 from semshare.training.closed_form import (closed_form_fit_complete, fit_closed_form_run,
                                           load_closed_form_run, read_fit_state)
 from semshare.training.inputs import (VOCAB_FILE, build_method, load_fitted_inputs, load_segment_targets,
@@ -35,8 +35,9 @@ from semshare.training.instance_head import instance_ranking
 from semshare.training.package import check_package, is_package, open_package, packaged_segments
 from semshare.training.loop import DistributedContext, fit
 from semshare.training.recipes import ExperimentConfig, unsupported_inputs
-from semshare.training.run_folder import (check_existing_run, check_same_spec, read_run_config, read_split_rows,
-                                          recorded_data_dir, save_run_description, update_run_description)
+from semshare.training.run_folder import (check_checkpoint_of_run, check_existing_run, check_same_spec, read_run_config,
+                                          read_split_rows, recorded_data_dir, run_identity, save_run_description,
+                                          update_run_description)
 from semshare.training.trained_run import TrainedRun, validation_function
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ def _load_base_run(run_dir: Path, dataset: Dataset | None, checkpoint: str) -> R
         text_segments = open_segments(dataset, cfg.text) if dataset is not None else packaged_segments(run_dir)
         segment_targets = load_segment_targets(run_dir)
     model = build_method(cfg, spec, load_fitted_inputs(run_dir))
+    check_checkpoint_of_run(run_dir, run_dir / checkpoint, cfg, read_checkpoint_metadata(run_dir / checkpoint))
     load_checkpoint(run_dir / checkpoint, model)
     model.eval()
     train_rows, val_rows = read_split_rows(run_dir, num_items)
@@ -211,5 +213,5 @@ def train_experiment(dataset: Dataset, cfg: ExperimentConfig, run_dir: str | Pat
                                   fitted_batch_size(cfg.train.batch_size, len(run.train_rows), context.world_size),
                                   cfg.train.seed, context.rank, context.world_size)
         return fit(run.model, batches, validation_function(run), cfg.train, run_dir, resuming, context,
-                   metadata={"config": to_dict(cfg),
+                   metadata={"config": to_dict(cfg), "run_id": run_identity(run_dir),
                              "model_spec": json.loads((run_dir / "model_spec.json").read_text())})

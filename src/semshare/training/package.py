@@ -35,7 +35,7 @@ from semshare.names import BEST
 PACKAGE_FILE = "package.json"
 PACKAGE_FORMAT, PACKAGE_VERSION = "semshare-package", 1
 LABEL_NAMES_FILE, EXTRACTOR_FILE, SEGMENTS_META_FILE = "label_names.txt", "extractor.json", "text_segments_meta.json"
-RUN_FILES = ("config.yaml", "model_spec.json", "splits.json", "data_fingerprint.json", "vocab.json",
+RUN_FILES = ("config.yaml", "identity.json", "model_spec.json", "splits.json", "data_fingerprint.json", "vocab.json",
              "fitted_inputs.safetensors", "segment_vocab.json", "segment_targets.safetensors")
 EXTRACTOR_KEYS = ("source", "extract", "regions_from", "backbone")
 

@@ -72,8 +72,71 @@ def data_differences(saved: dict, current: dict) -> list[tuple[str, object, obje
     return found
 
 
+IDENTITY_FILE = "identity.json"
+
+
+def run_identity(run_dir: Path, create: bool = False) -> str | None:
+    """The run's id: random, written once when the folder is first made a run, carried by its checkpoints,
+    instance head and every index made from it (None for a folder written before identities)."""
+    import uuid
+
+    path = Path(run_dir) / IDENTITY_FILE
+    if path.is_file():
+        record = read_json_object(path, "the run's identity")
+        run_id = record.get("run_id")
+        if not (isinstance(run_id, str) and len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)):
+            raise SemshareError(f"{path}: run_id: expected 32 hex digits, found {str(run_id)[:40]!r}")
+        return run_id
+    if not create:
+        return None
+    run_id = uuid.uuid4().hex
+    atomic_write_json(path, {"run_id": run_id})
+    return run_id
+
+
+def checkpoint_digest(folder: Path) -> str:
+    """The sha256 of a checkpoint's weights (its files.json entry, else the file itself): what an index or an
+    instance head records of the checkpoint it was made with."""
+    from semshare.fileio import file_sha256
+
+    listed = Path(folder) / "files.json"
+    if listed.is_file():
+        entry = read_json_object(listed, "the checkpoint's file list").get("files", {}).get("model.safetensors")
+        if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+            return entry["sha256"]
+    return file_sha256(Path(folder) / "model.safetensors")
+
+
+# the sections of a checkpoint's embedded config that decide what its weights are (an allowed change of
+# train.* on resume leaves the best checkpoint's own config behind, and that is no difference)
+ARCHITECTURE_SECTIONS = ("method", "model", "inputs")
+
+
+def check_checkpoint_of_run(run_dir: Path, folder: Path, cfg: ExperimentConfig, metadata: dict) -> None:
+    """A checkpoint belongs to its run folder: its embedded run id (when both have one) is the folder's, and
+    its embedded config says the model config.yaml says; else one line naming both."""
+    own = run_identity(run_dir)
+    embedded = metadata.get("run_id")
+    if own is not None and embedded is not None and embedded != own:
+        raise SemshareError(f"{folder}: this checkpoint was written by run {embedded}, but {run_dir} is run {own} "
+                            "(copied or linked from another run?); use that run's folder, or retrain")
+    if "config" not in metadata:
+        return
+    saved, mine = metadata["config"], to_dict(cfg)
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), type(mine[k])) for k in ARCHITECTURE_SECTIONS):
+        raise SemshareError(f"{folder}: config (in the weights header): expected the run's resolved config, found "
+                            f"{json.dumps(saved)[:80]}")
+    for key, old, new in config_differences({k: saved[k] for k in ARCHITECTURE_SECTIONS},
+                                            {k: mine[k] for k in ARCHITECTURE_SECTIONS}):
+        if old is None:  # a field added since the checkpoint was written: it had the field's default
+            continue
+        raise SemshareError(f"{folder}: {key}: the checkpoint was trained with {old!r}, {run_dir / 'config.yaml'} "
+                            f"says {new!r}; the checkpoint is not this run's (copied from another?)")
+
+
 def save_run_description(run_dir: Path, cfg: ExperimentConfig, spec: ModelSpec, dataset: Dataset,
                          train_rows: np.ndarray, val_rows: np.ndarray) -> None:
+    run_identity(run_dir, create=True)
     save_yaml(run_dir / "config.yaml", cfg)
     atomic_write_json(run_dir / "model_spec.json", to_dict(spec))
     atomic_write_json(run_dir / SPLITS_FILE, {**recorded_paths(run_dir, "data_dir", dataset.root),
@@ -89,9 +152,17 @@ def config_differences(old, new, prefix: str = "") -> list[tuple[str, object, ob
     return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
-def result_differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
-    """config_differences without the result-neutral settings."""
-    return [d for d in config_differences(old, new) if d[0] not in RESULT_NEUTRAL_KEYS]
+def result_differences(old: dict, new: dict, dataset: Dataset | None = None) -> list[tuple[str, object, object]]:
+    """config_differences without the result-neutral settings (on `dataset`: those that change nothing there)."""
+    neutral = RESULT_NEUTRAL_KEYS + (neutral_on(dataset) if dataset is not None else ())
+    return [d for d in config_differences(old, new) if d[0] not in neutral]
+
+
+def neutral_on(dataset: Dataset) -> tuple[str, ...]:
+    """Settings that change nothing on this data: the file-layout share where a file's layout is a row's
+    (regions not from annotated boxes, or no global feature to show)."""
+    boxed = dataset.meta.get("regions_from") == "boxes" and dataset.image is not None
+    return () if boxed else ("inputs.file_layout_prob",)
 
 
 def saved_config(path: Path) -> dict:
@@ -112,7 +183,7 @@ def check_resume(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, allow_c
     """A resumed run must be the run it continues: same resolved config (but for `allow_change` fields)
     and same data. Checked before anything is written; the error names the field and both values."""
     saved = saved_config(run_dir / "config.yaml")
-    for key, old, new in result_differences(saved, to_dict(cfg)):
+    for key, old, new in result_differences(saved, to_dict(cfg), dataset):
         if not any(key == field or key.startswith(field + ".") for field in allow_change):
             raise ConfigError(f"{run_dir / 'config.yaml'}: {key}: the run has {old!r}, this command gives {new!r}; "
                               f"--resume continues the run as it was (use another --out, or --allow-change {key})")
