@@ -183,3 +183,27 @@ def test_folders_from_before_identities_still_load(tiny_data_dir, tmp_path):
     write_files_manifest(tmp_path / "idx")
     load_run(run)
     assert load_index(tmp_path / "idx").manifest.run_id == ""
+
+
+@pytest.mark.parametrize("k", [10**9, 0, 2.5, None, "3", True])
+def test_the_python_api_caps_and_checks_k_like_the_cli(tiny_data_dir, tmp_path, k):
+    from semshare.errors import SemshareError
+    from semshare.search.gallery import load_index
+
+    run = _train(tiny_data_dir, tmp_path / "run")
+    assert main(["index", "build", str(run), "--side", "text", "--out", str(tmp_path / "idx")]) == 0
+    index = load_index(tmp_path / "idx")
+    with pytest.raises(SemshareError, match=r"k: expected an integer in 1\.\.1000"):
+        index.search_text("a b", k=k)
+
+
+@pytest.mark.parametrize("rows, shown", [("abc", "expected a sequence of row numbers"), ([1.5], "of integers"),
+                                         ([[1, 2]], "1-D sequence")])
+def test_encode_images_takes_whole_row_numbers_only(tiny_data_dir, tmp_path, rows, shown):
+    from semshare.errors import SemshareError
+    from semshare.training.experiment import load_run
+
+    run = load_run(_train(tiny_data_dir, tmp_path / "run"))
+    with pytest.raises(SemshareError, match=shown):
+        run.encode_images(rows=rows)
+    assert run.encode_images(rows=[1, 2]).shape[0] == 2

@@ -234,7 +234,35 @@ def _files_json(edit):
     return build
 
 
+def _config_file(text):
+    def build(c):
+        (c.tmp / "cfg.yaml").write_text(text)
+        return c.train(extra=["--config", str(c.tmp / "cfg.yaml")])
+    return build
+
+
+def _label_names_device(data):
+    (data / "label_names.txt").unlink()
+    (data / "label_names.txt").symlink_to("/dev/zero")
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))
+
 CASES = {
+    # bounded reads: devices, aliases, nesting (issue 34)
+    "--set text.word_vectors_path=/dev/zero": (lambda c: c.train("text.word_vectors_path=/dev/zero"),
+                                               "word vectors: expected a regular word2vec .bin or .txt file"),
+    "a YAML alias bomb in --config": (_config_file(ALIAS_BOMB), "without anchors and aliases"),
+    "a --config nested 5,000 deep": (_config_file("train: " + "[" * 5000 + "]" * 5000 + "\n"), "nesting: expected at most 64"),
+    "a --set value nested 5,000 deep": (lambda c: c.train("train.lr=" + "[" * 5000 + "]" * 5000), "nesting: expected at most 64"),
+    "integer YAML keys in --config": (_config_file("train:\n  1: 2\n"), "expected text keys, found int"),
+    "label_names.txt linked to /dev/zero": (lambda c: (lambda d: (_label_names_device(d), ["inspect", str(d)])[1])(c.data_copy()),
+                                            "label_names.txt: label_names.txt: expected a regular file"),
+    "a JSON id of 5,000 digits": (_run_file("splits.json", '{"data_dir": "x", "train": [' + "9" * 5000 + '], "val": []}'),
+                                  "splits.json: JSON: expected"),
+    "model_spec.json nested 5,000 deep": (_run_file("model_spec.json", "[" * 5000 + "]" * 5000), "model_spec.json: JSON: expected"),
     # --set values, --allow-change, run folders
     "--set train=5": (lambda c: c.train("train=5"), "train: expected a mapping"),
     "--set train.device=cuda on a CPU torch": (lambda c: c.train("train.device=cuda"),

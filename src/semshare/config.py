@@ -136,6 +136,46 @@ def merge(config: T, overrides: dict) -> T:
     return from_dict(type(config), base)
 
 
+MAX_CONFIG_BYTES = 16 << 20  # a config file or --set value larger than this is not a config
+MAX_NESTING = 64  # deeper mappings or lists than any config has are refused (not a RecursionError)
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """safe_load without aliases (`*a` expanding `&a` again and again: a few lines can grow to gigabytes)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"an alias (*{event.anchor}) at line {event.start_mark.line + 1}: configs are "
+                                 "plain YAML, without anchors and aliases")
+        return super().compose_node(parent, index)
+
+
+def plain_yaml(text: str, source: str):
+    """YAML text -> Python values, without aliases and at most MAX_NESTING deep; ConfigError naming `source`."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: size: expected at most {MAX_CONFIG_BYTES >> 20} MB of YAML, found {len(text) >> 20} MB")
+    try:
+        loaded = yaml.load(text, Loader=_PlainLoader)
+    except RecursionError:
+        raise ConfigError(f"{source}: nesting: expected at most {MAX_NESTING} levels, found far more") from None
+    check_nesting(loaded, source)
+    return loaded
+
+
+def check_nesting(value, source: str, depth: int = 0) -> None:
+    if depth > MAX_NESTING:
+        raise ConfigError(f"{source}: nesting: expected at most {MAX_NESTING} levels of mappings and lists, found more")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{source}: key {str(key)[:40]!r}: expected text keys, found {type(key).__name__}")
+            check_nesting(item, source, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_nesting(item, source, depth + 1)
+
+
 def parse_assignments(assignments: list[str]) -> dict:
     """['train.lr=3e-4', 'model.layers=2'] -> {'train.lr': 0.0003, 'model.layers': 2} (values parsed as YAML)."""
     parsed = {}
@@ -144,7 +184,7 @@ def parse_assignments(assignments: list[str]) -> dict:
             raise ConfigError(f"--set expects key=value, got {assignment!r}")
         key, raw = assignment.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = plain_yaml(raw, f"--set {key.strip()[:60]}") if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         # YAML reads 3e-4 as a string (no dot); a number is what anyone writing it means
@@ -170,11 +210,13 @@ def recipe_names() -> list[str]:
 
 
 def load_yaml(path: str | Path) -> dict:
+    from semshare.fileio import read_bounded
+
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = plain_yaml(read_bounded(path, "a YAML config", MAX_CONFIG_BYTES).decode("utf-8"), str(path))
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read YAML config ({exc})") from None
+        raise ConfigError(f"{path}: cannot read YAML config ({str(exc)[:300]})") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: YAML: expected UTF-8 text, found other bytes (at byte {exc.start})") from None
     if loaded is None:

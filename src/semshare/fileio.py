@@ -238,16 +238,45 @@ def verify_files_manifest(folder: str | Path, what: str) -> None:
                                 "was changed after it was written)")
 
 
+MAX_JSON_BYTES = 512 << 20  # a run or index JSON file (split rows of millions of items fit easily)
+
+
+def read_bounded(path: str | Path, what: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes` (a device, FIFO or socket named by a user path is
+    refused before it is opened: /dev/zero would grow without end, a FIFO block forever)."""
+    import stat
+
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise SemshareError(f"{path}: file: expected {what}, found no such file") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else
+                "a socket" if stat.S_ISSOCK(info.st_mode) else "a device")
+        raise SemshareError(f"{path}: file: expected {what} as a regular file, found {kind}")
+    if info.st_size > max_bytes:
+        raise SemshareError(f"{path}: size: expected {what} of at most {max_bytes >> 20} MB, found "
+                            f"{info.st_size >> 20} MB")
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew while being read
+        raise SemshareError(f"{path}: size: expected {what} of at most {max_bytes >> 20} MB, found more")
+    return data
+
+
 def read_json_object(path: str | Path, what: str) -> dict:
     """A JSON object file, or one SemshareError naming the file, what it should hold and what it holds."""
     path = Path(path)
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SemshareError(f"{path}: file: expected {what}, found no such file") from None
+        loaded = json.loads(read_bounded(path, what, MAX_JSON_BYTES).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SemshareError(f"{path}: JSON: expected {what}, found an unreadable file ({type(exc).__name__} at "
                             f"{getattr(exc, 'pos', '?')}: truncated?)") from None
+    except RecursionError:
+        raise SemshareError(f"{path}: JSON: expected {what}, found values nested thousands deep") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise SemshareError(f"{path}: JSON: expected {what}, found {str(exc)[:120]}") from None
     if not isinstance(loaded, dict):
         raise SemshareError(f"{path}: JSON: expected {what} as an object, found {type(loaded).__name__}")
     return loaded

@@ -48,12 +48,23 @@ class TextItems:
     texts: list | None
 
 
-def read_text_file(path: Path, what: str) -> str:
-    """A UTF-8 text file of the dataset; other bytes are a DataFormatError naming it."""
+MAX_TEXT_FILE_BYTES = 8 << 30  # a captions file of tens of millions of captions; /dev/zero is refused before
+
+
+def read_text_file(path: Path, what: str, max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
+    """A UTF-8 text file of the dataset (a regular file of at most `max_bytes`); other bytes, a device or
+    FIFO, or a larger file are one DataFormatError naming it."""
+    from semshare.errors import SemshareError
+    from semshare.fileio import read_bounded
+
+    Path(path).stat()  # a missing file raises FileNotFoundError, as a plain read does
     try:
-        return path.read_text(encoding="utf-8")
+        return read_bounded(path, what, max_bytes).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataFormatError(path, what, "UTF-8 text", f"other bytes (at byte {exc.start})") from None
+    except SemshareError as exc:
+        found = str(exc).split("found ", 1)[-1]
+        raise DataFormatError(path, what, f"a regular file of at most {max_bytes >> 20} MB", found) from None
 
 
 def load_npy(path: Path, field_name: str) -> np.ndarray:
@@ -390,7 +401,7 @@ def _read_label_names(root: Path, num_labels: int) -> list[str]:
     path = root / "label_names.txt"
     if not path.exists():
         return [f"label_{i}" for i in range(num_labels)]
-    names = [line.strip() for line in read_text_file(path, "label_names.txt").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text_file(path, "label_names.txt", 64 << 20).splitlines() if line.strip()]
     if len(names) != num_labels:
         raise DataFormatError(path, "lines", f"{num_labels} label names (columns of labels.npy)", f"{len(names)}")
     return names

@@ -83,13 +83,24 @@ def train_word2vec(
     return _fill_missing(matrix, found, seed)
 
 
+MAX_WORD_VECTOR_BYTES = 16 << 30  # GoogleNews-vectors (3.6 GB) and GloVe 840B (5.6 GB) fit
+
+
 def load_word2vec_file(path: str | Path, vocab: Vocabulary, seed: int = 0) -> tuple[np.ndarray, float]:
     """Align a word2vec `.bin` (binary) or `.txt` file to the vocabulary; returns (matrix, coverage)."""
     from gensim.models import KeyedVectors
 
+    import stat
+
     path = Path(path)
     if not path.exists():
         raise DataFormatError(path, "word vectors", "an existing word2vec .bin or .txt file", "no such file")
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # /dev/zero would be read without end, a FIFO wait forever
+        raise DataFormatError(path, "word vectors", "a regular word2vec .bin or .txt file", "a device, FIFO or folder")
+    if info.st_size > MAX_WORD_VECTOR_BYTES:
+        raise DataFormatError(path, "word vectors", f"a word2vec file of at most {MAX_WORD_VECTOR_BYTES >> 30} GB",
+                              f"{info.st_size >> 30} GB")
     binary = path.suffix == ".bin"
     try:
         vectors = KeyedVectors.load_word2vec_format(str(path), binary=binary)

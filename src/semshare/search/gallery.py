@@ -40,6 +40,7 @@ __all__ = ["MAX_QUERY_CHARS", "SIDES", "IndexManifest", "SearchHit", "QueryReque
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+MAX_K = 1000  # hits one query may ask for (the CLI's -k and HTTP's k share it)
 
 
 @dataclass
@@ -140,6 +141,12 @@ class QueryRequest:
     def __post_init__(self):
         if sum(value is not None for value in (self.text, self.item_id, self.image_file)) != 1:
             raise SemshareError("a query is exactly one of a text, an image id and an image file")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= MAX_K:
+            raise SemshareError(f"k: expected an integer in 1..{MAX_K}, found {self.k!r}"[:120])
+        if self.text is not None and not isinstance(self.text, str):
+            raise SemshareError(f"text: expected a string, found {type(self.text).__name__}")
+        if self.item_id is not None and (isinstance(self.item_id, bool) or not isinstance(self.item_id, (int, np.integer))):
+            raise SemshareError(f"item_id: expected an integer, found {self.item_id!r}"[:120])
 
 
 @dataclass

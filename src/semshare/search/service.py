@@ -24,12 +24,11 @@ from pydantic import BaseModel, Field, model_validator
 
 from semshare.errors import SemshareError
 from semshare.features.image_types import image_kind  # a listed file that is no image we serve is never sent
-from semshare.search.gallery import LabelFacet, QueryRequest, item_record
+from semshare.search.gallery import MAX_K, LabelFacet, QueryRequest, item_record  # one k cap: CLI, API, HTTP
 from semshare.training.finished_run import MAX_QUERY_CHARS
 
 logger = logging.getLogger(__name__)
 
-MAX_K = 1000
 MAX_BODY_BYTES = 16 * 1024
 MAX_UPLOAD_MB = 10
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024  # an uploaded query image (a multipart body)

@@ -38,6 +38,16 @@ logger = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 1000
 
 
+def row_numbers(rows) -> np.ndarray:
+    """A sequence of whole row numbers as int64, or one SemshareError (1.5 is not row 1, "abc" not rows)."""
+    if isinstance(rows, (str, bytes)):
+        raise SemshareError(f"rows: expected a sequence of row numbers, found {type(rows).__name__} {rows[:40]!r}")
+    values = np.asarray(rows)
+    if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
+        raise SemshareError(f"rows: expected a 1-D sequence of integers, found {values.dtype} of shape {values.shape}")
+    return values.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class RunCapabilities:
     """What a finished run accepts, declared by its implementation."""
@@ -239,7 +249,7 @@ class Run:
                 run = self.with_dataset(dataset)
         require_dataset(run)
         data = run.dataset
-        rows = np.arange(data.num_items) if rows is None else np.asarray(rows, dtype=np.int64)
+        rows = np.arange(data.num_items) if rows is None else row_numbers(rows)
         if len(rows) and (rows.min() < 0 or rows.max() >= data.num_items):
             raise SemshareError(f"image rows must lie in 0..{data.num_items - 1} of {data.root}; got "
                                 f"{int(rows.min())}..{int(rows.max())}")
