@@ -207,3 +207,48 @@ def test_encode_images_takes_whole_row_numbers_only(tiny_data_dir, tmp_path, row
     with pytest.raises(SemshareError, match=shown):
         run.encode_images(rows=rows)
     assert run.encode_images(rows=[1, 2]).shape[0] == 2
+
+
+def _cli_pair(first: list[str], second: list[str], cwd: Path) -> list[int]:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = [subprocess.Popen([sys.executable, "-m", "semshare.cli", *args], cwd=cwd, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for args in (first, second)]
+    codes = [p.wait() for p in processes]
+    for process, code in zip(processes, codes):
+        err = process.stderr.read()
+        assert "Traceback" not in err, err
+        if code:
+            assert code == 2 and len([l for l in err.splitlines() if "semshare: error:" in l]) == 1, err
+    return codes
+
+
+SYNTHETIC = ["make-synthetic", "out", "--preset", "tiny"]
+TRAIN_OUT = ["--out", "out", "--method", "ridge", "--threads", "1"]
+
+
+@pytest.mark.parametrize("pair", ["make-synthetic twice", "make-synthetic and train", "train twice"])
+def test_two_writers_of_one_folder_one_succeeds_the_other_is_refused_nothing_mixed(tiny_data_dir, tmp_path, pair):
+    train = ["train", "--data", str(tiny_data_dir), *TRAIN_OUT]
+    first, second = {"make-synthetic twice": (SYNTHETIC, SYNTHETIC), "make-synthetic and train": (SYNTHETIC, train),
+                     "train twice": (train, train)}[pair]
+    codes = _cli_pair(first, second, tmp_path)
+    assert sorted(codes) == [0, 2], codes
+    out = tmp_path / "out"
+    names = {p.name for p in out.iterdir()}
+    is_dataset, is_run = "meta.json" in names, "config.yaml" in names
+    assert is_dataset != is_run, sorted(names)  # one kind of folder, whole
+    winner = [first, second][codes.index(0)]
+    assert is_dataset == (winner[0] == "make-synthetic")
+    if is_run:
+        from semshare.training.experiment import load_run
+
+        load_run(out)
+    else:
+        from semshare.data.dataset import open_dataset
+
+        open_dataset(out)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary left behind

@@ -1,5 +1,6 @@
 """Reliability: resume never corrupts a run; user errors are one line; killed runs resume to the same result."""
 
+import hashlib
 import json
 import os
 import signal
@@ -310,11 +311,19 @@ def _kill_while_writing(command: list[str], rerun: list[str] | None, cwd: Path, 
 
 
 def _files(folder: Path) -> dict:
-    """Every file's bytes; JSON files without their creation time (the one thing two runs may differ in)."""
+    """Every file's bytes; JSON files without their creation time, weights without the run's id (the things
+    two runs may differ in: each run has its own identity)."""
     found = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != "files.json":
+        if path.is_file() and path.name not in ("files.json", "identity.json"):
             content = path.read_bytes()
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="np") as handle:
+                    metadata = {k: v for k, v in (handle.metadata() or {}).items() if k != "run_id"}
+                    content = {"metadata": metadata, "tensors": {
+                        k: hashlib.sha256(handle.get_tensor(k).tobytes()).hexdigest() for k in handle.keys()}}
             if path.suffix == ".json":
                 loaded = json.loads(content)
                 content = {k: v for k, v in loaded.items() if k != "created"} if isinstance(loaded, dict) else loaded

@@ -142,16 +142,36 @@ def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator
         raise OutputExistsError(f"{final_dir} already exists; pass --overwrite to replace it")
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(final_dir)
+    seen = _identity_of(final_dir)  # what stood at OUT when this write began (None: nothing)
     tmp = final_dir.with_name(f".{final_dir.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         yield tmp
+        if _identity_of(final_dir) != seen:  # another writer put or replaced OUT meanwhile: it is theirs
+            raise OutputExistsError(f"{final_dir}: {'appeared' if seen is None else 'changed'} while this command was "
+                                    "writing it (another command writing the same folder?); nothing was replaced")
+        if seen is None:  # a rename onto a folder that appears now fails instead of replacing it
+            try:
+                os.rename(tmp, final_dir)
+            except OSError:
+                raise OutputExistsError(f"{final_dir}: appeared while this command was writing it (another command "
+                                        "writing the same folder?); nothing was replaced") from None
+            shutil.rmtree(_old_version(final_dir), ignore_errors=True)  # a crash's leftover, now superseded
+            return
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     publish_directory(tmp, final_dir)
+
+
+def _identity_of(path: Path) -> tuple | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_dev)
 
 
 def publish_directory(finished: Path, final_dir: Path) -> None:

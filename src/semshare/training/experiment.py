@@ -162,8 +162,8 @@ def _load_base_run(run_dir: Path, dataset: Dataset | None, checkpoint: str) -> R
         text_segments = open_segments(dataset, cfg.text) if dataset is not None else packaged_segments(run_dir)
         segment_targets = load_segment_targets(run_dir)
     model = build_method(cfg, spec, load_fitted_inputs(run_dir))
+    load_checkpoint(run_dir / checkpoint, model)  # first: a torn or empty file is its own clear error
     check_checkpoint_of_run(run_dir, run_dir / checkpoint, cfg, read_checkpoint_metadata(run_dir / checkpoint))
-    load_checkpoint(run_dir / checkpoint, model)
     model.eval()
     train_rows, val_rows = read_split_rows(run_dir, num_items)
     vocab = load_vocabulary(run_dir, required=cfg.inputs.text == "words")

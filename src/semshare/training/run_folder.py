@@ -255,7 +255,16 @@ def check_existing_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, r
         if (run_dir / name).exists():
             raise SemshareError(f"{run_dir / 'config.yaml'}: file: expected the config of the run whose checkpoint "
                                 f"is in {name}/, found none; it cannot be resumed or replaced: choose another --out")
+    for marker, kind in OTHER_FOLDER_KINDS.items():  # another command's folder: never mixed with a run's files
+        if (run_dir / marker).exists():
+            raise OutputExistsError(f"{run_dir} holds {kind} ({marker}); a run is written into a new or empty "
+                                    "folder: choose another --out")
     return False
+
+
+# the file that marks each other kind of folder a semshare command writes
+OTHER_FOLDER_KINDS = {"meta.json": "a dataset", "manifest.json": "an index", "results.json": "a benchmark",
+                      "package.json": "an exported package"}
 
 
 def check_same_spec(run_dir: Path, spec: ModelSpec) -> None:
