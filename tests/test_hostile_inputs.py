@@ -234,6 +234,21 @@ def _files_json(edit):
     return build
 
 
+def _nan_padded_box(data):
+    boxes, mask = np.load(data / "region_boxes.npy"), np.load(data / "region_mask.npy").astype(bool)
+    row, slot = map(int, np.argwhere(~mask)[0])
+    boxes[row, slot] = np.nan
+    np.save(data / "region_boxes.npy", boxes)
+
+
+def _surrogate_caption(data):
+    lines = (data / "captions.jsonl").read_text().splitlines()
+    record = json.loads(lines[3])
+    record["captions"][0] = "a dog \ud800 on grass"
+    lines[3] = json.dumps(record)  # ensure_ascii: the surrogate is written as \ud800, valid JSON
+    (data / "captions.jsonl").write_text("\n".join(lines) + "\n")
+
+
 def _config_file(text):
     def build(c):
         (c.tmp / "cfg.yaml").write_text(text)
@@ -257,6 +272,8 @@ CASES = {
     "a YAML alias bomb in --config": (_config_file(ALIAS_BOMB), "without anchors and aliases"),
     "a --config nested 5,000 deep": (_config_file("train: " + "[" * 5000 + "]" * 5000 + "\n"), "nesting: expected at most 64"),
     "a --set value nested 5,000 deep": (lambda c: c.train("train.lr=" + "[" * 5000 + "]" * 5000), "nesting: expected at most 64"),
+    "NaN in a padded region_boxes slot": (_data_edit(_nan_padded_box), "region_boxes: expected finite values (padding slots too)"),
+    "a lone surrogate in a caption": (_data_edit(_surrogate_caption), "expected Unicode text, found a lone surrogate"),
     "integer YAML keys in --config": (_config_file("train:\n  1: 2\n"), "expected text keys, found int"),
     "label_names.txt linked to /dev/zero": (lambda c: (lambda d: (_label_names_device(d), ["inspect", str(d)])[1])(c.data_copy()),
                                             "label_names.txt: label_names.txt: expected a regular file"),

@@ -150,6 +150,10 @@ def _expect_words(path: Path, where: str, text: str) -> None:
     if not WORD.search(text):
         raise DataFormatError(path, where, "a text with at least one word (an empty 'tokens' list marks a row "
                                            "without text)", repr(text[:40]))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\ud800": valid JSON, but no character (every writer would fail)
+        raise DataFormatError(path, where, "Unicode text", f"a lone surrogate {text[exc.start]!r} at character {exc.start}") from None
 
 
 def _parse_text_line(path: Path, line_number: int, line: str, row: int) -> list:
@@ -592,8 +596,9 @@ def _check_boxes(path: Path, boxes: np.ndarray, region_mask: np.ndarray) -> None
     for start, chunk in iterate_row_chunks(boxes):
         valid = np.asarray(region_mask[start : start + len(chunk)]).astype(bool)
         real = chunk[valid]
-        if not np.isfinite(real).all():
-            raise DataFormatError(path, "region_boxes", "finite values", "NaN or inf")
+        if not np.isfinite(chunk).all():  # padding too: every slot goes through the box features
+            row = start + int(np.flatnonzero(~np.isfinite(chunk).all(axis=(1, 2)))[0])
+            raise DataFormatError(path, "region_boxes", "finite values (padding slots too)", f"NaN or inf in row {row}")
         outside = (real < -BOX_TOLERANCE) | (real > 1 + BOX_TOLERANCE)
         if outside.any():
             raise DataFormatError(path, "region_boxes", "normalised coordinates in [0, 1]", f"{real[outside][0]}")
