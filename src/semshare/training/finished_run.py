@@ -212,7 +212,7 @@ class Run:
             return ""
         return ("note: this run was trained on annotated boxes only; a new image file has none and comes in as its "
                 "global feature alone, a layout it never trained on: its matches are weaker than a dataset row's "
-                "(train with --set inputs.file_layout_prob=0.3; docs/OWN_PHOTOS.md)")
+                "(train with inputs.file_layout_prob > 0, the presets' 0.5; docs/OWN_PHOTOS.md)")
 
     def __repr__(self) -> str:
         return (f"Run({str(self.run_dir)!r}, method={self.cfg.name!r}, checkpoint={self.checkpoint!r}, "
