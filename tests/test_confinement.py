@@ -252,3 +252,58 @@ def test_two_writers_of_one_folder_one_succeeds_the_other_is_refused_nothing_mix
 
         open_dataset(out)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary left behind
+
+
+def _limited_file_size(limit: int):
+    def limit_writes():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_writes
+
+
+@pytest.mark.parametrize("command", ["make-synthetic", "index build"])
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_nothing(tiny_data_dir, tmp_path, command):
+    import os
+    import subprocess
+    import sys
+
+    if command == "make-synthetic":
+        args = ["make-synthetic", str(tmp_path / "out"), "--preset", "tiny", "--set", "num_items=4000"]
+    else:
+        run = _train(tiny_data_dir, tmp_path / "run")
+        args = ["index", "build", str(run), "--side", "text", "--kind", "exact-torch", "--out", str(tmp_path / "out")]
+    done = subprocess.run([sys.executable, "-m", "semshare.cli", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, preexec_fn=_limited_file_size(20_000), timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "semshare: error:" in line]
+    assert len(errors) == 1 and "Traceback" not in done.stderr and "File too large" in errors[0], done.stderr[-2000:]
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_sigterm_stops_training_in_one_line_and_the_run_resumes(tiny_data_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_data_dir), "--out", str(run), "--threads", "1", "--set", "train.epochs=40",
+            "--set", "train.patience=0", "--set", "train.progress=false", "--set", "models.semantic_sharing.dim=16",
+            "--set", "models.semantic_sharing.heads=2", "--set", "text.word_dim=8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "semshare.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "last" / "state.json").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    err = process.communicate(timeout=60)[1]
+    assert process.returncode == 143 and "stopped by SIGTERM" in err and "Traceback" not in err, err[-2000:]
+    done = subprocess.run([sys.executable, "-m", "semshare.cli", *args, "--resume"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run / "last" / "state.json").read_text())["epoch"] == 40

@@ -249,6 +249,30 @@ def _surrogate_caption(data):
     (data / "captions.jsonl").write_text("\n".join(lines) + "\n")
 
 
+def _object_npz(c):
+    np.savez(c.tmp / "img.npz", emb=np.array([object()] * 3, dtype=object), ids=np.arange(3))
+    np.savez(c.tmp / "txt.npz", emb=np.zeros((3, 2)), ids=np.arange(3))
+    return ["evaluate-embeddings", "--data", str(c.data), "--img-emb", str(c.tmp / "img.npz"), "--txt-emb", str(c.tmp / "txt.npz")]
+
+
+def _nan_weights(c):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    from semshare.fileio import write_files_manifest
+
+    run = c.run_copy()
+    path = run / "best" / "model.safetensors"
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[first] = tensors[first].clone().fill_(float("nan"))
+    save_file(tensors, str(path), metadata=metadata)
+    write_files_manifest(run / "best")
+    return ["evaluate", str(run), "--data", str(c.data)]
+
+
 def _config_file(text):
     def build(c):
         (c.tmp / "cfg.yaml").write_text(text)
@@ -274,6 +298,20 @@ CASES = {
     "a --set value nested 5,000 deep": (lambda c: c.train("train.lr=" + "[" * 5000 + "]" * 5000), "nesting: expected at most 64"),
     "NaN in a padded region_boxes slot": (_data_edit(_nan_padded_box), "region_boxes: expected finite values (padding slots too)"),
     "a lone surrogate in a caption": (_data_edit(_surrogate_caption), "expected Unicode text, found a lone surrogate"),
+    "duplicate YAML keys in --config": (_config_file("train:\n  lr: 0.1\n  lr: 0.2\n"), "the key 'lr' twice"),
+    "--set models.semantic_sharing.dim=-8": (lambda c: c.train("models.semantic_sharing.dim=-8", extra=["--method", "ours"]),
+                                             "model.dim: expected an integer >= 1, found -8"),
+    "duplicate label names": (lambda c: (lambda d: ((d / "label_names.txt").write_text(
+        "\n".join(["same"] * 2 + [f"l{i}" for i in range(6)]) + "\n"), ["inspect", str(d)])[1])(c.data_copy()),
+                              "label_names.txt: line 2: expected each label name once"),
+    "benchmark --threads -1": (lambda c: ["benchmark", "--quick", "--methods", "cca", "--threads", "-1", "--out",
+                                          str(c.tmp / "out")], "--threads: expected an integer >= 0, found -1"),
+    "benchmark --workers 0": (lambda c: ["benchmark", "--quick", "--methods", "cca", "--workers", "0", "--out",
+                                         str(c.tmp / "out")], "--workers: expected an integer >= 1, found 0"),
+    "benchmark --reference nosuch": (lambda c: ["benchmark", "--quick", "--methods", "cca", "--reference", "nosuch",
+                                                "--out", str(c.tmp / "out")], "--reference nosuch: expected one of"),
+    "evaluate-embeddings of an object-array .npz": (lambda c: _object_npz(c), "numeric arrays"),
+    "NaN weights whose files.json matches": (_nan_weights, "expected finite weights, found NaN"),
     "integer YAML keys in --config": (_config_file("train:\n  1: 2\n"), "expected text keys, found int"),
     "label_names.txt linked to /dev/zero": (lambda c: (lambda d: (_label_names_device(d), ["inspect", str(d)])[1])(c.data_copy()),
                                             "label_names.txt: label_names.txt: expected a regular file"),

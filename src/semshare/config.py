@@ -150,6 +150,16 @@ class _PlainLoader(yaml.SafeLoader):
                                  "plain YAML, without anchors and aliases")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str):
+                if key in seen:  # YAML lets the last one win silently
+                    raise yaml.YAMLError(f"the key {key!r} twice at line {key_node.start_mark.line + 1}: each key once")
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
 
 def plain_yaml(text: str, source: str):
     """YAML text -> Python values, without aliases and at most MAX_NESTING deep; ConfigError naming `source`."""

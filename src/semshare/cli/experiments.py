@@ -57,7 +57,13 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise SemshareError(f"--seeds: expected an integer >= 1, found {args.seeds}")
+    for flag, value, low in (("--workers", args.workers, 1), ("--threads", args.threads, 0)):
+        if value < low:  # before any run: a bad value would fail every run into error.json
+            raise SemshareError(f"{flag}: expected an integer >= {low}, found {value}")
     methods = list(PAPER_TABLE_RECIPES) if args.methods == "all" else args.methods.split(",")
+    if args.reference and args.reference not in methods + [f"{m}+instance" for m in methods]:
+        raise SemshareError(f"--reference {args.reference}: expected one of the benchmark's methods "
+                            f"({', '.join(methods)})")
     data_dirs, seeds, config_files = [str(d) for d in args.data], args.seeds, [str(f) for f in args.config]
     if args.quick:
         data_dirs, seeds, config_files = quick_setup(args.out, data_dirs, config_files)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import logging
 import sys
 
@@ -81,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is: its writes end as an interrupted one's do (atomic, resumable)."""
+
+
+def _stop_on_sigterm() -> None:
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -92,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("gensim").setLevel(logging.WARNING)
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    _stop_on_sigterm()
     try:
         return int(args.handler(args) or 0)
     except SemshareError as exc:
@@ -104,6 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        if exc.errno not in DISK_FULL or args.debug:
+            raise
+        where = exc.filename or getattr(args, "out", None) or getattr(args, "run_dir", None) or "the output folder"
+        print(f"semshare: error: {where}: {exc.strerror} (the disk or file system is full, or the file too large); "
+              "free space and run the command again: a run resumes with --resume, other writes left nothing behind",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Terminated:
+        print("semshare: stopped by SIGTERM (a run continues from its last checkpoint with --resume)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("semshare: interrupted", file=sys.stderr)
         return 130

@@ -408,6 +408,11 @@ def _read_label_names(root: Path, num_labels: int) -> list[str]:
     names = [line.strip() for line in read_text_file(path, "label_names.txt", 64 << 20).splitlines() if line.strip()]
     if len(names) != num_labels:
         raise DataFormatError(path, "lines", f"{num_labels} label names (columns of labels.npy)", f"{len(names)}")
+    seen: dict[str, int] = {}
+    for line, name in enumerate(names, start=1):  # two columns of one name would be one label in every count
+        if name in seen:
+            raise DataFormatError(path, f"line {line}", "each label name once", f"{name!r} again (line {seen[name]})")
+        seen[name] = line
     return names
 
 

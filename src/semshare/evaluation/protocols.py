@@ -105,6 +105,8 @@ def load_embedding_table(path, expected_rows: int | None = None, what: str = "em
     except (ValueError, OSError) as exc:
         raise DataFormatError(path, what, "a NumPy .npz or .npy file", f"unreadable ({exc})") from None
     if isinstance(loaded, np.ndarray):
+        if loaded.dtype.kind not in "fiu":
+            raise DataFormatError(path, what, "a numeric (items, dim) array", f"dtype {loaded.dtype}")
         if loaded.ndim != 2:
             raise DataFormatError(path, what, "a 2-D array (items, dim)", f"shape {loaded.shape}")
         if expected_rows is not None and len(loaded) != expected_rows:
@@ -114,7 +116,12 @@ def load_embedding_table(path, expected_rows: int | None = None, what: str = "em
     for key in ("emb", "ids"):
         if key not in loaded.files:
             raise DataFormatError(path, key, "arrays 'emb' (M, D) and 'ids' (M,)", f"arrays {loaded.files}")
-    emb, ids = loaded["emb"], loaded["ids"]
+    try:
+        emb, ids = loaded["emb"], loaded["ids"]
+    except ValueError as exc:  # an object array: never unpickled
+        raise DataFormatError(path, "emb/ids", "numeric arrays", f"unreadable ({exc})") from None
+    if emb.dtype.kind not in "fiu" or ids.dtype.kind not in "iu":
+        raise DataFormatError(path, "emb/ids", "a float emb and integer ids", f"dtypes {emb.dtype} and {ids.dtype}")
     if emb.ndim != 2 or ids.shape != (len(emb),):
         raise DataFormatError(path, "emb/ids", "emb (M, D) and ids (M,)", f"{emb.shape} and {ids.shape}")
     if not np.isfinite(emb).all():

@@ -98,7 +98,9 @@ def run_one_safely(spec: RunSpec, dataset: Dataset | None = None) -> dict:
     import traceback
 
     try:
-        return run_one(spec, dataset or open_dataset(spec.data_dir, check_values=False))
+        result = run_one(spec, dataset or open_dataset(spec.data_dir, check_values=False))
+        (Path(spec.run_dir) / "error.json").unlink(missing_ok=True)  # an earlier failure, now redone
+        return result
     except Exception as exc:  # one diverging method must not cost the other runs
         error = {"method": spec.method, "data_dir": spec.data_dir, "seed": spec.seed, "error": repr(exc),
                  "traceback": traceback.format_exc()}

@@ -138,6 +138,9 @@ class SemanticSharing(TrainedMethod):
     def check_config(cls, cfg: SemanticSharingConfig) -> None:
         from semshare.errors import ConfigError
 
+        for key in ("dim", "layers", "heads", "ffn_dim"):  # first: -8 is "expected >= 1" as 0 is
+            if isinstance(getattr(cfg, key), int) and getattr(cfg, key) < 1:
+                raise ConfigError(f"model.{key}: expected an integer >= 1, found {getattr(cfg, key)}")
         super().check_config(cfg)
         for key, value, options in (("pooling", cfg.pooling, POOLINGS), ("shared_model", cfg.shared_model, SHARED_MODELS),
                                     ("loss.consistency", cfg.loss.consistency, CONSISTENCY),

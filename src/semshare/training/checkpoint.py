@@ -128,6 +128,10 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     if state.get("format_version", 0) > CHECKPOINT_FORMAT_VERSION:
         raise SemshareError(f"{folder}: checkpoint format {state['format_version']} is newer than this semshare")
     weights = read_tensors(folder / "model.safetensors", "the model weights")
+    for name, tensor in weights.items():  # a NaN weight would surface as "scores contain NaN" much later
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise SemshareError(f"{folder / 'model.safetensors'}: {name}: expected finite weights, found NaN or inf "
+                                "(a diverged run: train it again, e.g. with a lower train.lr)")
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:  # a tensor of another shape: the config or model spec is not the weights'
