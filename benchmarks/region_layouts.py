@@ -170,7 +170,7 @@ def print_table(report: dict) -> None:
                     values = [e[split][layout][key] for e in entries if key in e[split][layout]]
                     cells.append(f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
                                  if len(values) > 1 else f"{100 * values[0]:.1f}" if values else "")
-                name = "rows (boxes)" if layout == "rows" else f"files: {layout}"
+                name = "rows (as extracted)" if layout == "rows" else f"files: {layout}"
                 print(f"| {Path(folder).name} {method} ({len(entries)}, {ranking}) | {prob} | {name} | " + " | ".join(cells) + " |")
 
 

@@ -189,10 +189,10 @@ class QueryBatcher:
     accepting requests while a batch is encoded, and a full queue answers 503 at once instead of queueing
     without bound. One thread owns the model, so no lock is needed (torch modules are not re-entrant here)."""
 
-    def __init__(self, searcher, max_batch: int = 64, max_pending: int = 1024):
+    def __init__(self, live: "LiveIndex", max_batch: int = 64, max_pending: int = 1024):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.searcher, self.max_batch, self.max_pending = searcher, max_batch, max_pending
+        self.live, self.max_batch, self.max_pending = live, max_batch, max_pending
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semshare-queries")
         self.loop = None
 
@@ -229,26 +229,23 @@ class QueryBatcher:
     def answer(self, requests: list[QueryRequest]) -> list:
         """Each request's Answer (or the SemshareError that refuses it), the whole batch at once, from the
         index's newest complete version (a live index checks before each batch)."""
-        refresh = getattr(self.searcher, "refresh", None)
-        if refresh is not None:
-            refresh()
-        return self.searcher.query_batch(requests)
+        self.live.refresh()
+        return self.live.current.query_batch(requests)
 
 
 class LiveIndex:
     """The served index, following its folder: `index add` / `remove` write a new version beside it and put
     it in place by renames; `refresh` (before each batch of queries, on the one worker thread) opens it once
-    it is whole and answers from it from then on. Everything else is the current version's."""
+    it is whole, and `current` is the version every route answers from."""
 
     def __init__(self, index, on_change=None):
         self.current, self.on_change = index, on_change
 
-    def __getattr__(self, name: str):
-        return getattr(self.current, name)
-
     def refresh(self) -> bool:
         from semshare.search.gallery import reopened
 
+        if not hasattr(self.current, "folder"):  # a searcher without a folder (tests' stand-ins) stays as it is
+            return False
         fresh = reopened(self.current)
         if fresh is None:
             return False
@@ -370,7 +367,7 @@ def _find_named_images(searcher, root: Path) -> int:
     return served
 
 
-def _add_item_routes(app, searcher, root: Path) -> None:
+def _add_item_routes(app, live: LiveIndex, root: Path) -> None:
     """GET /items/{id} and /items/{id}/image: image files only from inside `root`."""
     from fastapi import HTTPException
     from fastapi.responses import FileResponse
@@ -380,7 +377,7 @@ def _add_item_routes(app, searcher, root: Path) -> None:
                          "does not hold.", responses={404: {"description": "no such gallery item"}})
     def item(item_id: int) -> dict:
         try:
-            return item_record(searcher.item(item_id))
+            return item_record(live.current.item(item_id))
         except KeyError:
             raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
 
@@ -390,7 +387,7 @@ def _add_item_routes(app, searcher, root: Path) -> None:
              responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 404: {"description": "no image file"}})
     def item_image(item_id: int):
         try:
-            listed = searcher.item(item_id).get("image_file")
+            listed = live.current.item(item_id).get("image_file")
         except KeyError:
             raise HTTPException(status_code=404, detail=f"no gallery item {item_id}") from None
         path = Path(listed).resolve() if listed else None
@@ -414,10 +411,10 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
     app = FastAPIOffline(title="semshare search", version="1", description=API_DESCRIPTION)
     root = gallery_root(searcher, image_root)
     served = {"images": _find_named_images(searcher, root)}
-    if hasattr(searcher, "folder") and not isinstance(searcher, LiveIndex):  # an index folder: follow its versions
-        searcher = LiveIndex(searcher, on_change=lambda fresh: served.update(images=_find_named_images(fresh, root)))
+    # an index folder: the routes answer from its newest complete version (`index add` / `remove`)
+    live = LiveIndex(searcher, on_change=lambda fresh: served.update(images=_find_named_images(fresh, root)))
     page = resources.files("semshare.search").joinpath("page.html").read_text(encoding="utf-8")
-    batcher = QueryBatcher(searcher, max_batch, max_pending)
+    batcher = QueryBatcher(live, max_batch, max_pending)
 
     app.add_exception_handler(RequestValidationError, _invalid_request)
 
@@ -431,9 +428,9 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
              description="The gallery's side, backend kind, size and dimension, whether free text is accepted "
                          "and how many items have an image file.")
     def health() -> dict:
-        m = searcher.manifest
+        m = live.current.manifest
         return {"status": "ok", "side": m.side, "kind": m.kind, "size": m.size, "dim": m.dim,
-                "accepts_text": searcher.accepts_text, "images": served["images"], "version": m.generation}
+                "accepts_text": live.current.accepts_text, "images": served["images"], "version": m.generation}
 
     @app.post("/search", response_model=SearchResponse, summary="Rank the gallery for one query",
               description="Exactly one of `text` (a sentence or tag words, tokenised with the run's vocabulary; "
@@ -454,9 +451,9 @@ def create_app(searcher, max_body_bytes: int = MAX_BODY_BYTES, image_root: str |
             raise HTTPException(status_code=422, detail=without_paths(str(answer)))
         # plain JSON types already: a JSONResponse skips FastAPI's slower generic encoder (the response
         # model still documents the schema at /docs)
-        return JSONResponse(answer.as_dict(query, searcher.manifest.side))
+        return JSONResponse(answer.as_dict(query, live.current.manifest.side))
 
-    _add_item_routes(app, searcher, root)
+    _add_item_routes(app, live, root)
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes, max_upload_bytes=max_upload_bytes)
     _document_search_bodies(app)
     return app
