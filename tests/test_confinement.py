@@ -307,3 +307,18 @@ def test_sigterm_stops_training_in_one_line_and_the_run_resumes(tiny_data_dir, t
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((run / "last" / "state.json").read_text())["epoch"] == 40
+
+
+def test_overwrite_replaces_only_a_folder_of_its_own_kind(tiny_data_dir, tmp_path, capsys):
+    run = _train(tiny_data_dir, tmp_path / "run")
+    before = sorted(p.name for p in run.iterdir())
+    for argv in (["make-synthetic", str(run), "--preset", "tiny", "--overwrite"],
+                 ["index", "build", str(run), "--side", "text", "--out", str(run), "--overwrite"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert "holds a run, not what this command writes" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == before
+    # its own kind is replaced
+    data = tmp_path / "data"
+    assert main(["make-synthetic", str(data), "--preset", "tiny"]) == 0
+    assert main(["make-synthetic", str(data), "--preset", "tiny", "--overwrite", "--seed", "3"]) == 0

@@ -67,6 +67,37 @@ def test_a_broken_dataset_folder_is_one_line_or_fine(tiny_data_dir, tmp_path_fac
         assert "np.int64" not in err and "np.float" not in err
 
 
+TRAIN_ONE_EPOCH = ["--threads", "1", "--set", "train.epochs=1", "--set", "train.progress=false", "--set",
+                   "models.semantic_sharing.dim=16", "--set", "models.semantic_sharing.heads=2", "--set",
+                   "models.semantic_sharing.layers=1", "--set", "text.word_dim=8", "--set", "text.word2vec_epochs=1"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(FILES),
+       how=st.sampled_from(["truncate", "append garbage", "drop rows", "drop a column", "another dtype",
+                            "poison values", "one more axis"]),
+       fraction=st.floats(0.0, 1.0), junk=st.binary(min_size=1, max_size=300))
+def test_what_inspect_accepts_train_takes_or_refuses_in_one_line(tiny_data_dir, tmp_path_factory, capsys, name, how,
+                                                                fraction, junk):
+    """Issue 34: a dataset folder `inspect` passes trains for an epoch, or `train` says one line and leaves
+    no folder: never a traceback after an inspection that said all was well."""
+    work = tmp_path_factory.mktemp("agree")
+    folder = work / "data"
+    shutil.copytree(tiny_data_dir, folder)
+    _mutate(folder, name, how, fraction, junk)
+    capsys.readouterr()
+    if main(["inspect", str(folder)]) != 0:
+        return
+    capsys.readouterr()
+    code = main(["train", "--data", str(folder), "--out", str(work / "run"), *TRAIN_ONE_EPOCH])
+    err = capsys.readouterr().err
+    assert code in (0, 2), err[-2000:]
+    if code == 2:
+        errors = [line for line in err.splitlines() if "semshare: error:" in line]
+        assert len(errors) == 1 and "Traceback" not in err, err[-2000:]
+        assert not (work / "run").exists()
+
+
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
                     | st.text(max_size=30), lambda children: st.lists(children, max_size=4)
                     | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=12)

@@ -129,7 +129,7 @@ def _remove_stale_partials(final_dir: Path) -> None:
 
 
 @contextmanager
-def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(final_dir: str | Path, overwrite: bool = False, replaces: str | None = None) -> Iterator[Path]:
     """The one atomic folder writer: yield a temporary folder beside `final_dir`; rename it into place only
     if the block succeeds.
 
@@ -140,6 +140,7 @@ def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator
     final_dir = Path(final_dir)
     if final_dir.exists() and not overwrite:
         raise OutputExistsError(f"{final_dir} already exists; pass --overwrite to replace it")
+    check_replaceable(final_dir, replaces)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(final_dir)
     seen = _identity_of(final_dir)  # what stood at OUT when this write began (None: nothing)
@@ -164,6 +165,22 @@ def atomic_directory(final_dir: str | Path, overwrite: bool = False) -> Iterator
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     publish_directory(tmp, final_dir)
+
+
+FOLDER_KINDS = {"config.yaml": "a run", "meta.json": "a dataset", "manifest.json": "an index",
+                "package.json": "an exported package", "results.json": "a benchmark"}
+
+
+def check_replaceable(final_dir: Path, replaces: str | None) -> None:
+    """`--overwrite` replaces only a folder the same kind of command wrote (its marker file `replaces`, e.g. a
+    dataset's meta.json): never a run, another kind's folder or a folder of one's own files."""
+    if replaces is None or not final_dir.exists() or (final_dir / replaces).is_file():
+        return
+    if final_dir.is_dir() and not any(final_dir.iterdir()):
+        return  # an empty folder
+    kind = next((what for marker, what in FOLDER_KINDS.items() if (final_dir / marker).exists()), "other files")
+    raise OutputExistsError(f"{final_dir} holds {kind}, not what this command writes ({replaces}): --overwrite "
+                            "replaces only a folder of its own kind; choose another output folder")
 
 
 def _identity_of(path: Path) -> tuple | None:

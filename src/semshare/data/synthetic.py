@@ -276,7 +276,7 @@ def make_synthetic(out_dir: str | Path, cfg: SyntheticConfig, name: str = "synth
         "regions": ((N, R, D), cfg.dtype), "region_mask": ((N, R), np.uint8), "region_boxes": ((N, R, 4), np.float32),
         "region_labels": ((N, R), np.int16), "image": ((N, D), cfg.dtype), "labels": ((N, cfg.num_labels), np.uint8),
     }
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, replaces="meta.json") as tmp:
         for array_name, (shape, dtype) in shapes.items():
             np.lib.format.open_memmap(tmp / f"{array_name}.npy", mode="w+", dtype=dtype, shape=shape).flush()
         with open(tmp / "captions.jsonl", "w", encoding="utf-8") as captions_file, \

@@ -92,7 +92,7 @@ def extract_text_segments(dataset, out_dir: str | Path | None = None, encoder: s
     tokenizer, package = segment_encoder.tokenizer, segment_encoder.package
     texts = [as_sentence(t) for row in dataset.captions for t in row]
     count, hidden = len(texts), int(segment_encoder.model.config.hidden_size)
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, replaces="meta.json") as tmp:
         segments = np.lib.format.open_memmap(tmp / "segments.npy", "w+", np.float16, (count, max_length, hidden))
         mask = np.lib.format.open_memmap(tmp / "mask.npy", "w+", np.bool_, (count, max_length))
         token_ids = np.lib.format.open_memmap(tmp / "token_ids.npy", "w+", np.int32, (count, max_length))

@@ -32,7 +32,7 @@ import torch.utils.data
 
 from semshare.errors import DataFormatError, SemshareError
 from semshare.features.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-from semshare.fileio import atomic_write_json, file_sha256, publish_directory
+from semshare.fileio import atomic_write_json, check_replaceable, file_sha256, publish_directory
 from semshare.progress import progress_bar
 from semshare.features.annotations.base import (ExtractItem, annotation_flags, format_of, labels_of_items,
                                               read_captioned_images)
@@ -450,6 +450,7 @@ def extract_dataset(request: ExtractRequest, cfg: ExtractConfig = ExtractConfig(
     split_file, overwrite = request.split_file, request.overwrite
     if out_dir.exists() and not overwrite:
         raise SemshareError(f"{out_dir} already exists; pass --overwrite to replace it")
+    check_replaceable(out_dir, "meta.json")  # --overwrite replaces a dataset, never a run or other files
     items, label_names, notes = read_items(captions_file, request.annotations, split_file)
     items = _present_items(items, images_dir, captions_file, notes)
     use_boxes = cfg.regions == "boxes" or (cfg.regions == "auto" and any(item.boxes for item in items))

@@ -205,7 +205,7 @@ def import_bottomup_tsv(inputs: BottomUpInputs, target: ImportTarget) -> dict:
     else:
         splits = seeded_test_split(len(ids), inputs.test_fraction, inputs.seed)
     wanted = {line_index: row for row, line_index in enumerate(keep)}
-    with atomic_directory(target.out_dir, overwrite=target.overwrite) as tmp:
+    with atomic_directory(target.out_dir, overwrite=target.overwrite, replaces="meta.json") as tmp:
         bar = progress_bar(target.progress, total=len(ids), unit="image", desc="import bottomup-tsv")
         block = _BlockWriter(DatasetWriter(tmp, len(ids), len(label_names), DatasetLayout(regions=(region_count, dim))),
                              region_count, dim, captions, labels_of, bar)

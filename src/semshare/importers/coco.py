@@ -161,7 +161,7 @@ def import_coco(inputs: CocoInputs, target: ImportTarget) -> dict:
         splits = seeded_test_split(len(annotated), test_fraction, inputs.seed)
     if not splits.get("train"):
         raise SemshareError("coco import: no training images (check the split file and the caption files)")
-    with atomic_directory(target.out_dir, overwrite=target.overwrite) as tmp:
+    with atomic_directory(target.out_dir, overwrite=target.overwrite, replaces="meta.json") as tmp:
         writer = DatasetWriter(tmp, len(annotated), len(instances.category_ids))
         for start in range(0, len(annotated), CHUNK):
             chunk = annotated[start : start + CHUNK]

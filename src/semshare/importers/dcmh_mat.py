@@ -82,7 +82,7 @@ def import_dcmh_mat(inputs: DcmhInputs, target: ImportTarget) -> dict:
     order = np.random.default_rng(seed).permutation(n)
     query_rows, database = np.sort(order[:query]), np.sort(order[query:])
     train_rows = np.sort(np.random.default_rng([seed, 1]).choice(database, train, replace=False))
-    with atomic_directory(target.out_dir, overwrite=target.overwrite) as tmp:
+    with atomic_directory(target.out_dir, overwrite=target.overwrite, replaces="meta.json") as tmp:
         writer = DatasetWriter(tmp, n, labels.shape[1], DatasetLayout(
             image_dim=None if image is None else image.shape[1], dtype=np.float32))
         empty = 0

@@ -131,7 +131,7 @@ def import_precomp(inputs: PrecompInputs, target: ImportTarget) -> dict:
         if missing:
             raise DataFormatError(src / f"{missing[0]}_ids.txt", "ids", "COCO image ids to look labels up",
                                   "no such file")
-    with atomic_directory(target.out_dir, overwrite=target.overwrite) as tmp:
+    with atomic_directory(target.out_dir, overwrite=target.overwrite, replaces="meta.json") as tmp:
         writer = DatasetWriter(tmp, total, len(label_names), DatasetLayout(regions=(region_count, dim)))
         our_splits = _write_parts(writer, src, parts, labels_all if labels_file else None,
                                   None if labels_file else instances, region_count, target.progress)

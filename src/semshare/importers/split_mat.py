@@ -76,7 +76,7 @@ def import_split_mat(inputs: SplitMatInputs, target: ImportTarget) -> dict:
     else:
         raise DataFormatError(src / "test_lab.mat", "labels", "the same kind (multi-hot or indices) as train", "mixed")
     num_train, num_test = len(parts["train"][0]), len(parts["test"][0])
-    with atomic_directory(target.out_dir, overwrite=target.overwrite) as tmp:
+    with atomic_directory(target.out_dir, overwrite=target.overwrite, replaces="meta.json") as tmp:
         writer = DatasetWriter(tmp, num_train + num_test, labels["train"].shape[1], DatasetLayout(
             image_dim=parts["train"][0].shape[1], text_dim=parts["train"][1].shape[1], dtype=np.float32))
         for start, split in ((0, "train"), (num_train, "test")):

@@ -224,7 +224,7 @@ def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-f
     records = item_records_of(run.dataset, side, table.ids, item_rows)
     manifest.weak_threshold = weak_threshold_of(run)
     captions = _caption_vectors(run, rows, table.ids, batch_size) if side == "image" else None
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, replaces=MANIFEST) as tmp:
         backend.save(tmp)
         if captions is not None:
             (tmp / CAPTIONS_FILE).write_bytes(safetensors_bytes(captions))

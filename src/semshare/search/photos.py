@@ -117,7 +117,7 @@ def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, c
                              label_threshold=round(threshold, 4),
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths, **run_record(run))
     manifest.weak_threshold = weak_threshold_of(run) if run.dataset is not None else -1.0
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, replaces=MANIFEST) as tmp:
         backend.save(tmp)
         np.save(tmp / "ids.npy", np.arange(len(files), dtype=np.int64))
         with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:

@@ -79,7 +79,7 @@ def export_run(run, out: str | Path, tar: bool = False, overwrite: bool = False)
     run_dir = Path(run.run_dir)
     out = Path(out)
     target = out.with_name(out.name.removesuffix(".tar.gz")) if tar else out
-    with atomic_directory(target, overwrite=overwrite) as folder:
+    with atomic_directory(target, overwrite=overwrite, replaces="package.json") as folder:
         for name in RUN_FILES:
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, folder / name)
