@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for add in (data.add_make_synthetic, data.add_inspect, data.add_import, data.add_extract, data.add_prepare_text,
                 data.add_extract_text, runs.add_evaluate_embeddings, runs.add_train, runs.add_evaluate, runs.add_embed,
-                runs.add_fit_instance, runs.add_export,
+                runs.add_fit_instance, runs.add_fit_hash, runs.add_export,
                 experiments.add_benchmark, experiments.add_compare, experiments.add_sweep, experiments.add_plot,
                 search.add_index, search.add_search, search.add_serve, experiments.add_demo, experiments.add_figures):
         add(sub)
