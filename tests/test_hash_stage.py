@@ -68,3 +68,60 @@ def test_fit_hash_writes_codes_that_beat_chance_and_load_back(ridge_run, tiny_da
     assert main(["fit-hash", str(ridge_run), "--set", "bits=[8]"]) == 2  # never replaced without --overwrite
     assert main(["fit-hash", str(ridge_run), "--set", "bits=[0]"]) == 2
     assert "--bits: expected code lengths in 1..1024" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["faiss-binary-flat", "faiss-binary-hnsw"])
+def test_binary_indexes_rank_by_hamming_distance_and_round_trip(tmp_path, kind):
+    from semshare.evaluation.hamming import hamming_distances
+    from semshare.index.base import build_backend, load_backend
+
+    rng = np.random.default_rng(5)
+    gallery, queries = rng.standard_normal((300, 64)).astype(np.float32), rng.standard_normal((20, 64)).astype(np.float32)
+    backend = build_backend(kind, gallery, {"m": 16} if kind == "faiss-binary-hnsw" else {})
+    assert backend.bytes_per_item == 8 and backend.dim == 64 and backend.size == 300
+    scores, positions = backend.search(queries, 10)
+    exact = hamming_distances(binary_codes(queries), binary_codes(gallery))
+    expected_scores = 1 - 2 * np.sort(exact, axis=1)[:, :10] / 64
+    if kind == "faiss-binary-flat":  # exact: the same distances (equal ones in FAISS's order)
+        np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
+        np.testing.assert_allclose(scores, 1 - 2 * np.take_along_axis(exact, positions, axis=1) / 64, atol=1e-6)
+    else:  # recall@10 against exact Hamming, an item at the 10th distance counts as found
+        tenth = np.sort(exact, axis=1)[:, 9:10]
+        found = (np.take_along_axis(exact, positions, axis=1) <= tenth).mean()
+        assert found >= 0.95
+    backend.save(tmp_path)
+    again = load_backend(kind, tmp_path)
+    np.testing.assert_array_equal(again.search(queries, 10)[1], positions)
+    np.testing.assert_array_equal(np.sign(again.vectors()), np.where(gallery > 0, 1.0, -1.0))
+    with pytest.raises(Exception, match="multiple of 8 bits"):
+        build_backend(kind, gallery[:, :12])
+
+
+def test_an_index_of_codes_is_built_searched_and_served(ridge_run, tiny_data_dir, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from semshare.search.gallery import load_index
+    from semshare.search.service import create_app
+
+    if not (ridge_run / "hash").exists():
+        assert main(["fit-hash", str(ridge_run), "--set", "bits=[8,16]", "--threads", "1"]) == 0
+    out = tmp_path / "codes"
+    assert main(["index", "build", str(ridge_run), "--side", "image", "--ranking", "hash:16", "--kind",
+                 "faiss-binary-flat", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["ranking"] == "hash:16" and manifest["bytes_per_item"] == 2
+    index = load_index(out)
+    caption = index.run.dataset.captions[4][0]
+    hits = index.search_text(caption, k=5)
+    query_code = binary_codes(index.encode_text(caption)[0][None])  # the query path's projection, its signs
+    gallery_codes = binary_codes(index.backend.vectors())
+    distances = (gallery_codes != query_code).sum(1)
+    assert [round(h.score, 6) for h in hits] == [round(1 - 2 * d / 16, 6) for d in np.sort(distances)[:5]]
+    capsys.readouterr()
+    assert main(["search", str(out), "--text", caption, "-k", "3"]) == 0
+    assert "ranking: hash:16 (16-bit codes of the label space)" in capsys.readouterr().out
+    client = TestClient(create_app(index))
+    assert client.post("/search", json={"text": caption, "k": 5}).json()["results"][0]["id"] == hits[0].id
+    assert main(["index", "build", str(ridge_run), "--side", "image", "--ranking", "hash:24", "--kind",
+                 "faiss-binary-flat", "--out", str(tmp_path / "none")]) == 2
+    assert "no 24-bit codes" in capsys.readouterr().err

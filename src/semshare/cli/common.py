@@ -135,9 +135,10 @@ def add_run_flags(parser: argparse.ArgumentParser, data_help: str = "dataset fol
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data", type=Path, help=f"{data_help} (default: the one the run was trained on)")
     parser.add_argument("--checkpoint", default=BEST, choices=CHECKPOINTS)
-    parser.add_argument("--ranking", default="combined", choices=RANKINGS,
+    parser.add_argument("--ranking", default="combined", type=ranking_value, metavar="{combined,label,hash:BITS}",
                         help="combined: the label space with the run's instance head when it has one (semshare "
-                             "fit-instance); label: the label space alone")
+                             "fit-instance); label: the label space alone; hash:BITS: its BITS-bit codes "
+                             "(semshare fit-hash), for the binary index kinds")
 
 
 def load_run_of(args: argparse.Namespace):
@@ -148,3 +149,10 @@ def load_run_of(args: argparse.Namespace):
     run = load_run(args.run_dir, args.data, args.checkpoint, getattr(args, "ranking", "combined"))
     require_dataset(run)  # evaluate, embed and index build read the dataset's rows
     return run
+
+
+def ranking_value(text: str) -> str:
+    """--ranking: combined, label or hash:BITS (checked here, a usage error otherwise)."""
+    if text in RANKINGS or (text.startswith("hash:") and text[5:].isdigit() and 1 <= int(text[5:]) <= 1024):
+        return text
+    raise argparse.ArgumentTypeError(f"expected combined, label or hash:BITS (1..1024), found {text!r}")

@@ -256,7 +256,9 @@ def _run_search(args: argparse.Namespace) -> int:
         print(note)
     ranked = any(hit.caption_order is not None for hit in answer.hits)
     ranking = searcher.manifest.ranking
-    print(f"ranking: {ranking} ({'label space + instance head' if ranking == 'combined' else 'label space alone'})"
+    meaning = ("label space + instance head" if ranking == "combined" else "label space alone" if ranking == "label"
+               else f"{ranking[5:]}-bit codes of the label space")
+    print(f"ranking: {ranking} ({meaning})"
           + ("; each hit's caption closest to the query" if ranked else ""))
     print(f"{'rank':>4}  {'score':>7}  {'id':>6}  labels | caption")
     for hit in answer.hits:

@@ -6,7 +6,7 @@ IVF-PQ). The index folder `index build` writes is search/gallery.py's. A new bac
 registers itself (docs/MODEL.md); import it here.
 """
 
-from semshare.index import exact, faiss_backend  # noqa: F401  (registers the backends)
+from semshare.index import binary, exact, faiss_backend  # noqa: F401  (registers the backends)
 from semshare.index.base import SearchIndex, build_backend, normalize_rows
 
 __all__ = ["SearchIndex", "build_backend", "normalize_rows"]

@@ -66,6 +66,7 @@ class IndexManifest:
     generation: int = 0  # how many `index add` / `index remove` made this version from the one built
     run_id: str = ""  # the run that embedded the gallery (its identity.json) and its checkpoint's weights
     checkpoint_sha256: str = ""  # ("": an index built before identities: the run it names is taken as it is)
+    bytes_per_item: int = 0  # what the backend holds per item beside its id (float32: 4 D; codes: B / 8; 0: unrecorded)
 
 
 @dataclass
@@ -220,7 +221,8 @@ def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-f
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side=side, size=backend.size, dim=backend.dim,
                              checkpoint=run.checkpoint, split=split,
                              ranking=run.ranking,
-                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths, **run_record(run))
+                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths, **run_record(run),
+                             bytes_per_item=bytes_per_item(backend))
     records = item_records_of(run.dataset, side, table.ids, item_rows)
     manifest.weak_threshold = weak_threshold_of(run)
     captions = _caption_vectors(run, rows, table.ids, batch_size) if side == "image" else None
@@ -278,6 +280,7 @@ def read_manifest(folder: str | Path) -> IndexManifest:
                             f"{manifest.format!r} / {manifest.side!r}")
     for key, kind, low in (("size", int, 1), ("dim", int, 1), ("version", int, 1), ("params", dict, None),
                            ("generation", int, 0), ("run_id", str, None), ("checkpoint_sha256", str, None),
+                           ("bytes_per_item", int, 0),
                            ("kind", str, None), ("run_dir", str, None), ("checkpoint", str, None),
                            ("data_dir", str, None), ("split", str, None), ("run_dir_absolute", str, None),
                            ("data_dir_absolute", str, None), ("ranking", str, None)):
@@ -287,8 +290,9 @@ def read_manifest(folder: str | Path) -> IndexManifest:
             raise SemshareError(f"{path}: {key}: expected {expected}, found {value!r}"[:300])
     if type(manifest.weak_threshold) not in (int, float) or not -1 <= manifest.weak_threshold <= 1:
         raise SemshareError(f"{path}: weak_threshold: expected a probability (or -1), found {manifest.weak_threshold!r}")
-    if manifest.ranking not in ("combined", "label"):
-        raise SemshareError(f"{path}: ranking: expected combined or label, found {manifest.ranking!r}")
+    if manifest.ranking not in ("combined", "label") and not (
+            manifest.ranking.startswith("hash:") and manifest.ranking[5:].isdigit()):
+        raise SemshareError(f"{path}: ranking: expected combined, label or hash:BITS, found {manifest.ranking!r}")
     if manifest.source not in ("dataset", "images"):
         raise SemshareError(f"{path}: source: expected dataset or images, found {manifest.source!r}")
     return manifest
@@ -548,6 +552,11 @@ def image_source(image) -> str | Path | bytes:
         image.save(buffer, format="PNG")
         return buffer.getvalue()
     raise SemshareError(f"an image query is a path, bytes or a PIL image, not {type(image).__name__}")
+
+
+def bytes_per_item(backend) -> int:
+    """What a backend holds per gallery item (a backend may say; float32 vectors otherwise)."""
+    return int(getattr(backend, "bytes_per_item", 4 * backend.dim))
 
 
 def run_record(run: Run) -> dict:

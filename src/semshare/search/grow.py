@@ -162,7 +162,9 @@ def _caption_tensors(index: Index) -> tuple[np.ndarray, np.ndarray] | None:
 def _write(index: Index, backend, ids: np.ndarray, items: list[dict], caption_vectors) -> IndexManifest:
     import torch
 
-    manifest = IndexManifest(**{**asdict(index.manifest), "size": backend.size,
+    from semshare.search.gallery import bytes_per_item
+
+    manifest = IndexManifest(**{**asdict(index.manifest), "size": backend.size, "bytes_per_item": bytes_per_item(backend),
                                 "generation": index.manifest.generation + 1,
                                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     with atomic_directory(index.folder, overwrite=True) as tmp:

@@ -104,7 +104,7 @@ def photo_items(run: Run, files: list[Path], images_dir: Path, captions_file: st
 def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, captions_file: str | Path | None = None,
                         kind: str = "faiss-flat", params: dict | None = None, overwrite: bool = False):
     """Embed a folder of new photos with a trained run and write an index folder (module docstring)."""
-    from semshare.search.gallery import MANIFEST, IndexManifest, run_record, weak_threshold_of
+    from semshare.search.gallery import MANIFEST, IndexManifest, bytes_per_item, run_record, weak_threshold_of
 
     images_dir = Path(images_dir).resolve()
     files = photo_files(images_dir)
@@ -115,7 +115,8 @@ def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, c
     manifest = IndexManifest(kind=kind, params=dict(params or {}), side="image", size=backend.size, dim=backend.dim,
                              checkpoint=run.checkpoint, split="all", ranking=run.ranking, source="images",
                              label_threshold=round(threshold, 4),
-                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths, **run_record(run))
+                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths, **run_record(run),
+                             bytes_per_item=bytes_per_item(backend))
     manifest.weak_threshold = weak_threshold_of(run) if run.dataset is not None else -1.0
     with atomic_directory(out_dir, overwrite=overwrite, replaces=MANIFEST) as tmp:
         backend.save(tmp)

@@ -123,8 +123,11 @@ def load_run(run_dir: str | Path, data: Dataset | str | Path | None = None, chec
     word vectors, weights); what reads the data (its rows, a run on MiniLM token states, a deep-features run)
     says it needs the dataset. `ranking`: "combined" (default) holds the run's instance head as its ranking
     stage when it has one (`semshare fit-instance`), "label" ranks by the label space alone."""
-    if ranking not in RANKINGS:
-        raise SemshareError(f"ranking: expected one of {', '.join(RANKINGS)}, found {ranking!r}")
+    from semshare.training.hash_stage import HashRanking, hash_bits_of, load_hash_projection
+
+    bits = hash_bits_of(ranking) if isinstance(ranking, str) else None
+    if ranking not in RANKINGS and bits is None:
+        raise SemshareError(f"ranking: expected one of {', '.join(RANKINGS)} or hash:BITS, found {ranking!r}")
     if checkpoint not in CHECKPOINTS:
         raise SemshareError(f"checkpoint: expected one of {', '.join(CHECKPOINTS)}, found {checkpoint!r}")
     run_dir = open_package(Path(run_dir)) if str(run_dir).endswith(".tar.gz") else Path(run_dir)
@@ -140,6 +143,8 @@ def load_run(run_dir: str | Path, data: Dataset | str | Path | None = None, chec
             data = None
     dataset = data if data is None or isinstance(data, Dataset) else open_dataset(data, check_values=False)
     run = _load_base_run(run_dir, dataset, checkpoint)
+    if bits is not None:  # binary codes of the label space (semshare fit-hash)
+        return run.ranked_by(HashRanking(load_hash_projection(run_dir, bits), bits))
     return run.ranked_by(instance_ranking(run_dir)) if ranking == "combined" else run
 
 

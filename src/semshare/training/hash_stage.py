@@ -214,3 +214,48 @@ def load_hash_projection(run_dir: str | Path, bits: int) -> HashProjection:
         raise SemshareError(f"{folder}: no {bits}-bit codes; fitted: {', '.join(record.get('chosen', {}))}")
     side = {s: (tensors[f"{bits}.{s}.weight"].numpy(), tensors[f"{bits}.{s}.bias"].numpy()) for s in ("image", "text")}
     return HashProjection(side["image"], side["text"])
+
+
+HASH_RANKING_PREFIX = "hash:"
+
+
+def hash_bits_of(ranking: str) -> int | None:
+    """'hash:64' -> 64; None for another ranking."""
+    if not ranking.startswith(HASH_RANKING_PREFIX):
+        return None
+    text = ranking[len(HASH_RANKING_PREFIX):]
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise SemshareError(f"ranking: expected hash:BITS with BITS in 1..1024, found {ranking!r}")
+    return int(text)
+
+
+class HashRanking:
+    """A run ranking by its B-bit codes: each side's label-space embedding through its hash projection
+    (x W + c, real; a binary index keeps the signs). Fitted by `semshare fit-hash` (RUN/hash/)."""
+
+    reads_global_feature = False
+
+    def __init__(self, projection: HashProjection, bits: int):
+        self.projection, self.bits, self.name = projection, bits, f"{HASH_RANKING_PREFIX}{bits}"
+
+    def _side(self, emb: np.ndarray, side: str) -> np.ndarray:
+        weight, bias = self.projection.image if side == "image" else self.projection.text
+        return (np.asarray(emb, dtype=np.float64) @ weight + bias).astype(np.float32)
+
+    def rows(self, run, rows, img, txt, sides):
+        from semshare.evaluation.protocols import EmbeddingTable
+
+        if "image" in sides:
+            img = EmbeddingTable(img.ids, self._side(img.emb, "image"))
+        if "text" in sides:
+            txt = EmbeddingTable(txt.ids, self._side(txt.emb, "text"))
+        return img, txt
+
+    def word_queries(self, run, texts, emb):
+        return self._side(emb, "text")
+
+    def segment_queries(self, sentence, emb):
+        return self._side(emb, "text")
+
+    def image_queries(self, regions, mask, global_features, emb):
+        return self._side(emb, "image")
