@@ -70,14 +70,15 @@ def test_fit_hash_writes_codes_that_beat_chance_and_load_back(ridge_run, tiny_da
     assert "--bits: expected code lengths in 1..1024" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind", ["faiss-binary-flat", "faiss-binary-hnsw"])
+@pytest.mark.parametrize("kind", ["faiss-binary-flat", "faiss-binary-hnsw", "faiss-binary-ivf"])
 def test_binary_indexes_rank_by_hamming_distance_and_round_trip(tmp_path, kind):
     from semshare.evaluation.hamming import hamming_distances
     from semshare.index.base import build_backend, load_backend
 
     rng = np.random.default_rng(5)
     gallery, queries = rng.standard_normal((300, 64)).astype(np.float32), rng.standard_normal((20, 64)).astype(np.float32)
-    backend = build_backend(kind, gallery, {"m": 16} if kind == "faiss-binary-hnsw" else {})
+    params = {"faiss-binary-hnsw": {"m": 16}, "faiss-binary-ivf": {"nlist": 8, "nprobe": 8}}.get(kind, {})
+    backend = build_backend(kind, gallery, params)
     assert backend.bytes_per_item == 8 and backend.dim == 64 and backend.size == 300
     scores, positions = backend.search(queries, 10)
     exact = hamming_distances(binary_codes(queries), binary_codes(gallery))
@@ -90,11 +91,11 @@ def test_binary_indexes_rank_by_hamming_distance_and_round_trip(tmp_path, kind):
         found = (np.take_along_axis(exact, positions, axis=1) <= tenth).mean()
         assert found >= 0.95
     backend.save(tmp_path)
-    again = load_backend(kind, tmp_path)
+    again = load_backend(kind, tmp_path, {"nprobe": 8} if kind == "faiss-binary-ivf" else {})
     np.testing.assert_array_equal(again.search(queries, 10)[1], positions)
     np.testing.assert_array_equal(np.sign(again.vectors()), np.where(gallery > 0, 1.0, -1.0))
     with pytest.raises(Exception, match="multiple of 8 bits"):
-        build_backend(kind, gallery[:, :12])
+        build_backend(kind, gallery[:, :12], params)
 
 
 def test_an_index_of_codes_is_built_searched_and_served(ridge_run, tiny_data_dir, tmp_path, capsys):

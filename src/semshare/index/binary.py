@@ -132,3 +132,46 @@ class FaissBinaryHNSWIndex(_BinaryIndex):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         self.index.hnsw.efSearch = max(self.ef_search, k)
         return super().search(queries, k)
+
+
+@INDEX_BACKENDS.register("faiss-binary-ivf")
+class FaissBinaryIVFIndex(_BinaryIndex):
+    kind = "faiss-binary-ivf"
+    summary = "approximate: inverted lists over binary codes (--ranking hash:BITS), for tens of millions of items"
+    parameters = {"nlist": BackendParameter(0, 1 << 20, help="inverted lists (0: 4 sqrt(G), at most 65536)"),
+                  "nprobe": BackendParameter(1, 1 << 20, search_time=True, help="lists visited per query"),
+                  "seed": BackendParameter(0, 2**32 - 1, help="k-means seed")}
+
+    def __init__(self, index, bits: int, nprobe: int = 32):
+        super().__init__(index, bits)
+        index.nprobe = nprobe
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, nlist: int = 0, nprobe: int = 32, seed: int = 0) -> "FaissBinaryIVFIndex":
+        import faiss
+
+        codes = _codes(vectors)
+        size, bits = len(codes), vectors.shape[1]
+        nlist = nlist or max(1, min(65536, int(4 * np.sqrt(size))))
+        if size < nlist:
+            raise SemshareError(f"faiss-binary-ivf: {size} codes cannot train nlist={nlist} lists; use "
+                                "faiss-binary-flat for a gallery this small")
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, nlist)
+        index.cp.seed = seed
+        # k-means on a sample of at most 256 codes a list (FAISS's own ceiling), drawn with the seed
+        sample = codes if size <= 256 * nlist else codes[np.random.default_rng(seed).choice(size, 256 * nlist, replace=False)]
+        index.train(sample)
+        index.add(codes)
+        return cls(index, bits, nprobe)
+
+    @classmethod
+    def load(cls, folder: Path, nprobe: int = 32) -> "FaissBinaryIVFIndex":
+        index = cls._read(folder)
+        return cls(index, int(index.d), nprobe)
+
+    def vectors(self) -> np.ndarray:
+        self.index.make_direct_map()
+        return super().vectors()
+
+    def _wrapped(self, index):
+        return type(self)(index, self.bits, self.index.nprobe)
