@@ -5,6 +5,7 @@ p99 latency, batched queries/s and recall@10 against exact Hamming, for the bina
     python -m benchmarks.hash_scale [--sizes 1000000,10000000] [--threads 2] [--out docs/hash_scale.json]
 
 Codes: a seeded mixture of 1,000 random 64-bit centres, each bit of an item flipped with probability 0.1
+(`--flip`; 0.25 makes the clusters overlap)
 (codes of one label set sit close; uniform random codes would have no neighbours to find); 1,000 queries
 drawn alike. Each backend is built in a child process of its own, so its resident memory (VmRSS after the
 build minus before it: the Python, NumPy and FAISS start-up footprint measured apart) is its own; the ids
@@ -31,6 +32,9 @@ QUERIES = 1000
 CENTRES = 1000
 
 
+FLIP = [0.1]  # the chance of each bit of an item differing from its centre (--flip)
+
+
 def clustered_codes(count: int, seed: int) -> np.ndarray:
     """(count, 8) uint8 packed 64-bit codes, in chunks (10M items never exist as 64 bytes each)."""
     rng = np.random.default_rng(seed)
@@ -38,7 +42,7 @@ def clustered_codes(count: int, seed: int) -> np.ndarray:
     out = np.empty((count, BITS // 8), dtype=np.uint8)
     for start in range(0, count, 1_000_000):
         n = min(1_000_000, count - start)
-        flips = np.packbits(rng.random((n, BITS)) < 0.1, axis=1)
+        flips = np.packbits(rng.random((n, BITS)) < FLIP[0], axis=1)
         out[start : start + n] = centres[rng.integers(0, CENTRES, n)] ^ flips
     return out
 
@@ -122,19 +126,21 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nprobe", default="8,16,32,64")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--flip", type=float, default=0.1, help="bit-flip chance around a centre (0.25: harder)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"))
     args = parser.parse_args()
     nprobes = [int(v) for v in args.nprobe.split(",")]
+    FLIP[0] = args.flip
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.threads, nprobes)))
         return 0
-    report = {"bits": BITS, "queries": QUERIES, "threads": args.threads, "runs": []}
+    report = {"bits": BITS, "queries": QUERIES, "threads": args.threads, "flip": args.flip, "runs": []}
     for size in [int(v) for v in args.sizes.split(",")]:
-        truth = Path(f"/tmp/hash_scale_truth_{size}.npy")
+        truth = Path(f"/tmp/hash_scale_truth_{size}_{args.flip}.npy")
         kinds = ["faiss-binary-flat", "faiss-binary-ivf"] + (["faiss-binary-hnsw", "faiss-flat"] if size <= 1_000_000 else [])
         for kind in kinds:  # binary-flat first: its answers are the exact truth of the others
             done = subprocess.run([sys.executable, "-m", "benchmarks.hash_scale", "--child", kind, str(size),
-                                   "--threads", str(args.threads), "--nprobe", args.nprobe],
+                                   "--threads", str(args.threads), "--nprobe", args.nprobe, "--flip", str(args.flip)],
                                   capture_output=True, text=True, env={**os.environ, "HASH_SCALE_TRUTH": str(truth)})
             if done.returncode:
                 raise SystemExit(done.stderr[-3000:])

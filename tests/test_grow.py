@@ -140,12 +140,12 @@ def _digest(folder: Path) -> dict:
 def test_an_add_that_fails_while_writing_leaves_the_old_index_whole(trained_run, tiny_data_dir, tmp_path, monkeypatch):
     folder = _split_index(trained_run, tiny_data_dir, tmp_path / "idx", "faiss-flat")
     before = _digest(folder)
-    import semshare.search.grow as grow
+    import semshare.search.gallery as gallery
 
     def failing_write(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(grow, "write_files_manifest", failing_write)
+    monkeypatch.setattr(gallery, "write_files_manifest", failing_write)  # the index writer's last step
     with pytest.raises(OSError):
         add_to_index(folder, rows=[int(r) for r in open_dataset(tiny_data_dir).splits["test"]])
     assert _digest(folder) == before and not list(tmp_path.glob(".idx*"))

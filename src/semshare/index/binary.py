@@ -19,6 +19,7 @@ import numpy as np
 
 from semshare.errors import SemshareError
 from semshare.index.base import BackendParameter, check_queries, pad_results
+from semshare.index.faiss_backend import read_faiss_file
 from semshare.registry import INDEX_BACKENDS
 
 BINARY_FILE = "index_binary.faiss"
@@ -68,16 +69,7 @@ class _BinaryIndex:
 
     @staticmethod
     def _read(folder: Path):
-        import faiss
-
-        path = Path(folder) / BINARY_FILE
-        if not path.exists():
-            raise SemshareError(f"{path}: missing; the index folder is incomplete (rebuild it with `semshare index build`)")
-        try:
-            return faiss.read_index_binary(str(path))
-        except RuntimeError as exc:
-            raise SemshareError(f"{path}: index: expected a FAISS binary index file, found an unreadable one "
-                                f"({str(exc).strip().splitlines()[-1][:100]}); rebuild it") from None
+        return read_faiss_file(Path(folder) / BINARY_FILE, binary=True)
 
 
 @INDEX_BACKENDS.register("faiss-binary-flat")

@@ -20,6 +20,20 @@ from semshare.registry import INDEX_BACKENDS
 INDEX_FILE = "index.faiss"
 
 
+def read_faiss_file(path: Path, binary: bool = False):
+    """A FAISS index file (float or binary), or one SemshareError naming it."""
+    import faiss
+
+    if not path.exists():
+        raise SemshareError(f"{path}: missing; the index folder is incomplete (rebuild it with `semshare index build`)")
+    try:
+        return faiss.read_index_binary(str(path)) if binary else faiss.read_index(str(path))
+    except RuntimeError as exc:  # faiss reports a truncated or foreign file as a RuntimeError
+        kind = "a FAISS binary index file" if binary else "a FAISS index file"
+        raise SemshareError(f"{path}: index: expected {kind}, found an unreadable one "
+                            f"({str(exc).strip().splitlines()[-1][:100]}); rebuild it with `semshare index build`") from None
+
+
 class _FaissIndex:
     kind = ""
 
@@ -78,16 +92,7 @@ class _FaissIndex:
 
     @staticmethod
     def _read(folder: Path):
-        import faiss
-
-        path = Path(folder) / INDEX_FILE
-        if not path.exists():
-            raise SemshareError(f"{path}: missing; the index folder is incomplete (rebuild it with `semshare index build`)")
-        try:
-            return faiss.read_index(str(path))
-        except RuntimeError as exc:  # faiss reports a truncated or foreign file as a RuntimeError
-            raise SemshareError(f"{path}: index: expected a FAISS index file, found an unreadable one "
-                                f"({str(exc).strip().splitlines()[-1][:100]}); rebuild it with `semshare index build`") from None
+        return read_faiss_file(Path(folder) / INDEX_FILE)
 
 
 @INDEX_BACKENDS.register("faiss-flat")

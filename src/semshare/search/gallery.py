@@ -226,17 +226,24 @@ def build_gallery(run: Run, side: str, out_dir: str | Path, kind: str = "faiss-f
     records = item_records_of(run.dataset, side, table.ids, item_rows)
     manifest.weak_threshold = weak_threshold_of(run)
     captions = _caption_vectors(run, rows, table.ids, batch_size) if side == "image" else None
+    write_index_folder(out_dir, backend, table.ids, records, manifest, captions, overwrite)
+    return manifest
+
+
+def write_index_folder(out_dir: Path, backend, ids: np.ndarray, records: list[dict], manifest: IndexManifest,
+                       captions: dict | None = None, overwrite: bool = False) -> None:
+    """The one writer of an index folder (build, photos, add / remove): atomic, files.json last;
+    `captions`: {"vectors", "positions"} tensors of an image gallery's captions, or None."""
     with atomic_directory(out_dir, overwrite=overwrite, replaces=MANIFEST) as tmp:
         backend.save(tmp)
         if captions is not None:
             (tmp / CAPTIONS_FILE).write_bytes(safetensors_bytes(captions))
-        np.save(tmp / "ids.npy", np.asarray(table.ids, dtype=np.int64))
+        np.save(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
         with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record) + "\n")
         atomic_write_json(tmp / MANIFEST, asdict(manifest))
         write_files_manifest(tmp)
-    return manifest
 
 
 CAPTIONS_FILE = "caption_vectors.safetensors"

@@ -19,7 +19,6 @@ its next batch of queries on (search/service.py).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from semshare.errors import SemshareError
-from semshare.fileio import atomic_directory, atomic_write_json, folder_lock, safetensors_bytes, write_files_manifest
+from semshare.fileio import folder_lock
 from semshare.index.base import build_backend, normalize_rows
-from semshare.search.gallery import CAPTIONS_FILE, MANIFEST, Index, IndexManifest, item_records_of
+from semshare.search.gallery import Index, IndexManifest, item_records_of, write_index_folder
 
 
 def add_to_index(folder: str | Path, *, images_dir: str | Path | None = None, captions_file: str | Path | None = None,
@@ -167,16 +166,8 @@ def _write(index: Index, backend, ids: np.ndarray, items: list[dict], caption_ve
     manifest = IndexManifest(**{**asdict(index.manifest), "size": backend.size, "bytes_per_item": bytes_per_item(backend),
                                 "generation": index.manifest.generation + 1,
                                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    with atomic_directory(index.folder, overwrite=True) as tmp:
-        backend.save(tmp)
-        if caption_vectors is not None:
-            (tmp / CAPTIONS_FILE).write_bytes(safetensors_bytes({
-                "vectors": torch.from_numpy(np.ascontiguousarray(caption_vectors[0], dtype=np.float32)),
-                "positions": torch.from_numpy(np.ascontiguousarray(caption_vectors[1], dtype=np.int64))}))
-        np.save(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
-        with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:
-            for record in items:
-                handle.write(json.dumps(record) + "\n")
-        atomic_write_json(tmp / MANIFEST, asdict(manifest))
-        write_files_manifest(tmp)
+    captions = None if caption_vectors is None else {
+        "vectors": torch.from_numpy(np.ascontiguousarray(caption_vectors[0], dtype=np.float32)),
+        "positions": torch.from_numpy(np.ascontiguousarray(caption_vectors[1], dtype=np.int64))}
+    write_index_folder(index.folder, backend, ids, items, manifest, captions, overwrite=True)
     return manifest

@@ -14,16 +14,14 @@ The optional captions file is JSON lines of {"file_name" (relative to DIR), "cap
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from semshare.errors import DataFormatError
-from semshare.fileio import atomic_directory, atomic_write_json, json_line, write_files_manifest
+from semshare.fileio import json_line
 from semshare.index import build_backend
 from semshare.training.finished_run import Run
 from semshare.training.run_folder import recorded_paths
@@ -104,7 +102,8 @@ def photo_items(run: Run, files: list[Path], images_dir: Path, captions_file: st
 def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, captions_file: str | Path | None = None,
                         kind: str = "faiss-flat", params: dict | None = None, overwrite: bool = False):
     """Embed a folder of new photos with a trained run and write an index folder (module docstring)."""
-    from semshare.search.gallery import MANIFEST, IndexManifest, bytes_per_item, run_record, weak_threshold_of
+    from semshare.search.gallery import (IndexManifest, bytes_per_item, run_record, weak_threshold_of,
+                                        write_index_folder)
 
     images_dir = Path(images_dir).resolve()
     files = photo_files(images_dir)
@@ -118,14 +117,7 @@ def build_photo_gallery(run: Run, images_dir: str | Path, out_dir: str | Path, c
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **paths, **run_record(run),
                              bytes_per_item=bytes_per_item(backend))
     manifest.weak_threshold = weak_threshold_of(run) if run.dataset is not None else -1.0
-    with atomic_directory(out_dir, overwrite=overwrite, replaces=MANIFEST) as tmp:
-        backend.save(tmp)
-        np.save(tmp / "ids.npy", np.arange(len(files), dtype=np.int64))
-        with open(tmp / "items.jsonl", "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
-        atomic_write_json(tmp / MANIFEST, asdict(manifest))
-        write_files_manifest(tmp)
+    write_index_folder(out_dir, backend, np.arange(len(files), dtype=np.int64), records, manifest, None, overwrite)
     if not run.capabilities.label_classifier:
         logger.warning("%s reads no labels (no label classifier): the photos carry only the labels given", run.cfg.name)
     return manifest
