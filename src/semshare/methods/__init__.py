@@ -6,7 +6,7 @@ runs is a recipe, `configs/method/NAME.yaml` (a registered method + its settings
 decided above, in `semshare.experiments.paper`.
 """
 
-from semshare.methods import (cca, dcca, dscmr, jfssl, label_gcn, lcfs, ridge, scml,  # noqa: F401
+from semshare.methods import (cca, dcca, dcmh, dscmr, jfssl, label_gcn, lcfs, ridge, scml,  # noqa: F401
                               semantic_sharing, vilbert)
 
 # what `semshare train` runs without --method, and the registered method behind it (named in registry.py)

@@ -7,6 +7,7 @@ per code length B, two ways:
               embeddings centred, reduced to B dimensions by PCA (B above the embedding size: a seeded
               Gaussian lift instead), then the orthogonal rotation R that minimises ||sign(V R) - V R||^2,
               alternating the codes and an SVD for R (50 iterations); one projection for both modalities.
+  sign:       the embedding's own signs, for a run whose outputs are a hash layer's (DCMH), bits = its size.
   supervised: one linear hash layer per modality (image, text), trained with the label likelihood of the
               DCMH family (Jiang & Li, CVPR 2017) on the embeddings: theta_ij = 1/2 f_i . g_j, loss
               log(1 + e^theta) - s_ij theta (s_ij = 1 when the two items share a label), plus a quantisation
@@ -33,13 +34,13 @@ from semshare.fileio import (atomic_directory, atomic_write_json, read_json_obje
 
 logger = logging.getLogger(__name__)
 HASH_DIR = "hash"
-HASH_KINDS = ("itq", "supervised")
+HASH_KINDS = ("itq", "supervised", "sign")  # sign: the embedding's own signs (a hashing method's outputs)
 
 
 @dataclass(frozen=True)
 class HashConfig:
     bits: tuple = (16, 32, 64, 128)
-    kinds: tuple = HASH_KINDS  # the candidates, chosen per code length on validation
+    kinds: tuple = ("itq", "supervised")  # the candidates, chosen per code length on validation
     itq_iterations: int = 50
     epochs: int = 60
     batch_size: int = 256
@@ -167,7 +168,14 @@ def fit_hash_stage(run, run_dir: str | Path, cfg: HashConfig = HashConfig(), ove
     for bits in cfg.bits:
         candidates = {}
         for kind in cfg.kinds:
-            if kind == "itq":  # one rotation for both sides: the run's embeddings share a space
+            if kind == "sign":  # the run's outputs are its codes already (DCMH): no projection
+                dim = train[0].shape[1]
+                if bits != dim:
+                    raise SemshareError(f"--set kinds=[sign]: the codes are the embedding's {dim} signs; "
+                                        f"found bits {bits} (give bits=[{dim}])")
+                identity = (np.eye(dim), np.zeros(dim))
+                projection = HashProjection(identity, identity)
+            elif kind == "itq":  # one rotation for both sides: the run's embeddings share a space
                 weight, bias = fit_itq(np.concatenate([train[0], train[2]]), bits, cfg.itq_iterations, cfg.seed)
                 projection = HashProjection((weight, bias), (weight, bias))
             else:
