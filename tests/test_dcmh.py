@@ -9,25 +9,26 @@ import pytest
 import torch
 
 from semshare.cli.main import main
-from semshare.methods.dcmh import dcmh_loss
+from semshare.methods.dcmh import dcmh_side_loss
 
 
 def test_the_objective_terms_match_their_definitions_and_give_gradients():
     torch.manual_seed(0)
-    f, g = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8, requires_grad=True)
-    labels = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 1], [1, 1], [0, 1]], dtype=torch.float32)
-    terms = dcmh_loss(f, g, labels, gamma=0.5, eta=2.0)
-    similar = (labels @ labels.T > 0).float()
-    theta = 0.5 * f @ g.T
+    f = torch.randn(4, 8, requires_grad=True)
+    g_all, f_rest = torch.randn(10, 8), torch.randn(8)
+    codes = torch.sign(torch.randn(4, 8))
+    similar = (torch.rand(4, 10) < 0.4).float()
+    terms = dcmh_side_loss(f, g_all, codes, similar, f_rest, gamma=0.5, eta=2.0, total_items=10)
+    theta = 0.5 * f.detach() @ g_all.T
     naive = sum(float(np.log1p(np.exp(theta[i, j].item())) - similar[i, j] * theta[i, j].item())
-                for i in range(6) for j in range(6)) / 36
+                for i in range(4) for j in range(10)) / 40
     assert terms["likelihood"].item() == pytest.approx(naive, rel=1e-5)
-    codes = torch.sign(f + g).detach()
-    assert terms["quantisation"].item() == pytest.approx((((codes - f) ** 2).mean() + ((codes - g) ** 2).mean()).item())
+    assert terms["quantisation"].item() == pytest.approx(((codes - f.detach()) ** 2).sum().item() / 40, rel=1e-6)
+    assert terms["balance"].item() == pytest.approx(((f.detach().sum(0) + f_rest) ** 2).sum().item() / 40, rel=1e-6)
     assert terms["loss"].item() == pytest.approx(terms["likelihood"].item() + 0.5 * terms["quantisation"].item()
                                                 + 2.0 * terms["balance"].item(), rel=1e-6)
     terms["loss"].backward()
-    assert f.grad is not None and torch.isfinite(f.grad).all() and g.grad.abs().sum() > 0
+    assert f.grad is not None and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
 
 
 def test_dcmh_learns_and_its_signs_are_its_codes(tiny_data_dir, tmp_path, capsys):

@@ -6,9 +6,11 @@ B = sign(F + G) in training and sign(F) / sign(G) at retrieval. The objective (t
   J = - sum_ij (S_ij theta_ij - log(1 + e^theta_ij))  +  gamma (||B - F||^2 + ||B - G||^2)
       +  eta (||F^T 1||^2 + ||G^T 1||^2),        theta_ij = 1/2 F_i . G_j,  S_ij = 1: i and j share a label
 
-alternating F, G and B. Here the networks are trained by the one loop, so the alternation is per batch:
-B = sign(F + G) for the batch (the paper's closed-form B step, detached), then one gradient step on F and
-G together; the sums are means (over pairs, items and bits), so gamma and eta do not scale with the batch.
+alternating F, G and B. As the authors' code does it, per batch: F and G of every training item are kept
+(buffers, updated with each batch's outputs, so a checkpoint resumes exactly), a batch's theta is taken
+against all of the other modality's stored outputs, B = sign(F + G) for the batch's items (the closed-form B
+step), and the sums are divided by N * n (training items x batch): the likelihood over n x N pairs then
+outweighs the quantisation of the batch, as in the paper's full-data objective.
 Inputs are the pooled features every two-tower method reads (the mean of an image's regions or its global
 feature; the text vector or the mean of a caption's word vectors), in place of the paper's CNN-F on pixels
 and bag-of-words MLP. Its real-valued outputs are its embedding (cosine retrieval, the usual tables); its
@@ -22,11 +24,10 @@ from typing import Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from semshare.data.batches import Batch
-from semshare.methods.base import NOTHING_FITTED, WORD_VECTORS, InputConfig, ModelSpec, TrainedMethod
+from semshare.methods.base import NOTHING_FITTED, WORD_VECTORS, FitContext, InputConfig, ModelSpec, TrainedMethod
 from semshare.models.pooled_inputs import PooledInputs
 from semshare.registry import METHODS
 
@@ -40,17 +41,18 @@ class DCMHConfig:
     dropout: float = 0.0
 
 
-def dcmh_loss(f: torch.Tensor, g: torch.Tensor, labels: torch.Tensor, gamma: float, eta: float) -> dict[str, torch.Tensor]:
-    """The three terms of DCMH's objective for one batch of paired items, each a mean."""
-    similar = (labels @ labels.T > 0).float()
-    theta = 0.5 * f @ g.T
-    likelihood = (F.softplus(theta) - similar * theta).mean()
-    codes = torch.sign(f + g).detach()
-    codes = torch.where(codes == 0, torch.ones_like(codes), codes)
-    quantisation = ((codes - f) ** 2).mean() + ((codes - g) ** 2).mean()
-    balance = (f.mean(0) ** 2).mean() + (g.mean(0) ** 2).mean()
-    return {"likelihood": likelihood, "quantisation": quantisation, "balance": balance,
-            "loss": likelihood + gamma * quantisation + eta * balance}
+def dcmh_side_loss(out: torch.Tensor, other_all: torch.Tensor, codes: torch.Tensor, similar: torch.Tensor,
+                   out_all_sum: torch.Tensor, gamma: float, eta: float, total_items: int) -> dict[str, torch.Tensor]:
+    """One modality's DCMH loss for a batch: `out` (n, B) its outputs, `other_all` (N, B) the other
+    modality's stored outputs, `codes` (n, B) the batch's B, `similar` (n, N) S, `out_all_sum` (B,) the sum
+    of this modality's stored outputs over the items outside the batch; divided by N * n."""
+    theta = 0.5 * out @ other_all.T
+    likelihood = (torch.nn.functional.softplus(theta) - similar * theta).sum()
+    quantisation = ((codes - out) ** 2).sum()
+    balance = ((out.sum(0) + out_all_sum) ** 2).sum()
+    scale = float(total_items * len(out))
+    return {"likelihood": likelihood / scale, "quantisation": quantisation / scale, "balance": balance / scale,
+            "loss": (likelihood + gamma * quantisation + eta * balance) / scale}
 
 
 @METHODS.register("dcmh")
@@ -66,10 +68,24 @@ class DCMH(TrainedMethod):
             raise ConfigError(f"model.bits: expected an integer in 1..1024, found {cfg.bits!r}")
         super().check_config(cfg)
 
+    @classmethod
+    def fit_inputs(cls, cfg: DCMHConfig, context: FitContext) -> dict[str, np.ndarray]:
+        """The training rows and their labels: S of a batch against every training item."""
+        rows = np.sort(np.asarray(context.train_rows, dtype=np.int64))
+        return {"dcmh_rows": rows, "dcmh_labels": np.asarray(context.dataset.labels, dtype=np.float32)[rows]}
+
     def __init__(self, cfg: DCMHConfig, spec: ModelSpec, inputs: InputConfig,
                  fitted: Mapping[str, np.ndarray] = NOTHING_FITTED):
         super().__init__()
         self.cfg, self.spec = cfg, spec
+        rows = np.asarray(fitted.get("dcmh_rows", np.zeros(0, np.int64)), dtype=np.int64)
+        labels = np.asarray(fitted.get("dcmh_labels", np.zeros((0, spec.num_labels), np.float32)), dtype=np.float32)
+        self.register_buffer("train_rows", torch.from_numpy(rows.copy()), persistent=False)
+        self.register_buffer("train_labels", torch.from_numpy(labels.copy()), persistent=False)
+        # every training item's latest outputs (the paper's F and G), saved with the checkpoint
+        generator = torch.Generator().manual_seed(0)
+        self.register_buffer("f_all", 0.01 * torch.randn(len(rows), cfg.bits, generator=generator))
+        self.register_buffer("g_all", 0.01 * torch.randn(len(rows), cfg.bits, generator=generator))
         self.inputs = PooledInputs(inputs.text, spec.vocab_size, spec.word_dim, spec.text_dim,
                                    fitted.get(WORD_VECTORS))
         self.img_net = nn.Sequential(nn.Linear(spec.region_dim, cfg.hidden_dim), nn.ReLU(), nn.Dropout(cfg.dropout),
@@ -84,4 +100,21 @@ class DCMH(TrainedMethod):
         return self.txt_net(self.inputs.text(batch)).float()
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return dcmh_loss(self.encode_image(batch), self.encode_text(batch), batch.labels, self.cfg.gamma, self.cfg.eta)
+        if len(self.train_rows) == 0:
+            raise RuntimeError("DCMH was built without its training rows (fit_inputs)")
+        f, g = self.encode_image(batch), self.encode_text(batch)
+        positions = torch.searchsorted(self.train_rows, batch.img_rows)  # the batch's items among the training rows
+        with torch.no_grad():
+            self.f_all[positions], self.g_all[positions] = f.detach(), g.detach()
+            codes = torch.sign(self.f_all[positions] + self.g_all[positions])
+            codes[codes == 0] = 1
+            similar = ((batch.labels @ self.train_labels.T) > 0).float()
+            f_rest = self.f_all.sum(0) - self.f_all[positions].sum(0)
+            g_rest = self.g_all.sum(0) - self.g_all[positions].sum(0)
+        total = len(self.train_rows)
+        image = dcmh_side_loss(f, self.g_all, codes, similar, f_rest, self.cfg.gamma, self.cfg.eta, total)
+        text = dcmh_side_loss(g, self.f_all, codes, similar, g_rest, self.cfg.gamma, self.cfg.eta, total)
+        losses = {f"{name}_{side}": value for side, terms in (("image", image), ("text", text))
+                  for name, value in terms.items() if name != "loss"}
+        losses["loss"] = image["loss"] + text["loss"]
+        return losses
