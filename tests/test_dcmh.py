@@ -24,7 +24,7 @@ def test_the_objective_terms_match_their_definitions_and_give_gradients():
                 for i in range(4) for j in range(10)) / 40
     assert terms["likelihood"].item() == pytest.approx(naive, rel=1e-5)
     assert terms["quantisation"].item() == pytest.approx(((codes - f.detach()) ** 2).sum().item() / 40, rel=1e-6)
-    assert terms["balance"].item() == pytest.approx(((f.detach().sum(0) + f_rest) ** 2).sum().item() / 40, rel=1e-6)
+    assert terms["balance"].item() == pytest.approx((f.detach().sum(0) ** 2).sum().item() / 4 / 40, rel=1e-6)
     assert terms["loss"].item() == pytest.approx(terms["likelihood"].item() + 0.5 * terms["quantisation"].item()
                                                 + 2.0 * terms["balance"].item(), rel=1e-6)
     terms["loss"].backward()

@@ -10,8 +10,12 @@ alternating F, G and B. As the authors' code does it, per batch: F and G of ever
 (buffers, updated with each batch's outputs, so a checkpoint resumes exactly), a batch's theta is taken
 against all of the other modality's stored outputs, B = sign(F + G) for the batch's items (the closed-form B
 step), and the sums are divided by N * n (training items x batch): the likelihood over n x N pairs then
-outweighs the quantisation of the batch, as in the paper's full-data objective.
-Inputs are the pooled features every two-tower method reads (the mean of an image's regions or its global
+outweighs the quantisation of the batch, as in the paper's full-data objective. The bit balance is the
+batch's own (||F_batch^T 1||^2 / n): a sum over all N stored outputs, constants for this step, outweighed
+everything a batch can move and diverged on coco_2k (the loss grew 1,000-fold in 20 epochs).
+The outputs go through tanh (as in the family's later
+code, e.g. SSAH): on pooled features of arbitrary scale, unbounded outputs make theta and the bit-balance
+sum explode. Inputs are the pooled features every two-tower method reads (the mean of an image's regions or its global
 feature; the text vector or the mean of a caption's word vectors), in place of the paper's CNN-F on pixels
 and bag-of-words MLP. Its real-valued outputs are its embedding (cosine retrieval, the usual tables); its
 codes come with `semshare fit-hash RUN --set kinds=[sign] --set bits=[B]` (the signs, no projection).
@@ -49,7 +53,9 @@ def dcmh_side_loss(out: torch.Tensor, other_all: torch.Tensor, codes: torch.Tens
     theta = 0.5 * out @ other_all.T
     likelihood = (torch.nn.functional.softplus(theta) - similar * theta).sum()
     quantisation = ((codes - out) ** 2).sum()
-    balance = ((out.sum(0) + out_all_sum) ** 2).sum()
+    # bit balance over the batch (the batch's share of ||F^T 1||^2): the stored outputs of other items are
+    # constants here, and a sum over all N of them outweighs anything one batch can move
+    balance = (out.sum(0) ** 2).sum() / len(out)
     scale = float(total_items * len(out))
     return {"likelihood": likelihood / scale, "quantisation": quantisation / scale, "balance": balance / scale,
             "loss": (likelihood + gamma * quantisation + eta * balance) / scale}
@@ -94,10 +100,10 @@ class DCMH(TrainedMethod):
                                      nn.Linear(cfg.hidden_dim, cfg.bits))
 
     def encode_image(self, batch: Batch) -> torch.Tensor:
-        return self.img_net(self.inputs.image(batch)).float()
+        return torch.tanh(self.img_net(self.inputs.image(batch))).float()
 
     def encode_text(self, batch: Batch) -> torch.Tensor:
-        return self.txt_net(self.inputs.text(batch)).float()
+        return torch.tanh(self.txt_net(self.inputs.text(batch))).float()
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         if len(self.train_rows) == 0:
