@@ -19,7 +19,7 @@ import numpy as np
 
 from semshare.errors import SemshareError
 from semshare.index.base import BackendParameter, check_queries, pad_results
-from semshare.index.faiss_backend import read_faiss_file
+from semshare.index.faiss_backend import HNSW_PARAMETERS, read_faiss_file
 from semshare.registry import INDEX_BACKENDS
 
 BINARY_FILE = "index_binary.faiss"
@@ -97,9 +97,7 @@ class FaissBinaryFlatIndex(_BinaryIndex):
 class FaissBinaryHNSWIndex(_BinaryIndex):
     kind = "faiss-binary-hnsw"
     summary = "approximate: an HNSW graph over binary codes (--ranking hash:BITS)"
-    parameters = {"m": BackendParameter(2, 256, help="graph degree"),
-                  "ef_construction": BackendParameter(1, 100_000, help="beam width while building"),
-                  "ef_search": BackendParameter(1, 100_000, search_time=True, help="beam width per query")}
+    parameters = HNSW_PARAMETERS
 
     def __init__(self, index, bits: int, ef_search: int = 128):
         super().__init__(index, bits)

@@ -20,6 +20,12 @@ from semshare.registry import INDEX_BACKENDS
 INDEX_FILE = "index.faiss"
 
 
+# the graph's parameters, float or binary codes alike
+HNSW_PARAMETERS = {"m": BackendParameter(2, 256, help="graph degree"),
+                   "ef_construction": BackendParameter(1, 100_000, help="beam width while building"),
+                   "ef_search": BackendParameter(1, 100_000, search_time=True, help="beam width per query")}
+
+
 def read_faiss_file(path: Path, binary: bool = False):
     """A FAISS index file (float or binary), or one SemshareError naming it."""
     import faiss
@@ -118,9 +124,7 @@ class FaissFlatIndex(_FaissIndex):
 class FaissHNSWIndex(_FaissIndex):
     kind = "faiss-hnsw"
     summary = "approximate: HNSW graph search, for large galleries"
-    parameters = {"m": BackendParameter(2, 256, help="graph degree"),
-                  "ef_construction": BackendParameter(1, 100_000, help="beam width while building"),
-                  "ef_search": BackendParameter(1, 100_000, search_time=True, help="beam width per query")}
+    parameters = HNSW_PARAMETERS
 
     def __init__(self, index, ef_search: int):
         super().__init__(index)
