@@ -230,20 +230,37 @@ SYNTHETIC = ["make-synthetic", "out", "--preset", "tiny"]
 TRAIN_OUT = ["--out", "out", "--method", "ridge", "--threads", "1"]
 
 
-@pytest.mark.parametrize("pair", ["make-synthetic twice", "make-synthetic and train", "train twice"])
+@pytest.mark.parametrize("pair", ["make-synthetic twice", "make-synthetic and train", "train twice",
+                                  "import coco twice", "index build twice", "index build and make-synthetic"])
 def test_two_writers_of_one_folder_one_succeeds_the_other_is_refused_nothing_mixed(tiny_data_dir, tmp_path, pair):
     train = ["train", "--data", str(tiny_data_dir), *TRAIN_OUT]
-    first, second = {"make-synthetic twice": (SYNTHETIC, SYNTHETIC), "make-synthetic and train": (SYNTHETIC, train),
-                     "train twice": (train, train)}[pair]
+    commands = {"make-synthetic twice": (SYNTHETIC, SYNTHETIC), "make-synthetic and train": (SYNTHETIC, train),
+                "train twice": (train, train)}
+    if "coco" in pair:
+        from test_importers import write_coco
+
+        caps, inst, _ = write_coco(tmp_path, list(range(1, 400)))
+        coco = ["import", "coco", "--captions", str(caps), "--instances", str(inst), "--out", "out"]
+        commands[pair] = (coco, coco)
+    if "index" in pair:
+        run = _train(tiny_data_dir, tmp_path / "run")
+        index = ["index", "build", str(run), "--side", "text", "--out", "out", "--threads", "1"]
+        commands[pair] = (index, index) if pair == "index build twice" else (index, SYNTHETIC)
+    first, second = commands[pair]
     codes = _cli_pair(first, second, tmp_path)
     assert sorted(codes) == [0, 2], codes
     out = tmp_path / "out"
     names = {p.name for p in out.iterdir()}
-    is_dataset, is_run = "meta.json" in names, "config.yaml" in names
-    assert is_dataset != is_run, sorted(names)  # one kind of folder, whole
+    kinds = [marker for marker in ("meta.json", "config.yaml", "manifest.json") if marker in names]
+    assert len(kinds) == 1, sorted(names)  # one kind of folder, whole
     winner = [first, second][codes.index(0)]
-    assert is_dataset == (winner[0] == "make-synthetic")
-    if is_run:
+    expected = {"make-synthetic": "meta.json", "import": "meta.json", "train": "config.yaml", "index": "manifest.json"}
+    assert kinds[0] == expected[winner[0]]
+    if kinds[0] == "manifest.json":
+        from semshare.search.gallery import load_index
+
+        load_index(out)
+    elif kinds[0] == "config.yaml":
         from semshare.training.experiment import load_run
 
         load_run(out)
