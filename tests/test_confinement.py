@@ -308,7 +308,7 @@ def test_sigterm_stops_training_in_one_line_and_the_run_resumes(tiny_data_dir, t
     import time
 
     run = tmp_path / "run"
-    args = ["train", "--data", str(tiny_data_dir), "--out", str(run), "--threads", "1", "--set", "train.epochs=40",
+    args = ["train", "--data", str(tiny_data_dir), "--out", str(run), "--threads", "1", "--set", "train.epochs=15",
             "--set", "train.patience=0", "--set", "train.progress=false", "--set", "models.semantic_sharing.dim=16",
             "--set", "models.semantic_sharing.heads=2", "--set", "text.word_dim=8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -323,7 +323,7 @@ def test_sigterm_stops_training_in_one_line_and_the_run_resumes(tiny_data_dir, t
     done = subprocess.run([sys.executable, "-m", "semshare.cli", *args, "--resume"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads((run / "last" / "state.json").read_text())["epoch"] == 40
+    assert json.loads((run / "last" / "state.json").read_text())["epoch"] == 15
 
 
 def test_overwrite_replaces_only_a_folder_of_its_own_kind(tiny_data_dir, tmp_path, capsys):
