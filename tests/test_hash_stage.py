@@ -126,3 +126,16 @@ def test_an_index_of_codes_is_built_searched_and_served(ridge_run, tiny_data_dir
     assert main(["index", "build", str(ridge_run), "--side", "image", "--ranking", "hash:24", "--kind",
                  "faiss-binary-flat", "--out", str(tmp_path / "none")]) == 2
     assert "no 24-bit codes" in capsys.readouterr().err
+
+
+def test_evaluate_scores_a_runs_codes_as_fit_hash_reported(ridge_run, capsys):
+    if not (ridge_run / "hash").exists():
+        assert main(["fit-hash", str(ridge_run), "--set", "bits=[8,16]", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(ridge_run), "--ranking", "hash:16"]) == 0
+    printed = capsys.readouterr().out
+    assert "hash:16: Hamming ranking on the test split" in printed
+    table = json.loads((ridge_run / "eval_test_hash16.json").read_text())
+    record = json.loads((ridge_run / "hash" / "hash.json").read_text())
+    assert table["ave/mAP@all"] == pytest.approx(record["test"]["16"]["ave/mAP@all"], abs=1e-12)
+    assert 0 <= table["ave/P@r2"] <= 1

@@ -109,6 +109,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     set_threads(args)
     run = load_run_of(args)
     protocol, spec = protocol_from_args(args)
+    if run.ranking.startswith("hash:"):  # binary codes: Hamming ranking, ties scored exactly
+        from semshare.training.hash_stage import evaluate_codes
+
+        table = evaluate_codes(run, run.dataset.split(args.split))
+        print(f"{run.ranking}: Hamming ranking on the {args.split} split (its rows are queries and gallery)")
+        for key, value in table.items():
+            print(f"{key:<14}  {100 * value:6.2f}")
+        from semshare.fileio import atomic_write_json
+
+        atomic_write_json(args.json or args.run_dir / f"eval_{args.split}_{run.ranking.replace(':', '')}.json", table)
+        return 0
     table, _ = evaluate_run(run, protocol, spec)
     print_table(table, args.json or args.run_dir / f"eval_{args.split}.json")
     return 0

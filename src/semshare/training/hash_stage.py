@@ -267,3 +267,24 @@ class HashRanking:
 
     def image_queries(self, regions, mask, global_features, emb):
         return self._side(emb, "image")
+
+
+def evaluate_codes(run, rows: np.ndarray, radius: int = 2) -> dict[str, float]:
+    """A run ranking by its codes (`hash:BITS`), scored on `rows` (queries and gallery) under Hamming
+    ranking: I2T / T2I / Ave mAP@all (ties: their exact expectation) and precision within `radius`."""
+    from semshare.evaluation.hamming import precision_within_radius
+
+    bits = hash_bits_of(run.ranking)
+    if bits is None:
+        raise SemshareError(f"codes are scored for a run loaded with ranking hash:BITS, not {run.ranking!r}")
+    img_emb, img_labels, txt_emb, txt_labels = split_embeddings(run, rows)
+    img_codes, txt_codes = binary_codes(img_emb), binary_codes(txt_emb)  # the projections' signs
+    relevant = (np.asarray(img_labels, dtype=np.float64) @ np.asarray(txt_labels, dtype=np.float64).T) > 0
+    table = {}
+    for direction, distances, truth in (("i2t", hamming_distances(img_codes, txt_codes), relevant),
+                                        ("t2i", hamming_distances(txt_codes, img_codes), relevant.T)):
+        table[f"{direction}/mAP@all"] = float(hamming_average_precision(distances, truth, bits).mean())
+        table[f"{direction}/P@r{radius}"] = float(precision_within_radius(distances, truth, radius).mean())
+    for metric in ("mAP@all", f"P@r{radius}"):
+        table[f"ave/{metric}"] = (table[f"i2t/{metric}"] + table[f"t2i/{metric}"]) / 2
+    return table
