@@ -47,3 +47,29 @@ def test_dcmh_learns_and_its_signs_are_its_codes(tiny_data_dir, tmp_path, capsys
     assert set(record["validation"]["16"]) == {"sign", "itq"}
     assert main(["fit-hash", str(run), "--set", "bits=[8]", "--set", "kinds=[sign]", "--overwrite"]) == 2
     assert "the codes are the embedding's 16 signs" in capsys.readouterr().err
+
+
+def test_semantic_sharing_hashing_trains_codes_through_the_shared_classifier(tiny_data_dir, tmp_path, capsys):
+    from semshare.training.experiment import load_run
+
+    run = tmp_path / "ss-hash"
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "ours_hash", "--out", str(run), "--threads", "1",
+                 "--set", "models.semantic_sharing.hash_bits=16", "--set", "models.semantic_sharing.dim=16",
+                 "--set", "models.semantic_sharing.heads=2", "--set", "models.semantic_sharing.layers=1",
+                 "--set", "train.epochs=6", "--set", "train.progress=false", "--set", "text.word_dim=8"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "train/quantisation_image" in r]
+    assert steps and all(np.isfinite(r["train/loss"]) for r in steps)
+    assert steps[-1]["train/label_image"] < steps[0]["train/label_image"]  # the classifier learns from the codes
+    loaded = load_run(run, ranking="label")
+    emb = loaded.encode_images(rows=[0, 1, 2])
+    assert emb.shape == (3, 16)
+    raw = loaded.embed(np.arange(5), sides=("image",))[0].emb
+    assert np.abs(raw).max() <= 1.0  # tanh: the codes' relaxation
+    probabilities = loaded.predict_labels(images=[0, 1])  # the shared classifier reads the codes' relaxation
+    assert probabilities.shape == (2, loaded.dataset.num_labels) and ((0 <= probabilities) & (probabilities <= 1)).all()
+    capsys.readouterr()
+    assert main(["fit-hash", str(run), "--set", "bits=[16]", "--set", "kinds=[sign,itq]", "--threads", "1"]) == 0
+    assert "| 16 |" in capsys.readouterr().out
+    assert main(["train", "--data", str(tiny_data_dir), "--method", "ours_hash", "--out", str(tmp_path / "bad"),
+                 "--set", "models.semantic_sharing.classifier=label-graph"]) == 2

@@ -49,6 +49,7 @@ class LossConfig:
     consistency: str = "none"  # none | triplet (Ours+Con) | discrimination (Eq. 1, IMC)
     consistency_weight: float = 0.0  # eta
     margin: float = 0.2
+    quantisation_weight: float = 0.1  # with hash_bits: ||sign(h) - h||^2 of both modalities' codes
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class SemanticSharingConfig:
     classifier: str = "linear"
     graph: LabelGraphConfig = field(default_factory=LabelGraphConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # Semantic Sharing hashing (issue 35): > 0 puts a shared hash layer h = tanh(W z) of this many bits
+    # between the pooled z and the shared classifier (which then reads h), h is the retrieval embedding and
+    # its signs the codes; the quantisation term pulls h to +-1. No consistency term, as the method itself.
+    hash_bits: int = 0
 
 
 def _shared_encoder(cfg: SemanticSharingConfig) -> nn.Module:
@@ -152,6 +157,11 @@ class SemanticSharing(TrainedMethod):
         for key in ("dim", "layers", "heads", "ffn_dim"):
             if getattr(cfg, key) < 1:
                 raise ConfigError(f"model.{key}: expected an integer >= 1, found {getattr(cfg, key)}")
+        if cfg.hash_bits > 1024:
+            raise ConfigError(f"model.hash_bits: expected 0 (no hashing) or a code length up to 1024, found {cfg.hash_bits}")
+        if cfg.hash_bits and (cfg.classifier != "linear" or cfg.loss.label_weight <= 0):
+            raise ConfigError("model.hash_bits: the hash layer feeds the linear shared classifier; expected "
+                              "classifier linear and loss.label_weight > 0")
         if cfg.shared_model == "transformer" and cfg.dim % cfg.heads:
             raise ConfigError(f"model.dim: expected a multiple of model.heads ({cfg.heads}), found {cfg.dim}")
         if cfg.pooling in ("label", "label-segments") and cfg.loss.label_weight <= 0:
@@ -191,6 +201,8 @@ class SemanticSharing(TrainedMethod):
             self.txt_encoder = PretrainedSegmentEncoder(spec.text_dim, dim, cfg.dropout, maskable=wants_context)
         copies = 1 if cfg.share else 2  # index 0: image (and text when shared), 1: text
         self.shared = nn.ModuleList(_shared_encoder(cfg) for _ in range(copies))
+        self.hash_layer = (nn.ModuleList(nn.Linear(dim, cfg.hash_bits) for _ in range(copies))
+                           if cfg.hash_bits > 0 else None)
         uses_classifier = loss_cfg.label_weight > 0 or cfg.pooling in ("label", "label-segments")
         self.classifier = (nn.ModuleList(self._classifier(cfg, fitted, spec.num_labels) for _ in range(copies))
                            if uses_classifier else None)
@@ -203,7 +215,11 @@ class SemanticSharing(TrainedMethod):
     def _classifier(cfg: SemanticSharingConfig, fitted: Mapping[str, np.ndarray], num_labels: int) -> nn.Module:
         if cfg.classifier == "label-graph":
             return LabelGraphClassifier(cfg.graph, fitted, num_labels, cfg.dim)
-        return nn.Linear(cfg.dim, num_labels)
+        return nn.Linear(cfg.hash_bits or cfg.dim, num_labels)  # hashing: g reads the codes' relaxation h
+
+    def _classifier_input(self, z: torch.Tensor, branch: int) -> torch.Tensor:
+        """What the shared classifier reads: the pooled z, or with hashing its code relaxation tanh(W z)."""
+        return z if self.hash_layer is None else torch.tanh(self.hash_layer[branch](z))
 
     # ---- segments through the shared model ----
     def _branch(self, modality: str) -> int:
@@ -298,6 +314,8 @@ class SemanticSharing(TrainedMethod):
         return self._shared_passes(batch, [(modality, with_mask)])[0]
 
     def _retrieval_embedding(self, hidden, mask, pooled, branch) -> torch.Tensor:
+        if self.hash_layer is not None:  # hashing: the codes' relaxation; its signs are the codes
+            return self._classifier_input(pooled, branch)
         pooling = self.cfg.pooling
         if pooling in ("mean", "cls"):
             return pooled
@@ -311,13 +329,13 @@ class SemanticSharing(TrainedMethod):
     def predict_labels(self, batch: Batch, side: str) -> torch.Tensor:
         """The shared classifier on the pooled z: the label probabilities label prediction was trained on."""
         _, _, pooled, branch = self._shared_forward(batch, side)
-        return torch.sigmoid(self.classifier[branch](pooled)).float()
+        return torch.sigmoid(self.classifier[branch](self._classifier_input(pooled, branch))).float()
 
     def encode_with_labels(self, batch: Batch, side: str) -> tuple[torch.Tensor, torch.Tensor]:
         """One shared pass: the retrieval embedding and the classifier's probabilities of the same z."""
         hidden, mask, pooled, branch = self._shared_forward(batch, side)
         emb = self._retrieval_embedding(hidden, mask, pooled, branch).float()
-        return emb, torch.sigmoid(self.classifier[branch](pooled)).float()
+        return emb, torch.sigmoid(self.classifier[branch](self._classifier_input(pooled, branch))).float()
 
     def encode_features(self, batch: Batch, modality: str) -> torch.Tensor:
         """(B, D) pooled shared-encoder output whatever the retrieval pooling: "deep features" for the
@@ -344,8 +362,11 @@ class SemanticSharing(TrainedMethod):
                 _, _, z, branch = passes[modality, False]
                 pooled[modality] = z
                 if cfg.label_weight > 0:
-                    logits = self.classifier[branch](z)
+                    logits = self.classifier[branch](self._classifier_input(z, branch))
                     losses[f"label_{modality}"] = label_prediction_loss(logits, batch.labels, cfg.label_loss)
+                if self.hash_layer is not None:
+                    h = self._classifier_input(z, branch)
+                    losses[f"quantisation_{modality}"] = ((torch.sign(h).detach() - h) ** 2).mean()
         if masked_regions:
             losses["context_image"] = _per_item_masked_ce(self.region_head, passes["image", True][0],
                                                           batch.img_region_targets, batch.img_masked)
@@ -361,6 +382,7 @@ class SemanticSharing(TrainedMethod):
         total = total + sum(cfg.context_weight * v for k, v in losses.items() if k.startswith("context_"))
         if "consistency" in losses:
             total = total + cfg.consistency_weight * losses["consistency"]
+        total = total + sum(cfg.quantisation_weight * v for k, v in losses.items() if k.startswith("quantisation_"))
         if not isinstance(total, torch.Tensor):  # nothing to learn from in this batch
             total = sum(p.sum() * 0.0 for p in self.parameters())
         losses["loss"] = total
