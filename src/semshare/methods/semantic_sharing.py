@@ -49,7 +49,8 @@ class LossConfig:
     consistency: str = "none"  # none | triplet (Ours+Con) | discrimination (Eq. 1, IMC)
     consistency_weight: float = 0.0  # eta
     margin: float = 0.2
-    quantisation_weight: float = 0.1  # with hash_bits: ||sign(h) - h||^2 of both modalities' codes
+    quantisation_weight: float = 0.01  # with hash_bits: ||sign(h) - h||^2 of both modalities' codes
+    balance_weight: float = 0.1  # with hash_bits: each bit's batch mean pulled to 0 (without it codes collapse)
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,7 @@ class SemanticSharing(TrainedMethod):
                 if self.hash_layer is not None:
                     h = self._classifier_input(z, branch)
                     losses[f"quantisation_{modality}"] = ((torch.sign(h).detach() - h) ** 2).mean()
+                    losses[f"balance_{modality}"] = (h.mean(0) ** 2).mean()
         if masked_regions:
             losses["context_image"] = _per_item_masked_ce(self.region_head, passes["image", True][0],
                                                           batch.img_region_targets, batch.img_masked)
@@ -383,6 +385,7 @@ class SemanticSharing(TrainedMethod):
         if "consistency" in losses:
             total = total + cfg.consistency_weight * losses["consistency"]
         total = total + sum(cfg.quantisation_weight * v for k, v in losses.items() if k.startswith("quantisation_"))
+        total = total + sum(cfg.balance_weight * v for k, v in losses.items() if k.startswith("balance_"))
         if not isinstance(total, torch.Tensor):  # nothing to learn from in this batch
             total = sum(p.sum() * 0.0 for p in self.parameters())
         losses["loss"] = total
