@@ -161,18 +161,25 @@ def _run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_fit_instance(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("fit-instance", help="fit an instance head beside a finished run (the right item first)",
-                            description="Train a linear head on the run's own inputs to put a query's own items first "
-                                        "inside its label set; the weight of its score is chosen on the validation "
-                                        "split (label metrics within 0.5 points). Written to RUN/instance/; "
-                                        "evaluate, index build, search and serve then use it (--ranking label: not).")
+def _add_fitted_stage(sub: argparse._SubParsersAction, name: str, help: str, description: str, set_help: str,
+                      overwrite_help: str, handler) -> None:
+    """A stage fitted beside a finished run (fit-instance, fit-hash): RUN, --set of its config, --overwrite."""
+    parser = sub.add_parser(name, help=help, description=description)
     add_run_flags(parser)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="an InstanceConfig field, e.g. --set temperature=0.1 (repeatable)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an instance head the run has")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
     add_threads(parser)
-    parser.set_defaults(handler=_run_fit_instance)
+    parser.set_defaults(handler=handler)
+
+
+def add_fit_instance(sub: argparse._SubParsersAction) -> None:
+    _add_fitted_stage(sub, "fit-instance", "fit an instance head beside a finished run (the right item first)",
+                      "Train a linear head on the run's own inputs to put a query's own items first inside its label "
+                      "set; the weight of its score is chosen on the validation split (label metrics within 0.5 "
+                      "points). Written to RUN/instance/; evaluate, index build, search and serve then use it "
+                      "(--ranking label: not).",
+                      "an InstanceConfig field, e.g. --set temperature=0.1 (repeatable)",
+                      "replace an instance head the run has", _run_fit_instance)
 
 
 def _run_fit_instance(args: argparse.Namespace) -> int:
@@ -191,18 +198,13 @@ def _run_fit_instance(args: argparse.Namespace) -> int:
 
 
 def add_fit_hash(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("fit-hash", help="fit binary codes of a finished run's embeddings (cross-modal hashing)",
-                            description="Fit B-bit codes of the run's label-space embeddings on its training split, "
-                                        "per code length: ITQ (unsupervised, closed form) and a supervised hash layer "
-                                        "(the DCMH label likelihood, quantisation and bit balance), the better one on "
-                                        "the validation split by Hamming mAP@all (ties scored exactly). Written to "
-                                        "RUN/hash/; the run's own numbers never change.")
-    add_run_flags(parser)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a HashConfig field, e.g. --set bits=[16,64] or --set kinds=[itq] (repeatable)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the codes the run has")
-    add_threads(parser)
-    parser.set_defaults(handler=_run_fit_hash)
+    _add_fitted_stage(sub, "fit-hash", "fit binary codes of a finished run's embeddings (cross-modal hashing)",
+                      "Fit B-bit codes of the run's label-space embeddings on its training split, per code length: "
+                      "ITQ (unsupervised, closed form) and a supervised hash layer (the DCMH label likelihood, "
+                      "quantisation and bit balance), the better one on the validation split by Hamming mAP@all "
+                      "(ties scored exactly). Written to RUN/hash/; the run's own numbers never change.",
+                      "a HashConfig field, e.g. --set bits=[16,64] or --set kinds=[itq] (repeatable)",
+                      "replace the codes the run has", _run_fit_hash)
 
 
 def _run_fit_hash(args: argparse.Namespace) -> int:

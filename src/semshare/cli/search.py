@@ -227,10 +227,10 @@ def _run_batch_search(args: argparse.Namespace) -> int:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from semshare.search.gallery import LabelFacet, QueryRequest, load_index
+    from semshare.search.gallery import MAX_K, LabelFacet, QueryRequest, load_index
 
-    if not 1 <= args.k <= 1000:
-        raise SemshareError(f"-k must be between 1 and 1000; got {args.k}")
+    if not 1 <= args.k <= MAX_K:
+        raise SemshareError(f"-k must be between 1 and {MAX_K}; got {args.k}")
     if args.queries is not None:
         return _run_batch_search(args)
     if args.out is not None:

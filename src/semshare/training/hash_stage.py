@@ -124,11 +124,26 @@ def fit_supervised(img: np.ndarray, txt: np.ndarray, img_labels: np.ndarray, txt
 
 def hamming_map(projection: HashProjection, img_emb, txt_emb, img_labels, txt_labels, bits: int) -> dict[str, float]:
     """Ave / I2T / T2I Hamming mAP@all of a set (images query texts and the reverse)."""
-    img_codes, txt_codes = projection.codes(img_emb, "image"), projection.codes(txt_emb, "text")
+    return code_scores(projection.codes(img_emb, "image"), projection.codes(txt_emb, "text"), img_labels, txt_labels,
+                       bits)
+
+
+def code_scores(img_codes, txt_codes, img_labels, txt_labels, bits: int, radius: int | None = None) -> dict[str, float]:
+    """I2T / T2I / Ave Hamming mAP@all (ties: their exact expectation) of {0, 1} codes, and precision within
+    `radius` when given."""
+    from semshare.evaluation.hamming import precision_within_radius
+
     relevant = (np.asarray(img_labels, dtype=np.float64) @ np.asarray(txt_labels, dtype=np.float64).T) > 0
-    i2t = float(hamming_average_precision(hamming_distances(img_codes, txt_codes), relevant, bits).mean())
-    t2i = float(hamming_average_precision(hamming_distances(txt_codes, img_codes), relevant.T, bits).mean())
-    return {"i2t/mAP@all": i2t, "t2i/mAP@all": t2i, "ave/mAP@all": (i2t + t2i) / 2}
+    metrics = ["mAP@all"] + ([f"P@r{radius}"] if radius is not None else [])
+    table = {}
+    for direction, distances, truth in (("i2t", hamming_distances(img_codes, txt_codes), relevant),
+                                        ("t2i", hamming_distances(txt_codes, img_codes), relevant.T)):
+        table[f"{direction}/mAP@all"] = float(hamming_average_precision(distances, truth, bits).mean())
+        if radius is not None:
+            table[f"{direction}/P@r{radius}"] = float(precision_within_radius(distances, truth, radius).mean())
+    for metric in metrics:
+        table[f"ave/{metric}"] = (table[f"i2t/{metric}"] + table[f"t2i/{metric}"]) / 2
+    return table
 
 
 def split_embeddings(run, rows: np.ndarray):
@@ -144,7 +159,7 @@ def split_embeddings(run, rows: np.ndarray):
 def fit_hash_stage(run, run_dir: str | Path, cfg: HashConfig = HashConfig(), overwrite: bool = False) -> dict:
     """Fit every kind at every code length on the training split, choose per length on validation, write
     RUN/hash/; returns hash.json's record (with the test split's scores of the chosen codes)."""
-    from semshare.training.run_folder import checkpoint_digest, run_identity
+    from semshare.training.run_folder import made_by
 
     if run.dataset is None:
         raise SemshareError(f"{run_dir}: fitting codes reads the run's dataset; give --data")
@@ -161,9 +176,7 @@ def fit_hash_stage(run, run_dir: str | Path, cfg: HashConfig = HashConfig(), ove
     val = split_embeddings(run, run.val_rows)
     test_rows = run.dataset.split("test")
     test = split_embeddings(run, test_rows) if len(test_rows) else None
-    record = {"config": asdict(cfg), "made_by": {"run_id": run_identity(Path(run_dir)) or "", "checkpoint": run.checkpoint,
-                                                 "checkpoint_sha256": checkpoint_digest(Path(run_dir) / run.checkpoint)},
-              "ranking": run.ranking, "validation": {}, "chosen": {}, "test": {}}
+    record = {"config": asdict(cfg), "made_by": made_by(Path(run_dir), run.checkpoint), "ranking": run.ranking, "validation": {}, "chosen": {}, "test": {}}
     tensors = {}
     for bits in cfg.bits:
         candidates = {}
@@ -207,16 +220,14 @@ def _order(split):
 
 def load_hash_projection(run_dir: str | Path, bits: int) -> HashProjection:
     """The chosen projection of `bits` from RUN/hash/ (checked against its files.json and the run's id)."""
-    from semshare.training.run_folder import run_identity
+    from semshare.training.run_folder import check_made_by
 
     folder = Path(run_dir) / HASH_DIR
     if not (folder / "hash.json").is_file():
         raise SemshareError(f"{run_dir}: no codes fitted (semshare fit-hash {run_dir})")
     verify_files_manifest(folder, "hash stage")
     record = read_json_object(folder / "hash.json", "the hash stage's record")
-    own, made_by = run_identity(Path(run_dir)), record.get("made_by", {})
-    if own and made_by.get("run_id") and made_by["run_id"] != own:
-        raise SemshareError(f"{folder / 'hash.json'}: made_by: fitted on run {made_by['run_id']}, but {run_dir} is run {own}")
+    check_made_by(Path(run_dir), folder / "hash.json", record.get("made_by"), f"semshare fit-hash {run_dir} --overwrite")
     tensors = read_tensors(folder / "projections.safetensors", "the hash projections")
     if f"{bits}.image.weight" not in tensors:
         raise SemshareError(f"{folder}: no {bits}-bit codes; fitted: {', '.join(record.get('chosen', {}))}")
@@ -272,19 +283,9 @@ class HashRanking:
 def evaluate_codes(run, rows: np.ndarray, radius: int = 2) -> dict[str, float]:
     """A run ranking by its codes (`hash:BITS`), scored on `rows` (queries and gallery) under Hamming
     ranking: I2T / T2I / Ave mAP@all (ties: their exact expectation) and precision within `radius`."""
-    from semshare.evaluation.hamming import precision_within_radius
-
     bits = hash_bits_of(run.ranking)
     if bits is None:
         raise SemshareError(f"codes are scored for a run loaded with ranking hash:BITS, not {run.ranking!r}")
     img_emb, img_labels, txt_emb, txt_labels = split_embeddings(run, rows)
-    img_codes, txt_codes = binary_codes(img_emb), binary_codes(txt_emb)  # the projections' signs
-    relevant = (np.asarray(img_labels, dtype=np.float64) @ np.asarray(txt_labels, dtype=np.float64).T) > 0
-    table = {}
-    for direction, distances, truth in (("i2t", hamming_distances(img_codes, txt_codes), relevant),
-                                        ("t2i", hamming_distances(txt_codes, img_codes), relevant.T)):
-        table[f"{direction}/mAP@all"] = float(hamming_average_precision(distances, truth, bits).mean())
-        table[f"{direction}/P@r{radius}"] = float(precision_within_radius(distances, truth, radius).mean())
-    for metric in ("mAP@all", f"P@r{radius}"):
-        table[f"ave/{metric}"] = (table[f"i2t/{metric}"] + table[f"t2i/{metric}"]) / 2
-    return table
+    # the ranking stage has applied the projections already: their signs are the codes
+    return code_scores(binary_codes(img_emb), binary_codes(txt_emb), img_labels, txt_labels, bits, radius)

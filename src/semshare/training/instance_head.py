@@ -275,12 +275,10 @@ def fit_instance_head(run, run_dir: str | Path, cfg: InstanceConfig = InstanceCo
     allowed = [w for w in cfg.weights if tables[w][SELECTION_METRIC] >= base[SELECTION_METRIC] - cfg.tolerance
                and tables[w]["ave/mAP@all"] >= base["ave/mAP@all"] - cfg.tolerance]
     chosen = max(allowed, key=lambda w: (tables[w]["ave/R@10"], -w)) if allowed else 0.0
-    from semshare.training.run_folder import checkpoint_digest, run_identity
+    from semshare.training.run_folder import made_by
 
-    made_by = {"run_id": run_identity(Path(run_dir)) or "", "checkpoint": run.checkpoint,
-               "checkpoint_sha256": checkpoint_digest(Path(run_dir) / run.checkpoint)}
     record = {"config": asdict(cfg), "weight": float(chosen), "text_features": text_kind(run), "image_features": kind,
-              "made_by": made_by,
+              "made_by": made_by(Path(run_dir), run.checkpoint),
               "validation": {str(w): {k: round(v, 6) for k, v in t.items()} for w, t in tables.items()}}
     with atomic_directory(Path(run_dir) / INSTANCE_DIR, overwrite=overwrite) as tmp:
         (tmp / "head.safetensors").write_bytes(safetensors_bytes({k: v.contiguous() for k, v in head.state_dict().items()}))
@@ -303,7 +301,10 @@ def instance_ranking(run_dir: str | Path):
         return None
     verify_files_manifest(folder, "instance head")
     record = read_json_object(folder / "instance.json", "the instance head's record")
-    _check_head_of_run(Path(run_dir), folder, record.get("made_by"))
+    from semshare.training.run_folder import check_made_by
+
+    check_made_by(Path(run_dir), folder / "instance.json", record.get("made_by"),
+                  f"semshare fit-instance {run_dir} --overwrite")
     cfg = from_dict(InstanceConfig, {**record.get("config", {}), "weights": tuple(record.get("config", {}).get("weights", ()))})
     weight = record.get("weight")
     if not isinstance(weight, (int, float)) or weight < 0:
@@ -319,19 +320,6 @@ def instance_ranking(run_dir: str | Path):
         raise SemshareError(f"{folder / 'instance.json'}: image_features: expected regions, global or regions+global, "
                             f"found {kind!r}")
     return InstanceRanking(head, float(weight), kind)
-
-
-def _check_head_of_run(run_dir: Path, folder: Path, made_by) -> None:
-    """The head was fitted on this run's embeddings: its run id (heads fitted before ids: not checked)."""
-    from semshare.training.run_folder import run_identity
-
-    if made_by is None:
-        return
-    own = run_identity(run_dir)
-    if not isinstance(made_by, dict) or (own and made_by.get("run_id") and made_by["run_id"] != own):
-        raise SemshareError(f"{folder / 'instance.json'}: made_by: the head was fitted on run "
-                            f"{made_by.get('run_id') if isinstance(made_by, dict) else made_by!r}, but {run_dir} is "
-                            f"run {own}; fit it again (semshare fit-instance {run_dir} --overwrite)")
 
 
 def read_instance_record(run_dir: str | Path) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 from semshare.config import from_dict, load_yaml, save_yaml, to_dict
 from semshare.data.dataset import Dataset
 from semshare.errors import ConfigError, OutputExistsError, SemshareError
-from semshare.fileio import atomic_write_json, read_json_object
+from semshare.fileio import FOLDER_KINDS, atomic_write_json, read_json_object
 from semshare.methods.base import ModelSpec
 from semshare.training.recipes import ExperimentConfig, experiment_config_from_dict
 from semshare.names import BEST, LAST
@@ -105,6 +105,24 @@ def checkpoint_digest(folder: Path) -> str:
         if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
             return entry["sha256"]
     return file_sha256(Path(folder) / "model.safetensors")
+
+
+def made_by(run_dir: Path, checkpoint: str) -> dict:
+    """What a stage fitted beside a run (instance head, codes) records of it: its id and checkpoint weights."""
+    return {"run_id": run_identity(Path(run_dir)) or "", "checkpoint": checkpoint,
+            "checkpoint_sha256": checkpoint_digest(Path(run_dir) / checkpoint)}
+
+
+def check_made_by(run_dir: Path, record_path: Path, recorded, refit: str) -> None:
+    """A stage's `made_by` names this run (one written before identities, None or without an id: taken as
+    this run's); else one line naming both and the command that fits it again (`refit`)."""
+    if recorded is None:
+        return
+    own = run_identity(Path(run_dir))
+    if not isinstance(recorded, dict) or (own and recorded.get("run_id") and recorded["run_id"] != own):
+        found = recorded.get("run_id") if isinstance(recorded, dict) else repr(recorded)[:60]
+        raise SemshareError(f"{record_path}: made_by: fitted on run {found}, but {run_dir} is run {own}; fit it "
+                            f"again ({refit})")
 
 
 # the sections of a checkpoint's embedded config that decide what its weights are (an allowed change of
@@ -255,16 +273,12 @@ def check_existing_run(run_dir: Path, cfg: ExperimentConfig, dataset: Dataset, r
         if (run_dir / name).exists():
             raise SemshareError(f"{run_dir / 'config.yaml'}: file: expected the config of the run whose checkpoint "
                                 f"is in {name}/, found none; it cannot be resumed or replaced: choose another --out")
-    for marker, kind in OTHER_FOLDER_KINDS.items():  # another command's folder: never mixed with a run's files
-        if (run_dir / marker).exists():
+    for marker, kind in FOLDER_KINDS.items():  # another command's folder: never mixed with a run's files
+        if marker != "config.yaml" and (run_dir / marker).exists():
             raise OutputExistsError(f"{run_dir} holds {kind} ({marker}); a run is written into a new or empty "
                                     "folder: choose another --out")
     return False
 
-
-# the file that marks each other kind of folder a semshare command writes
-OTHER_FOLDER_KINDS = {"meta.json": "a dataset", "manifest.json": "an index", "results.json": "a benchmark",
-                      "package.json": "an exported package"}
 
 
 def check_same_spec(run_dir: Path, spec: ModelSpec) -> None:
